@@ -1,0 +1,127 @@
+"""The Backbone: a diffusion model as the solvers see it (noise prediction, x0 decode, prompts)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+PromptEncoder = Callable[[list[str]], torch.Tensor]
+
+
+class Backbone(nn.Module):
+    """A pretrained diffusion model: latent (VAE inside) or pixel space.
+
+    ``z`` is the diffusion state: a VAE latent for latent models, an image in [-1, 1] for pixel
+    models. ``decode``/``encode`` convert between ``z`` and images in [0, 1] (B, 3, H, W).
+    """
+
+    def __init__(
+        self,
+        unet: nn.Module,
+        scheduler_config: dict,
+        *,
+        spec: str,
+        vae: nn.Module | None = None,
+        vae_scale: float = 1.0,
+        prompt_encoder: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.unet = unet.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False) if vae is not None else None
+        self.prompt_encoder = prompt_encoder.eval().requires_grad_(False) if prompt_encoder is not None else None
+        self.scheduler_config = dict(scheduler_config)
+        self.spec = spec
+        self.vae_scale = vae_scale
+        alphas = DDPMScheduler.from_config(self.scheduler_config).alphas_cumprod
+        self.register_buffer("alphas_cumprod", alphas.float(), persistent=False)
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def is_latent(self) -> bool:
+        return self.vae is not None
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.scheduler_config.get("num_train_timesteps", 1000))
+
+    @property
+    def prediction_type(self) -> str:
+        return self.scheduler_config.get("prediction_type", "epsilon")
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """Shape (C, h, w) of one diffusion state."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
+        return (self.unet.config.in_channels, h, w)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        _, h, w = self.latent_shape
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1) if self.vae is not None else 1
+        return (h * factor, w * factor)
+
+    @property
+    def has_prompts(self) -> bool:
+        return self.prompt_encoder is not None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    # -- model calls ------------------------------------------------------------------------
+    def eps(self, z_t: torch.Tensor, t: torch.Tensor | int, cond: torch.Tensor | None) -> torch.Tensor:
+        """Noise prediction eps(z_t, t, cond), converted from v-prediction where needed."""
+        if not torch.is_tensor(t):
+            t = torch.tensor(t, device=z_t.device)
+        t = t.expand(z_t.shape[0]) if t.dim() == 0 else t
+        kwargs = {"encoder_hidden_states": cond.to(self.dtype)} if cond is not None else {}
+        out = self.unet(z_t.to(self.dtype), t, **kwargs).sample.to(z_t.dtype)
+        if self.prediction_type == "v_prediction":
+            a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(z_t.dtype)
+            out = a.sqrt() * out + (1 - a).sqrt() * z_t
+        return out
+
+    def x0_from_eps(self, z_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
+        """x0 estimate: (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
+        a = self.alphas_cumprod[t].to(z_t.dtype)
+        return (z_t - (1 - a).sqrt() * eps) / a.sqrt()
+
+    def decode(self, z0: torch.Tensor) -> torch.Tensor:
+        """Diffusion state -> image in [0, 1] (not clamped: guidance sees the raw decoder output)."""
+        if self.vae is None:
+            return (z0 + 1) / 2
+        image = self.vae.decode((z0 / self.vae_scale).to(self.vae.dtype)).sample.to(z0.dtype)
+        return (image + 1) / 2
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image in [0, 1] -> diffusion state (the VAE posterior mean for latent models)."""
+        if self.vae is None:
+            return images * 2 - 1
+        posterior = self.vae.encode((images * 2 - 1).to(self.vae.dtype)).latent_dist
+        return posterior.mean.to(images.dtype) * self.vae_scale
+
+    def encode_prompt(self, prompts: list[str]) -> torch.Tensor | None:
+        """Prompt embeddings (B, L, D); None for unconditional models."""
+        if self.prompt_encoder is None:
+            return None
+        with torch.no_grad():
+            return self.prompt_encoder(prompts).to(self.device)
+
+    def make_scheduler(self, kind: str, num_steps: int) -> DDPMScheduler | DDIMScheduler:
+        """A diffusers scheduler on this model's noise schedule: ``ddpm`` (ancestral) or ``ddim`` (eta 0)."""
+        config = {k: v for k, v in self.scheduler_config.items() if not k.startswith("_")}
+        config.update(clip_sample=False, prediction_type="epsilon")
+        if kind == "ddpm":
+            scheduler = DDPMScheduler.from_config(config, variance_type="fixed_large")
+        else:
+            scheduler = DDIMScheduler.from_config(config, set_alpha_to_one=False)
+        scheduler.set_timesteps(num_steps)
+        return scheduler

@@ -1,0 +1,246 @@
+"""Stable Diffusion backbones (latent space): diffusers folders, hub ids and original single-file checkpoints."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
+from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
+from safetensors import safe_open
+from torch import nn
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from featscope.backbones.base import Backbone
+from featscope.errors import FeatscopeError, InputFileError, SpecError
+
+T = TypeVar("T")
+
+SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
+SD_KINDS = ("v1", "v2")  # diffusers' names of the original checkpoint types StableDiffusionPipeline runs
+CONFIG_PATTERNS = ["*.json", "**/*.json", "*.txt", "**/*.txt"]
+FOLDER_LAYOUT = "a diffusers folder with unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
+
+
+class ClipPromptEncoder(nn.Module):
+    """Prompts -> CLIP ``last_hidden_state`` (B, model_max_length, D), tokenized and padded as Stable Diffusion does."""
+
+    def __init__(self, tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.text_encoder = text_encoder
+
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        ids = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+        return self.text_encoder(ids.to(self.text_encoder.device)).last_hidden_state
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's type and the first sentence of its message, for one-line user errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0].split(". ")[0][:200] if lines else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def load_sd(source: str, *, spec: str, dtype: torch.dtype, config: str | Path | None = None) -> Backbone:
+    """``sd:SOURCE``: a diffusers folder, a hub id, or an original ``.ckpt``/``.safetensors`` checkpoint.
+
+    ``config`` (a diffusers folder or hub id) gives the component configs for a single-file checkpoint;
+    without it diffusers infers them (SD 1.x/2.x) and fetches them from the hub cache.
+    """
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _load_single_file(path, spec=spec, dtype=dtype, config=config)
+    if config is not None:
+        raise SpecError(f"a backbone config (--backbone-config) only applies to single-file checkpoints, not {spec!r}")
+    if path.is_dir():
+        try:
+            return _load_components(str(path), spec=spec, dtype=dtype, local_only=True)
+        except Exception as exc:
+            raise FeatscopeError(f"cannot load {path} as Stable Diffusion ({FOLDER_LAYOUT}): {reason(exc)}") from exc
+    if _looks_like_path(source):
+        raise InputFileError(
+            f"{source} does not exist; sd: takes {FOLDER_LAYOUT}, an original .ckpt/.safetensors checkpoint "
+            "or a hub id such as CompVis/stable-diffusion-v1-4"
+        )
+    return _from_hub(
+        source,
+        lambda local_only: _load_components(source, spec=spec, dtype=dtype, local_only=local_only),
+        what="Stable Diffusion model",
+        fix="download it once with network access, or give a local folder: sd:/path/to/diffusers/folder",
+    )
+
+
+def _looks_like_path(source: str) -> bool:
+    return (
+        source.startswith((".", "/", "~"))
+        or source.lower().endswith(SINGLE_FILE_SUFFIXES)
+        or source.count("/") != 1
+        or "\\" in source
+    )
+
+
+def _backbone(unet, vae, tokenizer, text_encoder, scheduler_config: Mapping, spec: str) -> Backbone:
+    return Backbone(
+        unet,
+        dict(scheduler_config),
+        spec=spec,
+        vae=vae,
+        vae_scale=float(vae.config.scaling_factor),
+        prompt_encoder=ClipPromptEncoder(tokenizer, text_encoder),
+    )
+
+
+def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: bool) -> Backbone:
+    """The SD components from a diffusers folder or hub id (never the safety checker)."""
+    local = {"local_files_only": local_only}
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **local)
+    text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype)
+    tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **local)
+    scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)
+    return _backbone(unet, vae, tokenizer, text_encoder, scheduler_config, spec)
+
+
+# -- the Hugging Face hub: cached, offline, or downloaded ---------------------------------------
+def _offline() -> bool:
+    env = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return bool(constants.HF_HUB_OFFLINE) or env
+
+
+def _is_cached(repo_id: str) -> bool:
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "model_index.json"), str)
+    except ValueError:
+        raise SpecError(f"{repo_id!r} is neither a file, a folder nor a hub id (ORG/NAME)") from None
+
+
+def _from_hub(repo_id: str, load: Callable[[bool], T], *, what: str, fix: str) -> T:
+    """``load(local_only)``: from the cache when cached (no network), else from the hub unless offline."""
+    cached, offline = _is_cached(repo_id), _offline()
+    if not cached and offline:
+        raise FeatscopeError(
+            f"{what} {repo_id!r} is not in the local Hugging Face cache and the hub is offline (HF_HUB_OFFLINE); {fix}"
+        )
+    attempts = [True, False] if cached and not offline else [offline]  # a partial cache: let the hub complete it
+    for local_only in attempts:
+        try:
+            return load(local_only)
+        except Exception as exc:  # hub and loader errors come in many types
+            error = exc
+    where = "the local Hugging Face cache" if offline else "the Hugging Face hub"
+    raise FeatscopeError(f"cannot load {what} {repo_id!r} from {where} ({reason(error)}); {fix}") from error
+
+
+# -- original single-file checkpoints -------------------------------------------------------------
+class _Inert:
+    """Stands in for non-tensor objects pickled in training checkpoints (e.g. Lightning callbacks): runs no code."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __setstate__(self, state) -> None:
+        pass
+
+
+def _inert_globals(path: Path) -> list[tuple[type, str]]:
+    """Classes pickled in a zip checkpoint that ``weights_only`` loading refuses, each mapped to ``_Inert``."""
+    if path.suffix == ".safetensors" or not zipfile.is_zipfile(path):
+        return []
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:
+        return []
+    return [(_Inert, name) for name in names]
+
+
+def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors by name without reading them all (meta tensors for safetensors, mmap for zip)."""
+    try:
+        if path.suffix == ".safetensors":
+            with safe_open(str(path), "pt") as handle:
+                return {k: torch.empty(handle.get_slice(k).get_shape(), device="meta") for k in handle.keys()}
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except Exception as exc:
+        raise FeatscopeError(
+            f"{path} is not a readable checkpoint ({reason(exc)}); sd: expects an original Stable Diffusion "
+            ".ckpt or .safetensors file"
+        ) from None
+    while isinstance(state, Mapping) and "state_dict" in state:
+        state = state["state_dict"]
+    return state if isinstance(state, Mapping) else {}
+
+
+def _single_file_config(state: Mapping[str, torch.Tensor], path: Path, config: str | Path | None) -> str:
+    """A local folder with the diffusers configs (and tokenizer) for a single-file checkpoint."""
+    fix = "download it once with network access, or pass a local diffusers Stable Diffusion folder as config "
+    fix += "(CLI: --backbone-config FOLDER)"
+    if config is not None:
+        folder = Path(config).expanduser()
+        if folder.is_dir():
+            return str(folder)
+        if _looks_like_path(str(config)):
+            raise InputFileError(f"backbone config {config} does not exist; give a diffusers Stable Diffusion folder")
+        repo = str(config)
+    else:
+        try:
+            kind = infer_diffusers_model_type(state)
+        except Exception:
+            kind = "unknown"
+        if kind not in SD_KINDS:
+            raise FeatscopeError(
+                f"{path} is a {kind} checkpoint, not Stable Diffusion 1.x/2.x; to try it anyway pass a matching "
+                "diffusers folder as config (CLI: --backbone-config FOLDER)"
+            )
+        repo = fetch_diffusers_config(state)["pretrained_model_name_or_path"]
+    return _from_hub(
+        repo,
+        lambda local_only: snapshot_download(repo, allow_patterns=CONFIG_PATTERNS, local_files_only=local_only),
+        what="the diffusers config of this checkpoint,",
+        fix=fix,
+    )
+
+
+def _load_single_file(path: Path, *, spec: str, dtype: torch.dtype, config: str | Path | None) -> Backbone:
+    with torch.serialization.safe_globals(_inert_globals(path)):
+        state = _read_checkpoint(path)
+        if not any(key.startswith("model.diffusion_model.") for key in state):
+            raise FeatscopeError(
+                f"{path} is not a Stable Diffusion checkpoint: it holds no model.diffusion_model.* weights "
+                "(expected an original LDM checkpoint such as sd-v1-4.ckpt)"
+            )
+        config_dir = _single_file_config(state, path, config)
+        del state
+        try:
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path),
+                config=config_dir,
+                torch_dtype=dtype,
+                local_files_only=True,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+        except Exception as exc:
+            raise FeatscopeError(
+                f"cannot load {path} as Stable Diffusion with the config {config_dir}: {reason(exc)}"
+            ) from exc
+    for name in ("unet", "vae", "text_encoder"):
+        missing = [n for n, p in getattr(pipe, name).named_parameters() if p.is_meta]
+        if missing:
+            raise FeatscopeError(
+                f"{path} has no weights for the {name} (e.g. {missing[0]}): the file is truncated or does not "
+                f"match the config {config_dir}"
+            )
+    return _backbone(pipe.unet, pipe.vae, pipe.tokenizer, pipe.text_encoder, pipe.scheduler.config, spec)

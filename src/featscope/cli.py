@@ -1,0 +1,358 @@
+"""The ``featscope`` command line: one entry point with sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from featscope.errors import FeatscopeError
+
+EPILOG_DECODE = """\
+examples:
+  featscope decode --target cat.png                       # embedded world defaults (offline)
+  featscope decode --target cat.jpg --backbone sd:CompVis/stable-diffusion-v1-4 \\
+      --extractor torchvision:resnet50 --preset reference --out runs/cat
+  featscope decode --text "a black motorbike parked on the dry ground" --extractor clip:RN50 \\
+      --backbone sd:/models/sd-v1-4.ckpt --preset reference
+
+The update at every step (paper: Shirahama et al., arXiv 2509.07936):
+  g = grad_{z_t} ||f(D(x0_hat(z_t))) - f*||^2, rescaled to ||eps||, clamped to mean +- thr*std;
+  eps <- eps + w_g * g; repeated K times per step with re-noising (self-recurrence).
+"""
+
+
+def _add_model_options(parser: argparse.ArgumentParser, *, backbone: bool = True) -> None:
+    group = parser.add_argument_group("models")
+    if backbone:
+        group.add_argument(
+            "--backbone",
+            default="world:ddpm",
+            metavar="SPEC",
+            help="diffusion model: sd:HUB_ID_OR_FOLDER, sd:FILE.ckpt|.safetensors, pixel:FOLDER, "
+            "world:ddpm (default: %(default)s, the embedded model)",
+        )
+        group.add_argument(
+            "--backbone-config",
+            metavar="FOLDER_OR_ID",
+            help="diffusers config (folder or hub id) for a single-file checkpoint that diffusers "
+            "cannot infer, e.g. a fine-tuned SD 1.x",
+        )
+    group.add_argument(
+        "--extractor",
+        default="world:shape-net",
+        metavar="SPEC",
+        help="network under study, optionally @layer: clip:RN50, torchvision:resnet50, "
+        "torchvision:vit_h_14, torchvision:NAME@layer, timm:NAME@layer, open_clip:ARCH/PRETRAINED, "
+        "pkg.module:factory, world:shape-net|color-net|spurious-net (default: %(default)s)",
+    )
+    group.add_argument(
+        "--extractor-weights",
+        metavar="FILE",
+        help="local weights (state dict) for the extractor instead of its published download",
+    )
+
+
+def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    group.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "fp16", "bf16"],
+        help="network precision under autocast; loss and gradient rescale stay fp32",
+    )
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _decode_parser(sub) -> None:
+    p = sub.add_parser(
+        "decode",
+        help="generate images whose feature matches a target feature (universal solver)",
+        description="Decode a feature into images by guided diffusion (training-free).",
+        epilog=EPILOG_DECODE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    t = p.add_argument_group("targets (at least one)")
+    t.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="image (PNG/JPEG) or saved feature (.safetensors/.pt/.npy); repeat for several",
+    )
+    t.add_argument(
+        "--text",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="text target, encoded by the extractor's text tower (CLIP-family only); repeatable",
+    )
+    _add_model_options(p)
+    s = p.add_argument_group("solver (a preset, then any override)")
+    s.add_argument(
+        "--preset",
+        default=None,
+        choices=["reference", "fast", "faster"],
+        help="reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, "
+        "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2 (default: fast)",
+    )
+    s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
+    s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")
+    s.add_argument(
+        "--guidance-weight",
+        "--wg",
+        type=float,
+        dest="guidance_weight",
+        metavar="W_G",
+        help="w_g: weight of the rescaled feature gradient added to eps",
+    )
+    s.add_argument(
+        "--recurrence",
+        "-K",
+        type=int,
+        dest="recurrence",
+        metavar="K",
+        help="K: self-recurrence iterations per step (re-noise and repeat)",
+    )
+    s.add_argument(
+        "--early-recurrence",
+        type=int,
+        metavar="K_EARLY",
+        help="K for the first --early-steps steps (early step emphasis; reference 1000)",
+    )
+    s.add_argument(
+        "--early-steps",
+        type=int,
+        metavar="N",
+        help="number of first steps with emphasis: T - T' in the paper (reference 5: t = 999..995)",
+    )
+    s.add_argument(
+        "--grad-clip",
+        type=float,
+        metavar="THR",
+        help="grad_thres: clamp the rescaled gradient to mean +- THR*std element-wise; <=0 off",
+    )
+    s.add_argument("--loss", choices=["l2", "cosine"], help="feature distance: squared L2 (published) or cosine")
+    s.add_argument("--prompt", help="text prompt for the backbone (default empty = unconditional, as published)")
+    s.add_argument("--guidance-scale", type=float, help="classifier-free guidance on --prompt (1 = off)")
+    s.add_argument(
+        "--stop-distance",
+        type=float,
+        metavar="D",
+        help="stop early once every sample's best squared distance is at most D",
+    )
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/decode-<first target>)")
+    o.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    o.add_argument("--num-samples", type=int, default=1, help="images per target, seeds seed..seed+N-1")
+    o.add_argument("--seed", type=int, default=0, help="random seed: same seed and settings give the same image")
+    o.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: all at once)")
+    o.add_argument("--save-every", type=int, default=0, metavar="N", help="save x0 estimates every N steps in steps/")
+    _add_runtime_options(p)
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from featscope.decoding import decode
+
+    settings = {
+        k: getattr(args, k)
+        for k in (
+            "sampler",
+            "num_steps",
+            "guidance_weight",
+            "recurrence",
+            "early_recurrence",
+            "early_steps",
+            "grad_clip",
+            "loss",
+            "prompt",
+            "guidance_scale",
+            "stop_distance",
+        )
+    }
+    if not args.target and not args.text:
+        raise FeatscopeError("no target given; pass --target FILE (image or feature file) or --text TEXT")
+    first = Path(args.target[0]).stem if args.target else "text"
+    out = args.out or f"runs/decode-{first}"
+    result = decode(
+        args.target,
+        text=args.text,
+        backbone=args.backbone,
+        extractor=args.extractor,
+        preset=args.preset,
+        num_samples=args.num_samples,
+        seed=args.seed,
+        out=out,
+        overwrite=args.overwrite,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        save_every=args.save_every,
+        backbone_config=args.backbone_config,
+        extractor_weights=args.extractor_weights,
+        quiet=args.quiet,
+        **settings,
+    )
+    summary = json.loads((result.run_dir / "metrics.json").read_text())["summary"]
+    print(f"wrote {result.run_dir}/ (final, best, metrics.json, log.jsonl, config.yaml)")
+    print(
+        f"best distance {summary['mean_best_distance']:.4g}, final distance {summary['mean_final_distance']:.4g}, "
+        f"best cosine {summary['mean_best_cosine']:.3f}, {summary['network_evaluations']} network evaluations, "
+        f"{summary['wall_seconds']:.1f} s"
+    )
+    return 0
+
+
+def _encode_parser(sub) -> None:
+    p = sub.add_parser(
+        "encode",
+        help="save the feature of an image as a target tensor",
+        description="Compute a network's feature of one or more images and save it "
+        "(.safetensors, .pt or .npy), to use later as --target.",
+    )
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--out", required=True, metavar="FILE", help="feature file to write (.safetensors/.pt/.npy)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="resize images to this square size first (default: as the extractor preprocesses)",
+    )
+    _add_model_options(p, backbone=False)
+    _add_runtime_options(p)
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from featscope.devices import resolve_device
+    from featscope.extractors import load_extractor
+    from featscope.images import load_image
+    from featscope.targets import save_feature
+
+    device = resolve_device(args.device)
+    extractor = load_extractor(args.extractor, weights=args.extractor_weights, device=device)
+    feats = []
+    for path in args.images:
+        image = load_image(path).to(device)
+        if args.image_size:
+            image = torch.nn.functional.interpolate(
+                image, size=(args.image_size,) * 2, mode="bicubic", antialias=True
+            ).clamp(0, 1)
+        feats.append(extractor.target_features(image).float().cpu())
+    feature = torch.cat(feats)
+    save_feature(
+        feature if len(args.images) > 1 else feature[0],
+        args.out,
+        metadata={"extractor": args.extractor, "layer": str(extractor.layer)},
+    )
+    print(f"wrote {args.out}: feature of shape {tuple(feature.shape if len(args.images) > 1 else feature.shape[1:])}")
+    return 0
+
+
+def _layers_parser(sub) -> None:
+    p = sub.add_parser(
+        "layers",
+        help="list a network's layer names (for SPEC@layer)",
+        description="List the layers of a network, with output shapes, to pick SPEC@layer.",
+    )
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--extractor-weights", metavar="FILE")
+
+
+def _run_layers(args: argparse.Namespace) -> int:
+    from featscope.extractors import list_layers
+
+    for name, kind, shape in list_layers(args.spec, weights=args.extractor_weights):
+        print(f"{name:50s} {kind:28s} {tuple(shape) if shape is not None else ''}")
+    return 0
+
+
+def _world_parser(sub) -> None:
+    p = sub.add_parser(
+        "world",
+        help="the embedded shapes world: sample images, train its models",
+        description="The embedded world: small images with known attributes and models trained on it.",
+    )
+    wsub = p.add_subparsers(dest="world_command", required=True)
+    s = wsub.add_parser("sample", help="write world images and their attribute records")
+    s.add_argument("-n", type=int, default=16, help="number of images")
+    s.add_argument("--out", required=True, metavar="DIR")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true")
+    for name in ("shape", "color", "size", "position", "background"):
+        s.add_argument(f"--{name}", help=f"fix the {name} of every image")
+    t = wsub.add_parser(
+        "train",
+        help="train (or resume training of) a world model",
+        description="Train a world model reproducibly from a seed; ddpm training resumes from "
+        "DIR/checkpoint.pt when it exists.",
+    )
+    t.add_argument("model", choices=["ddpm", "shape-net", "color-net", "spurious-net"])
+    t.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR_OR_FILE",
+        help="training folder (ddpm) or weights file .safetensors (networks)",
+    )
+    t.add_argument("--steps", type=int, default=None, help="optimiser steps (ddpm: total, counting resumed ones)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
+    t.add_argument("--quiet", action="store_true")
+
+
+def _run_world(args: argparse.Namespace) -> int:
+    if args.world_command == "sample":
+        from featscope.world.sample import write_samples
+
+        fixed = {k: getattr(args, k) for k in ("shape", "color", "size", "position", "background") if getattr(args, k)}
+        paths = write_samples(args.n, Path(args.out), seed=args.seed, overwrite=args.overwrite, **fixed)
+        print(f"wrote {len(paths)} images and records.jsonl to {args.out}")
+        return 0
+    from featscope.world import train
+
+    if args.model == "ddpm":
+        ckpt = train.train_ddpm(args.out, args.steps or 20000, seed=args.seed, quiet=args.quiet)
+        print(f"checkpoint {ckpt}")
+        if args.export:
+            print(f"exported {train.export_ddpm(ckpt, args.export)}")
+    else:
+        metrics = train.train_classifier(args.model, args.out, args.steps or 3000, seed=args.seed, quiet=args.quiet)
+        print(json.dumps(metrics))
+    return 0
+
+
+COMMANDS = {"decode": _run_decode, "encode": _run_encode, "layers": _run_layers, "world": _run_world}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from featscope._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="featscope",
+        description="See what a vision network's feature space encodes, by generating images with diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"featscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for make in (_decode_parser, _encode_parser, _layers_parser, _world_parser):
+        make(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except FeatscopeError as error:
+        print(f"featscope: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featscope: interrupted; no partial result was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

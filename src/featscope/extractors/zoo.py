@@ -1,0 +1,79 @@
+"""Resolving extractor specs into Extractors, and listing a network's layers."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+from featscope.errors import SpecError
+from featscope.extractors.base import Extractor
+from featscope.extractors.checkpoint import one_line
+from featscope.extractors.spec import Spec, parse_spec
+
+# family -> module of featscope.extractors with its build(spec, weights, pretrained)
+BUILDERS: dict[str, str] = {
+    "clip": "clip_nets",
+    "open_clip": "clip_nets",
+    "torchvision": "torchvision_nets",
+    "timm": "timm_nets",
+    "world": "world_nets",
+    "module": "user_nets",
+    "file": "user_nets",
+}
+EXTRAS: dict[str, str] = {"timm": "timm", "open_clip": "clip"}  # optional package -> featscope extra
+LISTING_SIZE = (224, 224)  # dummy input size for networks that take any size
+
+
+def load_extractor(spec: str, *, weights: str | Path | None = None, device: str | torch.device = "cpu") -> Extractor:
+    """The network under study named by ``spec``, with its published weights (or ``weights``, a local file).
+
+    Specs: ``clip:ARCH``, ``torchvision:NAME``, ``timm:NAME``, ``open_clip:ARCH/TAG_OR_PATH``,
+    ``world:NAME``, ``module.path:factory`` or ``file.py:factory``, each optionally followed by ``@LAYER``.
+    Every failure is a one-line FeatscopeError.
+    """
+    return _build(parse_spec(spec), weights, pretrained=True).to(device)
+
+
+def list_layers(spec: str, *, weights: str | Path | None = None) -> list[tuple[str, str, tuple | None]]:
+    """``(name, module type, output shape without the batch dimension)`` of every module of the network.
+
+    Shapes come from hooks on one forward pass of a dummy image; they are None for modules that do not run
+    (or whose output is not a tensor). Published weights are not needed: the architecture alone is built.
+    """
+    extractor = _build(parse_spec(spec), weights, pretrained=False).set_layer(None)
+    modules = [(name, module) for name, module in extractor.network.named_modules() if name]
+    shapes: dict[str, tuple] = {}
+
+    def recorder(name: str):
+        def hook(_module, _inputs, output):
+            output = output[0] if isinstance(output, (tuple, list)) and output else output
+            if isinstance(output, torch.Tensor):
+                shapes.setdefault(name, tuple(output.shape[1:]))
+
+        return hook
+
+    handles = [module.register_forward_hook(recorder(name)) for name, module in modules]
+    try:
+        with torch.no_grad():
+            extractor(torch.zeros(1, 3, *(extractor.input_size or LISTING_SIZE)))
+    except Exception as error:  # the network rejects the dummy image
+        raise SpecError(f"cannot run {extractor.name} on a dummy image: {one_line(error)}") from error
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [(name, type(module).__name__, shapes.get(name)) for name, module in modules]
+
+
+def _build(spec: Spec, weights: str | Path | None, *, pretrained: bool) -> Extractor:
+    """Dispatch to the family's builder; ``pretrained=False`` skips fetching published weights."""
+    try:
+        family = importlib.import_module(f"featscope.extractors.{BUILDERS[spec.family]}")
+    except ImportError as error:
+        if error.name in EXTRAS:
+            raise SpecError(
+                f"{spec.base} needs the {error.name} package: pip install 'featscope[{EXTRAS[error.name]}]'"
+            ) from error
+        raise
+    return family.build(spec, None if weights is None else str(weights), pretrained)

@@ -1,0 +1,118 @@
+"""Run folders: atomic writes, config, JSON-lines logs and metrics (the layout of every method)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _atomic(path: str | Path, write) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file and a rename: never a half-written file."""
+    return _atomic(path, lambda handle: handle.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    return _atomic(path, lambda handle: torch.save(obj, handle))
+
+
+RUN_MARKERS = ("config.yaml", "metrics.json")
+
+
+class RunFolder:
+    """A run folder that appears whole or not at all.
+
+    Everything is written into a hidden sibling ``.<name>.partial`` and renamed into place by
+    ``commit()``; an interrupted run leaves no folder a later run would mistake for a result.
+    """
+
+    def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
+        from featscope.errors import RunExistsError
+
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise RunExistsError(f"output path {str(self.path)!r} is a file; choose a folder name with --out")
+        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+            raise RunExistsError(
+                f"output folder {str(self.path)!r} already holds files; pass --overwrite or choose another --out"
+            )
+        self.overwrite = overwrite
+        self.partial = self.path.parent / f".{self.path.name}.partial"
+        self._log = None
+
+    def open(self) -> RunFolder:
+        import shutil
+
+        if self.partial.exists():
+            shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True)
+        self._log = (self.partial / "log.jsonl").open("a")
+        return self
+
+    def file(self, name: str) -> Path:
+        """Path of a file inside the run being written."""
+        return self.partial / name
+
+    def log(self, record: dict) -> None:
+        self._log.write(json.dumps(record) + "\n")
+        self._log.flush()
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        return atomic_write_json(self.file(name), obj)
+
+    def write_yaml(self, name: str, obj: Any) -> Path:
+        import yaml
+
+        return atomic_write_text(self.file(name), yaml.safe_dump(obj, sort_keys=False))
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def commit(self) -> Path:
+        """Move the finished run into place (replacing an old one when overwriting)."""
+        import shutil
+
+        self.close()
+        if self.path.exists():
+            old = self.path.parent / f".{self.path.name}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        import shutil
+
+        self.close()
+        shutil.rmtree(self.partial, ignore_errors=True)

@@ -1,0 +1,305 @@
+"""The universal solver: training-free feature decoding by per-step forward guidance.
+
+At each sampling step t, for k = 1..K (self-recurrence):
+
+    eps      = eps_theta(z_t, t, c)
+    x0_hat   = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
+    d        = loss(f(D(x0_hat)), f*)                    (D: VAE decoder, f: network under study)
+    g        = grad_{z_t} d,  rescaled to ||eps||, clamped to mean +- thr * std
+    eps_g    = eps + w_g * g
+    z_{t-1}  = scheduler step with eps_g               (DDPM ancestral or DDIM)
+    z_t      = sqrt(abar_t / abar_{t-1}) z_{t-1} + sqrt(1 - abar_t / abar_{t-1}) n   (if k < K)
+
+The best image over every (t, k, before/after guidance) is kept. See docs/methods/universal.md.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+from tqdm.auto import tqdm
+
+from featscope.backbones.base import Backbone
+from featscope.errors import FeatscopeError
+from featscope.extractors.base import Extractor
+from featscope.losses import feature_loss
+
+
+@dataclass(frozen=True)
+class UniversalConfig:
+    """Settings of the universal solver; the paper's symbols are given in brackets."""
+
+    sampler: str = "ddim"  # "ddpm" (ancestral, as published) or "ddim" (eta 0)
+    num_steps: int = 50  # sampling steps (T)
+    guidance_weight: float = 0.3  # [w_g] weight of the rescaled feature gradient
+    recurrence: int = 2  # [K] self-recurrence iterations per step
+    early_recurrence: int = 2  # K for the first `early_steps` steps (early step emphasis)
+    early_steps: int = 0  # number of first steps with emphasis [T - T', counted in steps]
+    grad_clip: float = 3.0  # [grad_thres] clamp to mean +- thr * std; <= 0 disables
+    loss: str = "l2"  # "l2" (squared Euclidean, as published) or "cosine"
+    prompt: str = ""  # conditioning prompt; "" = unconditional, as published
+    guidance_scale: float = 1.0  # classifier-free guidance on the prompt; 1.0 = one UNet call
+    track_after_guidance: bool = True  # also score the x0 estimate after the guided update
+    stop_distance: float | None = None  # stop once every sample's best distance is at most this
+
+    def with_overrides(self, **overrides) -> UniversalConfig:
+        unknown = set(overrides) - set(asdict(self))
+        if unknown:
+            raise FeatscopeError(f"unknown solver setting(s) {sorted(unknown)}; known: {sorted(asdict(self))}")
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        checks = [
+            (self.sampler in ("ddpm", "ddim"), f"sampler must be ddpm or ddim, not {self.sampler!r}"),
+            (self.num_steps >= 1, "num_steps must be at least 1"),
+            (self.recurrence >= 1 and self.early_recurrence >= 1, "K (recurrence) must be at least 1"),
+            (self.early_steps >= 0, "early_steps must be >= 0"),
+            (self.guidance_weight >= 0, "guidance weight w_g must be >= 0"),
+            (self.loss in ("l2", "cosine"), f"loss must be l2 or cosine, not {self.loss!r}"),
+            (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FeatscopeError(message)
+
+    def total_iterations(self) -> int:
+        early = min(self.early_steps, self.num_steps)
+        return early * self.early_recurrence + (self.num_steps - early) * self.recurrence
+
+
+PRESETS: dict[str, UniversalConfig] = {
+    # The published setting: 1000-step DDPM, empty prompt, no CFG, K=1000 for t >= 995 then 8, w_g=4, thr 3.
+    "reference": UniversalConfig(
+        sampler="ddpm",
+        num_steps=1000,
+        guidance_weight=4.0,
+        recurrence=8,
+        early_recurrence=1000,
+        early_steps=5,
+        grad_clip=3.0,
+    ),
+    # DDIM with few steps: w_g calibrated on the embedded world (benchmarks/RESULTS.md).
+    "fast": UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.3, recurrence=2, early_recurrence=2),
+    "faster": UniversalConfig(sampler="ddim", num_steps=25, guidance_weight=0.3, recurrence=2, early_recurrence=2),
+}
+
+
+def preset(name: str) -> UniversalConfig:
+    """A named setting of the universal solver (``reference``, ``fast``, ``faster``)."""
+    if name not in PRESETS:
+        raise FeatscopeError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+# -- the pieces of one update (each checked against a hand computation in the tests) ----------
+def rescale_to(grad: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Scale each sample's gradient so its Frobenius norm equals that of ``reference`` (eps)."""
+    dims = tuple(range(1, grad.dim()))
+    g_norm = grad.flatten(1).norm(dim=1).view(-1, *[1] * len(dims))
+    r_norm = reference.flatten(1).norm(dim=1).view(-1, *[1] * len(dims))
+    return grad * (r_norm / g_norm.clamp_min(1e-30))
+
+
+def clamp_by_std(grad: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Element-wise clamp of each sample to [mean - thr * std, mean + thr * std] (off when thr <= 0)."""
+    if threshold <= 0:
+        return grad
+    flat = grad.flatten(1)
+    mean, std = flat.mean(1), flat.std(1)
+    shape = (-1,) + (1,) * (grad.dim() - 1)
+    low, high = (mean - threshold * std).view(shape), (mean + threshold * std).view(shape)
+    return torch.maximum(torch.minimum(grad, high), low)
+
+
+def renoise(z_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Forward diffusion from the previous step back to t: q(z_t | z_prev) (self-recurrence)."""
+    ratio = abar_t / abar_prev
+    return ratio.sqrt() * z_prev + (1 - ratio).sqrt() * noise
+
+
+@dataclass
+class StepInfo:
+    """What a step callback receives after each sampling step."""
+
+    step: int
+    timestep: int
+    distance: torch.Tensor  # per sample, last pre-guidance distance at this step
+    best_distance: torch.Tensor
+    x0: torch.Tensor  # guided x0 estimate as images in [0, 1]
+    grad_norm: torch.Tensor
+    skipped: int  # samples whose guidance was skipped (non-finite loss or gradient)
+
+
+@dataclass
+class SolverOutput:
+    final: torch.Tensor  # (B, 3, H, W) in [0, 1]
+    best: torch.Tensor
+    best_where: list[dict] = field(default_factory=list)
+    evaluations: int = 0  # network evaluations per sample
+    stopped_early: bool = False
+
+
+class _BestTracker:
+    def __init__(self, batch: int) -> None:
+        self.distance = torch.full((batch,), math.inf)
+        self.images: torch.Tensor | None = None
+        self.where: list[dict] = [{} for _ in range(batch)]
+
+    def update(self, distance: torch.Tensor, images: torch.Tensor, **where) -> None:
+        distance = distance.detach().float().cpu()
+        better = torch.isfinite(distance) & (distance < self.distance)
+        if self.images is None:
+            self.images = images.detach().clone()
+        if better.any():
+            idx = better.nonzero().flatten()
+            self.images[idx] = images.detach()[idx.to(images.device)]
+            self.distance[idx] = distance[idx]
+            for i in idx.tolist():
+                self.where[i] = dict(where, distance=float(distance[i]))
+
+
+def _autocast(device: torch.device, dtype: torch.dtype):
+    if dtype == torch.float32:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def solve_universal(
+    backbone: Backbone,
+    extractor: Extractor,
+    target: torch.Tensor,
+    config: UniversalConfig,
+    *,
+    generators: list[torch.Generator],
+    dtype: torch.dtype = torch.float32,
+    callback: Callable[[StepInfo], None] | None = None,
+    log: Callable[[dict], None] | None = None,
+    quiet: bool = False,
+) -> SolverOutput:
+    """Decode one image per row of ``target`` (B, ...) by guided sampling.
+
+    ``generators`` holds one seeded generator per sample: a sample's result does not depend on
+    the other samples in the batch. ``dtype`` (fp16/bf16) runs the networks under autocast; the
+    loss, the gradient rescale and the sampler state stay in fp32.
+    """
+    config.validate()
+    device = backbone.device
+    batch = target.shape[0]
+    target = target.to(device, torch.float32)
+    scheduler = backbone.make_scheduler(config.sampler, config.num_steps)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    abar = backbone.alphas_cumprod.to(device)
+    final_abar = torch.as_tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)), device=device)
+    cond = uncond = None
+    if backbone.has_prompts:
+        cond = backbone.encode_prompt([config.prompt] * batch)
+        if config.guidance_scale != 1.0:
+            uncond = backbone.encode_prompt([""] * batch)
+    z = randn_tensor((batch, *backbone.latent_shape), generator=generators, device=device, dtype=torch.float32)
+    z = z * scheduler.init_noise_sigma
+    best = _BestTracker(batch)
+    evaluations = 0
+    stopped = False
+    bar = tqdm(total=config.total_iterations(), disable=quiet, desc="decode", unit="it", dynamic_ncols=True)
+
+    def predict_eps(z_in: torch.Tensor, t: int) -> torch.Tensor:
+        with _autocast(device, dtype):
+            eps = backbone.eps(z_in, t, cond)
+            if uncond is not None:
+                eps_u = backbone.eps(z_in, t, uncond)
+                eps = eps_u + config.guidance_scale * (eps - eps_u)
+        return eps.float()
+
+    def distance_of(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _autocast(device, dtype):
+            images = backbone.decode(x0)
+            features = extractor(images)
+        return feature_loss(features.float(), target, config.loss), images.float()
+
+    tic = time.time()
+    for i, t in enumerate(timesteps):
+        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
+        abar_t = abar[t]
+        abar_prev = abar[t_prev] if t_prev >= 0 else final_abar
+        k_steps = config.early_recurrence if i < config.early_steps else config.recurrence
+        for k in range(k_steps):
+            z_in = z.detach().requires_grad_(config.guidance_weight > 0)
+            with torch.set_grad_enabled(config.guidance_weight > 0):
+                eps = predict_eps(z_in, t)
+                x0 = backbone.x0_from_eps(z_in, t, eps)
+                dist, images = distance_of(x0)
+            evaluations += 1
+            best.update(dist, images, step=i, timestep=t, k=k, after_guidance=False)
+            eps = eps.detach()
+            if config.guidance_weight > 0:
+                grad = torch.autograd.grad(dist.sum(), z_in)[0]
+                finite = torch.isfinite(grad.flatten(1)).all(1) & torch.isfinite(dist.detach())
+                grad = torch.where(finite.view(-1, 1, 1, 1), grad, torch.zeros_like(grad))
+                guided = clamp_by_std(rescale_to(grad, eps), config.grad_clip)
+                eps_guided = torch.where(finite.view(-1, 1, 1, 1), eps + config.guidance_weight * guided, eps)
+                grad_norm = grad.flatten(1).norm(dim=1)
+                skipped = int((~finite).sum())
+            else:
+                eps_guided, grad_norm, skipped = eps, torch.zeros(batch), 0
+            z = z.detach()
+            x0_guided = backbone.x0_from_eps(z, t, eps_guided)
+            if config.track_after_guidance and config.guidance_weight > 0:
+                with torch.no_grad():
+                    dist_after, images_after = distance_of(x0_guided)
+                evaluations += 1
+                best.update(dist_after, images_after, step=i, timestep=t, k=k, after_guidance=True)
+            z_prev = scheduler.step(eps_guided, t, z, generator=generators).prev_sample
+            if k < k_steps - 1:
+                noise = randn_tensor(z.shape, generator=generators, device=device, dtype=z.dtype)
+                z = renoise(z_prev, abar_t, abar_prev, noise)
+            else:
+                z = z_prev
+            bar.update(1)
+            bar.set_postfix(
+                step=f"{i + 1}/{len(timesteps)}",
+                dist=f"{dist.detach().mean().item():.4g}",
+                best=f"{best.distance.mean().item():.4g}",
+            )
+            if skipped and log is not None:
+                log(
+                    {
+                        "event": "guidance_skipped",
+                        "step": i,
+                        "timestep": t,
+                        "k": k,
+                        "samples": skipped,
+                        "reason": "non-finite loss or gradient",
+                    }
+                )
+        if log is not None:
+            log(
+                {
+                    "step": i,
+                    "timestep": t,
+                    "K": k_steps,
+                    "distance": dist.detach().cpu().tolist(),
+                    "best_distance": best.distance.tolist(),
+                    "grad_norm": grad_norm.cpu().tolist(),
+                    "skipped": skipped,
+                    "time": round(time.time() - tic, 3),
+                }
+            )
+        if callback is not None:
+            with torch.no_grad():
+                x0_images = backbone.decode(x0_guided).float().clamp(0, 1)
+            callback(StepInfo(i, t, dist.detach().cpu(), best.distance.clone(), x0_images, grad_norm.cpu(), skipped))
+        if config.stop_distance is not None and bool((best.distance <= config.stop_distance).all()):
+            stopped = True
+            break
+    bar.close()
+    with torch.no_grad():
+        final = backbone.decode(z).float().clamp(0, 1) if not stopped else best.images.clamp(0, 1)
+    return SolverOutput(
+        final=final, best=best.images.clamp(0, 1), best_where=best.where, evaluations=evaluations, stopped_early=stopped
+    )

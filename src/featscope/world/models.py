@@ -1,0 +1,91 @@
+"""Architectures of the embedded world's models: a caption-conditioned pixel UNet and small CNNs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from featscope.world.render import ATTRIBUTES, IMAGE_SIZE
+
+TEXT_DIM = 64
+
+
+def build_world_unet() -> UNet2DConditionModel:
+    """A Stable Diffusion UNet in miniature: pixel space, 32x32, cross-attention on captions."""
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(32, 64, 96),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def build_world_scheduler() -> DDPMScheduler:
+    """The world model's training noise schedule (cosine, 1000 steps, epsilon prediction)."""
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="epsilon",
+        clip_sample=False,
+        variance_type="fixed_small",
+    )
+
+
+class WorldClassifier(nn.Module):
+    """A small CNN on 32x32 images in [0, 1]; layers ``block1``..``block3``, ``pool``, ``fc``."""
+
+    def __init__(self, num_classes: int, width: int = 32) -> None:
+        super().__init__()
+        self.config = {"num_classes": num_classes, "width": width}
+
+        def block(cin: int, cout: int, stride: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+                nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            )
+
+        self.block1 = block(3, width, 1)
+        self.block2 = block(width, 2 * width, 2)
+        self.block3 = block(2 * width, 4 * width, 2)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.block3(self.block2(self.block1(x)))))
+
+    def save(self, path: str | Path, metadata: dict) -> None:
+        meta = {"config": json.dumps(self.config), **{k: json.dumps(v) for k, v in metadata.items()}}
+        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+
+
+def load_classifier(path: str | Path) -> tuple[WorldClassifier, dict]:
+    """Load a saved world classifier and its metadata (labels, accuracies)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as handle:
+        meta = {k: json.loads(v) for k, v in (handle.metadata() or {}).items()}
+    model = WorldClassifier(**meta.pop("config"))
+    model.load_state_dict(load_file(str(path)))
+    return model.eval(), meta
+
+
+CLASSIFIER_TASKS: dict[str, str] = {"shape-net": "shape", "color-net": "color", "spurious-net": "shape"}
+
+
+def labels_of(task: str) -> tuple[str, ...]:
+    return ATTRIBUTES[CLASSIFIER_TASKS[task]]

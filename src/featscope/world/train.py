@@ -1,0 +1,215 @@
+"""Training of the embedded world's models, reproducible from a seed and resumable from a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from featscope.runs import atomic_torch_save
+from featscope.world.models import (
+    CLASSIFIER_TASKS,
+    WorldClassifier,
+    build_world_scheduler,
+    build_world_unet,
+    labels_of,
+)
+from featscope.world.render import ATTRIBUTES, COLORS, SHAPES, caption_of, generate, render, sample_record
+from featscope.world.text import WorldTextEncoder, tokenize
+
+CAPTION_DROPOUT = 0.15
+WORD_KEEP = 0.8
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+
+
+def _dropped_captions(records: list, rng: np.random.Generator) -> list[str]:
+    captions = []
+    for record in records:
+        if rng.random() < CAPTION_DROPOUT:
+            captions.append("")
+            continue
+        kept = {k: v for k, v in record.attributes().items() if rng.random() < WORD_KEEP}
+        captions.append(caption_of(kept))
+    return captions
+
+
+def train_ddpm(
+    out: str | Path,
+    steps: int,
+    *,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    pool_size: int = 30000,
+    seed: int = 0,
+    checkpoint_every: int = 250,
+    threads: int | None = None,
+    quiet: bool = False,
+) -> Path:
+    """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
+
+    The checkpoint ``out/checkpoint.pt`` holds model, EMA, optimiser and step; calling again with a
+    larger ``steps`` continues where it stopped. Returns the checkpoint path.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    unet, text = build_world_unet(), WorldTextEncoder()
+    params = list(unet.parameters()) + list(text.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    ema = EMAModel(params, decay=0.9995, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+    scheduler = build_world_scheduler()
+    start = 0
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        unet.load_state_dict(state["unet"])
+        text.load_state_dict(state["text"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        start = state["step"]
+    images, records = generate(pool_size, seed)
+    pool = images_to_tensor(images) * 2 - 1
+    alphas = scheduler.alphas_cumprod
+    log = (out / "log.jsonl").open("a")
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train world:ddpm")
+    tic = time.time()
+    for step in bar:
+        rng = np.random.default_rng([seed, step])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        idx = torch.from_numpy(rng.choice(pool_size, batch_size, replace=False))
+        x0 = pool[idx]
+        ids = tokenize(_dropped_captions([records[i] for i in idx.tolist()], rng))
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        lr_now = lr * min(1.0, (step + 1) / 200)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_now
+        loss = F.mse_loss(unet(xt, t, text(ids)).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        ema.step(params)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        log.write(json.dumps({"step": step + 1, "loss": loss.item(), "lr": lr_now, "time": time.time() - tic}) + "\n")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
+            log.flush()
+            atomic_torch_save(
+                {
+                    "unet": unet.state_dict(),
+                    "text": text.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict(),
+                    "step": step + 1,
+                    "seed": seed,
+                    "batch_size": batch_size,
+                    "lr": lr,
+                },
+                ckpt,
+            )
+    log.close()
+    return ckpt
+
+
+def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
+    """Write the EMA weights of a training checkpoint as a diffusers-style pipeline folder."""
+    state = torch.load(checkpoint, weights_only=False)
+    unet, text = build_world_unet(), WorldTextEncoder()
+    unet.load_state_dict(state["unet"])
+    text.load_state_dict(state["text"])
+    params = list(unet.parameters()) + list(text.parameters())
+    ema = EMAModel(params)
+    ema.load_state_dict(state["ema"])
+    ema.copy_to(params)
+    folder = Path(folder)
+    unet.save_pretrained(folder / "unet", safe_serialization=True)
+    build_world_scheduler().save_pretrained(folder / "scheduler")
+    text.save(folder / "text_encoder")
+    (folder / "training.json").write_text(
+        json.dumps({"step": state["step"], "seed": state["seed"], "batch_size": state["batch_size"], "lr": state["lr"]})
+    )
+    return folder
+
+
+def _classifier_batch(task: str, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch for one classifier task; ``spurious-net`` sees colour predict shape 95% of the time."""
+    records = []
+    for _ in range(batch_size):
+        if task == "spurious-net":
+            shape = str(rng.choice(SHAPES))
+            color = list(COLORS)[SHAPES.index(shape)] if rng.random() < 0.95 else str(rng.choice(list(COLORS)))
+            records.append(sample_record(rng, shape=shape, color=color))
+        else:
+            records.append(sample_record(rng))
+    attribute = CLASSIFIER_TASKS[task]
+    labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
+    return images_to_tensor(np.stack([render(r) for r in records])), labels
+
+
+def evaluate_classifier(model: WorldClassifier, task: str, n: int = 2000, seed: int = 10_000) -> dict[str, float]:
+    """Accuracy on fresh clean world images, and on colour-swapped images (colour drawn anew)."""
+    images, records = generate(n, seed)
+    attribute = CLASSIFIER_TASKS[task]
+    labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
+    rng = np.random.default_rng(seed + 1)
+    swapped = []
+    for r in records:
+        other = [c for c in COLORS if c != r.color]
+        swapped.append(render(type(r)(**{**r.to_dict(), "color": str(rng.choice(other))})))
+    with torch.no_grad():
+        clean = model(images_to_tensor(images)).argmax(1)
+        swap = model(images_to_tensor(np.stack(swapped))).argmax(1)
+    result = {"accuracy_clean": (clean == labels).float().mean().item()}
+    if attribute != "color":
+        result["accuracy_color_swapped"] = (swap == labels).float().mean().item()
+    return result
+
+
+def train_classifier(
+    task: str,
+    out: str | Path,
+    steps: int = 3000,
+    *,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    seed: int = 0,
+    quiet: bool = False,
+) -> dict:
+    """Train one world classifier and save it (safetensors with labels and accuracies as metadata)."""
+    torch.manual_seed(seed)
+    model = WorldClassifier(len(labels_of(task)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
+    rng = np.random.default_rng([seed, 7])
+    tic = time.time()
+    for _ in tqdm(range(steps), disable=quiet, desc=f"train world:{task}"):
+        x, y = _classifier_batch(task, batch_size, rng)
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        sched.step()
+    model.eval()
+    metrics = {
+        **evaluate_classifier(model, task),
+        "steps": steps,
+        "batch_size": batch_size,
+        "seed": seed,
+        "train_seconds": round(time.time() - tic, 1),
+    }
+    model.save(out, {"task": task, "labels": list(labels_of(task)), "metrics": metrics})
+    return metrics

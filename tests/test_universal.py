@@ -1,0 +1,172 @@
+"""The universal solver: each piece of the update against a hand computation, and its behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from diffusers import DDPMScheduler, UNet2DModel
+
+from featscope.backbones.base import Backbone
+from featscope.devices import generators_for
+from featscope.errors import FeatscopeError
+from featscope.extractors.base import Extractor
+from featscope.losses import feature_loss
+from featscope.solvers.universal import (
+    PRESETS,
+    UniversalConfig,
+    clamp_by_std,
+    renoise,
+    rescale_to,
+    solve_universal,
+)
+
+CPU = torch.device("cpu")
+
+
+def tiny_pixel_backbone(seed: int = 0) -> Backbone:
+    torch.manual_seed(seed)
+    unet = UNet2DModel(
+        sample_size=8,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=4,
+    )
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    return Backbone(unet, dict(scheduler.config), spec="test:pixel")
+
+
+def tiny_extractor(seed: int = 1) -> Extractor:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Tanh(), torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten()
+    )
+    return Extractor(net, name="test:tiny", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+
+
+def test_rescale_matches_hand_computation():
+    grad, eps = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    out = rescale_to(grad, eps)
+    for b in range(2):
+        expected = (torch.linalg.norm(eps[b]) / torch.linalg.norm(grad[b])) * grad[b]
+        torch.testing.assert_close(out[b], expected)
+        assert math.isclose(out[b].norm().item(), eps[b].norm().item(), rel_tol=1e-5)
+
+
+def test_clamp_matches_hand_computation():
+    grad = torch.randn(2, 4, 8, 8) ** 3  # heavy tails, so the clamp bites
+    out = clamp_by_std(grad, 3.0)
+    for b in range(2):
+        low = torch.mean(grad[b]) - 3.0 * torch.std(grad[b])
+        high = torch.mean(grad[b]) + 3.0 * torch.std(grad[b])
+        torch.testing.assert_close(out[b], torch.clamp(grad[b], low.item(), high.item()))
+    assert (out != grad).any()
+    assert torch.equal(clamp_by_std(grad, 0.0), grad)
+
+
+def test_renoise_is_the_forward_step_of_ddpm():
+    scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    abar, betas = scheduler.alphas_cumprod, scheduler.betas
+    z, noise, t = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8), 500
+    expected = torch.sqrt(1 - betas[t]) * z + torch.sqrt(betas[t]) * noise
+    torch.testing.assert_close(renoise(z, abar[t], abar[t - 1], noise), expected)
+
+
+def test_ddpm_step_matches_the_published_transition():
+    backbone = tiny_pixel_backbone()
+    scheduler = backbone.make_scheduler("ddpm", 1000)
+    betas = scheduler.betas
+    abar = scheduler.alphas_cumprod
+    z, eps, t = torch.randn(1, 3, 8, 8), torch.randn(1, 3, 8, 8), 700
+    stepped = scheduler.step(eps, t, z, generator=torch.Generator().manual_seed(3)).prev_sample
+    noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(3))
+    coeff1, coeff2, coeff3 = 1 / torch.sqrt(1 - betas[t]), 1 / torch.sqrt(1 - abar[t]), betas[t]
+    expected = coeff1 * (z - coeff2 * coeff3 * eps) + torch.sqrt(betas[t]) * noise
+    torch.testing.assert_close(stepped, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_reference_preset_is_the_published_setting():
+    ref = PRESETS["reference"]
+    assert (ref.sampler, ref.num_steps, ref.guidance_weight, ref.grad_clip) == ("ddpm", 1000, 4.0, 3.0)
+    assert (ref.early_recurrence, ref.early_steps, ref.recurrence) == (1000, 5, 8)
+    assert ref.total_iterations() == 12_960
+    assert ref.prompt == "" and ref.guidance_scale == 1.0
+
+
+def _solve(config: UniversalConfig, seeds=(0, 1), target=None, extractor=None):
+    backbone, extractor = tiny_pixel_backbone(), extractor or tiny_extractor()
+    if target is None:
+        torch.manual_seed(5)
+        target = extractor(torch.rand(len(seeds), 3, 8, 8))
+    out = solve_universal(backbone, extractor, target, config, generators=generators_for(list(seeds), CPU), quiet=True)
+    with torch.no_grad():
+        return out, feature_loss(extractor(out.best), target), target
+
+
+def test_guidance_lowers_the_feature_distance():
+    config = UniversalConfig(num_steps=20, guidance_weight=4.0, recurrence=2)
+    _, guided, target = _solve(config)
+    _, unguided, _ = _solve(config.with_overrides(guidance_weight=0.0), target=target)
+    assert (guided <= 0.5 * unguided).all(), (guided, unguided)
+
+
+def test_same_seed_same_image_and_batch_independence():
+    config = UniversalConfig(num_steps=5, guidance_weight=0.5, recurrence=2)
+    a, _, target = _solve(config, seeds=(3, 4))
+    b, _, _ = _solve(config, seeds=(3, 4), target=target)
+    assert torch.equal(a.final, b.final) and torch.equal(a.best, b.best)
+    single, _, _ = _solve(config, seeds=(4,), target=target[1:])
+    torch.testing.assert_close(single.final[0], a.final[1], atol=1e-4, rtol=1e-4)
+    other, _, _ = _solve(config, seeds=(5, 6), target=target)
+    assert not torch.equal(other.final, a.final)
+
+
+def test_evaluation_count_and_recurrence_schedule():
+    config = UniversalConfig(num_steps=6, recurrence=2, early_recurrence=4, early_steps=2, guidance_weight=0.1)
+    out, _, _ = _solve(config, seeds=(0,))
+    assert config.total_iterations() == 2 * 4 + 4 * 2
+    assert out.evaluations == 2 * config.total_iterations()  # before and after each guided update
+
+
+class _NaNAtFirstCall(torch.nn.Module):
+    """A network whose output is NaN on its first call (a flaky guidance step)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net, self.calls = net, 0
+
+    def forward(self, x):
+        self.calls += 1
+        out = self.net(x)
+        return out * float("nan") if self.calls == 1 else out
+
+
+def test_non_finite_guidance_is_skipped_and_logged():
+    base = tiny_extractor()
+    flaky = Extractor(_NaNAtFirstCall(base.network), name="test:flaky", mean=(0.5,) * 3, std=(0.25,) * 3)
+    records = []
+    target = base(torch.rand(1, 3, 8, 8))
+    out = solve_universal(
+        tiny_pixel_backbone(),
+        flaky,
+        target,
+        UniversalConfig(num_steps=4, guidance_weight=0.5),
+        generators=generators_for([0], CPU),
+        log=records.append,
+        quiet=True,
+    )
+    assert torch.isfinite(out.final).all() and torch.isfinite(out.best).all()
+    skipped = [r for r in records if r.get("event") == "guidance_skipped"]
+    assert len(skipped) == 1 and skipped[0]["step"] == 0 and skipped[0]["k"] == 0
+
+
+def test_bad_settings_are_user_errors():
+    with pytest.raises(FeatscopeError, match="sampler"):
+        UniversalConfig(sampler="euler").validate()
+    with pytest.raises(FeatscopeError, match="unknown solver setting"):
+        UniversalConfig().with_overrides(wg=3)

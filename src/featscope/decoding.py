@@ -14,7 +14,7 @@ from featscope._version import __version__
 from featscope.backbones import load_backbone
 from featscope.backbones.base import Backbone
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype
-from featscope.errors import FeatscopeError
+from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
 from featscope.images import png_bytes, save_image
@@ -110,6 +110,9 @@ def decode(
     texts = [text] if isinstance(text, str) else list(text)
     if num_samples < 1:
         raise FeatscopeError("num_samples must be at least 1")
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise InputFileError(f"target file {missing[0]!r} does not exist; check the path")
     extractor_spec = extractor if isinstance(extractor, str) else extractor.name
     config = _solver_config(preset, extractor_spec, settings)
     run = RunFolder(out, overwrite=overwrite) if out is not None else None
@@ -128,7 +131,7 @@ def decode(
         "method": "decode",
         "solver": "universal",
         "featscope": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "backbone": backbone.spec,
         "extractor": extractor.name,
         "layer": extractor.layer,

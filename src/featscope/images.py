@@ -26,7 +26,7 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise InputFileError(
             f"cannot read image {str(path)!r} ({type(error).__name__}: {error}); give a valid PNG or JPEG file"
         ) from None
-    return to_tensor(np.asarray(rgb))
+    return to_tensor(np.array(rgb))
 
 
 def to_tensor(array: np.ndarray) -> torch.Tensor:

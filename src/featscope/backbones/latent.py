@@ -15,6 +15,7 @@ from huggingface_hub import constants, snapshot_download, try_to_load_from_cache
 from safetensors import safe_open
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
 
 from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError, InputFileError, SpecError
@@ -107,6 +108,7 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
     local = {"local_files_only": local_only}
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **local)
+    transformers_logging.disable_progress_bar()  # featscope shows its own progress, not per-file loading bars
     text_encoder = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype)
     tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **local)
     scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)

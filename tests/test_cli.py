@@ -1,0 +1,106 @@
+"""The command line in a subprocess: the happy path and every user mistake (one line, exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+TESTS = Path(__file__).parent
+FAST = ["--steps", "4", "-K", "1", "--quiet"]
+
+
+def featscope(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "featscope.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(root / "target.png")
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
+    save_file({"weight": torch.randn(4, 4)}, str(root / "random.safetensors"))
+    torch.save(torch.zeros(7), root / "wrong_shape.pt")
+    return root
+
+
+def test_help_teaches_the_paper_symbols(workdir):
+    result = featscope("decode", "--help", cwd=workdir)
+    assert result.returncode == 0
+    for symbol in ("w_g", "K", "T - T'", "grad_thres", "--preset", "reference", "--seed", "--num-samples"):
+        assert symbol in result.stdout, symbol
+
+
+def test_decode_encode_and_layers_end_to_end(workdir, tiny_pixel_folder):
+    models = ["--backbone", f"pixel:{tiny_pixel_folder}", "--extractor", "tiny_nets:tiny_cnn"]
+    result = featscope("decode", "--target", "target.png", "--out", "runs/ok", *models, *FAST, cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    assert "best distance" in result.stdout
+    metrics = json.loads((workdir / "runs/ok/metrics.json").read_text())
+    assert metrics["summary"]["samples"] == 1
+
+    encoded = featscope(
+        "encode", "target.png", "--out", "feature.safetensors", "--extractor", "tiny_nets:tiny_cnn", cwd=workdir
+    )
+    assert encoded.returncode == 0, encoded.stderr
+    from_feature = featscope(
+        "decode", "--target", "feature.safetensors", "--out", "runs/feat", *models, *FAST, cwd=workdir
+    )
+    assert from_feature.returncode == 0, from_feature.stderr
+    assert (workdir / "runs/feat/final.png").read_bytes() == (workdir / "runs/ok/final.png").read_bytes()
+
+    layers = featscope("layers", "tiny_nets:tiny_cnn", cwd=workdir)
+    assert layers.returncode == 0 and "conv1" in layers.stdout and "(8, 16, 16)" in layers.stdout
+
+
+BAD_INPUTS = {
+    "missing image": (["--target", "nowhere.png"], "does not exist"),
+    "corrupt image": (["--target", "corrupt.png"], "cannot read image"),
+    "unknown backbone": (["--target", "target.png", "--backbone", "sdxl:foo"], "sd:"),
+    "unknown extractor": (["--target", "target.png", "--extractor", "torchvisoin:resnet50"], "torchvision"),
+    "unknown layer": (["--target", "target.png", "--extractor", "tiny_nets:tiny_cnn@conv9"], "conv1"),
+    "text without text tower": (["--text", "a red star"], "text tower"),
+    "tensor of the wrong shape": (["--target", "wrong_shape.pt"], "shape (7,)"),
+    "not a diffusion checkpoint": (["--target", "target.png", "--backbone", "sd:random.safetensors"], "checkpoint"),
+    "existing run folder": (["--target", "target.png", "--out", "existing"], "--overwrite"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run(case, workdir, tiny_pixel_folder):
+    args, fragment = BAD_INPUTS[case]
+    (workdir / "existing").mkdir(exist_ok=True)
+    (workdir / "existing" / "config.yaml").write_text("x: 1\n")
+    defaults = {"--backbone": f"pixel:{tiny_pixel_folder}", "--extractor": "tiny_nets:tiny_cnn", "--out": "runs/bad"}
+    for flag, value in defaults.items():
+        if flag not in args:
+            args = [*args, flag, value]
+    result = featscope("decode", *args, *FAST, cwd=workdir)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("featscope: error:"), result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "runs/bad").exists()
+    assert not list((workdir / "runs").glob(".*partial")) if (workdir / "runs").exists() else True
+
+
+def test_world_sample_writes_images_and_records(workdir):
+    result = featscope("world", "sample", "-n", "3", "--out", "world", "--shape", "star", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in (workdir / "world/records.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["shape"] == "star" for r in records)
+    again = featscope("world", "sample", "-n", "3", "--out", "world", cwd=workdir)
+    assert again.returncode == 2 and "overwrite" in again.stderr

@@ -1,0 +1,108 @@
+"""featscope.decode end to end on tiny models: run folder, guidance, batching, seeds, targets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import featscope
+from featscope.errors import FeatscopeError, RunExistsError
+from featscope.targets import save_feature
+
+EXTRACTOR = "tiny_nets:tiny_cnn"
+FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0}
+
+
+@pytest.fixture(scope="module")
+def target_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("targets") / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("family", ["sd", "pixel"])
+def test_guided_distance_is_at_most_half_the_unguided(family, tiny_sd_folder, tiny_pixel_folder, target_png):
+    folder = tiny_sd_folder if family == "sd" else tiny_pixel_folder
+    spec = f"{family}:{folder}"
+    guided = featscope.decode(target_png, backbone=spec, extractor=EXTRACTOR, quiet=True, **FAST)
+    unguided = featscope.decode(
+        target_png, backbone=spec, extractor=EXTRACTOR, quiet=True, **{**FAST, "guidance_weight": 0.0}
+    )
+    g, u = guided.metrics[0]["best_distance"], unguided.metrics[0]["best_distance"]
+    assert g <= 0.5 * u, (g, u)
+
+
+def test_run_folder_layout_and_reproducibility(tiny_sd_folder, target_png, tmp_path):
+    kwargs = dict(backbone=f"sd:{tiny_sd_folder}", extractor=EXTRACTOR, quiet=True, seed=7, save_every=4, **FAST)
+    first = featscope.decode(target_png, out=tmp_path / "a", **kwargs)
+    second = featscope.decode(target_png, out=tmp_path / "b", **kwargs)
+    run = first.run_dir
+    for name in ("config.yaml", "final.png", "best.png", "target.png", "log.jsonl", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert sorted(p.name for p in (run / "steps").iterdir()) == ["step0000_0.png", "step0004_0.png", "step0007_0.png"]
+    assert not list(tmp_path.glob(".*partial"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    assert config["seed"] == 7 and config["settings"]["guidance_weight"] == 4.0 and config["extractor"] == EXTRACTOR
+    metrics = json.loads((run / "metrics.json").read_text())
+    sample = metrics["samples"][0]
+    assert sample["network_evaluations"] == 2 * 8 * 2 + 2
+    assert sample["best_distance"] <= sample["final_distance"] + 1e-6
+    assert {"final_cosine", "best_cosine", "wall_seconds", "peak_memory_mb"} <= set(sample)
+    steps = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in steps] == list(range(8))
+    for name in ("final.png", "best.png"):
+        assert (run / name).read_bytes() == (second.run_dir / name).read_bytes()
+    with pytest.raises(RunExistsError, match="--overwrite"):
+        featscope.decode(target_png, out=run, **kwargs)
+    featscope.decode(target_png, out=run, overwrite=True, **kwargs)
+
+
+def test_several_targets_and_samples_in_one_batch(tiny_pixel_folder, target_png, tmp_path):
+    other = tmp_path / "flat.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(other)
+    # a moderate weight: with w_g = 4 a random UNet amplifies float rounding (batched vs single convs) chaotically
+    kwargs = dict(
+        backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True, **{**FAST, "guidance_weight": 0.5}
+    )
+    batch = featscope.decode([target_png, other], num_samples=2, out=tmp_path / "run", **kwargs)
+    assert batch.names == ["noise_s0", "noise_s1", "flat_s0", "flat_s1"]
+    assert [m["seed"] for m in batch.metrics] == [0, 1, 0, 1]
+    assert {p.name for p in batch.run_dir.glob("final_*.png")} == {f"final_{i}.png" for i in range(4)}
+    assert (batch.run_dir / "target_1.png").is_file()
+    alone = featscope.decode(other, seed=1, **kwargs)
+    torch.testing.assert_close(alone.final[0], batch.final[3], atol=1e-3, rtol=0)
+
+
+def test_tensor_targets_and_their_shape_check(tiny_pixel_folder, target_png, tmp_path):
+    extractor = featscope.load_extractor(EXTRACTOR)
+    from featscope.images import load_image
+
+    feature = extractor.target_features(load_image(target_png))[0]
+    kwargs = dict(backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True, **FAST)
+    from_image = featscope.decode(target_png, **kwargs)
+    for suffix in (".safetensors", ".pt", ".npy"):
+        path = save_feature(feature, tmp_path / f"feature{suffix}")
+        from_file = featscope.decode(path, **kwargs)
+        torch.testing.assert_close(from_file.final, from_image.final)
+    save_feature(torch.zeros(5), tmp_path / "wrong.pt")
+    with pytest.raises(FeatscopeError, match=r"shape \(5,\).*\(16,\)"):
+        featscope.decode(tmp_path / "wrong.pt", **kwargs)
+
+
+def test_text_target_needs_a_text_tower(tiny_pixel_folder):
+    with pytest.raises(FeatscopeError, match="no text tower"):
+        featscope.decode(text="a red star", backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True)
+
+
+def test_result_renders_in_notebooks(tiny_pixel_folder, target_png):
+    result = featscope.decode(
+        target_png, backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True, **{**FAST, "num_steps": 2}
+    )
+    page = result._repr_html_()
+    assert page.count("data:image/png;base64") == 3 and "noise" in page

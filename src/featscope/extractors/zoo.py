@@ -26,14 +26,18 @@ EXTRAS: dict[str, str] = {"timm": "timm", "open_clip": "clip"}  # optional packa
 LISTING_SIZE = (224, 224)  # dummy input size for networks that take any size
 
 
-def load_extractor(spec: str, *, weights: str | Path | None = None, device: str | torch.device = "cpu") -> Extractor:
+def load_extractor(
+    spec: str, *, weights: str | Path | None = None, device: str | torch.device = "cpu", pretrained: bool = True
+) -> Extractor:
     """The network under study named by ``spec``, with its published weights (or ``weights``, a local file).
+
+    ``pretrained=False`` builds the architecture with random weights (same cost: for benchmarks).
 
     Specs: ``clip:ARCH``, ``torchvision:NAME``, ``timm:NAME``, ``open_clip:ARCH/TAG_OR_PATH``,
     ``world:NAME``, ``module.path:factory`` or ``file.py:factory``, each optionally followed by ``@LAYER``.
     Every failure is a one-line FeatscopeError.
     """
-    return _build(parse_spec(spec), weights, pretrained=True).to(device)
+    return _build(parse_spec(spec), weights, pretrained=pretrained).to(device)
 
 
 def list_layers(spec: str, *, weights: str | Path | None = None) -> list[tuple[str, str, tuple | None]]:

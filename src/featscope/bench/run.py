@@ -1,0 +1,297 @@
+"""Run the bench: decode world targets with each extractor and preset, and score the decoded images."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from featscope._version import __version__
+from featscope.backbones import load_backbone
+from featscope.backbones.base import Backbone
+from featscope.bench.report import agreement_figure, distance_figure, markdown, samples_figure
+from featscope.bench.stats import chance_levels, median_pair_distance, proportion
+from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype
+from featscope.errors import FeatscopeError, RunExistsError
+from featscope.extractors import load_extractor
+from featscope.extractors.base import Extractor
+from featscope.images import save_image, to_tensor, to_uint8
+from featscope.losses import feature_cosine, feature_loss
+from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
+from featscope.solvers.universal import UniversalConfig, preset, solve_universal
+from featscope.world.oracle import OracleReading, agreement, read_batch
+from featscope.world.render import ATTRIBUTES, WorldRecord, generate
+
+PAIRS = 256  # random world image pairs behind the distance normaliser
+PAIR_SEED_OFFSET = 10**6  # the pair images' seed is seed + this: never the targets
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One solver setting of the bench: a preset, guided or not (w_g = 0, the baseline)."""
+
+    preset: str
+    guided: bool
+    config: UniversalConfig
+
+    @property
+    def label(self) -> str:
+        return self.preset if self.guided else f"unguided ({self.preset})"
+
+    @property
+    def slug(self) -> str:
+        return self.preset if self.guided else f"{self.preset}-unguided"
+
+
+def bench_rows(presets: Sequence[str], include_unguided: bool, settings: dict) -> list[Row]:
+    """Each preset with the overrides, and its unguided twin; invalid settings fail here, before any work."""
+    if not presets:
+        raise FeatscopeError("no preset given; pass at least one, e.g. --presets fast")
+    rows = []
+    for name in presets:
+        config = preset(name).with_overrides(**settings)
+        config.validate()
+        rows.append(Row(name, True, config))
+        if include_unguided:
+            rows.append(Row(name, False, config.with_overrides(guidance_weight=0.0)))
+    return rows
+
+
+def spec_slug(spec: str) -> str:
+    """A file-name-safe form of a model spec: ``world:shape-net`` -> ``world-shape-net``."""
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", spec).strip("-")
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """Refuse an ``out`` that is a file, or that holds a bench result unless ``overwrite``."""
+    if out.exists() and not out.is_dir():
+        raise RunExistsError(f"output path {str(out)!r} is a file; choose a folder name with --out")
+    if (out / RESULTS).exists() and not overwrite:
+        raise RunExistsError(
+            f"{str(out / RESULTS)!r} already exists; pass --overwrite (overwrite=True) or choose another --out"
+        )
+
+
+def features_of(extractor: Extractor, images: np.ndarray) -> torch.Tensor:
+    """Features of uint8 images (B, H, W, 3), measured like real target images, on the CPU."""
+    return extractor.target_features(to_tensor(images).to(extractor.mean.device)).float().cpu()
+
+
+def pair_reference(extractor: Extractor, seed: int) -> float:
+    """The distance normaliser: median squared feature distance between random pairs of world images."""
+    images, _ = generate(2 * PAIRS, seed + PAIR_SEED_OFFSET)
+    reference = median_pair_distance(features_of(extractor, images))
+    if reference <= 0:
+        raise FeatscopeError(f"{extractor.name} gives random world images the same feature; no distance scale")
+    return reference
+
+
+def solve(
+    backbone: Backbone, extractor: Extractor, features: torch.Tensor, config: UniversalConfig, *, seeds, dtype, quiet
+) -> tuple[np.ndarray, int, float, float]:
+    """Decode every target in one batch, target ``i`` from seed ``seeds[i]``.
+
+    Returns the best images as uint8 (what is saved and scored), the network evaluations per image,
+    the wall seconds of the batch and the peak memory (MB).
+    """
+    device = backbone.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tic = time.perf_counter()
+    output = solve_universal(
+        backbone, extractor, features, config, generators=generators_for(seeds, device), dtype=dtype, quiet=quiet
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return to_uint8(output.best), output.evaluations, time.perf_counter() - tic, peak_memory_mb(device)
+
+
+def score_samples(
+    decoded: np.ndarray, target_features: torch.Tensor, records: list[WorldRecord], extractor: Extractor, reference
+) -> list[dict]:
+    """Per target: distance, relative distance and cosine of the decoded feature, and the oracle's reading."""
+    features = features_of(extractor, decoded)
+    distances = feature_loss(features, target_features).tolist()
+    cosines = feature_cosine(features, target_features).tolist()
+    readings = read_batch(decoded)
+    return [
+        _sample(i, record, reading, distance, cosine, reference)
+        for i, (record, reading, distance, cosine) in enumerate(zip(records, readings, distances, cosines, strict=True))
+    ]
+
+
+def _sample(i: int, record: WorldRecord, reading: OracleReading, distance, cosine, reference) -> dict:
+    return {
+        "index": i,
+        "distance": distance,
+        "relative_distance": distance / reference,
+        "cosine": cosine,
+        "target": record.attributes(),
+        "reading": reading.attributes(),
+        "valid": reading.valid,
+        "reason": reading.reason,
+        "agreement": agreement(record.attributes(), reading),
+    }
+
+
+def oracle_summary(samples: list[dict]) -> dict:
+    """Valid rate and per-attribute agreement, each with its Wilson interval."""
+    n = len(samples)
+    return {
+        "valid": proportion(sum(s["valid"] for s in samples), n),
+        "agreement": {name: proportion(sum(s["agreement"][name] for s in samples), n) for name in ATTRIBUTES},
+    }
+
+
+def summarise_row(row: Row, samples: list[dict], evaluations: int, seconds: float, memory: float, folder: str) -> dict:
+    """The numbers of one (extractor, row): distances, cosine, oracle agreement, cost per image."""
+    relative = [s["relative_distance"] for s in samples]
+    return {
+        "label": row.label,
+        "images": folder,
+        "preset": row.preset,
+        "guided": row.guided,
+        "settings": asdict(row.config),
+        "relative_distance": {"median": float(np.median(relative)), "mean": float(np.mean(relative))},
+        "cosine": {"mean": float(np.mean([s["cosine"] for s in samples]))},
+        **oracle_summary(samples),
+        "network_evaluations_per_image": evaluations,
+        "wall_seconds_per_image": seconds / len(samples),
+        "peak_memory_mb": round(memory, 1),
+        "samples": samples,
+    }
+
+
+def target_oracle(images: np.ndarray, records: list[WorldRecord]) -> dict:
+    """The oracle on the targets themselves: the ceiling of every agreement."""
+    readings = read_batch(images)
+    samples = [
+        {"valid": r.valid, "agreement": agreement(rec.attributes(), r)}
+        for rec, r in zip(records, readings, strict=True)
+    ]
+    return oracle_summary(samples)
+
+
+def machine() -> dict:
+    """Where the bench ran."""
+    info = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def run_config(n, seed, backbone, extractors, presets, include_unguided, settings, device, dtype) -> dict:
+    """Everything needed to rerun the bench, and where and when it ran."""
+    return {
+        "n": n,
+        "seed": seed,
+        "target_seed": seed,
+        "decode_seeds": f"{seed} + target index",
+        "pairs": PAIRS,
+        "pair_seed": seed + PAIR_SEED_OFFSET,
+        "backbone": backbone,
+        "extractors": list(extractors),
+        "presets": list(presets),
+        "include_unguided": include_unguided,
+        "settings": settings,
+        "device": str(device),
+        "dtype": dtype,
+        "featscope": __version__,
+        "torch": str(torch.__version__),
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+
+
+def run_bench(
+    out: str | Path,
+    *,
+    n: int = 32,
+    seed: int = 0,
+    extractors: Sequence[str] = ("world:shape-net", "world:color-net"),
+    presets: Sequence[str] = ("fast",),
+    include_unguided: bool = True,
+    backbone: str = "world:ddpm",
+    settings: dict | None = None,
+    device: str = "auto",
+    dtype: str = "fp32",
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> dict:
+    """Decode ``n`` world images with every extractor and preset, score them and write ``out/``.
+
+    Targets are ``generate(n, seed)``; target ``i`` is decoded from seed ``seed + i``. ``settings``
+    override every preset (an unguided row always has w_g = 0). Returns what ``results.json`` holds.
+    """
+    out, settings = Path(out), dict(settings or {})
+    extractors = list(dict.fromkeys(extractors))
+    check_out(out, overwrite)
+    if n < 1:
+        raise FeatscopeError(f"n must be at least 1, not {n}")
+    if not extractors:
+        raise FeatscopeError("no extractor given; pass at least one, e.g. --extractors world:shape-net")
+    rows = bench_rows(presets, include_unguided, settings)
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    model = load_backbone(backbone, device=torch_device)
+    nets = {spec: load_extractor(spec, device=torch_device) for spec in extractors}
+    images, records = generate(n, seed)
+    seeds = [seed + i for i in range(n)]
+    report = {
+        "config": run_config(n, seed, backbone, extractors, presets, include_unguided, settings, device, dtype),
+        "chance": chance_levels(),
+        "oracle_on_targets": target_oracle(images, records),
+        "extractors": [],
+    }
+    decoded = {}
+    with tqdm(total=len(nets) * len(rows), disable=quiet, desc="bench", unit="run", dynamic_ncols=True) as bar:
+        for spec, extractor in nets.items():
+            target_features = features_of(extractor, images)
+            reference = pair_reference(extractor, seed)
+            entry = {"extractor": spec, "layer": extractor.layer, "pair_median_distance": reference, "rows": []}
+            for row in rows:
+                bar.set_postfix(extractor=spec, row=row.label)
+                best, evaluations, seconds, memory = solve(
+                    model, extractor, target_features, row.config, seeds=seeds, dtype=torch_dtype, quiet=quiet
+                )
+                samples = score_samples(best, target_features, records, extractor, reference)
+                folder = f"images/{spec_slug(spec)}/{row.slug}"
+                entry["rows"].append(summarise_row(row, samples, evaluations, seconds, memory, folder))
+                decoded[spec, row.label] = best
+                bar.update(1)
+            report["extractors"].append(entry)
+    write_outputs(out, report, images, decoded)
+    return report
+
+
+def write_outputs(out: Path, report: dict, targets: np.ndarray, decoded: dict) -> None:
+    """Images, plots and the markdown table, then ``results.json`` last: its presence marks a whole result."""
+    if (out / RESULTS).exists():  # overwriting a bench result: its old images go
+        shutil.rmtree(out / "images", ignore_errors=True)
+    for i, image in enumerate(targets):
+        save_image(image, out / "images" / "targets" / f"{i:03d}.png")
+    for entry in report["extractors"]:
+        for row in entry["rows"]:
+            for i, image in enumerate(decoded[entry["extractor"], row["label"]]):
+                save_image(image, out / row["images"] / f"{i:03d}.png")
+    atomic_write_bytes(out / "agreement.png", agreement_figure(report))
+    atomic_write_bytes(out / "distance_vs_evaluations.png", distance_figure(report))
+    atomic_write_bytes(out / "samples.png", samples_figure(targets, decoded))
+    atomic_write_text(out / "results.md", markdown(report))
+    atomic_write_json(out / RESULTS, report)

@@ -59,7 +59,7 @@ def bench_rows(presets: Sequence[str], include_unguided: bool, settings: dict) -
     if not presets:
         raise FeatscopeError("no preset given; pass at least one, e.g. --presets fast")
     rows = []
-    for name in presets:
+    for name in dict.fromkeys(presets):
         config = preset(name).with_overrides(**settings)
         config.validate()
         rows.append(Row(name, True, config))
@@ -98,7 +98,14 @@ def pair_reference(extractor: Extractor, seed: int) -> float:
 
 
 def solve(
-    backbone: Backbone, extractor: Extractor, features: torch.Tensor, config: UniversalConfig, *, seeds, dtype, quiet
+    backbone: Backbone,
+    extractor: Extractor,
+    features: torch.Tensor,
+    config: UniversalConfig,
+    *,
+    seeds: list[int],
+    dtype: torch.dtype,
+    quiet: bool,
 ) -> tuple[np.ndarray, int, float, float]:
     """Decode every target in one batch, target ``i`` from seed ``seeds[i]``.
 
@@ -118,7 +125,11 @@ def solve(
 
 
 def score_samples(
-    decoded: np.ndarray, target_features: torch.Tensor, records: list[WorldRecord], extractor: Extractor, reference
+    decoded: np.ndarray,
+    target_features: torch.Tensor,
+    records: list[WorldRecord],
+    extractor: Extractor,
+    reference: float,
 ) -> list[dict]:
     """Per target: distance, relative distance and cosine of the decoded feature, and the oracle's reading."""
     features = features_of(extractor, decoded)
@@ -131,7 +142,9 @@ def score_samples(
     ]
 
 
-def _sample(i: int, record: WorldRecord, reading: OracleReading, distance, cosine, reference) -> dict:
+def _sample(
+    i: int, record: WorldRecord, reading: OracleReading, distance: float, cosine: float, reference: float
+) -> dict:
     return {
         "index": i,
         "distance": distance,
@@ -197,7 +210,17 @@ def machine() -> dict:
     return info
 
 
-def run_config(n, seed, backbone, extractors, presets, include_unguided, settings, device, dtype) -> dict:
+def run_config(
+    n: int,
+    seed: int,
+    backbone: str,
+    extractors: list[str],
+    presets: Sequence[str],
+    include_unguided: bool,
+    settings: dict,
+    device: torch.device,
+    dtype: str,
+) -> dict:
     """Everything needed to rerun the bench, and where and when it ran."""
     return {
         "n": n,
@@ -254,7 +277,7 @@ def run_bench(
     images, records = generate(n, seed)
     seeds = [seed + i for i in range(n)]
     report = {
-        "config": run_config(n, seed, backbone, extractors, presets, include_unguided, settings, device, dtype),
+        "config": run_config(n, seed, backbone, extractors, presets, include_unguided, settings, torch_device, dtype),
         "chance": chance_levels(),
         "oracle_on_targets": target_oracle(images, records),
         "extractors": [],
@@ -282,7 +305,8 @@ def run_bench(
 
 def write_outputs(out: Path, report: dict, targets: np.ndarray, decoded: dict) -> None:
     """Images, plots and the markdown table, then ``results.json`` last: its presence marks a whole result."""
-    if (out / RESULTS).exists():  # overwriting a bench result: its old images go
+    if (out / RESULTS).exists():  # overwriting a bench result: the old one goes first, whole
+        (out / RESULTS).unlink()
         shutil.rmtree(out / "images", ignore_errors=True)
     for i, image in enumerate(targets):
         save_image(image, out / "images" / "targets" / f"{i:03d}.png")

@@ -27,7 +27,13 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
 def proportion(successes: int, total: int) -> dict:
     """A count as rate with its 95% Wilson interval."""
     low, high = wilson_interval(successes, total)
-    return {"successes": successes, "total": total, "rate": successes / total if total else 0.0, "low": low, "high": high}
+    return {
+        "successes": successes,
+        "total": total,
+        "rate": successes / total if total else 0.0,
+        "low": low,
+        "high": high,
+    }
 
 
 def chance_levels() -> dict[str, float]:

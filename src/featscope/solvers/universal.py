@@ -46,6 +46,7 @@ class UniversalConfig:
     prompt: str = ""  # conditioning prompt; "" = unconditional, as published
     guidance_scale: float = 1.0  # classifier-free guidance on the prompt; 1.0 = one UNet call
     track_after_guidance: bool = True  # also score the x0 estimate after the guided update
+    clamp: bool = True  # the network sees D(x0_hat) clamped to [0, 1] (straight-through); off as published
     stop_distance: float | None = None  # stop once every sample's best distance is at most this
 
     def with_overrides(self, **overrides) -> UniversalConfig:
@@ -115,6 +116,11 @@ def clamp_by_std(grad: torch.Tensor, threshold: float) -> torch.Tensor:
     shape = (-1,) + (1,) * (grad.dim() - 1)
     low, high = (mean - threshold * std).view(shape), (mean + threshold * std).view(shape)
     return torch.maximum(torch.minimum(grad, high), low)
+
+
+def straight_through_clamp(images: torch.Tensor) -> torch.Tensor:
+    """Clamp to [0, 1] in the forward pass (what a saved image holds), identity gradient backward."""
+    return images + (images.clamp(0, 1) - images).detach()
 
 
 def renoise(z_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -219,6 +225,8 @@ def solve_universal(
     def distance_of(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with _autocast(device, dtype):
             images = backbone.decode(x0)
+            if config.clamp:
+                images = straight_through_clamp(images)
             features = extractor(images)
         return feature_loss(features.float(), target, config.loss), images.float()
 

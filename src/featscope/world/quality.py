@@ -15,7 +15,12 @@ from featscope.world.render import ATTRIBUTES, sample_record
 
 
 def evaluate_world_model(
-    backbone: Backbone, n: int = 256, *, seed: int = 0, num_steps: int = 50, batch: int = 64,
+    backbone: Backbone,
+    n: int = 256,
+    *,
+    seed: int = 0,
+    num_steps: int = 50,
+    batch: int = 64,
     guidance_scale: float = 1.0,
 ) -> dict:
     """Sample ``n`` unconditional and ``n`` captioned images and judge them with the oracle.
@@ -33,8 +38,9 @@ def evaluate_world_model(
         uncond += read_batch(sample(backbone, gens, num_steps=num_steps))
         prompts = [r.caption() for r in records[start : start + len(seeds)]]
         gens = generators_for([s + 10**6 for s in seeds], device)
-        captioned += read_batch(sample(backbone, gens, prompts=prompts, num_steps=num_steps,
-                                       guidance_scale=guidance_scale))
+        captioned += read_batch(
+            sample(backbone, gens, prompts=prompts, num_steps=num_steps, guidance_scale=guidance_scale)
+        )
     valid = [r for r in uncond if r.valid]
     frequencies, gaps = {}, {}
     for name, values in ATTRIBUTES.items():
@@ -47,19 +53,31 @@ def evaluate_world_model(
         for record, reading in zip(records, captioned)
     ]
     per_attribute = {
-        k: float(np.mean([reading.valid and getattr(reading, k) == getattr(rec, k)
-                          for rec, reading in zip(records, captioned)]))
+        k: float(
+            np.mean(
+                [reading.valid and getattr(reading, k) == getattr(rec, k) for rec, reading in zip(records, captioned)]
+            )
+        )
         for k in ATTRIBUTES
     }
     return {
-        "samples": n, "num_steps": num_steps, "guidance_scale": guidance_scale,
-        "valid_rate": len(valid) / n, "max_frequency_gap_points": gaps, "frequencies": frequencies,
-        "caption_match_rate": float(np.mean(matches)), "caption_match_per_attribute": per_attribute,
+        "samples": n,
+        "num_steps": num_steps,
+        "guidance_scale": guidance_scale,
+        "valid_rate": len(valid) / n,
+        "max_frequency_gap_points": gaps,
+        "frequencies": frequencies,
+        "caption_match_rate": float(np.mean(matches)),
+        "caption_match_per_attribute": per_attribute,
         "captioned_valid_rate": float(np.mean([r.valid for r in captioned])),
     }
 
 
 def sample_grid(backbone: Backbone, prompts: list[str], seed: int = 0, num_steps: int = 50) -> torch.Tensor:
     """Samples for a list of prompts (one per prompt), for a quick look."""
-    return sample(backbone, generators_for(list(range(seed, seed + len(prompts))), backbone.device),
-                  prompts=prompts, num_steps=num_steps)
+    return sample(
+        backbone,
+        generators_for(list(range(seed, seed + len(prompts))), backbone.device),
+        prompts=prompts,
+        num_steps=num_steps,
+    )

@@ -1,0 +1,150 @@
+"""The bench's readable outputs: a markdown table per extractor and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from featscope.bench.stats import format_proportion
+from featscope.world.render import ATTRIBUTES
+
+SAMPLES_SHOWN = 8  # targets in samples.png
+MARKERS = "os^Dv<>ph*"  # one per row of an extractor in the distance plot
+COLUMNS = (
+    "row",
+    "rel. distance (median)",
+    "rel. distance (mean)",
+    "cosine",
+    "valid",
+    *ATTRIBUTES,
+    "evals/image",
+    "s/image",
+    "peak MB",
+)
+
+
+def _table_row(row: dict) -> str:
+    cells = [
+        row["label"],
+        f"{row['relative_distance']['median']:.3f}",
+        f"{row['relative_distance']['mean']:.3f}",
+        f"{row['cosine']['mean']:.3f}",
+        format_proportion(row["valid"]),
+        *(format_proportion(row["agreement"][name]) for name in ATTRIBUTES),
+        str(row["network_evaluations_per_image"]),
+        f"{row['wall_seconds_per_image']:.3g}",
+        f"{row['peak_memory_mb']:.0f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def _table(entry: dict) -> list[str]:
+    return [
+        f"## {entry['extractor']} (layer {entry['layer'] or 'output'})",
+        "",
+        f"Relative distance = squared feature distance / {entry['pair_median_distance']:.4g}, the median over "
+        "random pairs of world images.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *(_table_row(row) for row in entry["rows"]),
+        "",
+    ]
+
+
+def markdown(report: dict) -> str:
+    """``results.md``: the run in one paragraph, chance levels, then a table per extractor."""
+    config = report["config"]
+    chance = ", ".join(f"{name} {100 * p:.0f}%" for name, p in report["chance"].items())
+    ceiling = report["oracle_on_targets"]
+    oracle = ", ".join(
+        [f"valid {format_proportion(ceiling['valid'])}"]
+        + [f"{name} {format_proportion(ceiling['agreement'][name])}" for name in ATTRIBUTES]
+    )
+    lines = [
+        "# featscope bench",
+        "",
+        f"{config['n']} world targets (seed {config['seed']}, target i decoded from seed {config['seed']} + i), "
+        f"backbone {config['backbone']}, featscope {config['featscope']}, torch {config['torch']}, "
+        f"{config['device']}, {config['date']}. Agreement: share of targets whose attribute the oracle reads back "
+        "from the decoded image, with a 95% Wilson interval.",
+        "",
+        f"Chance: {chance}.",
+        "",
+        f"Oracle on the targets themselves: {oracle}.",
+        "",
+    ]
+    for entry in report["extractors"]:
+        lines += _table(entry)
+    return "\n".join(lines)
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def agreement_figure(report: dict) -> bytes:
+    """Per extractor: agreement bars per attribute and row, 95% Wilson error bars, a chance line."""
+    entries = report["extractors"]
+    figure = Figure(figsize=(9, 3.2 * len(entries)))
+    for ax, entry in zip(figure.subplots(len(entries), 1, squeeze=False)[:, 0], entries, strict=True):
+        rows = entry["rows"]
+        width = 0.8 / len(rows)
+        for j, row in enumerate(rows):
+            x = np.arange(len(ATTRIBUTES)) + (j - (len(rows) - 1) / 2) * width
+            stats = [row["agreement"][name] for name in ATTRIBUTES]
+            rates = np.array([s["rate"] for s in stats])
+            errors = [rates - [s["low"] for s in stats], [s["high"] for s in stats] - rates]
+            ax.bar(x, rates, width, yerr=errors, capsize=3, label=row["label"])
+        for i, name in enumerate(ATTRIBUTES):
+            ax.hlines(report["chance"][name], i - 0.45, i + 0.45, colors="black", linestyles="--")
+        ax.plot([], [], "k--", label="chance")
+        ax.set_xticks(range(len(ATTRIBUTES)), list(ATTRIBUTES))
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("agreement")
+        ax.set_title(entry["extractor"])
+        ax.legend(fontsize="small", loc="upper right")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def distance_figure(report: dict) -> bytes:
+    """Median relative distance versus network evaluations per image, one point per (extractor, row).
+
+    Colour: extractor; marker: row; hollow: unguided.
+    """
+    figure = Figure(figsize=(7.5, 4))
+    ax = figure.subplots()
+    for color, entry in enumerate(report["extractors"]):
+        for j, row in enumerate(entry["rows"]):
+            ax.scatter(
+                row["network_evaluations_per_image"],
+                row["relative_distance"]["median"],
+                marker=MARKERS[j % len(MARKERS)],
+                edgecolors=f"C{color}",
+                facecolors=f"C{color}" if row["guided"] else "none",
+                label=f"{entry['extractor']}: {row['label']}",
+            )
+    ax.set_xlabel("network evaluations per image")
+    ax.set_ylabel("relative feature distance (median)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure.tight_layout()
+    return _png(figure)
+
+
+def samples_figure(targets: np.ndarray, decoded: dict[tuple[str, str], np.ndarray]) -> bytes:
+    """The first targets over the decoded best images of every (extractor, row), uint8 (B, H, W, 3)."""
+    strips = [("targets", targets)] + [(f"{spec}\n{label}", images) for (spec, label), images in decoded.items()]
+    shown = min(SAMPLES_SHOWN, len(targets))
+    figure = Figure(figsize=(0.8 * shown + 2.2, 0.85 * len(strips)))
+    for ax, (label, images) in zip(figure.subplots(len(strips), 1, squeeze=False)[:, 0], strips, strict=True):
+        ax.imshow(np.concatenate(list(images[:shown]), axis=1), interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    return _png(figure)

@@ -48,18 +48,13 @@ def evaluate_world_model(
         freq = {v: counts[v] / max(1, len(valid)) for v in values}
         frequencies[name] = freq
         gaps[name] = 100 * max(abs(f - 1 / len(values)) for f in freq.values())
-    matches = [
-        all(getattr(reading, k) == v for k, v in record.attributes().items())
-        for record, reading in zip(records, captioned)
-    ]
-    per_attribute = {
-        k: float(
-            np.mean(
-                [reading.valid and getattr(reading, k) == getattr(rec, k) for rec, reading in zip(records, captioned)]
-            )
-        )
-        for k in ATTRIBUTES
-    }
+    hits = np.array(
+        [
+            [reading.valid and getattr(reading, k) == getattr(record, k) for k in ATTRIBUTES]
+            for record, reading in zip(records, captioned, strict=True)
+        ]
+    )
+    per_attribute = {k: float(hits[:, i].mean()) for i, k in enumerate(ATTRIBUTES)}
     return {
         "samples": n,
         "num_steps": num_steps,
@@ -67,7 +62,7 @@ def evaluate_world_model(
         "valid_rate": len(valid) / n,
         "max_frequency_gap_points": gaps,
         "frequencies": frequencies,
-        "caption_match_rate": float(np.mean(matches)),
+        "caption_match_rate": float(hits.all(1).mean()),
         "caption_match_per_attribute": per_attribute,
         "captioned_valid_rate": float(np.mean([r.valid for r in captioned])),
     }

@@ -104,3 +104,19 @@ def test_world_sample_writes_images_and_records(workdir):
     assert len(records) == 3 and all(r["shape"] == "star" for r in records)
     again = featscope("world", "sample", "-n", "3", "--out", "world", cwd=workdir)
     assert again.returncode == 2 and "overwrite" in again.stderr
+
+
+def test_world_default_warns_about_a_resized_target(workdir):
+    Image.new("RGB", (64, 48), (20, 20, 20)).save(workdir / "big.png")
+    result = featscope(
+        "decode", "--target", "big.png", "--out", "runs/world", "--steps", "2", "-K", "1", "--quiet", cwd=workdir
+    )
+    assert result.returncode == 0, result.stderr
+    assert "featscope: warning: target 'big.png' is 64x48; resized to 32x32 for world:shape-net" in result.stderr
+    assert yaml_backbone(workdir / "runs/world/config.yaml") == "world:ddpm"
+
+
+def yaml_backbone(path: Path) -> str:
+    import yaml
+
+    return yaml.safe_load(path.read_text())["backbone"]

@@ -106,3 +106,16 @@ def test_result_renders_in_notebooks(tiny_pixel_folder, target_png):
     )
     page = result._repr_html_()
     assert page.count("data:image/png;base64") == 3 and "noise" in page
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_reduced_precision_keeps_guidance_working(dtype, tiny_pixel_folder, target_png):
+    if dtype == "fp16":
+        pytest.importorskip("torch.cuda")
+        if not torch.cuda.is_available():
+            pytest.skip("fp16 autocast needs a GPU")
+    kwargs = dict(backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True, **FAST)
+    reduced = featscope.decode(target_png, dtype=dtype, **kwargs)
+    unguided = featscope.decode(target_png, **{**kwargs, "guidance_weight": 0.0})
+    assert torch.isfinite(reduced.final).all()
+    assert reduced.metrics[0]["best_distance"] <= 0.5 * unguided.metrics[0]["best_distance"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def build_targets(
             kinds += ["tensor"] * len(feats)
         else:
             image = load_image(path)
+            _warn_if_resized(extractor, image, path)
             rows.append(extractor.target_features(image.to(device)).float().cpu())
             names.append(path.stem)
             images.append(image[0])
@@ -113,6 +115,16 @@ def build_targets(
         images += [None] * len(feats)
         kinds += ["tensor"] * len(feats)
     return Targets(torch.cat(rows), names, images, kinds)
+
+
+def _warn_if_resized(extractor: Extractor, image: torch.Tensor, path: Path) -> None:
+    size = tuple(image.shape[-2:])
+    if extractor.name.startswith("world:") and extractor.input_size and size != extractor.input_size:
+        warnings.warn(
+            f"target {str(path)!r} is {size[1]}x{size[0]}; resized to {extractor.input_size[1]}x"
+            f"{extractor.input_size[0]} for {extractor.name} (world images are 32x32)",
+            stacklevel=3,
+        )
 
 
 def save_feature(feature: torch.Tensor, path: str | Path, metadata: dict[str, str] | None = None) -> Path:

@@ -82,7 +82,7 @@ def train_ddpm(
     images, records = generate(pool_size, seed)
     pool = images_to_tensor(images) * 2 - 1
     alphas = scheduler.alphas_cumprod
-    log = (out / "log.jsonl").open("a")
+    log = (out / "log.jsonl").open("a" if start else "w")
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train world:ddpm")
     tic = time.time()
     for step in bar:

@@ -348,7 +348,7 @@ def _run_world(args: argparse.Namespace) -> int:
         if args.export:
             print(f"exported {train.export_ddpm(ckpt, args.export)}")
     else:
-        metrics = train.train_classifier(args.model, args.out, args.steps or 3000, seed=args.seed, quiet=args.quiet)
+        metrics = train.train_classifier(args.model, args.out, args.steps, seed=args.seed, quiet=args.quiet)
         print(json.dumps(metrics))
     return 0
 

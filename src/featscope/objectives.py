@@ -348,14 +348,17 @@ def _need(value: torch.Tensor | None, what: str, name: str) -> torch.Tensor:
 
 
 def mask_at(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """A mask (H, W), (1|B, H, W) or (1|B, 1|3, H, W) as (1|B, 1, *size), bilinearly resized (antialiased)."""
+    """A mask (H, W), (1|B, H, W) or (1|B, 1|3, H, W) as (1|B, 1, *size): area-averaged when shrinking (a
+    latent cell's weight is the foreground fraction of its pixels), bilinear when growing."""
     m = mask.float()
     while m.dim() < 4:
         m = m.unsqueeze(0)
     m = m.mean(1, keepdim=True)
-    if tuple(m.shape[-2:]) != tuple(size):
-        m = F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    return m
+    if tuple(m.shape[-2:]) == tuple(size):
+        return m
+    if m.shape[-2] >= size[0] and m.shape[-1] >= size[1]:
+        return F.interpolate(m, size=tuple(size), mode="area")
+    return F.interpolate(m, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _masked_mean_sq(x: torch.Tensor, ref: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers.training_utils import EMAModel
+from torch import nn
 from tqdm.auto import tqdm
 
 from featscope.runs import atomic_torch_save
@@ -20,9 +22,19 @@ from featscope.world.models import (
     build_world_unet,
     labels_of,
 )
-from featscope.world.render import ATTRIBUTES, COLORS, SHAPES, caption_of, generate, render, sample_record
+from featscope.world.render import (
+    ATTRIBUTES,
+    COLORS,
+    SHAPES,
+    WorldRecord,
+    caption_of,
+    generate,
+    render,
+    sample_record,
+)
 from featscope.world.text import WorldTextEncoder, tokenize
 
+DEFAULT_CLASSIFIER_STEPS = {"shape-net": 3000, "color-net": 500, "spurious-net": 300}
 CAPTION_DROPOUT = 0.15
 WORD_KEEP = 0.8
 
@@ -145,37 +157,41 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
     return folder
 
 
-def _classifier_batch(task: str, batch_size: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch for one classifier task; ``spurious-net`` sees colour predict shape 95% of the time."""
+def _classifier_records(task: str, n: int, rng: np.random.Generator) -> list[WorldRecord]:
+    """Records of a classifier's training distribution; ``spurious-net``: colour predicts shape 95% of the time."""
+    if task != "spurious-net":
+        return [sample_record(rng) for _ in range(n)]
     records = []
-    for _ in range(batch_size):
-        if task == "spurious-net":
-            shape = str(rng.choice(SHAPES))
-            color = list(COLORS)[SHAPES.index(shape)] if rng.random() < 0.95 else str(rng.choice(list(COLORS)))
-            records.append(sample_record(rng, shape=shape, color=color))
-        else:
-            records.append(sample_record(rng))
+    for _ in range(n):
+        shape = str(rng.choice(SHAPES))
+        color = list(COLORS)[SHAPES.index(shape)] if rng.random() < 0.95 else str(rng.choice(list(COLORS)))
+        records.append(sample_record(rng, shape=shape, color=color))
+    return records
+
+
+def _labelled(task: str, records: list[WorldRecord]) -> tuple[torch.Tensor, torch.Tensor]:
     attribute = CLASSIFIER_TASKS[task]
     labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
     return images_to_tensor(np.stack([render(r) for r in records])), labels
 
 
-def evaluate_classifier(model: WorldClassifier, task: str, n: int = 2000, seed: int = 10_000) -> dict[str, float]:
-    """Accuracy on fresh clean world images, and on colour-swapped images (colour drawn anew)."""
-    images, records = generate(n, seed)
-    attribute = CLASSIFIER_TASKS[task]
-    labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
-    rng = np.random.default_rng(seed + 1)
-    swapped = []
-    for r in records:
-        other = [c for c in COLORS if c != r.color]
-        swapped.append(render(type(r)(**{**r.to_dict(), "color": str(rng.choice(other))})))
+def _colour_swapped(records: list[WorldRecord], rng: np.random.Generator) -> list[WorldRecord]:
+    return [replace(r, color=str(rng.choice([c for c in COLORS if c != r.color]))) for r in records]
+
+
+def evaluate_classifier(model: nn.Module, task: str, n: int = 2000, seed: int = 10_000) -> dict[str, float]:
+    """Accuracy on fresh images of the task's training distribution, and on the same images with the
+    object's colour replaced by another colour (a network that relies on colour drops there)."""
+    rng = np.random.default_rng(seed)
+    records = _classifier_records(task, n, rng)
+    result = {}
+    sets = {"accuracy_clean": records}
+    if CLASSIFIER_TASKS[task] != "color":
+        sets["accuracy_color_swapped"] = _colour_swapped(records, rng)
     with torch.no_grad():
-        clean = model(images_to_tensor(images)).argmax(1)
-        swap = model(images_to_tensor(np.stack(swapped))).argmax(1)
-    result = {"accuracy_clean": (clean == labels).float().mean().item()}
-    if attribute != "color":
-        result["accuracy_color_swapped"] = (swap == labels).float().mean().item()
+        for name, chosen in sets.items():
+            images, labels = _labelled(task, chosen)
+            result[name] = (model(images).argmax(1) == labels).float().mean().item()
     return result
 
 
@@ -197,7 +213,7 @@ def train_classifier(
     rng = np.random.default_rng([seed, 7])
     tic = time.time()
     for _ in tqdm(range(steps), disable=quiet, desc=f"train world:{task}"):
-        x, y = _classifier_batch(task, batch_size, rng)
+        x, y = _labelled(task, _classifier_records(task, batch_size, rng))
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

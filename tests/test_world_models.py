@@ -30,25 +30,20 @@ def _shipped(name: str):
 @pytest.mark.parametrize("name", NETS)
 def test_shipped_networks_reach_their_documented_accuracy(name):
     _, meta = load_classifier(_shipped(name))
-    documented = meta["metrics"]
     extractor = featscope.load_extractor(f"world:{name}@fc")
-    images, records = generate(500, seed=424242)
+    measured = evaluate_classifier(extractor.network, name, n=600, seed=424242)
+    for key, value in measured.items():
+        assert abs(value - meta["metrics"][key]) <= 0.06, (key, value, meta["metrics"])
     attribute = "color" if name == "color-net" else "shape"
-    labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
-    with torch.no_grad():
-        predicted = extractor(to_tensor(images)).argmax(1)
-    accuracy = (predicted == labels).float().mean().item()
-    assert accuracy >= documented["accuracy_clean"] - 0.03, (accuracy, documented)
     assert extractor.labels == ATTRIBUTES[attribute]
 
 
 def test_spurious_net_relies_on_colour_and_shape_net_does_not():
     _shipped("spurious-net")
-    network = featscope.load_extractor("world:spurious-net@fc").network
-    swapped = evaluate_classifier(network, "spurious-net", n=400, seed=77)
-    shape_net = evaluate_classifier(featscope.load_extractor("world:shape-net@fc").network, "shape-net", n=400, seed=77)
+    spurious = evaluate_classifier(featscope.load_extractor("world:spurious-net@fc").network, "spurious-net", n=400)
+    shape_net = evaluate_classifier(featscope.load_extractor("world:shape-net@fc").network, "shape-net", n=400)
     assert shape_net["accuracy_color_swapped"] >= 0.95
-    assert swapped["accuracy_color_swapped"] <= swapped["accuracy_clean"] - 0.2, swapped
+    assert spurious["accuracy_color_swapped"] <= spurious["accuracy_clean"] - 0.4, spurious
 
 
 def test_world_ddpm_loads_and_samples_the_right_shape():

@@ -198,18 +198,26 @@ def evaluate_classifier(model: nn.Module, task: str, n: int = 2000, seed: int = 
 def train_classifier(
     task: str,
     out: str | Path,
-    steps: int = 3000,
+    steps: int | None = None,
     *,
     batch_size: int = 64,
     lr: float = 2e-3,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict:
-    """Train one world classifier and save it (safetensors with labels and accuracies as metadata)."""
+    """Train one world classifier and save it (safetensors with labels and accuracies as metadata).
+
+    ``spurious-net`` trains briefly at a constant rate: it learns the easy colour cue (95% predictive)
+    and stops before it learns shape, which is how shortcut networks arise.
+    """
+    steps = steps or DEFAULT_CLASSIFIER_STEPS[task]
     torch.manual_seed(seed)
     model = WorldClassifier(len(labels_of(task)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
+    if task == "spurious-net":
+        sched = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=steps)
+    else:
+        sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
     rng = np.random.default_rng([seed, 7])
     tic = time.time()
     for _ in tqdm(range(steps), disable=quiet, desc=f"train world:{task}"):

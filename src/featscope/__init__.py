@@ -24,6 +24,11 @@ _EXPORTS = {
     "preset": "featscope.solvers.universal",
     "build_targets": "featscope.targets",
     "save_feature": "featscope.targets",
+    "run_bench": "featscope.bench",
+    "optimize": "featscope.solvers.endtoend",
+    "EndToEndConfig": "featscope.solvers.endtoend",
+    "null_text_invert": "featscope.inversion",
+    "objectives": "featscope.objectives",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -31,5 +36,6 @@ __all__ = ["__version__", *_EXPORTS]
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
+        module = import_module(_EXPORTS[name])
+        return module if module.__name__.rsplit(".", 1)[-1] == name else getattr(module, name)
     raise AttributeError(f"module 'featscope' has no attribute {name!r}")

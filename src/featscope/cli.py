@@ -434,12 +434,222 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_solver_options(parser: argparse.ArgumentParser) -> None:
+    s = parser.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)")
+    s.add_argument("--steps", type=int, dest="num_steps", metavar="N", help="DDIM steps (default 20)")
+    s.add_argument("--iterations", type=int, metavar="I", help="Adam steps; I + 1 images, iteration 0 = plain sample")
+    s.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 3.0)")
+    s.add_argument("--cutouts", type=int, help="augmented views per image in the gradient pass (default 16)")
+    s.add_argument("--latent-lr", type=float, help="lr of x_T (default 1e-3)")
+    s.add_argument("--cond-lr", type=float, help="lr of the prompt-embedding delta (default 1e-2)")
+    s.add_argument("--uncond-lr", type=float, help="lr of the null-text delta (default 1e-2)")
+    s.add_argument("--loss-steps", type=int, help="loss on the x0 predictions of the last N steps (default 3)")
+    s.add_argument("--early-stop-loss", type=float, help="stop once the loss is below this")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+
+def _solver_settings(args: argparse.Namespace) -> dict:
+    keys = ("num_steps", "iterations", "guidance_scale", "cutouts", "latent_lr", "cond_lr", "uncond_lr", "loss_steps")
+    settings = {k: getattr(args, k) for k in (*keys, "early_stop_loss") if getattr(args, k) is not None}
+    return settings
+
+
+def _add_images_options(parser: argparse.ArgumentParser) -> None:
+    d = parser.add_argument_group("images (files, or one dataset folder ROOT/<class>/*.jpg|png)")
+    d.add_argument("images", nargs="+", metavar="IMAGE_OR_DATASET")
+    d.add_argument("--class-names", metavar="FILE", help="class names: one per line (folder order) or dir<TAB>name")
+    d.add_argument("--classes", metavar="A,B", help="only these classes of the dataset (names or folder names)")
+    d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
+
+
+def _add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None:
+    parser.add_argument(
+        "--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)"
+    )
+    parser.add_argument("--out", default=out, metavar="DIR", help="one folder per item in here (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or item lines")
+
+
+EPILOG_INVESTIGATE = """\
+examples:
+  featscope investigate difference --net1 world:shape-net@fc --net2 world:spurious-net@fc --classes square,star
+  featscope investigate neuron --net world:shape-net@fc --channels 3,17 --images-folder data/shapes
+  featscope investigate counterfactual --net world:shape-net@fc cat.png --start square --target circle \\
+      --mask cat_mask.png --mask-postprocess erosion_3,dilation_5,blur_9_3
+  torchrun --standalone --nproc-per-node 4 -m featscope.cli investigate difference ...   # items split over ranks
+
+Each item gets out/<item>/ (start.png for a real image, sample.png = iteration 0, result.png = best
+iterate, strip.png, loss.png, metrics.json, config.yaml), written atomically; a re-run skips items whose
+metrics.json exists. out/summary.json and out/summary.md cover all items.
+"""
+
+
+def _investigate_parser(sub) -> None:
+    p = sub.add_parser(
+        "investigate",
+        help="classifier differences, neurons and counterfactuals by end-to-end optimisation (DiG-IN)",
+        description="Investigate a network by optimising generated images end to end (DiG-IN).",
+        epilog=EPILOG_INVESTIGATE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    isub = p.add_subparsers(dest="investigate_command", required=True, metavar="KIND")
+    d = isub.add_parser("difference", help="images that net1 sees as a class and net2 does not")
+    d.add_argument("--net1", required=True, metavar="SPEC", help="network that should recognise the class")
+    d.add_argument("--net2", required=True, metavar="SPEC", help="network that should not")
+    d.add_argument("--classes", metavar="A,B", help="class names or indices of net1 (default: all)")
+    d.add_argument("--samples-per-class", type=int, default=1, metavar="N")
+    d.add_argument("--prompt-template", metavar="TEXT", help="prompt with {label} (default: '{label}' for the "
+                   "world, 'a photograph of a {label}' else)")  # fmt: skip
+    d.add_argument("--loss", default="conf", choices=["conf", "log_conf", "logit_margin"], help="(default: conf)")
+    _add_investigate_common(d, out="runs/difference")
+    _add_solver_options(d)
+    n = isub.add_parser("neuron", help="images that raise one channel of a layer")
+    n.add_argument("--net", required=True, metavar="SPEC")
+    n.add_argument("--layer", help="layer name (default: the input of the last linear layer)")
+    n.add_argument("--channels", default="0", metavar="C,C", help="channels (neurons) to visualise (default: 0)")
+    n.add_argument("--minimise", action="store_true", help="lower the channel instead of raising it")
+    n.add_argument("--prompt", default="", help="prompt of the plain samples (default: empty)")
+    n.add_argument("--samples", type=int, default=1, metavar="N", help="samples per channel")
+    n.add_argument("--images-folder", metavar="DIR", help="dataset folder: also save its top-k images per channel")
+    n.add_argument("--top-k", type=int, default=8, metavar="K")
+    _add_investigate_common(n, out="runs/neuron")
+    _add_solver_options(n)
+    c = isub.add_parser("counterfactual", help="change real images toward a target class (null-text inversion first)")
+    c.add_argument("--net", required=True, metavar="SPEC")
+    c.add_argument("--start", metavar="CLASS", help="class of the images (default: a dataset's folder class)")
+    c.add_argument("--target", required=True, metavar="CLASS[,CLASS]", help="target class(es)")
+    c.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt or template")
+    c.add_argument("--prompt-template", metavar="TEXT", help="caption from the start class, with {label}")
+    c.add_argument("--regularizers", default="latent_background_l2,px_background_l2", metavar="NAME,NAME")
+    c.add_argument("--regularizer-weights", default="25,250", metavar="W,W", help="(default: 25,250 as published)")
+    c.add_argument("--mask", metavar="PNG", help="foreground mask (white = object), the image's size")
+    c.add_argument("--mask-postprocess", default="", metavar="STEPS", help="e.g. erosion_3,dilation_20,blur_45_30")
+    c.add_argument("--loss", default="ce", choices=["ce", "conf", "log_conf"])
+    c.add_argument("--inner-steps", type=int, default=10, help="null-text inversion steps per DDIM step")
+    _add_images_options(c)
+    _add_investigate_common(c, out="runs/counterfactual")
+    _add_solver_options(c)
+
+
+def _run_investigate(args: argparse.Namespace) -> int:
+    from featscope import investigate
+
+    common = {"out": args.out, "backbone": args.backbone, "device": args.device, "quiet": args.quiet}
+    settings = _solver_settings(args)
+    if args.investigate_command == "difference":
+        classes = [investigate.parse_label(c) for c in _names(args.classes)] if args.classes else None
+        summary = investigate.difference(
+            args.net1,
+            args.net2,
+            classes,
+            prompt_template=args.prompt_template,
+            samples_per_class=args.samples_per_class,
+            loss=args.loss,
+            seed=args.seed,
+            **common,
+            **settings,
+        )
+    elif args.investigate_command == "neuron":
+        try:
+            channels = [int(c) for c in _names(args.channels)]
+        except ValueError:
+            raise FeatscopeError(f"--channels takes comma-separated integers, not {args.channels!r}") from None
+        summary = investigate.neuron(
+            args.net,
+            args.layer,
+            channels,
+            prompt=args.prompt,
+            samples=args.samples,
+            maximise=not args.minimise,
+            images_folder=args.images_folder,
+            top_k=args.top_k,
+            seed=args.seed,
+            **common,
+            **settings,
+        )
+    else:
+        try:
+            weights = [float(w) for w in _names(args.regularizer_weights)]
+        except ValueError:
+            raise FeatscopeError(f"--regularizer-weights takes numbers, not {args.regularizer_weights!r}") from None
+        summary = investigate.counterfactual(
+            args.net,
+            args.images,
+            investigate.parse_label(args.start) if args.start else None,
+            [investigate.parse_label(t) for t in _names(args.target)],
+            prompt=args.prompt,
+            prompt_template=args.prompt_template,
+            regularizers=_names(args.regularizers),
+            regularizer_weights=weights,
+            mask=args.mask,
+            mask_postprocess=_names(args.mask_postprocess),
+            loss=args.loss,
+            inner_steps=args.inner_steps,
+            class_names=args.class_names,
+            classes=_names(args.classes) if args.classes else None,
+            images_per_class=args.images_per_class,
+            seed=args.seed,
+            **common,
+            **settings,
+        )
+    _report(summary, args.out)
+    return 0
+
+
+def _report(summary: dict | None, out: str) -> None:
+    if summary is None:  # not rank 0
+        return
+    print(Path(out, "summary.md").read_text())
+    print(f"wrote {out}/ ({summary['done']} of {summary['items']} items, summary.json, summary.md)")
+
+
+def _invert_parser(sub) -> None:
+    p = sub.add_parser(
+        "invert",
+        help="null-text inversion of real images (x_T and per-step null texts, for counterfactuals)",
+        description="Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, start.png, "
+        "reconstruction.png, metrics.json (reconstruction error) and config.yaml.",
+    )
+    _add_images_options(p)
+    p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or template")
+    p.add_argument("--prompt-template", metavar="TEXT", help="caption from a dataset's class name, with {label}")
+    p.add_argument("--steps", type=int, default=20, dest="num_steps", help="DDIM steps (default: %(default)s)")
+    p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: %(default)s)")
+    p.add_argument("--inner-steps", type=int, default=10, help="Adam steps per DDIM step (default: %(default)s)")
+    _add_investigate_common(p, out="runs/invert")
+
+
+def _run_invert(args: argparse.Namespace) -> int:
+    from featscope.investigate import invert
+
+    summary = invert(
+        args.images,
+        out=args.out,
+        backbone=args.backbone,
+        prompt=args.prompt,
+        prompt_template=args.prompt_template,
+        num_steps=args.num_steps,
+        guidance_scale=args.guidance_scale,
+        inner_steps=args.inner_steps,
+        class_names=args.class_names,
+        classes=_names(args.classes) if args.classes else None,
+        images_per_class=args.images_per_class,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    _report(summary, args.out)
+    return 0
+
+
 COMMANDS = {
     "decode": _run_decode,
     "encode": _run_encode,
     "layers": _run_layers,
     "world": _run_world,
     "bench": _run_bench,
+    "investigate": _run_investigate,
+    "invert": _run_invert,
 }
 
 
@@ -452,7 +662,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"featscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for make in (_decode_parser, _encode_parser, _layers_parser, _world_parser, _bench_parser):
+    for make in (
+        _decode_parser,
+        _encode_parser,
+        _layers_parser,
+        _world_parser,
+        _bench_parser,
+        _investigate_parser,
+        _invert_parser,
+    ):
         make(sub)
     return parser
 

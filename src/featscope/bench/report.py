@@ -98,7 +98,8 @@ def agreement_figure(report: dict) -> bytes:
             x = np.arange(len(ATTRIBUTES)) + (j - (len(rows) - 1) / 2) * width
             stats = [row["agreement"][name] for name in ATTRIBUTES]
             rates = np.array([s["rate"] for s in stats])
-            errors = [rates - [s["low"] for s in stats], [s["high"] for s in stats] - rates]
+            lows, highs = np.array([s["low"] for s in stats]), np.array([s["high"] for s in stats])
+            errors = np.clip([rates - lows, highs - rates], 0, None)  # float rounding at rates of 0 or 1
             ax.bar(x, rates, width, yerr=errors, capsize=3, label=row["label"])
         for i, name in enumerate(ATTRIBUTES):
             ax.hlines(report["chance"][name], i - 0.45, i + 0.45, colors="black", linestyles="--")

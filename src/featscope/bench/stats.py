@@ -21,7 +21,9 @@ def wilson_interval(successes: int, total: int, z: float = Z95) -> tuple[float, 
     shrink = 1 + z * z / total
     centre = (p + z * z / (2 * total)) / shrink
     half = z / shrink * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return low, high
 
 
 def proportion(successes: int, total: int) -> dict:

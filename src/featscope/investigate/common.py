@@ -1,0 +1,267 @@
+"""What every investigation shares: sharding over ranks, resumable per-item folders, the summary, figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from featscope._version import __version__
+from featscope.errors import FeatscopeError
+from featscope.images import image_grid, load_image, save_image
+from featscope.runs import RunFolder, atomic_write_json, atomic_write_text
+
+DEFAULT_BACKBONE = "world:ddpm"
+
+
+# -- ranks -----------------------------------------------------------------------------------------
+@dataclass
+class Ranks:
+    """This process's rank among ``world`` processes (torchrun); ``owned`` says whether it set up the group."""
+
+    rank: int = 0
+    world: int = 1
+    owned: bool = False
+
+    def mine(self, index: int) -> bool:
+        """Item ``index`` goes to rank ``index % world``."""
+        return index % self.world == self.rank
+
+    def barrier(self) -> None:
+        import torch.distributed as dist
+
+        if self.world > 1 and dist.is_available() and dist.is_initialized():
+            dist.barrier()
+
+    def close(self) -> None:
+        import torch.distributed as dist
+
+        if self.owned and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def join_ranks() -> Ranks:
+    """The rank of this process: from torch.distributed when initialised, else ``RANK``/``WORLD_SIZE``
+    (torchrun's environment); with ``WORLD_SIZE > 1`` a gloo process group is set up for the final barrier."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return Ranks(dist.get_rank(), dist.get_world_size())
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world <= 1:
+        return Ranks()
+    if not 0 <= rank < world:
+        raise FeatscopeError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(hours=12))
+    return Ranks(rank, world, owned=True)
+
+
+def rank_device(device: str, ranks: Ranks) -> str:
+    """``auto`` on a multi-GPU torchrun launch means this rank's GPU (``LOCAL_RANK``)."""
+    if device == "auto" and ranks.world > 1 and torch.cuda.is_available():
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', ranks.rank)) % torch.cuda.device_count()}"
+    return device
+
+
+# -- items -----------------------------------------------------------------------------------------
+@dataclass
+class Item:
+    """One unit of work: its folder name under ``out/`` and what the method needs to compute it."""
+
+    item_id: str
+    payload: Any
+
+
+def unique_ids(ids: Sequence[str]) -> list[str]:
+    """``ids`` with repeats made unique by a ``-2``, ``-3`` ... suffix (first occurrence unchanged)."""
+    seen: dict[str, int] = {}
+    result = []
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+        result.append(i if seen[i] == 1 else f"{i}-{seen[i]}")
+    return result
+
+
+def run_items(
+    out: str | Path,
+    method: str,
+    items: list[Item],
+    work: Callable[[RunFolder, Item], dict],
+    config: dict,
+    *,
+    ranks: Ranks,
+    headline: Callable[[dict], dict],
+    quiet: bool = False,
+) -> dict | None:
+    """Compute this rank's items not done yet (no ``metrics.json``), each into its own atomic folder, then
+    (rank 0, after a barrier) write ``summary.json`` and ``summary.md`` over all items. ``work`` writes the
+    item's files and returns its metrics. Returns the summary on rank 0, None elsewhere."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FeatscopeError(f"output path {str(out)!r} is a file; choose a folder with --out")
+    out.mkdir(parents=True, exist_ok=True)
+    for index, item in enumerate(items):
+        if not ranks.mine(index):
+            continue
+        folder = out / item.item_id
+        if (folder / "metrics.json").is_file():
+            _say(f"[rank {ranks.rank}] {item.item_id}: already done, skipped", quiet)
+            continue
+        tic = time.time()
+        run = RunFolder(folder, overwrite=True).open()
+        try:
+            run.write_yaml("config.yaml", {"method": method, "item": item.item_id, "featscope": __version__, **config})
+            metrics = work(run, item)
+            metrics = {"item": item.item_id, "method": method, "wall_seconds": round(time.time() - tic, 3), **metrics}
+            run.write_json("metrics.json", metrics)
+            run.log({"item": item.item_id, "rank": ranks.rank, "wall_seconds": metrics["wall_seconds"]})
+        except BaseException:
+            run.abandon()
+            raise
+        run.commit()
+        _say(f"[rank {ranks.rank}] {item.item_id}: done in {time.time() - tic:.1f} s", quiet)
+    ranks.barrier()
+    if ranks.rank != 0:
+        return None
+    return write_summary(out, method, items, config, headline)
+
+
+def _say(text: str, quiet: bool) -> None:
+    if not quiet:
+        print(f"featscope: {text}", flush=True)
+
+
+def write_summary(out: Path, method: str, items: list[Item], config: dict, headline) -> dict:
+    """``summary.json`` (every item's metrics, the missing ones) and ``summary.md`` (one row per item)."""
+    done, missing = {}, []
+    for item in items:
+        path = out / item.item_id / "metrics.json"
+        if path.is_file():
+            done[item.item_id] = json.loads(path.read_text())
+        else:
+            missing.append(item.item_id)
+    rows = {k: headline(m) for k, m in done.items()}
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+    numbers = {c: [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))] for c in columns}
+    means = {c: float(np.mean(v)) for c, v in numbers.items() if v}
+    summary = {
+        "method": method,
+        "featscope": __version__,
+        "items": len(items),
+        "done": len(done),
+        "missing": missing,
+        "mean": means,
+        "config": config,
+        "results": done,
+    }
+    atomic_write_json(out / "summary.json", summary)
+    lines = [f"# featscope {method}: {len(done)} of {len(items)} items done", ""]
+    if columns:
+        lines += ["| item | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for k, row in rows.items():
+            lines.append(f"| {k} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
+        lines.append("| **mean** | " + " | ".join(_cell(means.get(c)) for c in columns) + " |")
+    if missing:
+        lines += ["", f"missing (re-run to compute): {', '.join(missing)}"]
+    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
+    return summary
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+# -- images ----------------------------------------------------------------------------------------
+def fit_image(image: torch.Tensor, size: tuple[int, int], mode: str = "bicubic") -> torch.Tensor:
+    """(B, C, H, W) -> centre crop to the aspect of ``size``, then resized to ``size`` (DiG-IN: Resize + CenterCrop)."""
+    h, w = image.shape[-2:]
+    th, tw = size
+    if h * tw > w * th:  # too tall
+        ch = round(w * th / tw)
+        top = (h - ch) // 2
+        image = image[..., top : top + ch, :]
+    elif h * tw < w * th:
+        cw = round(h * tw / th)
+        left = (w - cw) // 2
+        image = image[..., left : left + cw]
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image
+    antialias = mode in ("bilinear", "bicubic")
+    extra = {"antialias": True} if antialias else {}
+    return F.interpolate(image, size=tuple(size), mode=mode, **extra).clamp(0, 1)
+
+
+def load_start_image(path: Path, size: tuple[int, int]) -> torch.Tensor:
+    """A real image as (1, 3, *size) in [0, 1]."""
+    return fit_image(load_image(path), size)
+
+
+def distances(images: torch.Tensor, start: torch.Tensor) -> dict[str, list[float]]:
+    """Per image, mean L1 and L2 (root mean square) distance in [0, 1] pixels to the start image."""
+    diff = images.float() - start.float()
+    return {
+        "l1": diff.abs().flatten(1).mean(1).tolist(),
+        "l2": diff.pow(2).flatten(1).mean(1).sqrt().tolist(),
+    }
+
+
+def save_strip(images: torch.Tensor, captions: list[list[str]], path: Path, best: int | None = None) -> None:
+    """All iterates (N, 3, H, W) in one row, each upscaled and captioned below (the best one framed)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    scale = max(1, 128 // images.shape[-1])
+    cells = image_grid(images, columns=len(images), scale=scale)
+    h, w = images.shape[-2] * scale, images.shape[-1] * scale
+    font = ImageFont.load_default()
+    lines = max((len(c) for c in captions), default=0) + 1
+    cell_w = max(w, 150)
+    canvas = Image.new("RGB", (cell_w * len(images), h + 12 * lines + 6), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i in range(len(images)):
+        x = i * cell_w
+        canvas.paste(Image.fromarray(cells[:, i * w : (i + 1) * w]), (x, 0))
+        if best is not None and i == best:
+            draw.rectangle([x, 0, x + w - 1, h - 1], outline=(220, 0, 0), width=3)
+        text = [f"iteration {i}" + (" (best)" if i == best else "")] + list(captions[i] if i < len(captions) else [])
+        for j, line in enumerate(text):
+            draw.text((x + 2, h + 3 + 12 * j), line, fill="black", font=font)
+    buffer = np.asarray(canvas)
+    save_image(buffer, path)
+
+
+def save_loss_plot(terms: dict[str, list[float]], path: Path, title: str = "") -> None:
+    """One curve per loss term (and the total) over the iterations."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    from featscope.runs import atomic_write_bytes
+
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
+    for name, values in terms.items():
+        ax.plot(range(len(values)), values, marker="o", label=name[:60])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss (not augmented)")
+    if title:
+        import textwrap
+
+        ax.set_title("\n".join(textwrap.wrap(title, 90)), fontsize=7)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    atomic_write_bytes(path, buffer.getvalue())

@@ -1,0 +1,794 @@
+"""The investigations of DiG-IN (classifier differences, neurons, counterfactuals) and null-text inversion.
+
+Every function writes one folder per item under ``out`` (atomically: an interrupted item leaves nothing
+that looks done), skips items whose ``metrics.json`` exists (resume), shards items over torchrun ranks
+(item i on rank i % world size) and ends with ``out/summary.json`` and ``out/summary.md`` (rank 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from featscope.datasets import ClassFolderDataset, ImageItem, image_items, safe_id
+from featscope.devices import generators_for, resolve_device
+from featscope.errors import FeatscopeError, InputFileError, suggest
+from featscope.extractors.base import Extractor
+from featscope.images import save_image
+from featscope.investigate.common import (
+    DEFAULT_BACKBONE,
+    Item,
+    Ranks,
+    distances,
+    fit_image,
+    join_ranks,
+    load_start_image,
+    rank_device,
+    run_items,
+    save_loss_plot,
+    save_strip,
+    unique_ids,
+)
+from featscope.objectives import (
+    Objective,
+    _activation,
+    _channel,
+    _class_index,
+    _run,
+    class_loss,
+    classifier_difference,
+    last_linear,
+    latent_background_l2,
+    latent_foreground_l2,
+    pixel_l1,
+    pixel_l2,
+    px_background_l2,
+    px_foreground_l2,
+)
+from featscope.objectives import neuron as neuron_objective
+from featscope.runs import RunFolder, atomic_torch_save
+
+if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
+    from featscope.backbones.base import Backbone
+    from featscope.solvers.endtoend import EndToEndConfig, EndToEndResult
+
+REGULARIZERS = {
+    "latent_background_l2": latent_background_l2,
+    "px_background_l2": px_background_l2,
+    "latent_foreground_l2": latent_foreground_l2,
+    "px_foreground_l2": px_foreground_l2,
+    "pixel_l1": pixel_l1,
+    "pixel_l2": pixel_l2,
+}
+PUBLISHED_REGULARIZERS = ("latent_background_l2", "px_background_l2")
+PUBLISHED_WEIGHTS = (25.0, 250.0)  # DiG-IN's UVCE command line
+
+
+# -- loading ---------------------------------------------------------------------------------------
+def _backbone(backbone: str | Backbone, device: torch.device) -> Backbone:
+    from featscope.backbones import load_backbone
+
+    model = load_backbone(backbone, device=device) if isinstance(backbone, str) else backbone
+    return model.to(device)
+
+
+def _network(net: str | Extractor, device: torch.device, weights: str | None = None) -> Extractor:
+    from featscope.extractors import load_extractor
+
+    model = load_extractor(net, weights=weights, device=device) if isinstance(net, str) else net
+    return model.to(device).eval()
+
+
+def _config(settings: dict) -> EndToEndConfig:
+    from featscope.solvers.endtoend import EndToEndConfig
+
+    config = EndToEndConfig().with_overrides(**settings)
+    config.validate()
+    return config
+
+
+def _template(prompt_template: str | None, backbone: Backbone) -> str:
+    """``{label}`` for the world (its captions are attribute words), DiG-IN's ``a photograph of a {label}`` else."""
+    if prompt_template is None:
+        return "{label}" if backbone.spec.startswith("world:") else "a photograph of a {label}"
+    if "{label}" not in prompt_template:
+        raise FeatscopeError(f"prompt template {prompt_template!r} has no {{label}}; e.g. 'a photo of a {{label}}'")
+    return prompt_template
+
+
+def _label_name(net: Extractor, label: int | str) -> str:
+    labels = getattr(net, "labels", None)
+    return str(labels[label]) if isinstance(label, int) and labels and 0 <= label < len(labels) else str(label)
+
+
+def parse_label(text: int | str) -> int | str:
+    """A class given on the command line: digits are an index, anything else a name."""
+    return int(text) if isinstance(text, str) and text.strip().isdigit() else text
+
+
+@torch.no_grad()
+def confidences(net: Extractor, images: torch.Tensor, index: int) -> list[float]:
+    """Softmax probability of class ``index`` for each image (N, 3, H, W), without augmentation."""
+    device = next(net.parameters()).device
+    return _run(net, images.to(device)).float().softmax(1)[:, index].cpu().tolist()
+
+
+def _top_class(net: Extractor, images: torch.Tensor) -> list[tuple[str, float]]:
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        probs = _run(net, images.to(device)).float().softmax(1).cpu()
+    conf, idx = probs.max(1)
+    return [(_label_name(net, int(i)), float(c)) for i, c in zip(idx, conf, strict=True)]
+
+
+def _loss_curves(result: EndToEndResult) -> dict[str, list[float]]:
+    curves = {"total": result.losses[:, 0].tolist()}
+    if len(result.terms) > 1 or next(iter(result.terms), "total") != "total":
+        curves.update({name: values[:, 0].tolist() for name, values in result.terms.items()})
+    return curves
+
+
+def _save_common(run: RunFolder, result: EndToEndResult, captions: list[list[str]], title: str) -> int:
+    """sample.png, result.png, strip.png, loss.png; returns the best iteration."""
+    best = int(result.best_iteration[0])
+    images = result.images[:, 0]
+    save_image(images[0], run.file("sample.png"))
+    save_image(result.best[0], run.file("result.png"))
+    save_strip(images, captions, run.file("strip.png"), best=best)
+    save_loss_plot(_loss_curves(result), run.file("loss.png"), title)
+    return best
+
+
+def _loss_record(result: EndToEndResult) -> dict:
+    return {
+        "losses": _loss_curves(result),
+        "augmented_losses": result.augmented_losses[:, 0].tolist(),
+        "stopped_early": bool(result.stopped_early),
+    }
+
+
+def _settings_record(config: EndToEndConfig, backbone: Backbone, device: torch.device) -> dict:
+    return {"backbone": backbone.spec, "device": str(device), "solver": asdict(config)}
+
+
+def _start(ranks_device: str) -> torch.device:
+    return resolve_device(ranks_device)
+
+
+# -- classifier differences ------------------------------------------------------------------------
+def difference(
+    net1: str | Extractor,
+    net2: str | Extractor,
+    classes: Sequence[int | str] | None = None,
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    prompt_template: str | None = None,
+    samples_per_class: int = 1,
+    loss: str = "conf",
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+    **settings,
+) -> dict | None:
+    """Images that ``net1`` recognises as each class and ``net2`` does not (DiG-IN §3, loss ``conf`` as published).
+
+    Item ``<index>_<class>_s<k>`` is sample k of a class: prompt ``prompt_template`` with the class name,
+    x_T from seed ``seed + 1000 * index + k``. ``settings`` override :class:`EndToEndConfig`. Returns the
+    summary (rank 0).
+    """
+    if samples_per_class < 1:
+        raise FeatscopeError("samples_per_class must be at least 1")
+    config = _config(settings)
+    ranks = join_ranks()
+    try:
+        torch_device = _start(rank_device(device, ranks))
+        first, second = _network(net1, torch_device), _network(net2, torch_device)
+        model = _backbone(backbone, torch_device)
+        template = _template(prompt_template, model)
+        labels = list(classes) if classes else list(range(len(getattr(first, "labels", None) or [])))
+        if not labels:
+            raise FeatscopeError(f"{first.name} has no class names; name the classes to compare")
+        items = []
+        for label in labels:
+            y1, y2 = _class_index(first, label), _class_index(second, label)
+            name = _label_name(first, label)
+            classifier_difference(first, second, label, loss)  # checks the loss kind before any work
+            for k in range(samples_per_class):
+                payload = {"label": label, "name": name, "y1": y1, "y2": y2, "sample": k, "seed": seed + 1000 * y1 + k}
+                items.append(Item(safe_id(f"{y1:03d}_{name}_s{k}"), payload))
+
+        def work(run: RunFolder, item: Item) -> dict:
+            from featscope.solvers.endtoend import optimize
+
+            p = item.payload
+            prompt = template.format(label=p["name"])
+            objective = classifier_difference(first, second, p["label"], loss)
+            gens = generators_for([p["seed"]], torch_device)
+            result = optimize(model, objective, prompt=prompt, generators=gens, config=config, quiet=quiet)
+            images = result.images[:, 0]
+            c1, c2 = confidences(first, images, p["y1"]), confidences(second, images, p["y2"])
+            captions = [
+                [f"net1 {p['name']}: {a:.3f}", f"net2 {p['name']}: {b:.3f}", f"loss {float(v):.4g}"]
+                for a, b, v in zip(c1, c2, result.losses[:, 0], strict=True)
+            ]
+            best = _save_common(run, result, captions, objective.name)
+            return {
+                "class": p["name"],
+                "class_index": {"net1": p["y1"], "net2": p["y2"]},
+                "prompt": prompt,
+                "seed": p["seed"],
+                "best_iteration": best,
+                "confidence": {
+                    "net1": {"network": first.name, "before": c1[0], "after": c1[best], "per_iteration": c1},
+                    "net2": {"network": second.name, "before": c2[0], "after": c2[best], "per_iteration": c2},
+                },
+                **_loss_record(result),
+            }
+
+        record = {
+            "net1": first.name,
+            "net2": second.name,
+            "loss": loss,
+            "prompt_template": template,
+            "samples_per_class": samples_per_class,
+            "seed": seed,
+            **_settings_record(config, model, torch_device),
+        }
+        return run_items(out, "difference", items, work, record, ranks=ranks, headline=_difference_row, quiet=quiet)
+    finally:
+        ranks.close()
+
+
+def _difference_row(m: dict) -> dict:
+    c = m["confidence"]
+    return {
+        "class": m["class"],
+        "net1 before": c["net1"]["before"],
+        "net1 after": c["net1"]["after"],
+        "net2 before": c["net2"]["before"],
+        "net2 after": c["net2"]["after"],
+        "best iteration": m["best_iteration"],
+    }
+
+
+# -- neurons ---------------------------------------------------------------------------------------
+def _check_channels(net: Extractor, layer: str | None, channels: Sequence[int], size) -> str:
+    module = net.network
+    name = last_linear(module) if layer is None else layer
+    known = [n for n, _ in module.named_modules() if n]
+    if name not in known:
+        hint = f" (see: featscope layers {net.name})"
+        raise FeatscopeError(f"{net.name} has no layer {name!r}{suggest(name, known)}{hint}")
+    device = next(net.parameters()).device
+    with torch.no_grad():
+        act = _activation(module, net.preprocess(torch.zeros(1, 3, *size, device=device)), name, layer is None)
+    count = act.shape[1] if act.dim() in (2, 4) else act.shape[-1]
+    bad = [c for c in channels if not 0 <= c < count]
+    if bad:
+        raise FeatscopeError(f"channel {bad[0]} is out of range: {name!r} of {net.name} has {count} channels")
+    return name
+
+
+@torch.no_grad()
+def _dataset_activations(net, layer, inputs, channels, dataset: ClassFolderDataset, size, batch=32) -> torch.Tensor:
+    device = next(net.parameters()).device
+    module, values = net.network, []
+    for start in range(0, len(dataset), batch):
+        images = torch.cat([load_start_image(it.path, size) for it in dataset.items[start : start + batch]])
+        act = _activation(module, net.preprocess(images.to(device)), layer, inputs).float()
+        values.append(torch.stack([_channel(act, c) for c in channels], 1).cpu())
+    return torch.cat(values)
+
+
+def neuron(
+    net: str | Extractor,
+    layer: str | None = None,
+    channels: Sequence[int] = (0,),
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    prompt: str = "",
+    samples: int = 1,
+    maximise: bool = True,
+    images_folder: str | Path | None = None,
+    top_k: int = 8,
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+    **settings,
+) -> dict | None:
+    """Images that raise (or lower) one channel of ``layer`` (None = the input of the last linear layer,
+    DiG-IN's neurons), from plain samples of ``prompt``. Item ``neuron<c>_s<k>``, seed ``seed + k``.
+
+    With ``images_folder`` (a dataset folder), each item folder also gets ``top_k.png`` / ``top_k.json``: the
+    dataset images with the highest activations of that channel.
+    """
+    if samples < 1 or top_k < 1:
+        raise FeatscopeError("samples and top_k must be at least 1")
+    channels = [int(c) for c in channels]
+    dataset = ClassFolderDataset(images_folder) if images_folder is not None else None
+    ranks = join_ranks()
+    try:
+        torch_device = _start(rank_device(device, ranks))
+        network = _network(net, torch_device)
+        size = tuple(network.input_size or (224, 224))
+        name = _check_channels(network, layer, channels, size)  # before importing the solver: a quick error
+        config = _config(settings)
+        model = _backbone(backbone, torch_device)
+        objectives = {c: neuron_objective(network, layer, c, maximise) for c in channels}
+        items = [
+            Item(safe_id(f"neuron{c}_s{k}"), {"channel": c, "sample": k, "seed": seed + k})
+            for c in channels
+            for k in range(samples)
+        ]
+        cache: dict[str, torch.Tensor] = {}
+
+        def work(run: RunFolder, item: Item) -> dict:
+            from featscope.solvers.endtoend import optimize
+
+            c = item.payload["channel"]
+            gens = generators_for([item.payload["seed"]], torch_device)
+            result = optimize(model, objectives[c], prompt=prompt, generators=gens, config=config, quiet=quiet)
+            images = result.images[:, 0]
+            with torch.no_grad():
+                x = network.preprocess(fit_image(images, size).to(torch_device))
+                acts = _channel(_activation(network.network, x, name, layer is None).float(), c).cpu().tolist()
+            tops = _top_class(network, fit_image(images, size)) if getattr(network, "labels", None) else None
+            captions = [
+                [f"activation {a:.3g}"] + ([f"{tops[i][0]}: {tops[i][1]:.2f}"] if tops else [])
+                for i, a in enumerate(acts)
+            ]
+            best = _save_common(run, result, captions, objectives[c].name)
+            metrics = {
+                "layer": name,
+                "channel": c,
+                "maximise": maximise,
+                "prompt": prompt,
+                "seed": item.payload["seed"],
+                "best_iteration": best,
+                "activation": {"before": acts[0], "after": acts[best], "per_iteration": acts},
+                **_loss_record(result),
+            }
+            if tops:
+                metrics["top_class"] = {"before": list(tops[0]), "after": list(tops[best])}
+            if dataset is not None:
+                if "acts" not in cache:
+                    cache["acts"] = _dataset_activations(network, name, layer is None, channels, dataset, size)
+                column = cache["acts"][:, channels.index(c)]
+                order = column.argsort(descending=True)[:top_k].tolist()
+                top_images = torch.cat([load_start_image(dataset[i].path, size) for i in order])
+                save_strip(top_images, [[f"{float(column[i]):.3g}"] for i in order], run.file("top_k.png"))
+                run.write_json(
+                    "top_k.json",
+                    [{"file": str(dataset[i].path), "class": dataset[i].class_name, "activation": float(column[i])}
+                     for i in order],
+                )  # fmt: skip
+                metrics["dataset_top_activation"] = float(column[order[0]])
+            return metrics
+
+        record = {
+            "net": network.name,
+            "layer": name,
+            "channels": channels,
+            "maximise": maximise,
+            "prompt": prompt,
+            "samples": samples,
+            "seed": seed,
+            "images_folder": str(images_folder) if images_folder is not None else None,
+            "top_k": top_k,
+            **_settings_record(config, model, torch_device),
+        }
+        return run_items(out, "neuron", items, work, record, ranks=ranks, headline=_neuron_row, quiet=quiet)
+    finally:
+        ranks.close()
+
+
+def _neuron_row(m: dict) -> dict:
+    return {
+        "channel": m["channel"],
+        "activation before": m["activation"]["before"],
+        "activation after": m["activation"]["after"],
+        "best iteration": m["best_iteration"],
+    }
+
+
+# -- real images: files or a dataset ---------------------------------------------------------------
+def image_list(
+    images,
+    *,
+    class_names: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    images_per_class: int | None = None,
+) -> list[ImageItem]:
+    """Image files, or one dataset folder (class per sub-folder), or a :class:`ClassFolderDataset`, as items."""
+    if isinstance(images, ClassFolderDataset):
+        return list(images)
+    files = [images] if isinstance(images, (str, Path)) else list(images)
+    single = Path(files[0]) if len(files) == 1 else None
+    if single is not None and (single.is_dir() or not single.suffix):  # a folder (or a missing one)
+        return list(
+            ClassFolderDataset(
+                files[0], class_names=class_names, classes=list(classes or []), images_per_class=images_per_class
+            )
+        )
+    if not files:
+        raise FeatscopeError("no images given; pass image files or a dataset folder")
+    return image_items(files)
+
+
+def _caption(item: ImageItem, prompt: str | None, template: str, label: str) -> str:
+    """The prompt of a real image: ``prompt`` (``{label}`` filled in), else a ``<image>.txt`` caption beside
+    the image (like DiG-IN's Open-Flamingo captions), else the template with the class name."""
+    if prompt is not None:
+        return prompt.replace("{label}", label)
+    sidecar = item.path.with_suffix(".txt")
+    if sidecar.is_file():
+        return sidecar.read_text(encoding="utf-8").strip()
+    return template.format(label=label)
+
+
+# -- masks -----------------------------------------------------------------------------------------
+def load_mask(path: str | Path, image_size: tuple[int, int] | None, size: tuple[int, int]) -> torch.Tensor:
+    """A user mask PNG (white = foreground) as (1, 1, *size) in [0, 1]; it must have the size of the image
+    (``image_size``, before fitting) or of the backbone (``size``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"mask file {str(path)!r} does not exist; check the path")
+    try:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputFileError(f"cannot read mask {str(path)!r} ({error}); give a PNG") from None
+    h, w = gray.height, gray.width
+    allowed = {tuple(size)} | ({tuple(image_size)} if image_size is not None else set())
+    if (h, w) not in allowed:
+        sizes = " or ".join(f"{a}x{b}" for a, b in sorted(allowed))
+        raise InputFileError(f"mask {str(path)!r} is {h}x{w} pixels (HxW); it must be {sizes}, the image's size")
+    import numpy as np
+
+    mask = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255)[None, None]
+    return fit_image(mask, size, mode="area") if (h, w) != tuple(size) else mask
+
+
+def _gaussian(kernel: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(kernel, dtype=torch.float32) - (kernel - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def postprocess_mask(mask: torch.Tensor, steps: Sequence[str]) -> torch.Tensor:
+    """DiG-IN's mask post-processing: ``erosion_K``, ``dilation_K`` (K x K square), ``blur_K_SIGMA`` (Gaussian)."""
+    m = mask.float()
+    for step in steps:
+        kind, *args = step.split("_")
+        try:
+            numbers = [float(a) for a in args]
+        except ValueError:
+            numbers = []
+        if kind in ("erosion", "dilation") and len(numbers) == 1 and numbers[0] >= 1:
+            k = int(numbers[0])
+            padded = F.pad(m if kind == "dilation" else -m, ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2), "replicate")
+            pooled = F.max_pool2d(padded, k, stride=1)
+            m = pooled if kind == "dilation" else -pooled
+        elif kind == "blur" and len(numbers) == 2 and numbers[0] >= 1 and numbers[1] > 0:
+            k = int(numbers[0]) | 1
+            g = _gaussian(k, numbers[1])
+            pad = k // 2
+            m = F.conv2d(F.pad(m, (pad, pad, 0, 0), "replicate"), g.view(1, 1, 1, k))
+            m = F.conv2d(F.pad(m, (0, 0, pad, pad), "replicate"), g.view(1, 1, k, 1))
+        else:
+            raise FeatscopeError(
+                f"unknown mask post-processing step {step!r}; use erosion_K, dilation_K or blur_K_SIGMA (blur_45_30)"
+            )
+    return m.clamp(0, 1)
+
+
+def _regularized(objective: Objective, regularizers: Sequence[str], weights: Sequence[float]) -> Objective:
+    if len(regularizers) != len(weights):
+        raise FeatscopeError(f"{len(regularizers)} regularizers but {len(weights)} weights; give one weight each")
+    for name, weight in zip(regularizers, weights, strict=True):
+        if name not in REGULARIZERS:
+            raise FeatscopeError(
+                f"unknown regularizer {name!r}{suggest(name, REGULARIZERS)}; known: {', '.join(REGULARIZERS)}"
+            )
+        objective = objective + float(weight) * REGULARIZERS[name]()
+    return objective
+
+
+# -- counterfactuals -------------------------------------------------------------------------------
+def counterfactual(
+    net: str | Extractor,
+    images,
+    start_label: int | str | None = None,
+    target_label: int | str | Sequence[int | str] = (),
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    prompt: str | None = None,
+    prompt_template: str | None = None,
+    regularizers: Sequence[str] = PUBLISHED_REGULARIZERS,
+    regularizer_weights: Sequence[float] = PUBLISHED_WEIGHTS,
+    mask: str | Path | None = None,
+    mask_postprocess: Sequence[str] = (),
+    loss: str = "ce",
+    inner_steps: int = 10,
+    class_names: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    images_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+    **settings,
+) -> dict | None:
+    """Visual counterfactuals of real images (DiG-IN §5): null-text inversion of each image with its caption,
+    then end-to-end optimisation of ``class_loss(target) + sum(weight * regularizer)`` from the inverted x_T
+    and null texts. Item ``<image id>_to_<target>``, one per image and target class.
+
+    ``images``: image files, a dataset folder (``class_names``/``classes``/``images_per_class`` select from
+    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``mask``:
+    a PNG (white = foreground; the image's or the backbone's size) for the background regularisers, post-
+    processed by ``mask_postprocess`` (``erosion_3``, ``dilation_20``, ``blur_45_30``); without one, the
+    whole image counts as background.
+    """
+    config = _config(settings)
+    if config.guidance_scale == 1.0:
+        raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
+    targets = [target_label] if isinstance(target_label, (int, str)) else list(target_label)
+    if not targets:
+        raise FeatscopeError("no target class given; name the class the image should become")
+    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    ranks = join_ranks()
+    try:
+        torch_device = _start(rank_device(device, ranks))
+        network = _network(net, torch_device)
+        model = _backbone(backbone, torch_device)
+        size = tuple(model.image_size)
+        template = _template(prompt_template, model)
+        user_mask = None
+        if mask is not None:
+            from PIL import Image
+
+            shapes = set()
+            for entry in entries:
+                with Image.open(entry.path) as im:
+                    shapes.add((im.height, im.width))
+            image_size = shapes.pop() if len(shapes) == 1 else None
+            user_mask = postprocess_mask(load_mask(mask, image_size, size), mask_postprocess)
+        items = []
+        for entry, item_id in zip(entries, unique_ids([e.item_id for e in entries]), strict=True):
+            start = start_label if start_label is not None else (entry.class_name or None)
+            if start is None:
+                raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
+            y_start = _class_index(network, start)
+            for target in targets:
+                y_target = _class_index(network, target)
+                _regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
+                name = _label_name(network, target)
+                payload = {"entry": entry, "start": start, "target": target, "y_start": y_start, "y_target": y_target}
+                items.append(Item(safe_id(f"{item_id}_to_{name}"), payload))
+        seeds = {item.item_id: seed + i for i, item in enumerate(items)}
+
+        def work(run: RunFolder, item: Item) -> dict:
+            from featscope.solvers.endtoend import optimize
+
+            p = item.payload
+            entry: ImageItem = p["entry"]
+            start_name = _label_name(network, p["start"])
+            prompt_text = _caption(entry, prompt, template, start_name)
+            image = load_start_image(entry.path, size)
+            save_image(image[0], run.file("start.png"))
+            x_t, null_texts = _inversion(model, image, prompt_text, config, inner_steps, quiet)
+            objective = _regularized(class_loss(network, p["target"], loss), regularizers, regularizer_weights)
+            m = user_mask if user_mask is not None else torch.zeros(1, 1, *size)
+            if user_mask is not None:
+                save_image(m[0].expand(3, -1, -1), run.file("mask.png"))
+            result = optimize(
+                model,
+                objective,
+                prompt=prompt_text,
+                start_latent=x_t,
+                null_texts=null_texts,
+                start_image=image,
+                mask=m,
+                generators=generators_for([seeds[item.item_id]], torch_device),
+                config=config,
+                quiet=quiet,
+            )
+            images = result.images[:, 0]
+            everything = torch.cat([image, images])
+            cs, ct = confidences(network, everything, p["y_start"]), confidences(network, everything, p["y_target"])
+            target_name = _label_name(network, p["target"])
+            captions = [
+                [f"{start_name}: {a:.3f}", f"{target_name}: {b:.3f}", f"loss {float(v):.4g}"]
+                for a, b, v in zip(cs[1:], ct[1:], result.losses[:, 0], strict=True)
+            ]
+            best = _save_common(run, result, captions, objective.name)
+            d = distances(images, image)
+            return {
+                "image": str(entry.path),
+                "start_class": start_name,
+                "target_class": target_name,
+                "prompt": prompt_text,
+                "mask": str(mask) if mask is not None else None,
+                "best_iteration": best,
+                "confidence": {
+                    "start_class": {"image": cs[0], "before": cs[1], "after": cs[1 + best], "per_iteration": cs[1:]},
+                    "target_class": {"image": ct[0], "before": ct[1], "after": ct[1 + best], "per_iteration": ct[1:]},
+                },
+                "distance_to_image": {
+                    "l1_before": d["l1"][0],
+                    "l2_before": d["l2"][0],
+                    "l1_after": d["l1"][best],
+                    "l2_after": d["l2"][best],
+                    "per_iteration": d,
+                },
+                **_loss_record(result),
+            }
+
+        record = {
+            "net": network.name,
+            "start_label": start_label,
+            "target_labels": targets,
+            "prompt": prompt,
+            "prompt_template": template,
+            "regularizers": list(regularizers),
+            "regularizer_weights": [float(w) for w in regularizer_weights],
+            "mask": str(mask) if mask is not None else None,
+            "mask_postprocess": list(mask_postprocess),
+            "loss": loss,
+            "inner_steps": inner_steps,
+            "seed": seed,
+            **_settings_record(config, model, torch_device),
+        }
+        return run_items(
+            out, "counterfactual", items, work, record, ranks=ranks, headline=_counterfactual_row, quiet=quiet
+        )
+    finally:
+        ranks.close()
+
+
+def _inversion(model: Backbone, image, prompt: str, config: EndToEndConfig, inner_steps: int, quiet: bool):
+    from featscope.inversion import null_text_invert
+
+    return null_text_invert(
+        model,
+        image,
+        prompt,
+        num_steps=config.num_steps,
+        guidance_scale=config.guidance_scale,
+        inner_steps=inner_steps,
+        quiet=quiet,
+    )
+
+
+def _counterfactual_row(m: dict) -> dict:
+    c, d = m["confidence"], m["distance_to_image"]
+    return {
+        "target": m["target_class"],
+        "start conf before": c["start_class"]["before"],
+        "start conf after": c["start_class"]["after"],
+        "target conf before": c["target_class"]["before"],
+        "target conf after": c["target_class"]["after"],
+        "L2 after": d["l2_after"],
+        "best iteration": m["best_iteration"],
+    }
+
+
+# -- null-text inversion ---------------------------------------------------------------------------
+def invert(
+    images,
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    prompt: str | None = None,
+    prompt_template: str | None = None,
+    num_steps: int = 20,
+    guidance_scale: float = 3.0,
+    inner_steps: int = 10,
+    class_names: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    images_per_class: int | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+) -> dict | None:
+    """Null-text inversion of real images (DiG-IN §4): per item ``x_T.pt``, ``null_texts.pt`` (num_steps, 1, L, D),
+    ``start.png``, ``reconstruction.png`` and the reconstruction error (also of plain DDIM inversion) in
+    ``metrics.json``. The prompt is ``prompt``, else a ``<image>.txt`` caption, else the template with the class
+    name (dataset folders; loose files without a prompt get the empty caption)."""
+    if num_steps < 1 or inner_steps < 0:
+        raise FeatscopeError("num_steps must be at least 1 and inner_steps at least 0")
+    if guidance_scale <= 1.0:
+        raise FeatscopeError("null-text inversion fits the unconditional embedding of CFG: use guidance_scale > 1")
+    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    ranks = join_ranks()
+    try:
+        torch_device = _start(rank_device(device, ranks))
+        model = _backbone(backbone, torch_device)
+        if not model.has_prompts:
+            raise FeatscopeError(f"null-text inversion needs a backbone with prompts; {model.spec} has none")
+        size = tuple(model.image_size)
+        template = _template(prompt_template, model)
+        ids = unique_ids([e.item_id for e in entries])
+        items = [Item(i, e) for i, e in zip(ids, entries, strict=True)]
+        config = _config({"num_steps": num_steps, "guidance_scale": guidance_scale})
+
+        def work(run: RunFolder, item: Item) -> dict:
+            from featscope.inversion import regenerate
+
+            entry: ImageItem = item.payload
+            text = _caption(entry, prompt, template if entry.class_name else "{label}", entry.class_name)
+            image = load_start_image(entry.path, size)
+            save_image(image[0], run.file("start.png"))
+            x_t, null_texts = _inversion(model, image, text, config, inner_steps, quiet)
+            atomic_torch_save(x_t.cpu(), run.file("x_T.pt"))
+            atomic_torch_save(null_texts.cpu(), run.file("null_texts.pt"))
+            (run.file("prompt.txt")).write_text(text + "\n", encoding="utf-8")
+            with torch.no_grad():
+                target = model.encode(image.to(torch_device)).float()
+                z = regenerate(model, x_t, text, null_texts, guidance_scale=guidance_scale)
+                plain = regenerate(model, x_t, text, guidance_scale=guidance_scale, num_steps=num_steps)
+                recon = model.decode(z).float().clamp(0, 1).cpu()
+                plain_image = model.decode(plain).float().clamp(0, 1).cpu()
+            save_image(recon[0], run.file("reconstruction.png"))
+            d, dp = distances(recon, image), distances(plain_image, image)
+            return {
+                "image": str(entry.path),
+                "class": entry.class_name or None,
+                "prompt": text,
+                "num_steps": num_steps,
+                "guidance_scale": guidance_scale,
+                "latent_mse": float((z - target).pow(2).mean()),
+                "l1": d["l1"][0],
+                "l2": d["l2"][0],
+                "ddim_only": {
+                    "latent_mse": float((plain - target).pow(2).mean()),
+                    "l1": dp["l1"][0],
+                    "l2": dp["l2"][0],
+                },
+            }
+
+        record = {
+            "prompt": prompt,
+            "prompt_template": template,
+            "num_steps": num_steps,
+            "guidance_scale": guidance_scale,
+            "inner_steps": inner_steps,
+            "backbone": model.spec,
+            "device": str(torch_device),
+        }
+        return run_items(out, "invert", items, work, record, ranks=ranks, headline=_invert_row, quiet=quiet)
+    finally:
+        ranks.close()
+
+
+def _invert_row(m: dict) -> dict:
+    return {
+        "latent MSE": m["latent_mse"],
+        "L2": m["l2"],
+        "L2 plain DDIM": m["ddim_only"]["l2"],
+    }
+
+
+__all__ = [
+    "PUBLISHED_REGULARIZERS",
+    "PUBLISHED_WEIGHTS",
+    "REGULARIZERS",
+    "Ranks",
+    "confidences",
+    "counterfactual",
+    "difference",
+    "image_list",
+    "invert",
+    "load_mask",
+    "neuron",
+    "parse_label",
+    "postprocess_mask",
+]

@@ -23,7 +23,6 @@ from featscope.images import save_image
 from featscope.investigate.common import (
     DEFAULT_BACKBONE,
     Item,
-    Ranks,
     distances,
     fit_image,
     join_ranks,
@@ -775,20 +774,3 @@ def _invert_row(m: dict) -> dict:
         "L2": m["l2"],
         "L2 plain DDIM": m["ddim_only"]["l2"],
     }
-
-
-__all__ = [
-    "PUBLISHED_REGULARIZERS",
-    "PUBLISHED_WEIGHTS",
-    "REGULARIZERS",
-    "Ranks",
-    "confidences",
-    "counterfactual",
-    "difference",
-    "image_list",
-    "invert",
-    "load_mask",
-    "neuron",
-    "parse_label",
-    "postprocess_mask",
-]

@@ -16,7 +16,7 @@ and the best iterate (iteration 0 included) is kept. See docs/methods/endtoend.m
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -28,11 +28,12 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.inversion import ddim_move, ddim_schedule, guided_eps, null_embeddings
 from featscope.objectives import Context, Cutouts, Objective
+from featscope.settings import Overridable
 from featscope.solvers.universal import straight_through_clamp
 
 
 @dataclass(frozen=True)
-class EndToEndConfig:
+class EndToEndConfig(Overridable):
     """Settings of the end-to-end solver; defaults are the published ones (DiG-IN's OptimParams)."""
 
     num_steps: int = 20  # DDIM steps (eta 0)
@@ -50,12 +51,6 @@ class EndToEndConfig:
     renormalize_latent: bool = True  # re-project x_T to its initial L2 norm after each step
     early_stop_loss: float | None = None  # stop once every sample's (non-augmented) loss is below this
     checkpointing: bool = True  # recompute each DDIM step and decode in the backward pass
-
-    def with_overrides(self, **overrides) -> EndToEndConfig:
-        unknown = set(overrides) - set(asdict(self))
-        if unknown:
-            raise FeatscopeError(f"unknown solver setting(s) {sorted(unknown)}; known: {sorted(asdict(self))}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:
         checks = [

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -29,10 +29,11 @@ from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.losses import feature_loss
+from featscope.settings import Overridable
 
 
 @dataclass(frozen=True)
-class UniversalConfig:
+class UniversalConfig(Overridable):
     """Settings of the universal solver; the paper's symbols are given in brackets."""
 
     sampler: str = "ddim"  # "ddpm" (ancestral, as published) or "ddim" (eta 0)
@@ -48,12 +49,6 @@ class UniversalConfig:
     track_after_guidance: bool = True  # also score the x0 estimate after the guided update
     clamp: bool = True  # the network sees D(x0_hat) clamped to [0, 1] (straight-through); off as published
     stop_distance: float | None = None  # stop once every sample's best distance is at most this
-
-    def with_overrides(self, **overrides) -> UniversalConfig:
-        unknown = set(overrides) - set(asdict(self))
-        if unknown:
-            raise FeatscopeError(f"unknown solver setting(s) {sorted(unknown)}; known: {sorted(asdict(self))}")
-        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:
         checks = [

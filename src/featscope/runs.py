@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+
+from featscope.errors import RunExistsError
 
 
 def _umask() -> int:
@@ -62,8 +66,6 @@ class RunFolder:
     """
 
     def __init__(self, path: str | Path, *, overwrite: bool = False) -> None:
-        from featscope.errors import RunExistsError
-
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise RunExistsError(f"output path {str(self.path)!r} is a file; choose a folder name with --out")
@@ -76,8 +78,6 @@ class RunFolder:
         self._log = None
 
     def open(self) -> RunFolder:
-        import shutil
-
         if self.partial.exists():
             shutil.rmtree(self.partial)
         self.partial.mkdir(parents=True)
@@ -96,8 +96,6 @@ class RunFolder:
         return atomic_write_json(self.file(name), obj)
 
     def write_yaml(self, name: str, obj: Any) -> Path:
-        import yaml
-
         return atomic_write_text(self.file(name), yaml.safe_dump(obj, sort_keys=False))
 
     def close(self) -> None:
@@ -107,8 +105,6 @@ class RunFolder:
 
     def commit(self) -> Path:
         """Move the finished run into place (replacing an old one when overwriting)."""
-        import shutil
-
         self.close()
         if self.path.exists():
             old = self.path.parent / f".{self.path.name}.old"
@@ -119,7 +115,5 @@ class RunFolder:
         return self.path
 
     def abandon(self) -> None:
-        import shutil
-
         self.close()
         shutil.rmtree(self.partial, ignore_errors=True)

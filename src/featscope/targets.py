@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors.base import Extractor
 from featscope.images import load_image
-from featscope.runs import atomic_write_bytes
+from featscope.runs import atomic_torch_save, atomic_write_bytes
 
 TENSOR_SUFFIXES = (".pt", ".pth", ".npy", ".safetensors")
 FEATURE_KEY = "feature"
@@ -132,19 +134,11 @@ def save_feature(feature: torch.Tensor, path: str | Path, metadata: dict[str, st
     path = Path(path)
     feature = feature.detach().float().cpu().contiguous()
     if path.suffix == ".safetensors":
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            save_file({FEATURE_KEY: feature}, f"{tmp}/f.safetensors", metadata=metadata)
-            return atomic_write_bytes(path, Path(f"{tmp}/f.safetensors").read_bytes())
+        return atomic_write_bytes(path, save_safetensors({FEATURE_KEY: feature}, metadata=metadata))
     if path.suffix == ".npy":
-        import io
-
         buffer = io.BytesIO()
         np.save(buffer, feature.numpy())
         return atomic_write_bytes(path, buffer.getvalue())
     if path.suffix in (".pt", ".pth"):
-        from featscope.runs import atomic_torch_save
-
         return atomic_torch_save(feature, path)
     raise FeatscopeError(f"unknown feature file type {path.suffix!r}; use .safetensors, .pt or .npy")

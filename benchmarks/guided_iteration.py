@@ -25,6 +25,7 @@ from featscope.backbones import load_backbone  # noqa: E402
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype  # noqa: E402
 from featscope.extractors import load_extractor  # noqa: E402
 from featscope.solvers.universal import UniversalConfig, solve_universal  # noqa: E402
+from featscope.speed import SpeedOptions, apply_speed  # noqa: E402
 
 
 def measure(args: argparse.Namespace) -> dict:
@@ -37,6 +38,8 @@ def measure(args: argparse.Namespace) -> dict:
         backbone = load_backbone(args.backbone)
     backbone.to(device)
     extractor = load_extractor(args.extractor, device=device, pretrained=not args.random_extractor)
+    speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
+    apply_speed(backbone, extractor, speed)
     with torch.no_grad():
         target = extractor(torch.rand(args.batch, 3, *backbone.image_size, device=device))
     config = UniversalConfig(sampler="ddim", num_steps=args.iterations + args.warmup, recurrence=1,
@@ -59,7 +62,7 @@ def measure(args: argparse.Namespace) -> dict:
     per_iteration = sorted(timed)[len(timed) // 2]
     return {
         "backbone": args.backbone, "extractor": args.extractor, "resolution": backbone.image_size[0],
-        "dtype": args.dtype, "batch": args.batch, "device": torch.cuda.get_device_name(device)
+        "dtype": args.dtype, "speed": speed.names(), "batch": args.batch, "device": torch.cuda.get_device_name(device)
         if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, "
         f"{torch.get_num_threads()} threads)",
         "seconds_per_iteration_median": round(per_iteration, 4),
@@ -80,8 +83,14 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--low-memory", action="store_true", help="gradient checkpointing of UNet and VAE")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     result = measure(args)
     print(json.dumps(result))
     if args.json:

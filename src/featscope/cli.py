@@ -94,6 +94,23 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_speed_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("speed and memory (all off by default; see docs/speed.md for measurements)")
+    group.add_argument("--channels-last", action="store_true", help="NHWC memory layout for every conv network")
+    group.add_argument("--compile", action="store_true", help="torch.compile the networks (one-off compile cost)")
+    group.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="gradient checkpointing of the UNet and VAE: lower peak memory, about a third more time",
+    )
+
+
+def _speed(args: argparse.Namespace):
+    from featscope.speed import SpeedOptions
+
+    return SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
+
+
 def _decode_parser(sub) -> None:
     p = sub.add_parser(
         "decode",
@@ -179,6 +196,7 @@ def _decode_parser(sub) -> None:
     o.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: all at once)")
     o.add_argument("--save-every", type=int, default=0, metavar="N", help="save x0 estimates every N steps in steps/")
     _add_runtime_options(p)
+    _add_speed_options(p)
 
 
 def _run_decode(args: argparse.Namespace) -> int:
@@ -220,6 +238,7 @@ def _run_decode(args: argparse.Namespace) -> int:
         save_every=args.save_every,
         backbone_config=args.backbone_config,
         extractor_weights=args.extractor_weights,
+        speed=_speed(args),
         quiet=args.quiet,
         **settings,
     )
@@ -328,6 +347,13 @@ def _world_parser(sub) -> None:
     )
     t.add_argument("--steps", type=int, default=None, help="optimiser steps (ddpm: total, counting resumed ones)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument(
+        "--lr",
+        type=float,
+        default=1e-3,
+        help="ddpm: learning rate of the steps this call runs (default: %(default)s; lower it to anneal a resumed "
+        "run; log.jsonl records the rate of every step)",
+    )
     t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
     t.add_argument("--quiet", action="store_true")
 
@@ -343,7 +369,7 @@ def _run_world(args: argparse.Namespace) -> int:
     from featscope.world import train
 
     if args.model == "ddpm":
-        ckpt = train.train_ddpm(args.out, args.steps or 20000, seed=args.seed, quiet=args.quiet)
+        ckpt = train.train_ddpm(args.out, args.steps or 20000, lr=args.lr, seed=args.seed, quiet=args.quiet)
         print(f"checkpoint {ckpt}")
         if args.export:
             print(f"exported {train.export_ddpm(ckpt, args.export)}")
@@ -391,6 +417,19 @@ def _bench_parser(sub) -> None:
     s.add_argument("--early-steps", type=int, metavar="N", help="number of first steps with K_EARLY")
     s.add_argument("--grad-clip", type=float, metavar="THR", help="grad_thres: clamp to mean +- THR*std; <=0 off")
     s.add_argument("--loss", choices=["l2", "cosine"], help="feature distance guided on: squared L2 or cosine")
+    i = p.add_argument_group("investigation methods (--method counterfactual,difference,neuron; end-to-end solver)")
+    i.add_argument(
+        "--method",
+        default="decode",
+        metavar="NAME,NAME",
+        help="decode (default: the universal decoder), or any of counterfactual, difference, neuron: the "
+        "investigation measurements (counterfactuals circle -> square of -n images, with and without background "
+        "regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, n/8 each). "
+        "--steps sets their DDIM steps",
+    )
+    i.add_argument("--iterations", type=int, metavar="N", help="end-to-end optimisation steps (default: 20)")
+    i.add_argument("--cutouts", type=int, metavar="N", help="augmented views per image (default: 16)")
+    i.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
     o.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
@@ -401,9 +440,36 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _run_investigation_bench(args: argparse.Namespace, methods: list[str]) -> int:
+    from featscope.bench.investigation import run_investigation_bench
+
+    names = {"num_steps": "num_steps", "iterations": "iterations", "cutouts": "cutouts"}
+    settings = {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr) is not None}
+    run_investigation_bench(
+        args.out,
+        methods,
+        n=args.n,
+        seed=args.seed,
+        backbone=args.backbone,
+        batch=args.batch,
+        device=args.device,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+        **settings,
+    )
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/ (results.json, results.md, image grids)")
+    return 0
+
+
 def _run_bench(args: argparse.Namespace) -> int:
     from featscope.bench import run_bench
 
+    methods = _names(args.method)
+    if methods != ["decode"]:
+        if "decode" in methods:
+            raise FeatscopeError("run --method decode and the investigation methods into separate --out folders")
+        return _run_investigation_bench(args, methods)
     solver = (
         "sampler",
         "num_steps",

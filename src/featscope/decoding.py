@@ -21,6 +21,7 @@ from featscope.images import png_bytes, save_image
 from featscope.losses import feature_cosine, feature_loss
 from featscope.runs import RunFolder
 from featscope.solvers.universal import StepInfo, UniversalConfig, preset, solve_universal
+from featscope.speed import SpeedOptions, apply_speed
 from featscope.targets import Targets, build_targets
 
 DEFAULT_BACKBONE = "world:ddpm"
@@ -94,6 +95,7 @@ def decode(
     save_every: int = 0,
     backbone_config: str | None = None,
     extractor_weights: str | None = None,
+    speed: SpeedOptions | None = None,
     quiet: bool = False,
     callback: Callable[[StepInfo], None] | None = None,
     **settings,
@@ -104,7 +106,8 @@ def decode(
     (``text``), or an in-memory (N, ...) tensor (``features``). Each target gets ``num_samples``
     images; sample ``s`` of every target uses seed ``seed + s``. ``settings`` override the preset's
     solver settings (see ``UniversalConfig``: guidance_weight, recurrence, num_steps, ...). With
-    ``out`` the run folder of shared/DESIGN.md is written (atomically).
+    ``out`` the run folder of shared/DESIGN.md is written (atomically). ``speed`` turns on channels-last,
+    ``torch.compile`` or gradient checkpointing (:class:`featscope.speed.SpeedOptions`) for the models.
     """
     files = [targets] if isinstance(targets, (str, Path)) else list(targets)
     texts = [text] if isinstance(text, str) else list(text)
@@ -123,6 +126,8 @@ def decode(
         extractor = load_extractor(extractor, weights=extractor_weights, device=torch_device)
     backbone.to(torch_device)
     extractor.to(torch_device)
+    speed = speed or SpeedOptions()
+    apply_speed(backbone, extractor, speed)
     target_set = build_targets(
         extractor, backbone.image_size, files=files, texts=texts, tensors=[features] if features is not None else []
     )
@@ -141,6 +146,7 @@ def decode(
         "num_samples": num_samples,
         "device": str(torch_device),
         "dtype": dtype,
+        "speed": speed.names(),
         "targets": [str(f) for f in files],
         "texts": texts,
         "names": names,

@@ -145,6 +145,16 @@ def render(record: WorldRecord, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.asarray(image.resize((size, size), Image.Resampling.BOX))
 
 
+def object_mask(record: WorldRecord, size: int = IMAGE_SIZE) -> np.ndarray:
+    """The object's pixels in ``render(record, size)``: (size, size) float coverage in [0, 1]."""
+    big = size * SUPERSAMPLE
+    scale = big / IMAGE_SIZE
+    image = Image.new("L", (big, big), 0)
+    polygon = shape_polygon(record.shape, record.cx * scale, record.cy * scale, record.radius * scale, record.angle)
+    ImageDraw.Draw(image).polygon(polygon, fill=255)
+    return np.asarray(image.resize((size, size), Image.Resampling.BOX), dtype=np.float32) / 255
+
+
 def generate(n: int, seed: int, **fixed: str) -> tuple[np.ndarray, list[WorldRecord]]:
     """``n`` images (n, 32, 32, 3) uint8 and their records, deterministic for a seed."""
     rng = np.random.default_rng(seed)

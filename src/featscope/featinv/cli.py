@@ -1,0 +1,372 @@
+"""The ``featscope featinv`` command: init, train, reconstruct, eval, steer and world."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+from featscope.errors import FeatscopeError
+
+EPILOG = """\
+examples:
+  featscope featinv init --backbone sd:lambdalabs/miniSD-diffusers --extractor timm:convnext_base@stages.3 \\
+      --out models/featinv-convnext
+  accelerate launch -m featscope.cli featinv train --model models/featinv-convnext --images imagenet/train \\
+      --out runs/featinv-convnext --steps 480000 --mixed-precision bf16
+  featscope featinv reconstruct --model runs/featinv-convnext/model cat.jpg feature.safetensors --out runs/rec
+  featscope featinv eval --model runs/featinv-convnext/model val/*.JPEG --out runs/eval
+  featscope featinv steer --model runs/featinv-convnext/model cat.jpg --edit mix --other dog.jpg --region right \\
+      --out runs/mix
+  featscope featinv world --out runs/featinv-world          # train + export the embedded world model
+  featscope featinv eval --world 16 --out runs/eval-world   # the embedded model on fresh world images
+
+The model: diffusers ControlNetModel.from_unet(backbone UNet) whose conditioning embedding is
+  bilinear upsample to the latent grid -> conv3x3(C, W) -> SiLU -> conv3x3(W, W) -> SiLU -> zero conv3x3(W, C0)
+Training: eps-prediction MSE with the UNet frozen; 15% of samples get a zero map AND an empty prompt.
+Sampling: DDIM (eta 0), eps = eps(z, f, "") + w (eps(z, f, prompt) - eps(z, f, "")), w = 1.75.
+"""
+
+
+def _add_sampling(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("sampling (defaults: FeatInv's published ones)")
+    g.add_argument("--steps", type=int, default=50, dest="num_steps", help="DDIM steps, eta 0 (default: %(default)s)")
+    g.add_argument(
+        "--guidance-scale",
+        type=float,
+        default=1.75,
+        help="CFG w; the negative branch keeps the features and drops the text (default: %(default)s; 1 = off)",
+    )
+    g.add_argument(
+        "--strength",
+        type=float,
+        default=1.0,
+        dest="conditioning_scale",
+        help="control strength: scales every ControlNet residual (default: %(default)s)",
+    )
+    g.add_argument("--prompt", help="text prompt (default: the prompt the model was trained with)")
+    g.add_argument("--seed", type=int, default=100, help="sample i uses seed + i (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=None, help="images per batch (default: all at once)")
+
+
+def _add_common(parser: argparse.ArgumentParser, *, model: bool = True, dtype: bool = True) -> None:
+    if model:
+        parser.add_argument(
+            "--model",
+            metavar="DIR",
+            help="FeatInv model folder (from init or RUN/model; default: the embedded world model)",
+        )
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    if dtype:
+        parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="backbone precision")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_inputs(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="FILE", help=what)
+    parser.add_argument("--world", type=int, metavar="N", help="also use N fresh world images")
+    parser.add_argument(
+        "--world-seed", type=int, default=10_000, help="seed of those world images (default: %(default)s)"
+    )
+
+
+def _add_training(parser: argparse.ArgumentParser, defaults, title: str) -> None:
+    g = parser.add_argument_group(title)
+    g.add_argument("--steps", type=int, default=defaults.steps, help="total optimiser steps (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per GPU (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
+    g.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="gradient accumulation steps")
+    g.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=["no", "fp16", "bf16"])
+    g.add_argument(
+        "--drop-prob",
+        type=float,
+        default=defaults.drop_prob,
+        help="share of samples with zero features and empty prompt (default: %(default)s)",
+    )
+    g.add_argument("--no-flip", action="store_true", help="no random horizontal/vertical flips")
+    g.add_argument(
+        "--cache-features",
+        action="store_true",
+        help="precompute features once into OUT/features.safetensors (no flips then)",
+    )
+    g.add_argument("--seed", type=int, default=defaults.seed, help="data order, dropout and noise (default: 0)")
+    g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N")
+    g.add_argument("--sample-every", type=int, default=defaults.sample_every, metavar="N", help="0 = never")
+    g.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of logged samples")
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def add_parser(sub) -> None:
+    """Add ``featinv`` and its sub-commands to the top-level sub-parsers."""
+    from featscope.featinv.config import WORLD_ADAPTER_WIDTH, WORLD_EXTRACTOR, WORLD_IMAGES, WORLD_TRAIN, TrainConfig
+
+    p = sub.add_parser(
+        "featinv",
+        help="feature-map inversion with a trained ControlNet (FeatInv)",
+        description="Train a ControlNet that turns a network's spatial feature maps into images, then "
+        "reconstruct, evaluate and steer feature maps with it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fsub = p.add_subparsers(dest="featinv_command", required=True, metavar="STEP")
+    i = fsub.add_parser("init", help="build an untrained model from a backbone and a network layer")
+    i.add_argument("--backbone", required=True, metavar="SPEC", help="sd:..., world:ddpm or pixel:FOLDER")
+    i.add_argument("--extractor", required=True, metavar="SPEC@LAYER", help="network and a layer with a spatial map")
+    i.add_argument("--extractor-weights", metavar="FILE", help="local weights for the network")
+    i.add_argument("--adapter-width", type=int, default=512, help="adapter channels (default: %(default)s)")
+    i.add_argument("--prompt", help="fixed training prompt (default: the published one; empty for world models)")
+    i.add_argument("--seed", type=int, default=0, help="adapter init seed")
+    i.add_argument("--out", required=True, metavar="DIR")
+    i.add_argument("--overwrite", action="store_true")
+
+    t = fsub.add_parser(
+        "train",
+        help="train (or resume) a model on an image folder or world images",
+        description="Train with accelerate (run under `accelerate launch` for several GPUs); "
+        "OUT/checkpoint.pt is resumed exactly.",
+    )
+    t.add_argument("--model", required=True, metavar="DIR", help="model folder from `featinv init`")
+    data = t.add_mutually_exclusive_group(required=True)
+    data.add_argument("--images", metavar="DIR", help="folder of training images (recursive)")
+    data.add_argument("--world", type=int, metavar="N", help="N generated world images instead")
+    t.add_argument("--world-seed", type=int, default=0)
+    t.add_argument("--out", required=True, metavar="DIR", help="training folder (resumed when it holds a checkpoint)")
+    t.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    t.add_argument("--device", default="auto", help="auto or cpu (accelerate picks the GPU)")
+    t.add_argument("--quiet", action="store_true")
+    _add_training(t, TrainConfig(), "training (defaults: FeatInv's published ones)")
+
+    r = fsub.add_parser("reconstruct", help="images from the feature maps of images or of saved feature files")
+    _add_inputs(r, "images (PNG/JPEG) or feature files (.pt/.safetensors/.npy)")
+    _add_common(r)
+    _add_sampling(r)
+
+    e = fsub.add_parser("eval", help="reconstruct images and score them (metrics.json)")
+    _add_inputs(e, "images (PNG/JPEG)")
+    _add_common(e)
+    _add_sampling(e)
+
+    s = fsub.add_parser("steer", help="edit a feature map with growing strength and reconstruct (strip.png)")
+    s.add_argument("source", metavar="FILE", help="image or feature file whose map is edited")
+    s.add_argument(
+        "--edit",
+        required=True,
+        choices=["add", "mix", "scale"],
+        help="add: + s * concept direction; mix: blend in --other's map; scale: channels times s",
+    )
+    s.add_argument("--strengths", metavar="S,S", help="edit strengths (default add 0..2, mix 0..1, scale 1,0.5,0)")
+    s.add_argument(
+        "--region",
+        default="all",
+        help="where: all, left, right, top, bottom, R0:R1,C0:C1 (grid cells) or a mask image (default: all)",
+    )
+    s.add_argument(
+        "--concept",
+        nargs="+",
+        default=[],
+        metavar="FILE",
+        help="add: images/maps of the concept (direction = their mean minus the source's mean)",
+    )
+    s.add_argument("--direction", metavar="FILE", help="add: a direction (C,) as .pt/.safetensors/.npy")
+    s.add_argument("--other", metavar="FILE", help="mix: the second image or feature map")
+    s.add_argument("--channels", metavar="C,C", help="scale: channel indices")
+    _add_common(s)
+    _add_sampling(s)
+
+    w = fsub.add_parser("world", help="train and export the embedded world model (world:ddpm + world:shape-net)")
+    w.add_argument("--out", required=True, metavar="DIR", help="training folder (resumed when it holds a checkpoint)")
+    w.add_argument("--export", metavar="DIR", help="where to export (default: the package's weights folder)")
+    w.add_argument("--world-seed", type=int, default=0, help="seed of the training images (default: 0)")
+    w.add_argument("-n", type=int, default=WORLD_IMAGES, help="world images to train on (default: %(default)s)")
+    w.add_argument(
+        "--layer", default=WORLD_EXTRACTOR.partition("@")[2], help="world:shape-net layer (default: %(default)s)"
+    )
+    w.add_argument("--adapter-width", type=int, default=WORLD_ADAPTER_WIDTH, help="(default: %(default)s)")
+    w.add_argument("--device", default="auto")
+    w.add_argument("--quiet", action="store_true")
+    _add_training(w, WORLD_TRAIN, "training (defaults: the world model's)")
+
+
+def _numbers(text: str | None, kind: type, what: str) -> list | None:
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FeatscopeError(f"{what} takes comma-separated numbers, not {text!r}") from None
+
+
+def _train_config(args: argparse.Namespace, defaults):
+    return replace(
+        defaults,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        grad_accum=args.grad_accum,
+        mixed_precision=args.mixed_precision,
+        drop_prob=args.drop_prob,
+        flip=not args.no_flip,
+        cache_features=args.cache_features,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        sample_every=args.sample_every,
+        sample_steps=args.sample_steps,
+    )
+
+
+def _settings(args: argparse.Namespace):
+    from featscope.featinv.config import SampleSettings
+
+    keys = ("num_steps", "guidance_scale", "conditioning_scale", "seed", "batch_size", "prompt")
+    return SampleSettings(**{k: getattr(args, k) for k in keys})
+
+
+def _init(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from featscope.errors import RunExistsError
+    from featscope.featinv.model import build
+
+    out = Path(args.out)
+    if out.is_dir() and any(out.iterdir()) and not args.overwrite:
+        raise RunExistsError(
+            f"output folder {args.out!r} already holds files; pass --overwrite or choose another --out"
+        )
+    model = build(
+        args.backbone,
+        args.extractor,
+        adapter_width=args.adapter_width,
+        prompt=args.prompt,
+        extractor_weights=args.extractor_weights,
+        seed=args.seed,
+    )
+    model.save(out)
+    c = model.config
+    print(
+        f"wrote {args.out}/ (config.json, model.safetensors): {c.extractor} maps {tuple(c.feature_shape)} "
+        f"({c.layout}, {c.channels} channels) -> {c.backbone} grid {tuple(c.grid)}"
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from featscope.featinv.config import TrainConfig
+    from featscope.featinv.train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = train(
+        args.model,
+        args.out,
+        images=args.images,
+        world=args.world,
+        world_seed=args.world_seed,
+        config=_train_config(args, TrainConfig()),
+        device=args.device,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    print(f"wrote {path}/ (the trained model); log.jsonl, checkpoint.pt and samples/ in {args.out}/")
+    return 0
+
+
+def _world(args: argparse.Namespace) -> int:
+    import torch
+
+    from featscope.featinv.config import WORLD_TRAIN
+    from featscope.featinv.world import train_world
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    path = train_world(
+        args.out,
+        config=_train_config(args, WORLD_TRAIN),
+        n=args.n,
+        world_seed=args.world_seed,
+        layer=args.layer,
+        adapter_width=args.adapter_width,
+        export=args.export,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    print(f"exported the embedded FeatInv model to {path}/")
+    return 0
+
+
+def _reconstruct(args: argparse.Namespace) -> int:
+    from featscope.featinv.jobs import run_reconstruct
+
+    path = run_reconstruct(
+        args.out,
+        args.inputs,
+        model=args.model,
+        world=args.world,
+        world_seed=args.world_seed,
+        settings=_settings(args),
+        device=args.device,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    print(f"wrote {path}/ (final_<i>.png, grid.png, metrics.json, config.yaml)")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from featscope.featinv.jobs import run_evaluate
+
+    metrics = run_evaluate(
+        args.out,
+        args.inputs,
+        model=args.model,
+        world=args.world,
+        world_seed=args.world_seed,
+        settings=_settings(args),
+        device=args.device,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    print(json.dumps(metrics["summary"], indent=2))
+    for note in metrics["notes"]:
+        print(f"note: {note}")
+    print(f"wrote {args.out}/ (metrics.json, grid.png, final_<i>.png, original_<i>.png, config.yaml)")
+    return 0
+
+
+def _steer(args: argparse.Namespace) -> int:
+    from featscope.featinv.jobs import run_steer
+
+    path = run_steer(
+        args.out,
+        args.source,
+        args.edit,
+        model=args.model,
+        strengths=_numbers(args.strengths, float, "--strengths"),
+        region=args.region,
+        concept=args.concept,
+        direction=args.direction,
+        other=args.other,
+        channels=_numbers(args.channels, int, "--channels"),
+        settings=_settings(args),
+        device=args.device,
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    print(f"wrote {path}/ (strip.png, final_<i>.png, metrics.json, config.yaml)")
+    return 0
+
+
+STEPS = {"init": _init, "train": _train, "reconstruct": _reconstruct, "eval": _eval, "steer": _steer, "world": _world}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the ``featinv`` sub-command named in ``args``."""
+    return STEPS[args.featinv_command](args)

@@ -1,0 +1,53 @@
+"""Evaluation: how well reconstructions keep the network's features, predictions and pixels."""
+
+from __future__ import annotations
+
+import statistics
+
+import torch
+
+from featscope.backbones import Backbone
+from featscope.extractors import Extractor
+from featscope.featinv.config import SampleSettings
+from featscope.featinv.data import square
+from featscope.featinv.metrics import compare
+from featscope.featinv.model import FeatInvModel, check_extractor
+from featscope.featinv.reconstruct import encode, load_parts, reconstruct
+
+
+def summarise(per_image: dict[str, list[float] | None]) -> dict[str, float | None]:
+    """Mean of every per-image metric (None stays None: not applicable)."""
+    return {k: (statistics.fmean(v) if v else None) for k, v in per_image.items()}
+
+
+def evaluate(
+    model: FeatInvModel,
+    images: torch.Tensor,
+    *,
+    reconstructions: torch.Tensor | None = None,
+    backbone: Backbone | None = None,
+    extractor: Extractor | None = None,
+    settings: SampleSettings | None = None,
+    quiet: bool = True,
+) -> dict:
+    """Reconstruct ``images`` (B, 3, H, W) in [0, 1] from their feature maps (unless ``reconstructions`` are
+    given) and score them.
+
+    Returns ``{"summary": means, "per_image": {metric: [values]}, "notes": [...], "reconstructions": tensor}``.
+    Metrics: cosine_median (per-position cosine of the feature maps, median over positions), cosine_pooled,
+    top1/top5_agreement (classifiers only), mse, ssim, lpips (when available).
+    """
+    if backbone is None or extractor is None:
+        loaded_backbone, loaded_extractor = load_parts(model)
+        backbone, extractor = backbone or loaded_backbone, extractor or loaded_extractor
+    check_extractor(model, extractor)
+    originals = square(images.float(), model.config.image_size)
+    if reconstructions is None:
+        features = encode(model, originals, extractor)
+        reconstructions = reconstruct(model, features, backbone=backbone, settings=settings, quiet=quiet)
+    device = extractor.mean.device
+    reference = square(originals, reconstructions.shape[-1])
+    per_image, notes = compare(
+        extractor, model.config.layout, originals.to(device), reference.to(device), reconstructions.to(device)
+    )
+    return {"summary": summarise(per_image), "per_image": per_image, "notes": notes, "reconstructions": reconstructions}

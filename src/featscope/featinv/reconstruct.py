@@ -1,0 +1,75 @@
+"""Reconstruction: feature maps -> images with a trained FeatInv model, batched and seeded."""
+
+from __future__ import annotations
+
+import torch
+
+from featscope.backbones import Backbone, load_backbone
+from featscope.devices import generators_for
+from featscope.extractors import Extractor, load_extractor
+from featscope.featinv.config import SampleSettings
+from featscope.featinv.data import square
+from featscope.featinv.model import FeatInvModel, check_backbone, check_extractor, grid_channels
+from featscope.featinv.sampling import sample
+
+
+def model_device(model: FeatInvModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def load_parts(model: FeatInvModel, dtype: torch.dtype = torch.float32) -> tuple[Backbone, Extractor]:
+    """The backbone and the extractor named in the model's config, on the model's device."""
+    device = model_device(model)
+    backbone = load_backbone(model.config.backbone, device=device, dtype=dtype)
+    extractor = load_extractor(model.config.extractor, weights=model.config.extractor_weights, device=device)
+    return backbone, extractor
+
+
+@torch.no_grad()
+def encode(model: FeatInvModel, images: torch.Tensor, extractor: Extractor | None = None) -> torch.Tensor:
+    """The feature maps the model conditions on, of images (B, 3, H, W) in [0, 1] (centre-cropped square)."""
+    if extractor is None:
+        extractor = load_extractor(model.config.extractor, weights=model.config.extractor_weights)
+        extractor = extractor.to(model_device(model))
+    check_extractor(model, extractor)
+    images = square(images.to(extractor.mean.device).float(), model.config.image_size)
+    return extractor.target_features(images).float()
+
+
+def reconstruct(
+    model: FeatInvModel,
+    features: torch.Tensor,
+    *,
+    backbone: Backbone | None = None,
+    settings: SampleSettings | None = None,
+    seeds: list[int] | None = None,
+    quiet: bool = True,
+) -> torch.Tensor:
+    """Images (N, 3, H, W) in [0, 1] from feature maps (N, ...) or one map; sample i uses ``seeds[i]``
+    (default ``settings.seed + i``), so results do not depend on the batch size."""
+    settings = settings or SampleSettings()
+    settings.validate()
+    features = grid_channels(features.float(), model, "given")
+    if backbone is None:
+        backbone = load_backbone(model.config.backbone, device=model_device(model))
+    check_backbone(model, backbone)
+    model.to(backbone.device).eval()
+    seeds = seeds if seeds is not None else [settings.seed + i for i in range(len(features))]
+    step = settings.batch_size or len(features)
+    images = []
+    for start in range(0, len(features), step):
+        chunk = features[start : start + step]
+        images.append(
+            sample(
+                model,
+                backbone,
+                chunk,
+                generators_for(seeds[start : start + step], backbone.device),
+                num_steps=settings.num_steps,
+                guidance_scale=settings.guidance_scale,
+                conditioning_scale=settings.conditioning_scale,
+                prompt=settings.prompt,
+                quiet=quiet,
+            ).cpu()
+        )
+    return torch.cat(images)

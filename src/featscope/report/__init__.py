@@ -1,0 +1,28 @@
+"""HTML reports of runs: one self-contained page (works offline) for a run, a folder of runs or a study.
+
+::
+
+    from featscope.report import write_report
+    write_report("runs/study")          # -> runs/study/report.html
+
+Names are imported lazily (``featscope --help`` stays fast).
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "Run": "featscope.report.folders",
+    "RunSet": "featscope.report.folders",
+    "collect": "featscope.report.folders",
+    "page": "featscope.report.html",
+    "runs_html": "featscope.report.html",
+    "write_report": "featscope.report.write",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'featscope.report' has no attribute {name!r}")

@@ -1,0 +1,26 @@
+"""``featscope report RUNS_OR_STUDY``: one self-contained HTML page (argparse only here)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "report",
+        help="write one self-contained HTML page of a run, a folder of runs or a study",
+        description="Write an offline HTML report: target/best/final images, intermediates, curves, a sortable "
+        "metrics table and each run's config.",
+    )
+    p.add_argument("source", metavar="RUNS_OR_STUDY", help="a run folder, a folder of runs, or a study .yaml")
+    p.add_argument("--out", metavar="FILE", help="HTML file (default: report.html in the run or output folder)")
+    p.add_argument("--title", help="page title")
+    p.add_argument("--max-side", type=int, default=256, metavar="PX", help="shrink larger images (default: 256)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from featscope.report import write_report
+
+    path = write_report(args.source, args.out, title=args.title, max_side=args.max_side)
+    print(f"wrote {path}")
+    return 0

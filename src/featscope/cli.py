@@ -708,40 +708,22 @@ def _run_invert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch_parser(sub) -> None:
-    from featscope.study.cli import add_parser
+def _plugin(module: str):
+    """The parser and handler of a command whose argparse code lives in ``module`` (imported on first use)."""
+    import importlib
 
-    add_parser(sub)
+    def add_parser(sub) -> None:
+        importlib.import_module(module).add_parser(sub)
 
+    def run(args: argparse.Namespace) -> int:
+        return importlib.import_module(module).run(args)
 
-def _run_batch(args: argparse.Namespace) -> int:
-    from featscope.study.cli import run
-
-    return run(args)
-
-
-def _report_parser(sub) -> None:
-    from featscope.report.cli import add_parser
-
-    add_parser(sub)
+    return add_parser, run
 
 
-def _run_report(args: argparse.Namespace) -> int:
-    from featscope.report.cli import run
-
-    return run(args)
-
-
-def _featinv_parser(sub) -> None:
-    from featscope.featinv.cli import add_parser
-
-    add_parser(sub)
-
-
-def _run_featinv(args: argparse.Namespace) -> int:
-    from featscope.featinv.cli import run
-
-    return run(args)
+_featinv_parser, _run_featinv = _plugin("featscope.featinv.cli")
+_batch_parser, _run_batch = _plugin("featscope.study.cli")
+_report_parser, _run_report = _plugin("featscope.report.cli")
 
 
 COMMANDS = {

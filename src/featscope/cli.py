@@ -422,7 +422,8 @@ def _bench_parser(sub) -> None:
         "--method",
         default="decode",
         metavar="NAME,NAME",
-        help="decode (default: the universal decoder), or any of counterfactual, difference, neuron: the "
+        help="decode (default: the universal decoder); featinv (the embedded FeatInv model next to the universal "
+        "decoder's first --presets on the same targets); or any of counterfactual, difference, neuron: the "
         "investigation measurements (counterfactuals circle -> square of -n images, with and without background "
         "regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, n/8 each). "
         "--steps sets their DDIM steps",
@@ -466,6 +467,14 @@ def _run_bench(args: argparse.Namespace) -> int:
     from featscope.bench import run_bench
 
     methods = _names(args.method)
+    if methods == ["featinv"]:
+        from featscope.bench.featinv import run_featinv_bench
+
+        presets = _names(args.presets)
+        run_featinv_bench(args.out, n=args.n, seed=args.seed, preset=presets[0], quiet=args.quiet,
+                          overwrite=args.overwrite)  # fmt: skip
+        print((Path(args.out) / "results.md").read_text())
+        return 0
     if methods != ["decode"]:
         if "decode" in methods:
             raise FeatscopeError("run --method decode and the investigation methods into separate --out folders")

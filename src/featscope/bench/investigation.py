@@ -64,7 +64,7 @@ def _probs(net, images: torch.Tensor) -> torch.Tensor:
     return net.network(net.preprocess(images.to(device))).float().softmax(1).cpu()
 
 
-def _save_grid(images: torch.Tensor, path: Path) -> None:
+def save_grid(images: torch.Tensor, path: Path) -> None:
     """Up to 32 images in rows of 8, one PNG."""
     images = images[:32]
     rows = [torch.cat(list(images[i : i + 8]), dim=2) for i in range(0, len(images), 8)]
@@ -126,8 +126,8 @@ def counterfactual_bench(
             "background_change_mean_abs": float(change.mean()),
             "background_change_of_inversion_mean_abs": float(plain_change.mean()),
         }
-        _save_grid(best, out / f"counterfactual-{name.replace(' ', '-')}.png")
-    _save_grid(images, out / "counterfactual-start.png")
+        save_grid(best, out / f"counterfactual-{name.replace(' ', '-')}.png")
+    save_grid(images, out / "counterfactual-start.png")
     return {"start": start, "target": target, "n": n, "rows": rows}
 
 
@@ -165,7 +165,7 @@ def difference_bench(
             "second_predicts": second_says,
         }
         images_all.append(best)
-    _save_grid(torch.cat(images_all), out / "difference.png")
+    save_grid(torch.cat(images_all), out / "difference.png")
     total = len(first.labels) * samples
     disagree = sum(c["disagree"] for c in per_class.values())
     return {
@@ -200,7 +200,7 @@ def neuron_bench(
         after = -result.losses.gather(0, result.best_iteration[None])[0]
         per_channel[int(c)] = {"before": before.tolist(), "after": after.tolist()}
         images_all.append(torch.stack([result.images[0], result.best], 1).flatten(0, 1))
-    _save_grid(torch.cat(images_all), out / "neuron.png")
+    save_grid(torch.cat(images_all), out / "neuron.png")
     before = torch.tensor([v for c in per_channel.values() for v in c["before"]])
     after = torch.tensor([v for c in per_channel.values() for v in c["after"]])
     ratio = after / before.clamp_min(1e-6)

@@ -130,9 +130,10 @@ def distance_figure(report: dict) -> bytes:
                 facecolors=f"C{color}" if row["guided"] else "none",
                 label=f"{entry['extractor']}: {row['label']}",
             )
-    ax.set_xlabel("network evaluations per image")
-    ax.set_ylabel("relative feature distance (median)")
-    ax.set_ylim(bottom=0)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("network evaluations per image (log)")
+    ax.set_ylabel("relative feature distance (median, log)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     figure.tight_layout()
     return _png(figure)

@@ -588,6 +588,8 @@ def _investigate_parser(sub) -> None:
     n.add_argument("--samples", type=int, default=1, metavar="N", help="samples per channel")
     n.add_argument("--images-folder", metavar="DIR", help="dataset folder: also save its top-k images per channel")
     n.add_argument("--top-k", type=int, default=8, metavar="K")
+    n.add_argument("--namer", metavar="vlm:DIR", help="name each channel by the captions of its top-k images from "
+                   "a local image-to-text model (e.g. BLIP); default: their most frequent class")  # fmt: skip
     _add_investigate_common(n, out="runs/neuron")
     _add_solver_options(n)
     c = isub.add_parser("counterfactual", help="change real images toward a target class (null-text inversion first)")
@@ -598,7 +600,13 @@ def _investigate_parser(sub) -> None:
     c.add_argument("--prompt-template", metavar="TEXT", help="caption from the start class, with {label}")
     c.add_argument("--regularizers", default="latent_background_l2,px_background_l2", metavar="NAME,NAME")
     c.add_argument("--regularizer-weights", default="25,250", metavar="W,W", help="(default: 25,250 as published)")
-    c.add_argument("--mask", metavar="PNG", help="foreground mask (white = object), the image's size")
+    c.add_argument(
+        "--mask",
+        metavar="PNG|cross-attention|sam:DIR",
+        help="foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start "
+        "class word's cross-attention scaled to [0, 1], cut at T, default 0.3); sam:DIR (a local SAM/SAM-HQ "
+        "folder, prompted with that map's box and peak)",
+    )
     c.add_argument("--mask-postprocess", default="", metavar="STEPS", help="e.g. erosion_3,dilation_20,blur_45_30")
     c.add_argument("--loss", default="ce", choices=["ce", "conf", "log_conf"])
     c.add_argument("--inner-steps", type=int, default=10, help="null-text inversion steps per DDIM step")
@@ -639,6 +647,7 @@ def _run_investigate(args: argparse.Namespace) -> int:
             maximise=not args.minimise,
             images_folder=args.images_folder,
             top_k=args.top_k,
+            namer=args.namer,
             seed=args.seed,
             **common,
             **settings,

@@ -299,21 +299,24 @@ def _world(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job_options(args: argparse.Namespace) -> dict:
+    """What reconstruct and eval share: model, inputs from the world, sampling and runtime options."""
+    return {
+        "model": args.model,
+        "world": args.world,
+        "world_seed": args.world_seed,
+        "settings": _settings(args),
+        "device": args.device,
+        "dtype": args.dtype,
+        "overwrite": args.overwrite,
+        "quiet": args.quiet,
+    }
+
+
 def _reconstruct(args: argparse.Namespace) -> int:
     from featscope.featinv.jobs import run_reconstruct
 
-    path = run_reconstruct(
-        args.out,
-        args.inputs,
-        model=args.model,
-        world=args.world,
-        world_seed=args.world_seed,
-        settings=_settings(args),
-        device=args.device,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
-    )
+    path = run_reconstruct(args.out, args.inputs, **_job_options(args))
     print(f"wrote {path}/ (final_<i>.png, grid.png, metrics.json, config.yaml)")
     return 0
 
@@ -321,18 +324,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from featscope.featinv.jobs import run_evaluate
 
-    metrics = run_evaluate(
-        args.out,
-        args.inputs,
-        model=args.model,
-        world=args.world,
-        world_seed=args.world_seed,
-        settings=_settings(args),
-        device=args.device,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
-    )
+    metrics = run_evaluate(args.out, args.inputs, **_job_options(args))
     print(json.dumps(metrics["summary"], indent=2))
     for note in metrics["notes"]:
         print(f"note: {note}")

@@ -7,6 +7,8 @@ that looks done), skips items whose ``metrics.json`` exists (resume), shards ite
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -33,6 +35,7 @@ from featscope.investigate.common import (
     save_strip,
     unique_ids,
 )
+from featscope.investigate.masks import foreground_mask, load_pretrained, load_sam, parse_mask, word_tokens
 from featscope.objectives import (
     Objective,
     _activation,
@@ -297,6 +300,7 @@ def neuron(
     maximise: bool = True,
     images_folder: str | Path | None = None,
     top_k: int = 8,
+    namer: str | None = None,
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
@@ -306,10 +310,14 @@ def neuron(
     DiG-IN's neurons), from plain samples of ``prompt``. Item ``neuron<c>_s<k>``, seed ``seed + k``.
 
     With ``images_folder`` (a dataset folder), each item folder also gets ``top_k.png`` / ``top_k.json``: the
-    dataset images with the highest activations of that channel.
+    dataset images with the highest activations of that channel, and ``metrics.json`` a ``name``: the most
+    frequent class of those images, or with ``namer="vlm:FOLDER"`` (an image-to-text model such as BLIP, saved
+    with ``save_pretrained``) the most frequent content word of their captions (kept in ``top_k.json``).
     """
     if samples < 1 or top_k < 1:
         raise FeatscopeError("samples and top_k must be at least 1")
+    if namer is not None and (not namer.startswith("vlm:") or images_folder is None):
+        raise FeatscopeError(f"namer {namer!r}: use vlm:FOLDER (an image-to-text model) with an images folder")
     channels = [int(c) for c in channels]
     dataset = ClassFolderDataset(images_folder) if images_folder is not None else None
     ranks = join_ranks()
@@ -321,6 +329,7 @@ def neuron(
         config = _config(settings)
         model = _backbone(backbone, torch_device)
         objectives = {c: neuron_objective(network, layer, c, maximise) for c in channels}
+        captioner = _load_captioner(namer[4:], torch_device) if namer is not None else None
         items = [
             Item(safe_id(f"neuron{c}_s{k}"), {"channel": c, "sample": k, "seed": seed + k})
             for c in channels
@@ -363,11 +372,15 @@ def neuron(
                 order = column.argsort(descending=True)[:top_k].tolist()
                 top_images = torch.cat([load_start_image(dataset[i].path, size) for i in order])
                 save_strip(top_images, [[f"{float(column[i]):.3g}"] for i in order], run.file("top_k.png"))
-                run.write_json(
-                    "top_k.json",
-                    [{"file": str(dataset[i].path), "class": dataset[i].class_name, "activation": float(column[i])}
-                     for i in order],
-                )  # fmt: skip
+                tops = [{"file": str(dataset[i].path), "class": dataset[i].class_name, "activation": float(column[i])}
+                        for i in order]  # fmt: skip
+                if captioner is not None:
+                    for top, caption in zip(tops, _captions(captioner, [dataset[i].path for i in order]), strict=True):
+                        top["caption"] = caption
+                    metrics["name"] = _neuron_name([_content_words(t["caption"]) for t in tops], namer)
+                else:
+                    metrics["name"] = _neuron_name([[t["class"]] for t in tops], "classes")
+                run.write_json("top_k.json", tops)
                 metrics["dataset_top_activation"] = float(column[order[0]])
             return metrics
 
@@ -381,11 +394,50 @@ def neuron(
             "seed": seed,
             "images_folder": str(images_folder) if images_folder is not None else None,
             "top_k": top_k,
+            "namer": namer,
             **_settings_record(config, model, torch_device),
         }
         return run_items(out, "neuron", items, work, record, ranks=ranks, headline=_neuron_row, quiet=quiet)
     finally:
         ranks.close()
+
+
+CAPTIONER_LAYOUT = "a folder saved with save_pretrained: an image-to-text model (e.g. BLIP) and its processor"
+STOPWORDS = frozenset("a an and are at by for from image in is it its of on or photo photograph picture some that "
+                      "the there this to with".split())  # fmt: skip
+
+
+def _load_captioner(source: str, device: torch.device):
+    from transformers import AutoModelForImageTextToText
+
+    model, processor = load_pretrained(source, AutoModelForImageTextToText, what="captioning model",
+                                       layout=CAPTIONER_LAYOUT)  # fmt: skip
+    return model.to(device), processor
+
+
+@torch.no_grad()
+def _captions(captioner, files: Sequence[Path], max_new_tokens: int = 20) -> list[str]:
+    """One caption per image file, by an image-to-text model without a text prompt."""
+    from PIL import Image
+
+    model, processor = captioner
+    images = []
+    for path in files:
+        with Image.open(path) as image:
+            images.append(image.convert("RGB"))
+    inputs = processor(images=images, return_tensors="pt").to(next(model.parameters()).device)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens)
+    return [text.strip() for text in processor.batch_decode(out, skip_special_tokens=True)]
+
+
+def _content_words(caption: str) -> list[str]:
+    return sorted(set(re.findall(r"[a-z]+", caption.lower())) - STOPWORDS)
+
+
+def _neuron_name(names: list[list[str]], by: str) -> dict:
+    """The most frequent name over the top images (each image counts a name once), with the five commonest."""
+    counts = Counter(n for per_image in names for n in set(per_image)).most_common(5)
+    return {"by": by, "name": counts[0][0] if counts else None, "counts": dict(counts)}
 
 
 def _neuron_row(m: dict) -> dict:
@@ -532,10 +584,12 @@ def counterfactual(
     and null texts. Item ``<image id>_to_<target>``, one per image and target class.
 
     ``images``: image files, a dataset folder (``class_names``/``classes``/``images_per_class`` select from
-    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``mask``:
-    a PNG (white = foreground; the image's or the backbone's size) for the background regularisers, post-
-    processed by ``mask_postprocess`` (``erosion_3``, ``dilation_20``, ``blur_45_30``); without one, the
-    whole image counts as background.
+    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``mask``, the
+    foreground of the background regularisers: a PNG (white = foreground; the image's or the backbone's size),
+    or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's cross-attention in the
+    caption while the inverted image is regenerated) or ``"sam:FOLDER"`` (SAM / SAM-HQ prompted from that map),
+    see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess`` (``erosion_3``,
+    ``dilation_20``, ``blur_45_30``). Without one, the whole image counts as background.
     """
     config = _config(settings)
     if config.guidance_scale == 1.0:
@@ -544,6 +598,7 @@ def counterfactual(
     if not targets:
         raise FeatscopeError("no target class given; name the class the image should become")
     entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    spec = parse_mask(mask)
     ranks = join_ranks()
     try:
         torch_device = _start(rank_device(device, ranks))
@@ -552,7 +607,8 @@ def counterfactual(
         size = tuple(model.image_size)
         template = _template(prompt_template, model)
         user_mask = None
-        if mask is not None:
+        sam = load_sam(spec.source, torch_device) if spec is not None and spec.kind == "sam" else None
+        if mask is not None and spec is None:
             from PIL import Image
 
             shapes = set()
@@ -567,6 +623,9 @@ def counterfactual(
             if start is None:
                 raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
             y_start = _class_index(network, start)
+            if spec is not None:  # the class word must be in the caption: fail before any work
+                start_name = _label_name(network, start)
+                word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
             for target in targets:
                 y_target = _class_index(network, target)
                 _regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
@@ -587,7 +646,14 @@ def counterfactual(
             x_t, null_texts = _inversion(model, image, prompt_text, config, inner_steps, quiet)
             objective = _regularized(class_loss(network, p["target"], loss), regularizers, regularizer_weights)
             m = user_mask if user_mask is not None else torch.zeros(1, 1, *size)
-            if user_mask is not None:
+            if spec is not None:
+                soft, found = foreground_mask(
+                    spec, model, image, x_t, prompt_text, start_name, null_texts=null_texts,
+                    guidance_scale=config.guidance_scale, sam=sam,
+                )  # fmt: skip
+                save_image(soft[0].expand(3, -1, -1), run.file("attention.png"))
+                m = postprocess_mask(found, mask_postprocess)
+            if mask is not None:
                 save_image(m[0].expand(3, -1, -1), run.file("mask.png"))
             result = optimize(
                 model,

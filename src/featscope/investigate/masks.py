@@ -1,0 +1,310 @@
+"""Foreground masks of real images: cross-attention maps of the class word (DiG-IN §6), optionally refined by SAM.
+
+The backbone's UNet runs the DDIM reconstruction of an inverted image with its caption; during the first
+part of sampling a custom attention processor on every cross-attention layer (``attn2``) computes the
+attention probabilities explicitly and keeps those of the class word's tokens. Their mean over tokens,
+heads, layers (resized to the largest map) and steps, upsampled to the image and scaled to [0, 1] (min to
+max), is the soft map; a threshold (a fraction of the maximum, or Otsu's) makes the foreground mask.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from featscope.errors import FeatscopeError, InputFileError
+
+if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a mask is made
+    from featscope.backbones.base import Backbone
+
+CROSS_ATTENTION = "cross-attention"
+DEFAULT_THRESHOLD = 0.3
+MASK_KINDS = "a PNG file, 'cross-attention[:THRESHOLD|:otsu]' or 'sam:FOLDER_OR_ID'"
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """A generated mask: ``kind`` 'cross-attention' or 'sam' (SAM model ``source``), thresholded at ``threshold``."""
+
+    kind: str
+    threshold: float | str = DEFAULT_THRESHOLD
+    source: str | None = None
+
+
+def parse_mask(text: str | Path | None) -> MaskSpec | None:
+    """``cross-attention``, ``cross-attention:0.4``, ``cross-attention:otsu`` or ``sam:PATH``; None for a PNG path."""
+    if text is None or isinstance(text, Path):
+        return None
+    if text.startswith("sam:"):
+        if not text[4:]:
+            raise FeatscopeError("--mask sam: needs a SAM model, e.g. sam:models/sam-vit-base (a local folder)")
+        return MaskSpec("sam", source=text[4:])
+    kind, _, option = text.partition(":")
+    if kind != CROSS_ATTENTION:
+        return None
+    if option in ("", "otsu"):
+        return MaskSpec(kind, option or DEFAULT_THRESHOLD)
+    try:
+        value = float(option)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise FeatscopeError(f"mask {text!r}: the threshold must be a number in (0, 1) or 'otsu'")
+    return MaskSpec(kind, value)
+
+
+# -- tokens of the class word ---------------------------------------------------------------------
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def word_tokens(backbone: Backbone, prompt: str, label: str) -> list[int]:
+    """Positions in the prompt embedding of the tokens of ``label``'s words (all occurrences in ``prompt``).
+
+    CLIP tokenizers (Stable Diffusion): each word's BPE tokens are looked up as a run in the tokenized prompt;
+    the world's word-level tokenizer: word k of the caption is token k + 1 (after ``<bos>``).
+    """
+    from featscope.backbones.pixel import WorldPromptEncoder
+
+    encoder = backbone.prompt_encoder
+    tokenizer = getattr(encoder, "tokenizer", None)
+    words = [w for w in _words(label) if w in _words(prompt)]
+    if not words:
+        raise FeatscopeError(
+            f"the class word {label!r} is not in the caption {prompt!r}; cross-attention masks need it "
+            "(give --prompt with the class name)"
+        )
+    if tokenizer is not None:
+        ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids
+        found = []
+        for word in words:
+            run = tokenizer(word, add_special_tokens=False).input_ids
+            starts = [i for i in range(len(ids) - len(run) + 1) if ids[i : i + len(run)] == run]
+            found += [i + k for i in starts for k in range(len(run))]
+    elif isinstance(encoder, WorldPromptEncoder):
+        caption = prompt.lower().replace(",", " ").split()
+        found = [k + 1 for k, w in enumerate(caption) if w in words]
+    else:
+        raise FeatscopeError(f"{backbone.spec} has no tokenizer to find the class word in; use a PNG mask")
+    if not found:
+        raise FeatscopeError(f"the tokenizer of {backbone.spec} splits {label!r} differently in {prompt!r}")
+    return sorted(set(found))
+
+
+# -- capturing cross-attention --------------------------------------------------------------------
+class CrossAttentionCapture:
+    """An attention processor with explicit probabilities that keeps the mean over ``tokens`` (B, heads, h, w)."""
+
+    def __init__(self, tokens: Sequence[int], latent_hw: tuple[int, int], maps: list[torch.Tensor]) -> None:
+        self.tokens = list(tokens)
+        self.latent_hw = latent_hw
+        self.maps = maps
+        self.active = True
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        image_input = hidden_states.ndim == 4
+        if image_input:
+            b, c, h, w = hidden_states.shape
+            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        batch, length = context.shape[0], context.shape[1]
+        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, attention_mask)  # (B * heads, N, L)
+        if self.active:
+            self._keep(probs, batch)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if image_input:
+            out = out.transpose(-1, -2).reshape(b, c, h, w)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+    def _keep(self, probs: torch.Tensor, batch: int) -> None:
+        n = probs.shape[1]
+        lh, lw = self.latent_hw
+        factor = (lh * lw / n) ** 0.5
+        h, w = round(lh / factor), round(lw / factor)
+        chosen = probs[..., self.tokens].float().mean(-1)
+        self.maps.append(chosen.reshape(batch, -1, h, w).detach())
+
+
+@contextmanager
+def capture_cross_attention(
+    unet: torch.nn.Module, tokens: Sequence[int], latent_hw: tuple[int, int]
+) -> Iterator[CrossAttentionCapture]:
+    """Replace the processors of the ``attn2`` layers by one :class:`CrossAttentionCapture`; restore them after."""
+    original = unet.attn_processors
+    capture = CrossAttentionCapture(tokens, latent_hw, [])
+    names = [n for n in original if n.endswith("attn2.processor")]
+    if not names:
+        raise FeatscopeError("the backbone's UNet has no cross-attention layers; use a PNG mask")
+    unet.set_attn_processor({n: capture if n in names else p for n, p in original.items()})
+    try:
+        yield capture
+    finally:
+        unet.set_attn_processor(original)
+
+
+def _average(maps: list[torch.Tensor]) -> torch.Tensor:
+    """Mean over heads, then over layers and steps, every map resized to the largest one: (B, 1, h, w)."""
+    h = max(m.shape[-2] for m in maps)
+    w = max(m.shape[-1] for m in maps)
+    resized = [F.interpolate(m.mean(1, keepdim=True), size=(h, w), mode="bilinear", align_corners=False) for m in maps]
+    return torch.stack(resized).mean(0)
+
+
+@torch.no_grad()
+def cross_attention_map(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    prompt: str,
+    label: str,
+    *,
+    null_texts: torch.Tensor | None = None,
+    guidance_scale: float = 3.0,
+    num_steps: int = 20,
+    until: float = 0.5,
+) -> torch.Tensor:
+    """The soft cross-attention map (B, 1, H, W) in [0, 1] of ``label``'s words while DDIM regenerates x_T.
+
+    Sampling uses CFG with the per-step ``null_texts`` (null-text inversion) or the empty prompt; the maps of the
+    conditional pass are kept at steps i with i / (num_steps - 1) <= ``until`` (DiG-IN: the first half).
+    """
+    from featscope.inversion import ddim_move, ddim_schedule, null_embeddings
+
+    tokens = word_tokens(backbone, prompt, label)
+    z = x_t.to(backbone.device, torch.float32)
+    num_steps = len(null_texts) if null_texts is not None else num_steps
+    schedule = ddim_schedule(backbone, num_steps)
+    cond = backbone.encode_prompt([prompt] * len(z))
+    uncond = null_embeddings(backbone, len(z), num_steps, null_texts)
+    with capture_cross_attention(backbone.unet, tokens, tuple(backbone.latent_shape[1:])) as capture:
+        for i, t in enumerate(schedule.timesteps):
+            capture.active = False
+            if i / max(num_steps - 1, 1) > until:
+                break
+            eps_u = backbone.eps(z, t, uncond[i])
+            capture.active = True
+            eps_c = backbone.eps(z, t, cond)
+            z, _ = ddim_move(z, eps_u + guidance_scale * (eps_c - eps_u), schedule.abar[i], schedule.abar_prev[i])
+    m = F.interpolate(_average(capture.maps), size=backbone.image_size, mode="bicubic", align_corners=False)
+    low, high = m.amin((2, 3), keepdim=True), m.amax((2, 3), keepdim=True)
+    return ((m - low) / (high - low).clamp(min=1e-12)).clamp(0, 1).cpu()
+
+
+# -- thresholds -----------------------------------------------------------------------------------
+def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
+    """Otsu's threshold of values in [0, 1]: the cut that maximises the between-class variance."""
+    hist = torch.histc(values.float().flatten(), bins=bins, min=0, max=1)
+    p = hist / hist.sum()
+    centres = (torch.arange(bins, dtype=torch.float32) + 0.5) / bins
+    w0 = p.cumsum(0)
+    m0 = (p * centres).cumsum(0)
+    between = (m0[-1] * w0 - m0).pow(2) / (w0 * (1 - w0)).clamp(min=1e-12)
+    return float(centres[int(between[:-1].argmax())] + 0.5 / bins)
+
+
+def threshold_mask(soft: torch.Tensor, threshold: float | str = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """A binary foreground mask (same shape, 0/1 floats) of a soft map in [0, 1]: ``soft >= threshold``
+    (``'otsu'``: Otsu's threshold of each map)."""
+    if threshold == "otsu":
+        cuts = torch.tensor([otsu_threshold(m) for m in soft]).view(-1, *[1] * (soft.dim() - 1))
+        return (soft >= cuts).float()
+    return (soft >= float(threshold)).float()
+
+
+# -- SAM ------------------------------------------------------------------------------------------
+SAM_LAYOUT = "a folder saved with SamModel.save_pretrained and SamProcessor.save_pretrained (SAM or SAM-HQ)"
+
+
+def load_pretrained(source: str, model_class, *, what: str, layout: str):
+    """(model, processor) of transformers ``from_pretrained``: a local folder, or a hub id unless offline."""
+    from transformers import AutoProcessor
+
+    from featscope.backbones.latent import _offline, reason
+
+    folder = Path(source).expanduser()
+    if not folder.is_dir() and (_offline() or folder.exists() or source.startswith((".", "/", "~"))):
+        raise InputFileError(f"{what} {source!r} is not a folder (and the hub is offline); give {layout}")
+    where = str(folder) if folder.is_dir() else source
+    try:
+        return model_class.from_pretrained(where).eval(), AutoProcessor.from_pretrained(where)
+    except Exception as exc:  # loader and hub errors come in many types
+        raise FeatscopeError(f"cannot load the {what} {source!r} ({reason(exc)}); give {layout}") from exc
+
+
+def load_sam(source: str, device: torch.device | str = "cpu"):
+    """A SAM / SAM-HQ model and its processor (transformers) from a local folder, or a hub id when online."""
+    from transformers import AutoModel
+
+    model, processor = load_pretrained(source, AutoModel, what="SAM model", layout=SAM_LAYOUT)
+    if model.config.model_type not in ("sam", "sam_hq"):
+        raise FeatscopeError(f"{source!r} holds a {model.config.model_type!r} model, not SAM or SAM-HQ")
+    return model.to(device).eval(), processor
+
+
+def sam_prompts(soft: torch.Tensor, threshold: float | str = DEFAULT_THRESHOLD) -> tuple[list[float], list[float]]:
+    """SAM prompts from a soft map (H, W): the box around ``threshold_mask(soft)`` and its peak point (x, y)."""
+    fg = threshold_mask(soft[None], threshold)[0] > 0
+    ys, xs = torch.nonzero(fg, as_tuple=True)
+    peak = int(soft.flatten().argmax())
+    point = [float(peak % soft.shape[1]), float(peak // soft.shape[1])]
+    if not len(xs):  # a flat map: the whole image
+        return [0.0, 0.0, float(soft.shape[1]), float(soft.shape[0])], point
+    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    return box, point
+
+
+@torch.no_grad()
+def sam_mask(sam, image: torch.Tensor, soft: torch.Tensor, threshold: float | str = DEFAULT_THRESHOLD) -> torch.Tensor:
+    """SAM's binary mask (1, 1, H, W) of ``image`` (1, 3, H, W) in [0, 1], prompted with one positive point
+    (the peak of the cross-attention map ``soft`` (1, 1, H, W)) inside its box (:func:`sam_prompts`)."""
+    model, processor = sam
+    box, point = sam_prompts(soft[0, 0], threshold)
+    pixels = (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    inputs = processor(images=pixels, input_boxes=[[box]], input_points=[[[point]]], return_tensors="pt")
+    device = next(model.parameters()).device
+    inputs = {k: v.to(device) if torch.is_tensor(v) else v for k, v in inputs.items()}
+    out = model(**inputs, multimask_output=False)
+    masks = processor.post_process_masks(out.pred_masks.cpu(), inputs["original_sizes"].cpu(),
+                                         inputs["reshaped_input_sizes"].cpu())  # fmt: skip
+    return masks[0][:1, :1].float()
+
+
+# -- one call for the counterfactuals -------------------------------------------------------------
+def foreground_mask(
+    spec: MaskSpec,
+    backbone: Backbone,
+    image: torch.Tensor,
+    x_t: torch.Tensor,
+    prompt: str,
+    label: str,
+    *,
+    null_texts: torch.Tensor | None = None,
+    guidance_scale: float = 3.0,
+    sam=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(soft cross-attention map, binary foreground mask), both (1, 1, H, W), of an inverted image."""
+    soft = cross_attention_map(backbone, x_t, prompt, label, null_texts=null_texts, guidance_scale=guidance_scale)
+    if spec.kind == "sam":
+        mask = sam_mask(sam, image, soft, spec.threshold)
+        return soft, mask if mask.any() else threshold_mask(soft, spec.threshold)
+    return soft, threshold_mask(soft, spec.threshold)

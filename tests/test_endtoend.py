@@ -228,7 +228,8 @@ def test_null_text_inversion_beats_ddim_inversion_with_guidance(world_ddpm):
 # -- the embedded world -------------------------------------------------------------------------------
 def test_class_loss_raises_the_square_confidence_on_the_world(world_ddpm):
     shape_net = featscope.load_extractor("world:shape-net@fc")
-    config = EndToEndConfig(num_steps=10, iterations=3)
+    # 10x DiG-IN's learning rates: the robust world classifier barely moves with the published ones
+    config = EndToEndConfig(num_steps=10, iterations=3, latent_lr=1e-2, cond_lr=1e-1, uncond_lr=1e-1)
     result = optimize(
         world_ddpm,
         class_loss(shape_net, "square"),
@@ -239,4 +240,5 @@ def test_class_loss_raises_the_square_confidence_on_the_world(world_ddpm):
     )
     with torch.no_grad():
         square = shape_net.network(shape_net.preprocess(result.images[:, 0])).softmax(1)[:, 1]
-    assert (square[1:] > square[0]).all() and result.best_iteration.item() == 3
+    best = result.best_iteration.item()
+    assert best > 0 and square[best] > 10 * square[0], square

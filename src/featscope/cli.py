@@ -430,6 +430,9 @@ def _bench_parser(sub) -> None:
     )
     i.add_argument("--iterations", type=int, metavar="N", help="end-to-end optimisation steps (default: 20)")
     i.add_argument("--cutouts", type=int, metavar="N", help="augmented views per image (default: 16)")
+    i.add_argument("--latent-lr", type=float, help="lr of x_T (default 1e-3; 1e-2 flips world:shape-net)")
+    i.add_argument("--cond-lr", type=float, help="lr of the prompt-embedding deltas (default 1e-2)")
+    i.add_argument("--uncond-lr", type=float, help="lr of the null-text deltas (default 1e-2)")
     i.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
@@ -444,8 +447,8 @@ def _names(text: str) -> list[str]:
 def _run_investigation_bench(args: argparse.Namespace, methods: list[str]) -> int:
     from featscope.bench.investigation import run_investigation_bench
 
-    names = {"num_steps": "num_steps", "iterations": "iterations", "cutouts": "cutouts"}
-    settings = {key: getattr(args, attr) for key, attr in names.items() if getattr(args, attr) is not None}
+    names = ("num_steps", "iterations", "cutouts", "latent_lr", "cond_lr", "uncond_lr")
+    settings = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     run_investigation_bench(
         args.out,
         methods,

@@ -71,11 +71,19 @@ def run_reconstruct(
     inputs = read_inputs(fs_model, extractor, files, world, world_seed)
     tic = time.time()
     recon = reconstruct(fs_model, inputs.features, backbone=backbone, settings=settings, quiet=quiet)
+    metrics = {"names": inputs.names, "wall_seconds": round(time.time() - tic, 2)}
+    return _commit_pairs(
+        run, inputs, recon, metrics, _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
+    )
+
+
+def _commit_pairs(run: RunFolder, inputs: Inputs, recon: torch.Tensor, metrics: dict, config: dict) -> Path:
+    """Write the images, metrics.json and config.yaml into the run folder and commit it (abandoned on error)."""
     run.open()
     try:
         _write_pairs(run, inputs, recon, 256)
-        run.write_json("metrics.json", {"names": inputs.names, "wall_seconds": round(time.time() - tic, 2)})
-        run.write_yaml("config.yaml", _config(fs_model, settings, inputs=[str(f) for f in files], world=world))
+        run.write_json("metrics.json", metrics)
+        run.write_yaml("config.yaml", config)
     except BaseException:
         run.abandon()
         raise
@@ -114,15 +122,8 @@ def run_evaluate(
         "per_image": _per_image(inputs.names, result["per_image"]),
         "notes": result["notes"],
     }
-    run.open()
-    try:
-        _write_pairs(run, inputs, result["reconstructions"], 256)
-        run.write_json("metrics.json", metrics)
-        run.write_yaml("config.yaml", _config(fs_model, settings, inputs=[str(f) for f in files], world=world))
-    except BaseException:
-        run.abandon()
-        raise
-    run.commit()
+    config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
+    _commit_pairs(run, inputs, result["reconstructions"], metrics, config)
     return metrics
 
 

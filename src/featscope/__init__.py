@@ -8,8 +8,7 @@ Public API (imported lazily, so that ``featscope --help`` starts fast)::
                               extractor="torchvision:resnet50", preset="reference")
 """
 
-from importlib import import_module
-
+from featscope._lazy import lazy_getattr
 from featscope._version import __version__
 
 _EXPORTS = {
@@ -34,8 +33,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        module = import_module(_EXPORTS[name])
-        return module if module.__name__.rsplit(".", 1)[-1] == name else getattr(module, name)
-    raise AttributeError(f"module 'featscope' has no attribute {name!r}")
+__getattr__ = lazy_getattr('featscope', _EXPORTS)

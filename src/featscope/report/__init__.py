@@ -8,7 +8,7 @@
 Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from importlib import import_module
+from featscope._lazy import lazy_getattr
 
 _EXPORTS = {
     "Run": "featscope.report.folders",
@@ -22,7 +22,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'featscope.report' has no attribute {name!r}")
+__getattr__ = lazy_getattr('featscope.report', _EXPORTS)

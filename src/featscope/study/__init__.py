@@ -9,7 +9,7 @@
 See docs/batch-and-report.md for the study file's keys. Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from importlib import import_module
+from featscope._lazy import lazy_getattr
 
 _EXPORTS = {
     "METHODS": "featscope.study.methods",
@@ -25,7 +25,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'featscope.study' has no attribute {name!r}")
+__getattr__ = lazy_getattr('featscope.study', _EXPORTS)

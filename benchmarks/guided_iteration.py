@@ -68,6 +68,7 @@ def measure(args: argparse.Namespace) -> dict:
         "seconds_per_iteration_median": round(per_iteration, 4),
         "seconds_per_image_iteration": round(per_iteration / args.batch, 4),
         "peak_memory_mb": round(peak_memory_mb(device), 1), "iterations_timed": len(timed),
+        "warmup_seconds": round(sum(times[: args.warmup]), 2),  # includes torch.compile's one-off cost
         "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
     }
 

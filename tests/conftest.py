@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from featscope.backbones import Backbone, load_backbone
 from tiny_sd import save_single_file, save_tiny_pixel, save_tiny_sd
@@ -64,3 +66,12 @@ def tiny_sd_backbone(tiny_sd_folder) -> Backbone:
 def tiny_pixel_text_backbone(tiny_pixel_text_folder) -> Backbone:
     """A loaded caption-conditioned tiny pixel Backbone on CPU, shared by the session: do not modify it."""
     return load_backbone(f"pixel:{tiny_pixel_text_folder}")
+
+
+@pytest.fixture(scope="session")
+def target_png(tmp_path_factory) -> Path:
+    """A 16x16 noise image to decode."""
+    path = tmp_path_factory.mktemp("targets") / "noise.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(path)
+    return path

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
@@ -16,14 +15,6 @@ from featscope.targets import save_feature
 
 EXTRACTOR = "tiny_nets:tiny_cnn"
 FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0}
-
-
-@pytest.fixture(scope="module")
-def target_png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("targets") / "noise.png"
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.mark.parametrize("family", ["sd", "pixel"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import featscope
 from featscope.backbones import load_backbone
@@ -13,14 +11,6 @@ from featscope.speed import SpeedOptions
 
 EXTRACTOR = "tiny_nets:tiny_cnn"
 FAST = {"num_steps": 4, "recurrence": 2, "guidance_weight": 4.0}
-
-
-@pytest.fixture(scope="module")
-def target_png(tmp_path_factory):
-    path = tmp_path_factory.mktemp("targets") / "noise.png"
-    rng = np.random.default_rng(1)
-    Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(path)
-    return path
 
 
 @pytest.mark.parametrize("switch", ["channels_last", "low_memory"])

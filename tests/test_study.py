@@ -109,7 +109,7 @@ EXPECTED = [  # (line, fragment): every problem of BAD_STUDY
     (6, "jobs[0].backbone: unknown backbone family in 'sdxl:foo'"),
     (7, "jobs[0].targets[1]: file 'nowhere.png' does not exist"),
     (8, "jobs[0].seeds[0]: expected an integer, not 'one'"),
-    (9, "jobs[0].preset: expected one of reference, fast, faster, not 'fastest'"),
+    (9, "jobs[0].preset: expected one of reference, fast, faster, refine, not 'fastest'"),
     (10, "jobs[0].settings.num_stepz: unknown setting 'num_stepz'; did you mean num_steps"),
     (12, "jobs[0].sweep.guidance_weight: a sweep takes a non-empty list"),
     (14, "jobs[1].targets: empty list: the grid would have no jobs"),

@@ -134,6 +134,17 @@ def test_evaluation_count_and_recurrence_schedule():
     assert out.evaluations == 2 * config.total_iterations()  # before and after each guided update
 
 
+def test_late_refinement_schedule():
+    config = UniversalConfig(
+        num_steps=6, recurrence=2, early_recurrence=4, early_steps=2, late_recurrence=3, late_steps=1
+    )
+    assert [config.recurrence_at(i) for i in range(6)] == [4, 4, 2, 2, 2, 3]
+    out, _, _ = _solve(config.with_overrides(guidance_weight=0.1), seeds=(0,))
+    assert out.evaluations == 2 * (2 * 4 + 3 * 2 + 3)
+    overlap = UniversalConfig(num_steps=3, early_recurrence=5, early_steps=2, late_recurrence=7, late_steps=2)
+    assert [overlap.recurrence_at(i) for i in range(3)] == [5, 5, 7]  # early emphasis wins where both apply
+
+
 class _NaNAtFirstCall(torch.nn.Module):
     """A network whose output is NaN on its first call (a flaky guidance step)."""
 

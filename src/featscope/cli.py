@@ -139,9 +139,11 @@ def _decode_parser(sub) -> None:
     s.add_argument(
         "--preset",
         default=None,
-        choices=["reference", "fast", "faster"],
+        choices=["reference", "fast", "faster", "refine"],
         help="reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, "
-        "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2 (default: fast)",
+        "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = DDIM 100, "
+        "K=1, then K=30 for the last 40 steps, w_g 0.7: near reference's distance at 10%% of its cost "
+        "(default: fast)",
     )
     s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
     s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")
@@ -173,6 +175,13 @@ def _decode_parser(sub) -> None:
         metavar="N",
         help="number of first steps with emphasis: T - T' in the paper (reference 5: t = 999..995)",
     )
+    s.add_argument(
+        "--late-recurrence",
+        type=int,
+        metavar="K_LATE",
+        help="K for the last --late-steps steps (refinement near the clean image; the `refine` preset)",
+    )
+    s.add_argument("--late-steps", type=int, metavar="N", help="number of last steps with K_LATE (published: 0)")
     s.add_argument(
         "--grad-clip",
         type=float,
@@ -211,6 +220,8 @@ def _run_decode(args: argparse.Namespace) -> int:
             "recurrence",
             "early_recurrence",
             "early_steps",
+            "late_recurrence",
+            "late_steps",
             "grad_clip",
             "loss",
             "prompt",
@@ -400,7 +411,9 @@ def _bench_parser(sub) -> None:
         help="networks under study, comma-separated (default: %(default)s)",
     )
     s = p.add_argument_group("solver (each preset, then any override, for every row)")
-    s.add_argument("--presets", default="fast", metavar="NAME,NAME", help="reference, fast, faster (default: fast)")
+    s.add_argument(
+        "--presets", default="fast", metavar="NAME,NAME", help="reference, fast, faster, refine (default: fast)"
+    )
     s.add_argument("--no-unguided", action="store_true", help="skip the unguided baseline rows (w_g = 0)")
     s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
     s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")
@@ -415,6 +428,8 @@ def _bench_parser(sub) -> None:
     s.add_argument("--recurrence", "-K", type=int, dest="recurrence", metavar="K", help="K: self-recurrence per step")
     s.add_argument("--early-recurrence", type=int, metavar="K_EARLY", help="K for the first --early-steps steps")
     s.add_argument("--early-steps", type=int, metavar="N", help="number of first steps with K_EARLY")
+    s.add_argument("--late-recurrence", type=int, metavar="K_LATE", help="K for the last --late-steps steps")
+    s.add_argument("--late-steps", type=int, metavar="N", help="number of last steps with K_LATE")
     s.add_argument("--grad-clip", type=float, metavar="THR", help="grad_thres: clamp to mean +- THR*std; <=0 off")
     s.add_argument("--loss", choices=["l2", "cosine"], help="feature distance guided on: squared L2 or cosine")
     i = p.add_argument_group("investigation methods (--method counterfactual,difference,neuron; end-to-end solver)")
@@ -434,6 +449,12 @@ def _bench_parser(sub) -> None:
     i.add_argument("--cond-lr", type=float, help="lr of the prompt-embedding deltas (default 1e-2)")
     i.add_argument("--uncond-lr", type=float, help="lr of the null-text deltas (default 1e-2)")
     i.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
+    i.add_argument(
+        "--featinv-steps",
+        default="50",
+        metavar="T,T",
+        help="--method featinv: DDIM step counts of FeatInv, one row each (default: 50, as published)",
+    )
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
     o.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
@@ -474,8 +495,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         from featscope.bench.featinv import run_featinv_bench
 
         presets = _names(args.presets)
-        run_featinv_bench(args.out, n=args.n, seed=args.seed, preset=presets[0], quiet=args.quiet,
-                          overwrite=args.overwrite)  # fmt: skip
+        if not all(x.isdigit() and int(x) > 0 for x in _names(args.featinv_steps)):
+            raise FeatscopeError(f"--featinv-steps takes positive step counts like 50,10,5, not {args.featinv_steps!r}")
+        steps = [int(x) for x in _names(args.featinv_steps)]
+        run_featinv_bench(args.out, n=args.n, seed=args.seed, preset=presets[0], featinv_steps=steps,
+                          quiet=args.quiet, overwrite=args.overwrite)  # fmt: skip
         print((Path(args.out) / "results.md").read_text())
         return 0
     if methods != ["decode"]:
@@ -489,6 +513,8 @@ def _run_bench(args: argparse.Namespace) -> int:
         "recurrence",
         "early_recurrence",
         "early_steps",
+        "late_recurrence",
+        "late_steps",
         "grad_clip",
         "loss",
     )

@@ -272,6 +272,15 @@ def _rate(entry: dict) -> str:
     return f"{format_proportion(entry)} ({entry['successes']}/{entry['total']})"
 
 
+def _cost(entry: dict, images: int) -> str:
+    """Wall time, throughput and peak memory of one measurement (``images`` optimised images in all)."""
+    per_hour = images * 3600 / max(entry["seconds"], 1e-9)
+    return (
+        f"\n{entry['seconds']:.0f} s in all: {images} optimised images, {per_hour:.0f} images per hour, "
+        f"peak memory {entry.get('peak_memory_mb', float('nan')):.0f} MB."
+    )
+
+
 def investigation_markdown(report: dict) -> str:
     """The results as Markdown tables."""
     lines = [f"# Investigation bench on the world ({report['config']['backbone']})", ""]
@@ -290,7 +299,7 @@ def investigation_markdown(report: dict) -> str:
                 f"{_rate(row['oracle_reads_target_shape'])} | {row['background_change_mean_abs']:.4f} | "
                 f"{row['background_change_of_inversion_mean_abs']:.4f} |"
             )
-        lines += [f"\n{r['seconds']:.0f} s in all.", ""]
+        lines += [_cost(r, len(r["rows"]) * r["n"]), ""]
     if "difference" in results:
         r = results["difference"]
         lines += [
@@ -303,7 +312,7 @@ def investigation_markdown(report: dict) -> str:
             f"- disagreeing images whose colour is the shortcut colour of the shape {r['second']} predicts: "
             f"{_rate(r['disagreeing_color_of_second_prediction'])}",
             f"- plain samples off the shortcut colour: {_rate(r['plain_off_shortcut_color'])}",
-            f"\n{r['seconds']:.0f} s in all.", "",
+            _cost(r, r["disagreement"]["total"]), "",
         ]  # fmt: skip
     if "neuron" in results:
         r = results["neuron"]
@@ -312,6 +321,6 @@ def investigation_markdown(report: dict) -> str:
             f"- mean activation: plain sample {r['activation_before_mean']:.3g}, "
             f"after {r['activation_after_mean']:.3g}",
             f"- median ratio after / before: {r['ratio_median']:.2f}; at least 3x: {_rate(r['ratio_at_least_3'])}",
-            f"\n{r['seconds']:.0f} s in all.", "",
+            _cost(r, r["ratio_at_least_3"]["total"]), "",
         ]  # fmt: skip
     return "\n".join(lines)

@@ -145,7 +145,7 @@ DECODE = Method(
                          short=file_stem),
         "texts": Field(text, "text target(s), CLIP-family networks only", None, axis=True, prefix="text",
                        short=lambda t: t[:40]),
-        "preset": Field(_presets(), "solver preset(s): reference, fast, faster", "fast", axis=True),
+        "preset": Field(_presets(), "solver preset(s): reference, fast, faster, refine", "fast", axis=True),
         "num_samples": Field(integer(1), "images per target (seeds seed..seed+N-1)", 1),
         "save_every": Field(integer(0), "save x0 estimates every N steps into steps/ (0: off)", 0),
     },

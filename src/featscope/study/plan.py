@@ -25,6 +25,7 @@ SHORT_SETTINGS = {
     "guidance_weight": "w_g",
     "recurrence": "K",
     "early_recurrence": "K_early",
+    "late_recurrence": "K_late",
     "num_steps": "T",
     "grad_clip": "thr",
     "guidance_scale": "cfg",

@@ -33,4 +33,4 @@ _EXPORTS = {
 __all__ = ["__version__", *_EXPORTS]
 
 
-__getattr__ = lazy_getattr('featscope', _EXPORTS)
+__getattr__ = lazy_getattr("featscope", _EXPORTS)

@@ -208,27 +208,25 @@ def _decode_parser(sub) -> None:
     _add_speed_options(p)
 
 
+# UniversalConfig fields that both `decode` and `bench` take as options (decode adds the prompt and the stop)
+_GUIDANCE_KEYS = (
+    "sampler",
+    "num_steps",
+    "guidance_weight",
+    "recurrence",
+    "early_recurrence",
+    "early_steps",
+    "late_recurrence",
+    "late_steps",
+    "grad_clip",
+    "loss",
+)
+
+
 def _run_decode(args: argparse.Namespace) -> int:
     from featscope.decoding import decode
 
-    settings = {
-        k: getattr(args, k)
-        for k in (
-            "sampler",
-            "num_steps",
-            "guidance_weight",
-            "recurrence",
-            "early_recurrence",
-            "early_steps",
-            "late_recurrence",
-            "late_steps",
-            "grad_clip",
-            "loss",
-            "prompt",
-            "guidance_scale",
-            "stop_distance",
-        )
-    }
+    settings = {k: getattr(args, k) for k in (*_GUIDANCE_KEYS, "prompt", "guidance_scale", "stop_distance")}
     if not args.target and not args.text:
         raise FeatscopeError("no target given; pass --target FILE (image or feature file) or --text TEXT")
     first = Path(args.target[0]).stem if args.target else "text"
@@ -495,9 +493,10 @@ def _run_bench(args: argparse.Namespace) -> int:
         from featscope.bench.featinv import run_featinv_bench
 
         presets = _names(args.presets)
-        if not all(x.isdigit() and int(x) > 0 for x in _names(args.featinv_steps)):
+        counts = _names(args.featinv_steps)
+        if not all(x.isdigit() and int(x) > 0 for x in counts):
             raise FeatscopeError(f"--featinv-steps takes positive step counts like 50,10,5, not {args.featinv_steps!r}")
-        steps = [int(x) for x in _names(args.featinv_steps)]
+        steps = [int(x) for x in counts]
         run_featinv_bench(args.out, n=args.n, seed=args.seed, preset=presets[0], featinv_steps=steps,
                           quiet=args.quiet, overwrite=args.overwrite)  # fmt: skip
         print((Path(args.out) / "results.md").read_text())
@@ -506,19 +505,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         if "decode" in methods:
             raise FeatscopeError("run --method decode and the investigation methods into separate --out folders")
         return _run_investigation_bench(args, methods)
-    solver = (
-        "sampler",
-        "num_steps",
-        "guidance_weight",
-        "recurrence",
-        "early_recurrence",
-        "early_steps",
-        "late_recurrence",
-        "late_steps",
-        "grad_clip",
-        "loss",
-    )
-    settings = {k: getattr(args, k) for k in solver if getattr(args, k) is not None}
+    settings = {k: getattr(args, k) for k in _GUIDANCE_KEYS if getattr(args, k) is not None}
     run_bench(
         args.out,
         n=args.n,

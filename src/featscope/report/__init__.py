@@ -22,4 +22,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-__getattr__ = lazy_getattr('featscope.report', _EXPORTS)
+__getattr__ = lazy_getattr("featscope.report", _EXPORTS)

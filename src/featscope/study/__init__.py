@@ -25,4 +25,4 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-__getattr__ = lazy_getattr('featscope.study', _EXPORTS)
+__getattr__ = lazy_getattr("featscope.study", _EXPORTS)

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from featscope._version import __version__
@@ -138,6 +137,10 @@ def train(
     model). A folder holding checkpoint.pt is resumed unless ``overwrite``. Returns the path of model/.
     Run under ``accelerate launch`` for several GPUs.
     """
+    try:  # an optional dependency (featscope[all]): importing featscope.featinv must not need it
+        from accelerate import Accelerator
+    except ImportError as error:
+        raise FeatscopeError("FeatInv training needs accelerate: pip install 'featscope[all]'") from error
     config = config or TrainConfig()
     config.validate()
     if (images is None) == (world is None):

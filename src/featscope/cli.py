@@ -363,6 +363,17 @@ def _world_parser(sub) -> None:
         help="ddpm: learning rate of the steps this call runs (default: %(default)s; lower it to anneal a resumed "
         "run; log.jsonl records the rate of every step)",
     )
+    t.add_argument(
+        "--prediction",
+        choices=["epsilon", "v_prediction"],
+        default="epsilon",
+        help="ddpm: what the UNet predicts (default: %(default)s; v_prediction samples well from pure noise)",
+    )
+    t.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="ddpm: start a new run from this checkpoint's EMA weights (e.g. fine-tune epsilon into v_prediction)",
+    )
     t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
     t.add_argument("--quiet", action="store_true")
 
@@ -378,7 +389,15 @@ def _run_world(args: argparse.Namespace) -> int:
     from featscope.world import train
 
     if args.model == "ddpm":
-        ckpt = train.train_ddpm(args.out, args.steps or 20000, lr=args.lr, seed=args.seed, quiet=args.quiet)
+        ckpt = train.train_ddpm(
+            args.out,
+            args.steps or 20000,
+            lr=args.lr,
+            seed=args.seed,
+            quiet=args.quiet,
+            prediction_type=args.prediction,
+            init_from=args.init_from,
+        )
         print(f"checkpoint {ckpt}")
         if args.export:
             print(f"exported {train.export_ddpm(ckpt, args.export)}")

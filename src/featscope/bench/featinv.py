@@ -13,7 +13,7 @@ from featscope.bench.run import check_out, machine
 from featscope.bench.stats import format_proportion, proportion
 from featscope.decoding import decode
 from featscope.featinv import SampleSettings, encode, load_model, reconstruct
-from featscope.featinv.reconstruct import load_parts
+from featscope.featinv.reconstruction import load_parts
 from featscope.featinv.world import resolve_model
 from featscope.images import to_tensor
 from featscope.runs import atomic_write_json, atomic_write_text

@@ -9,34 +9,29 @@ network's spatial feature maps into images, then reconstruct, evaluate and steer
     metrics = featinv.evaluate(model, originals)
 """
 
-from featscope.featinv.config import SampleSettings, TrainConfig
-from featscope.featinv.evaluate import evaluate
-from featscope.featinv.jobs import run_evaluate, run_reconstruct, run_steer
-from featscope.featinv.model import DEFAULT_PROMPT, FeatInvConfig, FeatInvModel, build, load_model
-from featscope.featinv.reconstruct import encode, reconstruct
-from featscope.featinv.steer import Edit, make_edit, steer
-from featscope.featinv.train import train
-from featscope.featinv.world import embedded_folder, export_model, train_world
+from featscope._lazy import lazy_getattr
 
-__all__ = [
-    "DEFAULT_PROMPT",
-    "Edit",
-    "FeatInvConfig",
-    "FeatInvModel",
-    "SampleSettings",
-    "TrainConfig",
-    "build",
-    "embedded_folder",
-    "encode",
-    "evaluate",
-    "export_model",
-    "load_model",
-    "make_edit",
-    "reconstruct",
-    "run_evaluate",
-    "run_reconstruct",
-    "run_steer",
-    "steer",
-    "train",
-    "train_world",
-]
+_EXPORTS = {
+    "DEFAULT_PROMPT": "featscope.featinv.model",
+    "Edit": "featscope.featinv.steering",
+    "FeatInvConfig": "featscope.featinv.model",
+    "FeatInvModel": "featscope.featinv.model",
+    "SampleSettings": "featscope.featinv.config",
+    "TrainConfig": "featscope.featinv.config",
+    "build": "featscope.featinv.model",
+    "embedded_folder": "featscope.featinv.world",
+    "encode": "featscope.featinv.reconstruction",
+    "evaluate": "featscope.featinv.evaluation",
+    "export_model": "featscope.featinv.world",
+    "load_model": "featscope.featinv.model",
+    "make_edit": "featscope.featinv.steering",
+    "reconstruct": "featscope.featinv.reconstruction",
+    "run_evaluate": "featscope.featinv.jobs",
+    "run_reconstruct": "featscope.featinv.jobs",
+    "run_steer": "featscope.featinv.jobs",
+    "steer": "featscope.featinv.steering",
+    "train": "featscope.featinv.training",
+    "train_world": "featscope.featinv.world",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

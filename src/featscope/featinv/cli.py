@@ -257,7 +257,7 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from featscope.featinv.config import TrainConfig
-    from featscope.featinv.train import train
+    from featscope.featinv.training import train
 
     if args.threads:
         torch.set_num_threads(args.threads)

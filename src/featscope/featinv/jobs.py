@@ -13,13 +13,13 @@ from featscope.devices import resolve_device, resolve_dtype
 from featscope.errors import FeatscopeError
 from featscope.extractors import Extractor
 from featscope.featinv.config import SampleSettings
-from featscope.featinv.evaluate import evaluate
+from featscope.featinv.evaluation import evaluate
 from featscope.featinv.features import to_grid
 from featscope.featinv.inputs import Inputs, read_inputs
 from featscope.featinv.metrics import position_cosine
 from featscope.featinv.model import FeatInvModel, load_model
-from featscope.featinv.reconstruct import load_parts, reconstruct
-from featscope.featinv.steer import DEFAULT_STRENGTHS, make_edit, steer
+from featscope.featinv.reconstruction import load_parts, reconstruct
+from featscope.featinv.steering import DEFAULT_STRENGTHS, make_edit, steer
 from featscope.featinv.world import resolve_model
 from featscope.images import image_grid, save_image
 from featscope.runs import RunFolder

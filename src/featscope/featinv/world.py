@@ -20,7 +20,7 @@ from featscope.featinv.config import (
     TrainConfig,
 )
 from featscope.featinv.model import build, load_model
-from featscope.featinv.train import train
+from featscope.featinv.training import train
 
 
 def embedded_folder() -> Path:

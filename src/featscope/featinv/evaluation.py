@@ -12,7 +12,7 @@ from featscope.featinv.config import SampleSettings
 from featscope.featinv.data import square
 from featscope.featinv.metrics import compare
 from featscope.featinv.model import FeatInvModel, check_extractor
-from featscope.featinv.reconstruct import encode, load_parts, reconstruct
+from featscope.featinv.reconstruction import encode, load_parts, reconstruct
 
 
 def summarise(per_image: dict[str, list[float] | None]) -> dict[str, float | None]:

@@ -13,7 +13,7 @@ from featscope.errors import FeatscopeError
 from featscope.featinv.config import SampleSettings
 from featscope.featinv.features import from_grid, to_grid
 from featscope.featinv.model import FeatInvModel, grid_channels
-from featscope.featinv.reconstruct import reconstruct
+from featscope.featinv.reconstruction import reconstruct
 from featscope.images import load_image
 
 EDITS = ("add", "mix", "scale")

@@ -31,15 +31,26 @@ def build_world_unet() -> UNet2DConditionModel:
     )
 
 
-def build_world_scheduler() -> DDPMScheduler:
-    """The world model's noise schedule (cosine, 1000 steps, epsilon prediction); samplers clip x0 to [-1, 1]
-    (measured at 3,700 training steps: 50% of unguided samples valid with clipping, 28% without)."""
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def build_world_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
+    """The world model's noise schedule: cosine, 1000 steps; samplers clip x0 to [-1, 1]
+    (measured at 3,700 training steps: 50% of unguided samples valid with clipping, 28% without).
+
+    The cosine schedule ends at SNR 2e-9, so sampling must start at t = 999 ("trailing" spacing). There
+    an epsilon model's x0 estimate divides by sqrt(abar) = 5e-5 and the image's mean colour is noise;
+    a v-prediction model predicts x0 directly there, so v-prediction models sample with trailing
+    spacing and epsilon models with leading spacing (which starts at t = 900; at 10 DDIM steps every
+    valid sample of the 5,500-step epsilon model came out on the grey background).
+    """
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_schedule="squaredcos_cap_v2",
-        prediction_type="epsilon",
+        prediction_type=prediction_type,
         clip_sample=True,
         variance_type="fixed_small",
+        timestep_spacing="trailing" if prediction_type == "v_prediction" else "leading",
     )
 
 

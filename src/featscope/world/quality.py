@@ -20,6 +20,7 @@ def evaluate_world_model(
     *,
     seed: int = 0,
     num_steps: int = 50,
+    sampler: str = "ddim",
     batch: int = 64,
     guidance_scale: float = 1.0,
 ) -> dict:
@@ -35,11 +36,11 @@ def evaluate_world_model(
     for start in range(0, n, batch):
         seeds = list(range(seed + start, seed + min(n, start + batch)))
         gens = generators_for(seeds, device)
-        uncond += read_batch(sample(backbone, gens, num_steps=num_steps))
+        uncond += read_batch(sample(backbone, gens, num_steps=num_steps, sampler=sampler))
         prompts = [r.caption() for r in records[start : start + len(seeds)]]
         gens = generators_for([s + 10**6 for s in seeds], device)
         captioned += read_batch(
-            sample(backbone, gens, prompts=prompts, num_steps=num_steps, guidance_scale=guidance_scale)
+            sample(backbone, gens, prompts=prompts, num_steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
         )
     valid = [r for r in uncond if r.valid]
     frequencies, gaps = {}, {}

@@ -14,9 +14,11 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
 
+from featscope.errors import FeatscopeError
 from featscope.runs import atomic_torch_save
 from featscope.world.models import (
     CLASSIFIER_TASKS,
+    PREDICTION_TYPES,
     WorldClassifier,
     build_world_scheduler,
     build_world_unet,
@@ -66,12 +68,18 @@ def train_ddpm(
     checkpoint_every: int = 250,
     threads: int | None = None,
     quiet: bool = False,
+    prediction_type: str = "epsilon",
+    init_from: str | Path | None = None,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
 
     The checkpoint ``out/checkpoint.pt`` holds model, EMA, optimiser and step; calling again with a
-    larger ``steps`` continues where it stopped. Returns the checkpoint path.
+    larger ``steps`` continues where it stopped. ``init_from`` starts a new run (fresh optimiser and
+    EMA) from another checkpoint's EMA weights, e.g. to fine-tune an epsilon model into a
+    ``v_prediction`` one. Returns the checkpoint path.
     """
+    if prediction_type not in PREDICTION_TYPES:
+        raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
@@ -81,16 +89,24 @@ def train_ddpm(
     params = list(unet.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = EMAModel(params, decay=0.9995, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
-    scheduler = build_world_scheduler()
     start = 0
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
+        if state.get("prediction_type", "epsilon") != prediction_type:
+            raise FeatscopeError(
+                f"{ckpt} trains a {state.get('prediction_type', 'epsilon')} model, not {prediction_type}; "
+                "pass the same --prediction, or start a new --out folder with --init-from"
+            )
         unet.load_state_dict(state["unet"])
         text.load_state_dict(state["text"])
         optimizer.load_state_dict(state["optimizer"])
         ema.load_state_dict(state["ema"])
         start = state["step"]
+        init_from = state.get("init_from")
+    elif init_from is not None:
+        _load_ema_weights(init_from, unet, text)
+    scheduler = build_world_scheduler(prediction_type)
     images, records = generate(pool_size, seed)
     pool = images_to_tensor(images) * 2 - 1
     alphas = scheduler.alphas_cumprod
@@ -110,7 +126,8 @@ def train_ddpm(
         lr_now = lr * min(1.0, (step + 1) / 200)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
-        loss = F.mse_loss(unet(xt, t, text(ids)).sample, noise)
+        target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        loss = F.mse_loss(unet(xt, t, text(ids)).sample, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -130,6 +147,8 @@ def train_ddpm(
                     "seed": seed,
                     "batch_size": batch_size,
                     "lr": lr,
+                    "prediction_type": prediction_type,
+                    "init_from": None if init_from is None else str(init_from),
                 },
                 ckpt,
             )
@@ -137,23 +156,31 @@ def train_ddpm(
     return ckpt
 
 
-def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
-    """Write the EMA weights of a training checkpoint as a diffusers-style pipeline folder."""
+def _load_ema_weights(checkpoint: str | Path, unet: nn.Module, text: nn.Module) -> dict:
+    """Put a training checkpoint's EMA weights into ``unet`` and ``text``; returns the checkpoint."""
+    if not Path(checkpoint).is_file():
+        raise FeatscopeError(f"no training checkpoint at {checkpoint}; pass the checkpoint.pt of a world ddpm run")
     state = torch.load(checkpoint, weights_only=False)
-    unet, text = build_world_unet(), WorldTextEncoder()
     unet.load_state_dict(state["unet"])
     text.load_state_dict(state["text"])
     params = list(unet.parameters()) + list(text.parameters())
     ema = EMAModel(params)
     ema.load_state_dict(state["ema"])
     ema.copy_to(params)
+    return state
+
+
+def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
+    """Write the EMA weights of a training checkpoint as a diffusers-style pipeline folder."""
+    unet, text = build_world_unet(), WorldTextEncoder()
+    state = _load_ema_weights(checkpoint, unet, text)
+    prediction_type = state.get("prediction_type", "epsilon")
     folder = Path(folder)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
-    build_world_scheduler().save_pretrained(folder / "scheduler")
+    build_world_scheduler(prediction_type).save_pretrained(folder / "scheduler")
     text.save(folder / "text_encoder")
-    (folder / "training.json").write_text(
-        json.dumps({"step": state["step"], "seed": state["seed"], "batch_size": state["batch_size"], "lr": state["lr"]})
-    )
+    keys = ("step", "seed", "batch_size", "lr", "prediction_type", "init_from")
+    (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))
     return folder
 
 

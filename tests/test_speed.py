@@ -29,4 +29,3 @@ def test_switch_gives_the_same_decoded_image(switch, tiny_sd_folder, target_png,
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
     torch.testing.assert_close(fast.best, plain.best, atol=2e-4, rtol=0)
     assert (tmp_path / "run" / "config.yaml").read_text().count(switch) == 1
-

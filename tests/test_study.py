@@ -212,6 +212,15 @@ def _kill_leftover_ranks(log: Path) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
+def _ranks_started(out: Path) -> bool:
+    """Both ranks have logged the start of a job (one may finish a job before the other starts one)."""
+    log = out / "study.jsonl"
+    if not log.is_file():
+        return False
+    lines = [line for line in log.read_text().splitlines() if line.endswith("}")]
+    return {e["rank"] for e in map(json.loads, lines) if e["event"] == "start"} == {0, 1}
+
+
 def test_two_ranks_killed_after_the_first_job_then_resumed(folder):
     """torchrun with 2 gloo ranks, killed once a job is done; the re-run skips done jobs and finishes the rest."""
     study = _write(
@@ -238,7 +247,9 @@ def test_two_ranks_killed_after_the_first_job_then_resumed(folder):
         cwd=folder, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     deadline = time.time() + 240
-    while not list(out.glob("*/metrics.json")) and first.poll() is None and time.time() < deadline:
+    while not (list(out.glob("*/metrics.json")) and _ranks_started(out)) and first.poll() is None:
+        if time.time() > deadline:
+            break
         time.sleep(0.05)
     first.send_signal(signal.SIGTERM)  # torchrun passes it on to its workers, which die mid-job
     try:

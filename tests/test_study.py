@@ -185,7 +185,7 @@ def test_one_process_runs_decode_and_investigations_records_failures_and_logs(fo
     assert summary["results"][difference_id]["headline"]["class"] == "circle"
     markdown = (out / "summary.md").read_text()
     assert markdown.startswith("# study mixed: 3 of 4 jobs done, 1 failed") and "## failed" in markdown
-    events = [json.loads(line) for line in (out / "study.jsonl").read_text().splitlines()]
+    events = _log_events(out / "study.jsonl")
     assert [(e["event"], e.get("job")) for e in events if "job" in e] == [
         ("start", decode_id), ("done", decode_id), ("start", broken_id), ("fail", broken_id),
         ("start", difference_id), ("done", difference_id), ("start", neuron_id), ("done", neuron_id),
@@ -203,10 +203,16 @@ def _env() -> dict:
     }
 
 
+def _log_events(log: Path) -> list[dict]:
+    """The complete JSON lines of a study log (a killed rank may leave its last line half-written)."""
+    lines = log.read_text().splitlines() if log.is_file() else []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
 def _kill_leftover_ranks(log: Path) -> None:
     """SIGKILL any rank of this test's batch still alive (by the pids its study log recorded)."""
-    for line in log.read_text().splitlines() if log.is_file() else []:
-        pid = json.loads(line).get("pid") if line.endswith("}") else None
+    for event in _log_events(log):
+        pid = event.get("pid")
         cmdline = Path(f"/proc/{pid}/cmdline")
         if pid and cmdline.is_file() and b"featscope.cli" in cmdline.read_bytes():
             os.kill(pid, signal.SIGKILL)
@@ -214,11 +220,7 @@ def _kill_leftover_ranks(log: Path) -> None:
 
 def _ranks_started(out: Path) -> bool:
     """Both ranks have logged the start of a job (one may finish a job before the other starts one)."""
-    log = out / "study.jsonl"
-    if not log.is_file():
-        return False
-    lines = [line for line in log.read_text().splitlines() if line.endswith("}")]
-    return {e["rank"] for e in map(json.loads, lines) if e["event"] == "start"} == {0, 1}
+    return {e["rank"] for e in _log_events(out / "study.jsonl") if e["event"] == "start"} == {0, 1}
 
 
 def test_two_ranks_killed_after_the_first_job_then_resumed(folder):
@@ -283,7 +285,7 @@ def test_two_ranks_killed_after_the_first_job_then_resumed(folder):
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["done"], summary["failed"], summary["missing"]) == (6, [broken], [])
 
-    events = [json.loads(line) for line in (out / "study.jsonl").read_text().splitlines() if line.endswith("}")]
+    events = _log_events(out / "study.jsonl")
     second = next(i for i, e in enumerate(events) if e["event"] == "study_start" and e["world"] == 1)
     starts = [e for e in events[:second] if e["event"] == "start"]
     assert {e["rank"] for e in starts} == {0, 1} and all(e["index"] % 2 == e["rank"] for e in starts)

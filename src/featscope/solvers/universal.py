@@ -110,7 +110,7 @@ PRESETS: dict[str, UniversalConfig] = {
 
 
 def preset(name: str) -> UniversalConfig:
-    """A named setting of the universal solver (``reference``, ``fast``, ``faster``)."""
+    """A named setting of the universal solver (``reference``, ``fast``, ``faster``, ``refine``)."""
     if name not in PRESETS:
         raise FeatscopeError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
     return PRESETS[name]

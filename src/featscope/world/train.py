@@ -93,9 +93,10 @@ def train_ddpm(
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=False)
-        if state.get("prediction_type", "epsilon") != prediction_type:
+        trained = state.get("prediction_type", "epsilon")
+        if trained != prediction_type:
             raise FeatscopeError(
-                f"{ckpt} trains a {state.get('prediction_type', 'epsilon')} model, not {prediction_type}; "
+                f"{ckpt} trains a {trained} model, not {prediction_type}; "
                 "pass the same --prediction, or start a new --out folder with --init-from"
             )
         unet.load_state_dict(state["unet"])
@@ -126,7 +127,7 @@ def train_ddpm(
         lr_now = lr * min(1.0, (step + 1) / 200)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
-        target = noise if prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x0
+        target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
         loss = F.mse_loss(unet(xt, t, text(ids)).sample, target)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

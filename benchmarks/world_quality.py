@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("model", help="checkpoint.pt of `featscope world train ddpm`, or a pipeline folder")
     parser.add_argument("--samplers", nargs="+", default=["ddim:10"], help="KIND:STEPS[:SPACING]")
     parser.add_argument("--n", type=int, default=128, help="unconditional and captioned samples each")
+    parser.add_argument("--n-captioned", type=int, default=None, help="captioned samples (default: --n)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", required=True, help="JSON lines file to append to")
     args = parser.parse_args()
@@ -43,7 +44,9 @@ def main() -> None:
         if spacing:
             backbone.scheduler_config["timestep_spacing"] = spacing[0]
         tic = time.time()
-        record = evaluate_world_model(backbone, n=args.n, num_steps=int(steps), sampler=kind)
+        record = evaluate_world_model(
+            backbone, n=args.n, n_captioned=args.n_captioned, num_steps=int(steps), sampler=kind
+        )
         record.update(
             sampler=kind,
             timestep_spacing=backbone.scheduler_config.get("timestep_spacing"),
@@ -53,12 +56,13 @@ def main() -> None:
         )
         with open(args.out, "a") as handle:
             handle.write(json.dumps(record) + "\n")
-        per = record["caption_match_per_attribute"]
-        print(
-            f"{spec}: valid {record['valid_rate']:.1%}, caption match {record['caption_match_rate']:.1%} "
-            f"({', '.join(f'{k} {v:.0%}' for k, v in per.items())}), gaps "
-            f"{', '.join(f'{k} {v:.0f}' for k, v in record['max_frequency_gap_points'].items())}"
-        )
+        caption = ""
+        if record["caption_match_rate"] is not None:
+            per = ", ".join(f"{k} {v:.0%}" for k, v in record["caption_match_per_attribute"].items())
+            caption = f", caption match {record['caption_match_rate']:.1%} ({per})"
+        gaps = ", ".join(f"{k} {v:.0f}" for k, v in record["max_frequency_gap_points"].items())
+        noise = ", ".join(f"{v:.0f}" for v in record["sampling_noise_gap_points"].values())
+        print(f"{spec}: valid {record['valid_rate']:.1%}{caption}, gaps {gaps} (noise {noise})")
 
 
 if __name__ == "__main__":

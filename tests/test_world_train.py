@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError
-from featscope.world.train import export_ddpm, train_ddpm
+from featscope.world.render import generate
+from featscope.world.train import _dropped_captions, export_ddpm, train_ddpm
 
 SMALL = {"batch_size": 2, "pool_size": 8, "quiet": True, "checkpoint_every": 1}
 
@@ -39,5 +41,36 @@ def test_v_prediction_fine_tune_exports_a_model_that_samples_from_pure_noise(tmp
     assert backbone.prediction_type == "v_prediction"
     scheduler = backbone.make_scheduler("ddim", 10)
     assert int(scheduler.timesteps[0]) == 999  # trailing spacing starts at pure noise
+    with pytest.raises(FeatscopeError, match="drop --init-from"):
+        train_ddpm(tmp_path / "v", 2, prediction_type="v_prediction", init_from=tmp_path / "other.pt", **SMALL)
     eps_backbone = load_backbone(f"pixel:{export_ddpm(base, tmp_path / 'export-eps')}")
     assert int(eps_backbone.make_scheduler("ddim", 10).timesteps[0]) == 900
+
+
+def test_caption_dropout_sets_the_share_of_empty_captions():
+    _, records = generate(400, 0)
+    for dropout in (0.0, 0.4, 1.0):
+        captions = _dropped_captions(records, np.random.default_rng(0), dropout)
+        empty = sum(c == "" for c in captions) / len(captions)
+        assert abs(empty - dropout) < 0.06, (dropout, empty)
+    with pytest.raises(FeatscopeError, match="not a share"):
+        train_ddpm("unused", 1, caption_dropout=1.5, **SMALL)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_training_target_and_noise_prediction_invert_each_other(prediction_type):
+    backbone = load_backbone("world:ddpm")
+    backbone.scheduler_config["prediction_type"] = prediction_type
+    gen = torch.Generator().manual_seed(0)
+    z0, noise = torch.randn(4, 3, 8, 8, generator=gen), torch.randn(4, 3, 8, 8, generator=gen)
+    t = torch.tensor([0, 250, 600, 900])
+    a = backbone.alphas_cumprod[t].view(-1, 1, 1, 1)
+    z_t = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    perfect = backbone.training_target(z0, noise, t)  # what a perfect UNet outputs
+    eps = backbone.eps_from_output(perfect, z_t, t)
+    torch.testing.assert_close(eps, noise, rtol=1e-4, atol=1e-4)
+    x0 = torch.stack([backbone.x0_from_eps(z_t[i : i + 1], int(t[i]), eps[i : i + 1])[0] for i in range(4)])
+    torch.testing.assert_close(x0, z0, rtol=1e-3, atol=1e-3)
+    if prediction_type == "v_prediction":  # v = sqrt(abar) eps - sqrt(1 - abar) x0, the diffusers definition
+        scheduler = backbone.make_scheduler("ddpm", 10)
+        torch.testing.assert_close(perfect, scheduler.get_velocity(z0, noise, t))

@@ -374,6 +374,13 @@ def _world_parser(sub) -> None:
         metavar="CHECKPOINT",
         help="ddpm: start a new run from this checkpoint's EMA weights (e.g. fine-tune epsilon into v_prediction)",
     )
+    t.add_argument(
+        "--caption-dropout",
+        type=float,
+        default=0.15,
+        help="ddpm: share of training captions left empty, which teaches unconditional sampling, for the steps "
+        "this call runs (default: %(default)s)",
+    )
     t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
     t.add_argument("--quiet", action="store_true")
 
@@ -397,6 +404,7 @@ def _run_world(args: argparse.Namespace) -> int:
             quiet=args.quiet,
             prediction_type=args.prediction,
             init_from=args.init_from,
+            caption_dropout=args.caption_dropout,
         )
         print(f"checkpoint {ckpt}")
         if args.export:

@@ -83,11 +83,22 @@ class Backbone(nn.Module):
             t = torch.tensor(t, device=z_t.device)
         t = t.expand(z_t.shape[0]) if t.dim() == 0 else t
         kwargs = {"encoder_hidden_states": cond.to(self.dtype)} if cond is not None else {}
-        out = self.unet(z_t.to(self.dtype), t, **kwargs).sample.to(z_t.dtype)
-        if self.prediction_type == "v_prediction":
-            a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(z_t.dtype)
-            out = a.sqrt() * out + (1 - a).sqrt() * z_t
-        return out
+        return self.eps_from_output(self.unet(z_t.to(self.dtype), t, **kwargs).sample.to(z_t.dtype), z_t, t)
+
+    def eps_from_output(self, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet's output as a noise prediction: v-prediction models' v = sqrt(abar) eps - sqrt(1 - abar) x0
+        becomes eps = sqrt(abar) v + sqrt(1 - abar) z_t; epsilon models' output is returned as it is."""
+        if self.prediction_type != "v_prediction":
+            return output
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(z_t.dtype)
+        return a.sqrt() * output + (1 - a).sqrt() * z_t
+
+    def training_target(self, z0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What the UNet learns to output for z_t = sqrt(abar) z0 + sqrt(1 - abar) noise: the noise, or v."""
+        if self.prediction_type != "v_prediction":
+            return noise
+        a = self.alphas_cumprod[t].view(-1, 1, 1, 1).to(z0.dtype)
+        return a.sqrt() * noise - (1 - a).sqrt() * z0
 
     def x0_from_eps(self, z_t: torch.Tensor, t: int, eps: torch.Tensor) -> torch.Tensor:
         """x0 estimate: (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""

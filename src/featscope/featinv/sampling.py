@@ -32,14 +32,6 @@ def controlled_output(
     ).sample.to(z.dtype)
 
 
-def to_eps(backbone: Backbone, output: torch.Tensor, z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """Noise prediction from the UNet's output (v-prediction converted)."""
-    if backbone.prediction_type != "v_prediction":
-        return output
-    a = backbone.alphas_cumprod[t].view(-1, 1, 1, 1).to(z.dtype)
-    return a.sqrt() * output + (1 - a).sqrt() * z
-
-
 def initial_noise(backbone: Backbone, generators: list[torch.Generator]) -> torch.Tensor:
     """One seeded noise state per sample: a sample's image does not depend on its batch."""
     shape = backbone.latent_shape
@@ -81,9 +73,8 @@ def sample(
     for i, t in enumerate(tqdm(scheduler.timesteps, disable=quiet, desc="featinv reconstruct")):
         z_in = z.repeat(len(texts), 1, 1, 1)
         step = torch.full((z_in.shape[0],), int(t), device=z.device, dtype=torch.long)
-        eps = to_eps(
-            backbone, controlled_output(model, backbone, z_in, step, text, control, conditioning_scale), z_in, step
-        )
+        output = controlled_output(model, backbone, z_in, step, text, control, conditioning_scale)
+        eps = backbone.eps_from_output(output, z_in, step)
         if guided:
             uncond, cond = eps.chunk(2)
             eps = uncond + guidance_scale * (cond - uncond)

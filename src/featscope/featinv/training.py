@@ -78,7 +78,7 @@ class Trainer:
         drop = plan.drop.to(device)
         features = features * (~drop).view(-1, *[1] * (features.dim() - 1))
         text = torch.where(drop.view(-1, 1, 1), self.empty, self.prompt)
-        target = noise if backbone.prediction_type != "v_prediction" else a.sqrt() * noise - (1 - a).sqrt() * z0
+        target = backbone.training_target(z0, noise, t)
         output = controlled_output(model, backbone, z_t, t, text, features)
         return F.mse_loss(output.float(), target)
 

@@ -23,49 +23,61 @@ def evaluate_world_model(
     sampler: str = "ddim",
     batch: int = 64,
     guidance_scale: float = 1.0,
+    n_captioned: int | None = None,
 ) -> dict:
-    """Sample ``n`` unconditional and ``n`` captioned images and judge them with the oracle.
+    """Sample ``n`` unconditional and ``n_captioned`` (default ``n``) captioned images and judge them.
 
     Returns the valid rate, each attribute value's frequency among valid unconditional samples
-    with its largest gap to the uniform world frequency (in points), and the caption match rate.
+    with its largest gap to the uniform world frequency (in points) and, for scale, 1.96 standard
+    errors of one value's frequency under the world's own distribution (the gap that sampling noise
+    alone reaches 1 time in 20, per value), and the caption match rate.
     """
     device = backbone.device
+    n_captioned = n if n_captioned is None else n_captioned
     rng = np.random.default_rng(seed)
-    records = [sample_record(rng) for _ in range(n)]
+    records = [sample_record(rng) for _ in range(n_captioned)]
     uncond, captioned = [], []
-    for start in range(0, n, batch):
+    for start in range(0, max(n, n_captioned), batch):
         seeds = list(range(seed + start, seed + min(n, start + batch)))
-        gens = generators_for(seeds, device)
-        uncond += read_batch(sample(backbone, gens, num_steps=num_steps, sampler=sampler))
-        prompts = [r.caption() for r in records[start : start + len(seeds)]]
-        gens = generators_for([s + 10**6 for s in seeds], device)
-        captioned += read_batch(
-            sample(backbone, gens, prompts=prompts, num_steps=num_steps, sampler=sampler, guidance_scale=guidance_scale)
-        )
+        if seeds:
+            uncond += read_batch(sample(backbone, generators_for(seeds, device), num_steps=num_steps, sampler=sampler))
+        prompts = [r.caption() for r in records[start : start + batch]]
+        if prompts:
+            gens = generators_for([seed + start + i + 10**6 for i in range(len(prompts))], device)
+            captioned += read_batch(
+                sample(
+                    backbone, gens, prompts=prompts, num_steps=num_steps, sampler=sampler, guidance_scale=guidance_scale
+                )
+            )
     valid = [r for r in uncond if r.valid]
-    frequencies, gaps = {}, {}
+    frequencies, gaps, noise = {}, {}, {}
     for name, values in ATTRIBUTES.items():
         counts = Counter(getattr(r, name) for r in valid)
         freq = {v: counts[v] / max(1, len(valid)) for v in values}
         frequencies[name] = freq
         gaps[name] = 100 * max(abs(f - 1 / len(values)) for f in freq.values())
+        p = 1 / len(values)
+        noise[name] = 100 * 1.96 * float(np.sqrt(p * (1 - p) / max(1, len(valid))))
     hits = np.array(
         [
             [reading.valid and getattr(reading, k) == getattr(record, k) for k in ATTRIBUTES]
             for record, reading in zip(records, captioned, strict=True)
-        ]
-    )
-    per_attribute = {k: float(hits[:, i].mean()) for i, k in enumerate(ATTRIBUTES)}
+        ],
+        dtype=bool,
+    ).reshape(-1, len(ATTRIBUTES))
+    per_attribute = {k: float(hits[:, i].mean()) if len(hits) else None for i, k in enumerate(ATTRIBUTES)}
     return {
         "samples": n,
+        "captioned_samples": n_captioned,
         "num_steps": num_steps,
         "guidance_scale": guidance_scale,
         "valid_rate": len(valid) / n,
         "max_frequency_gap_points": gaps,
+        "sampling_noise_gap_points": noise,
         "frequencies": frequencies,
-        "caption_match_rate": float(hits.all(1).mean()),
+        "caption_match_rate": float(hits.all(1).mean()) if len(hits) else None,
         "caption_match_per_attribute": per_attribute,
-        "captioned_valid_rate": float(np.mean([r.valid for r in captioned])),
+        "captioned_valid_rate": float(np.mean([r.valid for r in captioned])) if captioned else None,
     }
 
 

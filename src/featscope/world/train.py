@@ -46,10 +46,10 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
 
 
-def _dropped_captions(records: list, rng: np.random.Generator) -> list[str]:
+def _dropped_captions(records: list, rng: np.random.Generator, dropout: float = CAPTION_DROPOUT) -> list[str]:
     captions = []
     for record in records:
-        if rng.random() < CAPTION_DROPOUT:
+        if rng.random() < dropout:
             captions.append("")
             continue
         kept = {k: v for k, v in record.attributes().items() if rng.random() < WORD_KEEP}
@@ -70,14 +70,18 @@ def train_ddpm(
     quiet: bool = False,
     prediction_type: str = "epsilon",
     init_from: str | Path | None = None,
+    caption_dropout: float = CAPTION_DROPOUT,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
 
     The checkpoint ``out/checkpoint.pt`` holds model, EMA, optimiser and step; calling again with a
     larger ``steps`` continues where it stopped. ``init_from`` starts a new run (fresh optimiser and
     EMA) from another checkpoint's EMA weights, e.g. to fine-tune an epsilon model into a
-    ``v_prediction`` one. Returns the checkpoint path.
+    ``v_prediction`` one. ``lr`` and ``caption_dropout`` (the share of empty captions, which trains
+    unconditional sampling) apply to the steps this call runs. Returns the checkpoint path.
     """
+    if not 0 <= caption_dropout <= 1:
+        raise FeatscopeError(f"caption dropout {caption_dropout} is not a share; pass a value in [0, 1]")
     if prediction_type not in PREDICTION_TYPES:
         raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
     out = Path(out)
@@ -99,6 +103,11 @@ def train_ddpm(
                 f"{ckpt} trains a {trained} model, not {prediction_type}; "
                 "pass the same --prediction, or start a new --out folder with --init-from"
             )
+        if init_from is not None and str(init_from) != state.get("init_from"):
+            raise FeatscopeError(
+                f"{ckpt} already holds a run, so --init-from {init_from} would be ignored; "
+                "drop --init-from to resume it, or pick a new --out folder"
+            )
         unet.load_state_dict(state["unet"])
         text.load_state_dict(state["text"])
         optimizer.load_state_dict(state["optimizer"])
@@ -119,7 +128,7 @@ def train_ddpm(
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         idx = torch.from_numpy(rng.choice(pool_size, batch_size, replace=False))
         x0 = pool[idx]
-        ids = tokenize(_dropped_captions([records[i] for i in idx.tolist()], rng))
+        ids = tokenize(_dropped_captions([records[i] for i in idx.tolist()], rng, caption_dropout))
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -135,7 +144,8 @@ def train_ddpm(
         optimizer.step()
         ema.step(params)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        log.write(json.dumps({"step": step + 1, "loss": loss.item(), "lr": lr_now, "time": time.time() - tic}) + "\n")
+        record = {"step": step + 1, "loss": loss.item(), "lr": lr_now, "caption_dropout": caption_dropout}
+        log.write(json.dumps({**record, "time": time.time() - tic}) + "\n")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             log.flush()
             atomic_torch_save(
@@ -150,6 +160,7 @@ def train_ddpm(
                     "lr": lr,
                     "prediction_type": prediction_type,
                     "init_from": None if init_from is None else str(init_from),
+                    "caption_dropout": caption_dropout,
                 },
                 ckpt,
             )
@@ -180,7 +191,7 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     build_world_scheduler(prediction_type).save_pretrained(folder / "scheduler")
     text.save(folder / "text_encoder")
-    keys = ("step", "seed", "batch_size", "lr", "prediction_type", "init_from")
+    keys = ("step", "seed", "batch_size", "lr", "prediction_type", "init_from", "caption_dropout")
     (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))
     return folder
 

@@ -16,6 +16,7 @@ from featscope.cli import main
 from featscope.errors import FeatscopeError
 from featscope.featinv.features import detect_layout, from_grid, to_grid
 from featscope.featinv.metrics import ssim
+from featscope.featinv.world import embedded_folder
 from featscope.targets import save_feature
 from featscope.world.render import generate
 
@@ -195,8 +196,8 @@ def test_reconstruct_eval_and_steer_on_the_world(world_model, tmp_path):
     assert len(json.loads((tmp_path / "steer" / "metrics.json").read_text())["cosine_median_to_edited"]) == 3
 
 
-def test_steer_at_strength_zero_is_the_plain_reconstruction(world_model):
-    model = featinv.load_model(world_model)
+def test_steer_at_strength_zero_is_the_plain_reconstruction():
+    model = featinv.load_model(embedded_folder())  # trained: an edit of its features shows in the image
     images = torch.from_numpy(generate(2, seed=12)[0]).permute(0, 3, 1, 2).float() / 255
     features = featinv.encode(model, images)
     settings = featinv.SampleSettings(num_steps=2, seed=3)

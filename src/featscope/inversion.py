@@ -33,10 +33,22 @@ class DDIMSchedule:
         return len(self.timesteps)
 
 
-def ddim_schedule(backbone: Backbone, num_steps: int) -> DDIMSchedule:
-    """The backbone's DDIM steps as diffusers' DDIMScheduler takes them (prev = t - T // N, final level abar_0)."""
+ZERO_SNR = 1e-4  # abar below this: a state keeps less than 1% of the image's amplitude
+FIXED_POINT_ITERATIONS = 3  # per DDIM inversion step; see ddim_invert
+
+
+def ddim_schedule(backbone: Backbone, num_steps: int, *, inverted: bool = False) -> DDIMSchedule:
+    """The backbone's DDIM steps as diffusers' DDIMScheduler takes them (prev = t - T // N, final level abar_0).
+
+    ``inverted``: the schedule of a chain between an image and its DDIM-inverted x_T (inversion, null-text
+    inversion, regeneration). Where the backbone's own schedule starts at zero SNR (v-prediction models with
+    trailing spacing start at abar ~ 2e-9), such a chain uses leading spacing instead: inverting to zero SNR
+    would keep (almost) nothing of the image in x_T.
+    """
     scheduler = backbone.make_scheduler("ddim", num_steps)
     alphas = backbone.alphas_cumprod.float()
+    if inverted and float(alphas[int(scheduler.timesteps[0])]) < ZERO_SNR:
+        scheduler = backbone.make_scheduler("ddim", num_steps, spacing="leading")
     ratio = backbone.num_train_timesteps // num_steps
     final = torch.as_tensor(float(scheduler.final_alpha_cumprod), device=alphas.device)
     timesteps = [int(t) for t in scheduler.timesteps]
@@ -78,20 +90,30 @@ def _images(image: torch.Tensor, backbone: Backbone) -> torch.Tensor:
 
 @torch.no_grad()
 def ddim_invert(
-    backbone: Backbone, image: torch.Tensor, prompt: str | list[str] = "", num_steps: int = 20
+    backbone: Backbone,
+    image: torch.Tensor,
+    prompt: str | list[str] = "",
+    num_steps: int = 20,
+    fixed_point_iterations: int = FIXED_POINT_ITERATIONS,
 ) -> list[torch.Tensor]:
     """DDIM inversion of images (B, 3, H, W) in [0, 1] with the prompt's embedding (no CFG).
 
-    Returns the num_steps + 1 states [z_0 (the encoded image), ..., z_T]: x_T is last.
+    Plain DDIM inversion moves z_{t-1} up to z_t with eps(z_{t-1}, t), an approximation of the eps(z_t, t)
+    that sampling will use to come back. ``fixed_point_iterations`` re-evaluates eps at the new z_t that
+    many times (z_t = move(z_{t-1}, eps(z_t, t))), so that sampling retraces the path; 0 is the published
+    plain inversion. Returns the num_steps + 1 states [z_0 (the encoded image), ..., z_T]: x_T is last.
     """
     images = _images(image, backbone)
-    schedule = ddim_schedule(backbone, num_steps)
+    schedule = ddim_schedule(backbone, num_steps, inverted=True)
     cond = backbone.encode_prompt(_prompts(prompt, len(images)))
     z = backbone.encode(images).float()
     latents = [z]
     for i in reversed(range(len(schedule))):
-        eps = backbone.eps(z, schedule.timesteps[i], cond)
-        z, _ = ddim_move(z, eps, schedule.abar_prev[i], schedule.abar[i])
+        t, low, high = schedule.timesteps[i], schedule.abar_prev[i], schedule.abar[i]
+        up, _ = ddim_move(z, backbone.eps(z, t, cond), low, high)
+        for _ in range(fixed_point_iterations):
+            up, _ = ddim_move(z, backbone.eps(up, t, cond), low, high)
+        z = up
         latents.append(z)
     return latents
 
@@ -120,7 +142,7 @@ def null_text_invert(
     images = _images(image, backbone)
     prompts = _prompts(prompt, len(images))
     path = ddim_invert(backbone, images, prompts, num_steps)
-    schedule = ddim_schedule(backbone, num_steps)
+    schedule = ddim_schedule(backbone, num_steps, inverted=True)
     x_t, null_texts = path[-1], []
     bar = tqdm(total=len(images) * num_steps, disable=quiet, desc="null-text inversion", dynamic_ncols=True)
     for b in range(len(images)):
@@ -181,7 +203,7 @@ def regenerate(
     (then ``num_steps`` is their number), else the empty prompt's. Returns z_0 (``backbone.decode`` it)."""
     z = x_t.to(backbone.device, torch.float32)
     num_steps = len(null_texts) if null_texts is not None else num_steps
-    schedule = ddim_schedule(backbone, num_steps)
+    schedule = ddim_schedule(backbone, num_steps, inverted=True)
     cond = backbone.encode_prompt(_prompts(prompt, len(z)))
     use_cfg = cond is not None and guidance_scale != 1.0
     uncond = null_embeddings(backbone, len(z), num_steps, null_texts) if use_cfg else None

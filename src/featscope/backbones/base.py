@@ -126,15 +126,18 @@ class Backbone(nn.Module):
         with torch.no_grad():
             return self.prompt_encoder(prompts).to(self.device)
 
-    def make_scheduler(self, kind: str, num_steps: int) -> DDPMScheduler | DDIMScheduler:
+    def make_scheduler(self, kind: str, num_steps: int, spacing: str | None = None) -> DDPMScheduler | DDIMScheduler:
         """A diffusers scheduler on this model's noise schedule: ``ddpm`` (ancestral) or ``ddim`` (eta 0).
 
         Pixel models keep their config's ``clip_sample`` (x0 clipped to the data range [-1, 1] at each step);
-        latents have no fixed range, so latent models never clip.
+        latents have no fixed range, so latent models never clip. ``spacing`` overrides the config's
+        ``timestep_spacing`` (leading, trailing, linspace).
         """
         config = {k: v for k, v in self.scheduler_config.items() if not k.startswith("_")}
         clip = bool(config.get("clip_sample", False)) and not self.is_latent
         config.update(clip_sample=clip, prediction_type="epsilon")
+        if spacing is not None:
+            config.update(timestep_spacing=spacing)
         if kind == "ddpm":
             scheduler = DDPMScheduler.from_config(config, variance_type="fixed_large")
         else:

@@ -193,7 +193,7 @@ def cross_attention_map(
     tokens = word_tokens(backbone, prompt, label)
     z = x_t.to(backbone.device, torch.float32)
     num_steps = len(null_texts) if null_texts is not None else num_steps
-    schedule = ddim_schedule(backbone, num_steps)
+    schedule = ddim_schedule(backbone, num_steps, inverted=True)
     cond = backbone.encode_prompt([prompt] * len(z))
     uncond = null_embeddings(backbone, len(z), num_steps, null_texts)
     with capture_cross_attention(backbone.unet, tokens, tuple(backbone.latent_shape[1:])) as capture:

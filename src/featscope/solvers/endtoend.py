@@ -112,9 +112,9 @@ def best_iterates(losses: torch.Tensor) -> torch.Tensor:
 class _Chain:
     """The DDIM chain with its (optionally optimised) conditioning, differentiable end to end."""
 
-    def __init__(self, backbone: Backbone, config: EndToEndConfig, cond, uncond) -> None:
+    def __init__(self, backbone: Backbone, config: EndToEndConfig, cond, uncond, inverted: bool = False) -> None:
         self.backbone, self.config = backbone, config
-        self.schedule = ddim_schedule(backbone, config.num_steps)
+        self.schedule = ddim_schedule(backbone, config.num_steps, inverted=inverted)
         self.cond, self.uncond = cond, uncond  # (B, L, D) or None; (N, B, L, D) or None
         slots = config.num_steps if config.per_timestep_deltas else 1
         self.cond_delta = torch.zeros(slots, *cond.shape, device=cond.device) if cond is not None else None
@@ -221,8 +221,9 @@ def optimize(
 ) -> EndToEndResult:
     """Minimise ``objective`` over generated images by optimising x_T and the embedding deltas.
 
-    The batch is one sample per generator (x_T drawn from it), or the rows of ``start_latent`` (an x_T,
-    e.g. from null-text inversion, with its ``null_texts`` (num_steps, 1|B, L, D)). ``generators`` also
+    The batch is one sample per generator (x_T drawn from it), or the rows of ``start_latent`` (an x_T
+    from DDIM or null-text inversion, with its ``null_texts`` (num_steps, 1|B, L, D); the chain then runs
+    on the inversion's schedule, see :func:`~featscope.inversion.ddim_schedule`). ``generators`` also
     draw the augmentation (else seeds 0..B-1 do). ``start_image`` (B|1, 3, H, W) in [0, 1] and ``mask``
     (1 = foreground) feed the regularisers; without a start image the plain sample (iteration 0) is the
     reference. Samples are independent: a sample's result does not depend on the batch it is in.
@@ -242,7 +243,7 @@ def optimize(
         uncond = null_embeddings(backbone, batch, config.num_steps, null_texts)
     elif null_texts is not None:
         raise FeatscopeError("null_texts replace the unconditional embedding of CFG: use guidance_scale > 1")
-    chain = _Chain(backbone, config, cond, uncond)
+    chain = _Chain(backbone, config, cond, uncond, inverted=start_latent is not None)
     variables = [(z_t, config.latent_lr), (chain.cond_delta, config.cond_lr), (chain.uncond_delta, config.uncond_lr)]
     groups = [{"params": [t.requires_grad_(True)], "lr": lr} for t, lr in variables if t is not None and lr > 0]
     if not groups and config.iterations > 0:

@@ -81,7 +81,7 @@ def test_files_and_results_structure(bench):
     (entry,) = report["extractors"]
     guided, unguided = entry["rows"]
     assert (guided["label"], unguided["label"]) == ("fast", "unguided (fast)")
-    assert (guided["settings"]["guidance_weight"], unguided["settings"]["guidance_weight"]) == (0.3, 0.0)
+    assert (guided["settings"]["guidance_weight"], unguided["settings"]["guidance_weight"]) == (0.1, 0.0)
     assert guided["settings"]["num_steps"] == unguided["settings"]["num_steps"] == 3
     # 3 steps, K = 1: one evaluation per step, and one after the guided update when guided
     assert (guided["network_evaluations_per_image"], unguided["network_evaluations_per_image"]) == (6, 3)

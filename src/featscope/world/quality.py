@@ -36,19 +36,19 @@ def evaluate_world_model(
     n_captioned = n if n_captioned is None else n_captioned
     rng = np.random.default_rng(seed)
     records = [sample_record(rng) for _ in range(n_captioned)]
-    uncond, captioned = [], []
-    for start in range(0, max(n, n_captioned), batch):
-        seeds = list(range(seed + start, seed + min(n, start + batch)))
-        if seeds:
-            uncond += read_batch(sample(backbone, generators_for(seeds, device), num_steps=num_steps, sampler=sampler))
-        prompts = [r.caption() for r in records[start : start + batch]]
-        if prompts:
-            gens = generators_for([seed + start + i + 10**6 for i in range(len(prompts))], device)
-            captioned += read_batch(
-                sample(
-                    backbone, gens, prompts=prompts, num_steps=num_steps, sampler=sampler, guidance_scale=guidance_scale
-                )
-            )
+
+    def readings(seeds: list[int], prompts: list[str] | None = None, **kwargs) -> list:
+        out = []
+        for start in range(0, len(seeds), batch):
+            part = prompts[start : start + batch] if prompts is not None else None
+            gens = generators_for(seeds[start : start + batch], device)
+            out += read_batch(sample(backbone, gens, prompts=part, num_steps=num_steps, sampler=sampler, **kwargs))
+        return out
+
+    uncond = readings(list(range(seed, seed + n)))
+    captioned = readings(
+        [seed + i + 10**6 for i in range(n_captioned)], [r.caption() for r in records], guidance_scale=guidance_scale
+    )
     valid = [r for r in uncond if r.valid]
     frequencies, gaps, noise = {}, {}, {}
     for name, values in ATTRIBUTES.items():

@@ -42,8 +42,9 @@ def measure(args: argparse.Namespace) -> dict:
     apply_speed(backbone, extractor, speed)
     with torch.no_grad():
         target = extractor(torch.rand(args.batch, 3, *backbone.image_size, device=device))
-    config = UniversalConfig(sampler="ddim", num_steps=args.iterations + args.warmup, recurrence=1,
-                             guidance_weight=0.3, stop_distance=None)
+    config = UniversalConfig(
+        sampler="ddim", num_steps=args.iterations + args.warmup, recurrence=1, guidance_weight=0.3, stop_distance=None
+    )
     times: list[float] = []
     last = [time.perf_counter()]
 
@@ -56,20 +57,35 @@ def measure(args: argparse.Namespace) -> dict:
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    solve_universal(backbone, extractor, target, config, generators=generators_for(list(range(args.batch)), device),
-                    dtype=dtype, callback=tick, quiet=True)
-    timed = times[args.warmup:]
+    solve_universal(
+        backbone,
+        extractor,
+        target,
+        config,
+        generators=generators_for(list(range(args.batch)), device),
+        dtype=dtype,
+        callback=tick,
+        quiet=True,
+    )
+    timed = times[args.warmup :]
     per_iteration = sorted(timed)[len(timed) // 2]
     return {
-        "backbone": args.backbone, "extractor": args.extractor, "resolution": backbone.image_size[0],
-        "dtype": args.dtype, "speed": speed.names(), "batch": args.batch, "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda" else f"cpu ({platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads)",
+        "backbone": args.backbone,
+        "extractor": args.extractor,
+        "resolution": backbone.image_size[0],
+        "dtype": args.dtype,
+        "speed": speed.names(),
+        "batch": args.batch,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "seconds_per_iteration_median": round(per_iteration, 4),
         "seconds_per_image_iteration": round(per_iteration / args.batch, 4),
-        "peak_memory_mb": round(peak_memory_mb(device), 1), "iterations_timed": len(timed),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "iterations_timed": len(timed),
         "warmup_seconds": round(sum(times[: args.warmup]), 2),  # includes torch.compile's one-off cost
-        "torch": str(torch.__version__), "date": time.strftime("%Y-%m-%d"),
+        "torch": str(torch.__version__),
+        "date": time.strftime("%Y-%m-%d"),
     }
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import numpy as np
 import pytest
 
 from featscope.backbones import load_backbone
-from featscope.world.quality import evaluate_world_model
+from featscope.world.oracle import read_batch
+from featscope.world.quality import evaluate_world_model, frequency_report
+from featscope.world.render import render, sample_record
 
 
 def test_quality_record_counts_unconditional_and_captioned_samples_separately():
@@ -19,3 +24,16 @@ def test_quality_record_counts_unconditional_and_captioned_samples_separately():
     assert hits == pytest.approx(round(hits))  # a share of five captioned samples
     unconditional_only = evaluate_world_model(backbone, n=2, n_captioned=0, num_steps=2)
     assert unconditional_only["caption_match_rate"] is None and unconditional_only["samples"] == 2
+
+
+def test_frequency_report_measures_gaps_to_the_world_distribution():
+    rng = np.random.default_rng(0)
+    records = [sample_record(rng) for _ in range(60)]
+    fair = frequency_report(read_batch(np.stack([render(r) for r in records])))
+    assert fair["valid_rate"] == 1.0
+    assert fair["max_frequency_gap_points"]["background"] < 20  # 60 fair draws
+    grey = [replace(r, background="grey") for r in records]
+    biased = frequency_report(read_batch(np.stack([render(r) for r in grey])))
+    assert biased["frequencies"]["background"]["grey"] == 1.0
+    assert biased["max_frequency_gap_points"]["background"] == pytest.approx(100 * 2 / 3)
+    assert biased["sampling_noise_gap_points"]["background"] == pytest.approx(196 * (2 / 9 / 60) ** 0.5)

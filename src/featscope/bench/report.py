@@ -28,8 +28,8 @@ COLUMNS = (
 def _table_row(row: dict) -> str:
     cells = [
         row["label"],
-        f"{row['relative_distance']['median']:.3f}",
-        f"{row['relative_distance']['mean']:.3f}",
+        f"{row['relative_distance']['median']:.3g}",
+        f"{row['relative_distance']['mean']:.3g}",
         f"{row['cosine']['mean']:.3f}",
         format_proportion(row["valid"]),
         *(format_proportion(row["agreement"][name]) for name in ATTRIBUTES),

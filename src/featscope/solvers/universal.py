@@ -96,13 +96,13 @@ PRESETS: dict[str, UniversalConfig] = {
     # world model of earlier releases, 0.1 on the v-prediction one, whose DDIM chains start at zero SNR).
     "fast": UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2),
     "faster": UniversalConfig(sampler="ddim", num_steps=25, guidance_weight=0.1, recurrence=2, early_recurrence=2),
-    # Close to reference's distance at under 10% of its evaluations: DDIM 100, K 1, then K 30 for the last
-    # 40 steps (1,260 iterations; searched on the embedded world with w_g 0.7, docs/speed.md; w_g 0.1 on
-    # the v-prediction world model).
+    # Closer to reference's distance at under 10% of its evaluations: DDIM 100, K 1, then K 30 for the last
+    # 40 steps (1,260 iterations). Searched on the embedded world (docs/speed.md): w_g 0.7 on the epsilon
+    # world model, 0.25 on the v-prediction one (about 2x reference's distance on 6 targets).
     "refine": UniversalConfig(
         sampler="ddim",
         num_steps=100,
-        guidance_weight=0.1,
+        guidance_weight=0.25,
         recurrence=1,
         early_recurrence=1,
         late_recurrence=30,

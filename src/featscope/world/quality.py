@@ -10,7 +10,7 @@ import torch
 from featscope.backbones.base import Backbone
 from featscope.devices import generators_for
 from featscope.sampling import sample
-from featscope.world.oracle import read_batch
+from featscope.world.oracle import OracleReading, read_batch
 from featscope.world.render import ATTRIBUTES, sample_record
 
 
@@ -27,10 +27,8 @@ def evaluate_world_model(
 ) -> dict:
     """Sample ``n`` unconditional and ``n_captioned`` (default ``n``) captioned images and judge them.
 
-    Returns the valid rate, each attribute value's frequency among valid unconditional samples
-    with its largest gap to the uniform world frequency (in points) and, for scale, 1.96 standard
-    errors of one value's frequency under the world's own distribution (the gap that sampling noise
-    alone reaches 1 time in 20, per value), and the caption match rate.
+    Returns :func:`frequency_report` of the unconditional samples and the captioned samples' match rate
+    (all five attributes as in the caption), overall and per attribute.
     """
     device = backbone.device
     n_captioned = n if n_captioned is None else n_captioned
@@ -49,15 +47,6 @@ def evaluate_world_model(
     captioned = readings(
         [seed + i + 10**6 for i in range(n_captioned)], [r.caption() for r in records], guidance_scale=guidance_scale
     )
-    valid = [r for r in uncond if r.valid]
-    frequencies, gaps, noise = {}, {}, {}
-    for name, values in ATTRIBUTES.items():
-        counts = Counter(getattr(r, name) for r in valid)
-        freq = {v: counts[v] / max(1, len(valid)) for v in values}
-        frequencies[name] = freq
-        gaps[name] = 100 * max(abs(f - 1 / len(values)) for f in freq.values())
-        p = 1 / len(values)
-        noise[name] = 100 * 1.96 * float(np.sqrt(p * (1 - p) / max(1, len(valid))))
     hits = np.array(
         [
             [reading.valid and getattr(reading, k) == getattr(record, k) for k in ATTRIBUTES]
@@ -71,13 +60,30 @@ def evaluate_world_model(
         "captioned_samples": n_captioned,
         "num_steps": num_steps,
         "guidance_scale": guidance_scale,
-        "valid_rate": len(valid) / n,
-        "max_frequency_gap_points": gaps,
-        "sampling_noise_gap_points": noise,
-        "frequencies": frequencies,
+        **frequency_report(uncond),
         "caption_match_rate": float(hits.all(1).mean()) if len(hits) else None,
         "caption_match_per_attribute": per_attribute,
         "captioned_valid_rate": float(np.mean([r.valid for r in captioned])) if captioned else None,
+    }
+
+
+def frequency_report(readings: list[OracleReading]) -> dict:
+    """Valid rate and, among the valid readings, each attribute value's frequency, the largest gap to the
+    world's uniform frequency per attribute (points), and 1.96 standard errors of one value's frequency
+    at this many samples (the gap sampling noise alone reaches 1 time in 20, per value)."""
+    valid = [r for r in readings if r.valid]
+    frequencies, gaps, noise = {}, {}, {}
+    for name, values in ATTRIBUTES.items():
+        counts = Counter(getattr(r, name) for r in valid)
+        frequencies[name] = {v: counts[v] / max(1, len(valid)) for v in values}
+        p = 1 / len(values)
+        gaps[name] = 100 * max(abs(f - p) for f in frequencies[name].values())
+        noise[name] = 100 * 1.96 * float(np.sqrt(p * (1 - p) / max(1, len(valid))))
+    return {
+        "valid_rate": len(valid) / max(1, len(readings)),
+        "max_frequency_gap_points": gaps,
+        "sampling_noise_gap_points": noise,
+        "frequencies": frequencies,
     }
 
 

@@ -28,6 +28,7 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ddim:10"], help="KIND:STEPS[:SPACING]")
     parser.add_argument("--n", type=int, default=128, help="unconditional and captioned samples each")
     parser.add_argument("--n-captioned", type=int, default=None, help="captioned samples (default: --n)")
+    parser.add_argument("--seed", type=int, default=0, help="unconditional sample i uses seed SEED + i")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", required=True, help="JSON lines file to append to")
     args = parser.parse_args()
@@ -45,10 +46,11 @@ def main() -> None:
             backbone.scheduler_config["timestep_spacing"] = spacing[0]
         tic = time.time()
         record = evaluate_world_model(
-            backbone, n=args.n, n_captioned=args.n_captioned, num_steps=int(steps), sampler=kind
+            backbone, n=args.n, n_captioned=args.n_captioned, num_steps=int(steps), sampler=kind, seed=args.seed
         )
         record.update(
             sampler=kind,
+            seed=args.seed,
             timestep_spacing=backbone.scheduler_config.get("timestep_spacing"),
             seconds=round(time.time() - tic, 1),
             model=args.model,

@@ -4,7 +4,7 @@
 
 Useful when an expensive row (the `reference` preset) ran on its own, or rows ran with different settings:
 each row keeps its own settings in results.json. The inputs must share n, seed, backbone and extractors;
-row labels must not repeat within an extractor (the earlier input's row wins otherwise: an error).
+row labels must not repeat within an extractor. A mismatch is a usage error (exit code 2).
 """
 
 from __future__ import annotations
@@ -24,12 +24,15 @@ SHARED = ("n", "seed", "backbone", "extractors")
 
 def merge(folders: list[Path]) -> tuple[dict, dict]:
     """The merged report and the decoded images of every (extractor, row label)."""
+    missing = [str(folder) for folder in folders if not (folder / RESULTS).is_file()]
+    if missing:
+        raise ValueError(f"no {RESULTS} in {', '.join(missing)}; give `featscope bench` output folders")
     reports = [json.loads((folder / RESULTS).read_text()) for folder in folders]
     first = reports[0]
     for folder, report in zip(folders[1:], reports[1:], strict=True):
         for key in SHARED:
             if report["config"][key] != first["config"][key]:
-                raise SystemExit(f"{folder}: {key} {report['config'][key]!r} differs from {first['config'][key]!r}")
+                raise ValueError(f"{folder}: {key} {report['config'][key]!r} differs from {first['config'][key]!r}")
     merged = {**first, "config": {**first["config"], "merged_from": [str(f) for f in folders]}, "extractors": []}
     merged["config"]["presets"] = [p for r in reports for p in r["config"]["presets"]]
     merged["config"]["settings"] = "per row (rows[].settings)"
@@ -40,7 +43,7 @@ def merge(folders: list[Path]) -> tuple[dict, dict]:
             for row in report["extractors"][index]["rows"]:
                 key = (entry["extractor"], row["label"])
                 if key in decoded:
-                    raise SystemExit(f"{folder}: row {row['label']!r} of {key[0]} is already in an earlier input")
+                    raise ValueError(f"{folder}: row {row['label']!r} of {key[0]} is already in an earlier input")
                 files = sorted((folder / row["images"]).glob("*.png"))
                 decoded[key] = np.stack([to_uint8(load_image(f))[0] for f in files])
                 rows.append(row)
@@ -55,7 +58,10 @@ def main() -> None:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args()
     check_out(args.out, args.overwrite)
-    report, decoded = merge(args.folders)
+    try:
+        report, decoded = merge(args.folders)
+    except ValueError as error:
+        parser.error(str(error))
     targets, _ = generate(report["config"]["n"], report["config"]["seed"])
     write_outputs(args.out, report, targets, decoded)
     print((args.out / "results.md").read_text())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 
 import numpy as np
@@ -27,25 +28,28 @@ from featscope.world.oracle import read_batch
 from featscope.world.quality import frequency_report
 
 
-def timesteps(spacing: str, steps: int, log_snr: torch.Tensor) -> list[int]:
+def timesteps(backbone: Backbone, spacing: str, steps: int) -> list[int]:
     """A decreasing timestep list starting at the last training timestep."""
+    abar = backbone.alphas_cumprod.double()
+    log_snr = torch.log(abar / (1 - abar))
     last = len(log_snr) - 1
 
     def nearest(levels: np.ndarray) -> list[int]:
         return [int(torch.argmin((log_snr - float(x)).abs())) for x in levels]
 
     if spacing == "trailing":
-        chosen = list(np.round(np.arange(last + 1, 0, -(last + 1) / steps)).astype(int) - 1)
+        chosen = [int(t) for t in backbone.make_scheduler("ddim", steps, spacing="trailing").timesteps]
     elif spacing == "logsnr":
         chosen = nearest(np.linspace(float(log_snr[last]), float(log_snr[0]), steps))
-    elif spacing.startswith("hybrid"):
+    else:
         high, split = (int(x) for x in spacing[len("hybrid") :].split("@"))
         chosen = nearest(np.linspace(float(log_snr[last]), float(log_snr[split]), high + 1)[:-1])
-        chosen += list(np.round(np.linspace(split, 0, steps - high, endpoint=False)).astype(int))
-    else:
-        raise SystemExit(f"unknown spacing {spacing!r}; use trailing, logsnr or hybridK@S")
-    chosen[0] = last
-    return [int(t) for i, t in enumerate(chosen) if i == 0 or t < min(chosen[:i])]
+        chosen += [int(t) for t in np.round(np.linspace(split, 0, steps - high, endpoint=False))]
+    kept = [last]
+    for t in chosen[1:]:
+        if t < kept[-1]:
+            kept.append(t)
+    return kept
 
 
 @torch.no_grad()
@@ -59,7 +63,7 @@ def ddim_samples(backbone: Backbone, steps: list[int], seeds: list[int], batch: 
         cond = backbone.encode_prompt([""] * len(gens)) if backbone.has_prompts else None
         for i, t in enumerate(steps):
             eps = backbone.eps(z, t, cond)
-            x0 = ((z - (1 - abar[t]).sqrt() * eps) / abar[t].sqrt()).clamp(-1, 1)
+            x0 = backbone.x0_from_eps(z, t, eps).clamp(-1, 1)
             eps = (z - abar[t].sqrt() * x0) / (1 - abar[t]).sqrt()
             a_next = abar[steps[i + 1]] if i + 1 < len(steps) else abar[0]  # DDIMScheduler(set_alpha_to_one=False)
             z = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
@@ -74,11 +78,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--n", type=int, default=256, help="unconditional samples per list")
     args = parser.parse_args()
-    backbone = load_backbone(args.model)
-    abar = backbone.alphas_cumprod.double()
-    log_snr = torch.log(abar / (1 - abar))
     for spacing in args.spacings:
-        steps = timesteps(spacing, args.steps, log_snr)
+        if spacing not in ("trailing", "logsnr") and not re.fullmatch(r"hybrid\d+@\d+", spacing):
+            parser.error(f"unknown spacing {spacing!r}; use trailing, logsnr or hybridK@S (e.g. hybrid8@900)")
+    backbone = load_backbone(args.model)
+    for spacing in args.spacings:
+        steps = timesteps(backbone, spacing, args.steps)
         tic = time.time()
         report = frequency_report(read_batch(ddim_samples(backbone, steps, list(range(args.n)))))
         report.update(spacing=spacing, steps=len(steps), timesteps=steps, n=args.n, seconds=round(time.time() - tic))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -32,8 +30,12 @@ def test_frequency_report_measures_gaps_to_the_world_distribution():
     fair = frequency_report(read_batch(np.stack([render(r) for r in records])))
     assert fair["valid_rate"] == 1.0
     assert fair["max_frequency_gap_points"]["background"] < 20  # 60 fair draws
-    grey = [replace(r, background="grey") for r in records]
-    biased = frequency_report(read_batch(np.stack([render(r) for r in grey])))
-    assert biased["frequencies"]["background"]["grey"] == 1.0
+    small_on_grey = [sample_record(rng, background="grey", size="small") for _ in range(60)]
+    blank = np.full((1, 32, 32, 3), 128, np.uint8)  # no object: unparseable, left out of the frequencies
+    biased = frequency_report(read_batch(np.concatenate([np.stack([render(r) for r in small_on_grey]), blank])))
+    assert biased["valid_rate"] == pytest.approx(60 / 61)
+    assert biased["frequencies"]["background"]["grey"] == biased["frequencies"]["size"]["small"] == 1.0
     assert biased["max_frequency_gap_points"]["background"] == pytest.approx(100 * 2 / 3)
+    assert biased["max_frequency_gap_points"]["size"] == pytest.approx(50)
     assert biased["sampling_noise_gap_points"]["background"] == pytest.approx(196 * (2 / 9 / 60) ** 0.5)
+    assert biased["sampling_noise_gap_points"]["size"] == pytest.approx(196 * (1 / 4 / 60) ** 0.5)

@@ -145,6 +145,13 @@ def test_late_refinement_schedule():
     assert [overlap.recurrence_at(i) for i in range(3)] == [5, 5, 7]  # early emphasis wins where both apply
 
 
+def test_refine_preset_stays_within_a_tenth_of_reference_evaluations():
+    refine, reference = PRESETS["refine"], PRESETS["reference"]
+    assert [refine.recurrence_at(i) for i in (0, 4, 5, 59, 60, 99)] == [8, 8, 1, 1, 30, 30]
+    assert refine.total_iterations() == 5 * 8 + 55 + 40 * 30
+    assert 10 * refine.total_iterations() <= reference.total_iterations() == 12960
+
+
 class _NaNAtFirstCall(torch.nn.Module):
     """A network whose output is NaN on its first call (a flaky guidance step)."""
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,13 @@ import torch
 from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError
 from featscope.world.render import generate
-from featscope.world.train import _dropped_captions, export_ddpm, train_ddpm
+from featscope.world.train import (
+    _dropped_captions,
+    _learning_rate,
+    _training_timesteps,
+    export_ddpm,
+    train_ddpm,
+)
 
 SMALL = {"batch_size": 2, "pool_size": 8, "quiet": True, "checkpoint_every": 1}
 
@@ -74,3 +82,34 @@ def test_training_target_and_noise_prediction_invert_each_other(prediction_type)
     if prediction_type == "v_prediction":  # v = sqrt(abar) eps - sqrt(1 - abar) x0, the diffusers definition
         scheduler = backbone.make_scheduler("ddpm", 10)
         torch.testing.assert_close(perfect, scheduler.get_velocity(z0, noise, t))
+
+
+def test_high_noise_share_moves_that_share_of_timesteps_to_the_noisier_half():
+    gen = torch.Generator().manual_seed(0)
+    for share in (0.0, 0.5, 1.0):
+        t = torch.cat([_training_timesteps(32, 1000, share, gen) for _ in range(200)])
+        assert t.min() >= 0 and t.max() < 1000
+        noisy = (t >= 500).float().mean().item()
+        assert abs(noisy - (share + (1 - share) / 2)) < 0.02, (share, noisy)
+    with pytest.raises(FeatscopeError, match="high-noise share"):
+        train_ddpm("unused", 1, high_noise_share=-0.1, **SMALL)
+
+
+def test_annealed_learning_rate_falls_from_lr_to_zero_and_resumes_on_the_same_schedule(tmp_path):
+    assert _learning_rate(1e-3, 0, 10, None) == pytest.approx(5e-6)  # warm-up
+    assert _learning_rate(1e-3, 500, 1000, None) == 1e-3
+    rates = [_learning_rate(1e-3, s, 1000, 600) for s in range(590, 1000)]
+    assert rates[:11] == [1e-3] * 10 + [pytest.approx(1e-3)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False)) and rates[-1] < 1e-7
+    assert _learning_rate(1e-3, 800, 1000, 600) == pytest.approx(5e-4)  # half way down the half cosine
+    with pytest.raises(FeatscopeError, match="anneal start"):
+        train_ddpm("unused", 3, anneal_from=3, **SMALL)
+    options = {"anneal_from": 1, "high_noise_share": 0.5, **SMALL}
+    whole = _weights(train_ddpm(tmp_path / "whole", 3, **options))
+    train_ddpm(tmp_path / "split", 2, **options)
+    split = _weights(train_ddpm(tmp_path / "split", 3, **options))
+    assert all(torch.equal(whole[k], split[k]) for k in whole)
+    plain = _weights(train_ddpm(tmp_path / "plain", 3, **SMALL))
+    assert any(not torch.equal(whole[k], plain[k]) for k in whole)
+    log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([_learning_rate(1e-3, s, 3, 1) for s in range(3)])

@@ -142,8 +142,8 @@ def _decode_parser(sub) -> None:
         choices=["reference", "fast", "faster", "refine"],
         help="reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, "
         "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = DDIM 100, "
-        "K=1, then K=30 for the last 40 steps: under 10%% of reference's evaluations, 1.4-2.7x its distance on "
-        "the embedded world (docs/speed.md) (default: fast)",
+        "K=8 for the first 5 steps, K=1, then K=30 for the last 40: 10%% of reference's evaluations, 1.2x its "
+        "median distance on 6 world targets but sometimes the wrong shape (docs/speed.md) (default: fast)",
     )
     s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
     s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")
@@ -381,6 +381,19 @@ def _world_parser(sub) -> None:
         help="ddpm: share of training captions left empty, which teaches unconditional sampling, for the steps "
         "this call runs (default: %(default)s)",
     )
+    t.add_argument(
+        "--high-noise-share",
+        type=float,
+        default=0.0,
+        help="ddpm: share of each batch trained at the noisier half of the timesteps (t >= 500), where layout "
+        "and size are decided (default: %(default)s, uniform timesteps)",
+    )
+    t.add_argument(
+        "--anneal-from",
+        type=int,
+        metavar="STEP",
+        help="ddpm: from this step, decay the learning rate along a half cosine to 0 at --steps",
+    )
     t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
     t.add_argument("--quiet", action="store_true")
 
@@ -405,6 +418,8 @@ def _run_world(args: argparse.Namespace) -> int:
             prediction_type=args.prediction,
             init_from=args.init_from,
             caption_dropout=args.caption_dropout,
+            high_noise_share=args.high_noise_share,
+            anneal_from=args.anneal_from,
         )
         print(f"checkpoint {ckpt}")
         if args.export:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -71,6 +72,8 @@ def train_ddpm(
     prediction_type: str = "epsilon",
     init_from: str | Path | None = None,
     caption_dropout: float = CAPTION_DROPOUT,
+    high_noise_share: float = 0.0,
+    anneal_from: int | None = None,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
 
@@ -78,10 +81,17 @@ def train_ddpm(
     larger ``steps`` continues where it stopped. ``init_from`` starts a new run (fresh optimiser and
     EMA) from another checkpoint's EMA weights, e.g. to fine-tune an epsilon model into a
     ``v_prediction`` one. ``lr`` and ``caption_dropout`` (the share of empty captions, which trains
-    unconditional sampling) apply to the steps this call runs. Returns the checkpoint path.
+    unconditional sampling) apply to the steps this call runs. ``high_noise_share`` of each batch
+    draws its timestep from the noisier half (t >= 500, where layout and size are decided) instead of
+    all timesteps. ``anneal_from`` decays the rate along a half cosine from ``lr`` at that step to 0
+    at ``steps`` (absolute step numbers, so a resumed call follows the same schedule).
+    Returns the checkpoint path.
     """
-    if not 0 <= caption_dropout <= 1:
-        raise FeatscopeError(f"caption dropout {caption_dropout} is not a share; pass a value in [0, 1]")
+    for name, share in (("caption dropout", caption_dropout), ("high-noise share", high_noise_share)):
+        if not 0 <= share <= 1:
+            raise FeatscopeError(f"{name} {share} is not a share; pass a value in [0, 1]")
+    if anneal_from is not None and not 0 <= anneal_from < steps:
+        raise FeatscopeError(f"anneal start {anneal_from} is not before the last step {steps}; pass a smaller one")
     if prediction_type not in PREDICTION_TYPES:
         raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
     out = Path(out)
@@ -129,11 +139,11 @@ def train_ddpm(
         idx = torch.from_numpy(rng.choice(pool_size, batch_size, replace=False))
         x0 = pool[idx]
         ids = tokenize(_dropped_captions([records[i] for i in idx.tolist()], rng, caption_dropout))
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
+        t = _training_timesteps(batch_size, scheduler.config.num_train_timesteps, high_noise_share, gen)
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        lr_now = lr * min(1.0, (step + 1) / 200)
+        lr_now = _learning_rate(lr, step, steps, anneal_from)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
         target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
@@ -144,7 +154,13 @@ def train_ddpm(
         optimizer.step()
         ema.step(params)
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        record = {"step": step + 1, "loss": loss.item(), "lr": lr_now, "caption_dropout": caption_dropout}
+        record = {
+            "step": step + 1,
+            "loss": loss.item(),
+            "lr": lr_now,
+            "caption_dropout": caption_dropout,
+            "high_noise_share": high_noise_share,
+        }
         log.write(json.dumps({**record, "time": time.time() - tic}) + "\n")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             log.flush()
@@ -161,11 +177,29 @@ def train_ddpm(
                     "prediction_type": prediction_type,
                     "init_from": None if init_from is None else str(init_from),
                     "caption_dropout": caption_dropout,
+                    "high_noise_share": high_noise_share,
+                    "anneal_from": anneal_from,
                 },
                 ckpt,
             )
     log.close()
     return ckpt
+
+
+def _training_timesteps(batch: int, num_train: int, high_noise_share: float, gen: torch.Generator) -> torch.Tensor:
+    """Uniform timesteps, except that a ``high_noise_share`` of the batch is drawn from the noisier half."""
+    t = torch.randint(0, num_train, (batch,), generator=gen)
+    high = round(batch * high_noise_share)
+    if high:
+        t[:high] = torch.randint(num_train // 2, num_train, (high,), generator=gen)
+    return t
+
+
+def _learning_rate(lr: float, step: int, steps: int, anneal_from: int | None) -> float:
+    """200 steps of linear warm-up, then ``lr``; from ``anneal_from`` a half cosine down to 0 at ``steps``."""
+    if anneal_from is not None and step >= anneal_from:
+        return lr * 0.5 * (1 + math.cos(math.pi * (step - anneal_from) / (steps - anneal_from)))
+    return lr * min(1.0, (step + 1) / 200)
 
 
 def _load_ema_weights(checkpoint: str | Path, unet: nn.Module, text: nn.Module) -> dict:
@@ -191,7 +225,17 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
     unet.save_pretrained(folder / "unet", safe_serialization=True)
     build_world_scheduler(prediction_type).save_pretrained(folder / "scheduler")
     text.save(folder / "text_encoder")
-    keys = ("step", "seed", "batch_size", "lr", "prediction_type", "init_from", "caption_dropout")
+    keys = (
+        "step",
+        "seed",
+        "batch_size",
+        "lr",
+        "prediction_type",
+        "init_from",
+        "caption_dropout",
+        "high_noise_share",
+        "anneal_from",
+    )
     (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))
     return folder
 

@@ -1,11 +1,14 @@
 """Best of R restarts of a preset on the preset-search targets, against reference's stored distances.
 
-    python benchmarks/best_of_restarts.py fast 12 --out benchmarks/preset-search-v/best-of-restarts-fast12.json
+    python benchmarks/best_of_restarts.py fast 12 --out runs/best-of-restarts-fast12.json
 
 Decodes the 6 targets of docs/speed.md (seed 0, n 2 and seed 100, n 4) R times each, restart r of target i
 from seed (target seed + i + 1000 r), so restart 0 is the bench's own run. For every R' <= R it prints the
 median over targets of the best relative distance among the first R' restarts, and its evaluations as a share
-of reference's (read from benchmarks/preset-search-v/*/reference/results.json).
+of reference's, read from the `reference` row of the shipped model's preset search
+(benchmarks/preset-search-v7250/{tuning,held-out}/presets/results.json). The stored record
+benchmarks/preset-search-v/best-of-restarts-fast12.json was made on the 5,250-step model, against that
+model's reference (benchmarks/preset-search-v/{tuning,held-out}/reference/).
 """
 
 from __future__ import annotations
@@ -24,14 +27,15 @@ from featscope.solvers.universal import preset
 from featscope.world.render import generate
 
 TARGETS = (("tuning", 0, 2), ("held-out", 100, 4))
-SEARCH = Path(__file__).parent / "preset-search-v"
+SEARCH = Path(__file__).parent / "preset-search-v7250"
 
 
 def reference_rows() -> tuple[list[float], int]:
     """Reference's relative distances on the 6 targets, in target order, and its evaluations per image."""
     distances, evaluations = [], 0
     for folder, _, _ in TARGETS:
-        row = json.loads((SEARCH / folder / "reference" / "results.json").read_text())["extractors"][0]["rows"][0]
+        rows = json.loads((SEARCH / folder / "presets" / "results.json").read_text())["extractors"][0]["rows"]
+        row = next(r for r in rows if r["label"] == "reference")
         distances += [s["relative_distance"] for s in row["samples"]]
         evaluations = row["network_evaluations_per_image"]
     return distances, evaluations

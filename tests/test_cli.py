@@ -75,6 +75,7 @@ BAD_INPUTS = {
     "tensor of the wrong shape": (["--target", "wrong_shape.pt"], "shape (7,)"),
     "not a diffusion checkpoint": (["--target", "target.png", "--backbone", "sd:random.safetensors"], "checkpoint"),
     "existing run folder": (["--target", "target.png", "--out", "existing"], "--overwrite"),
+    "candidates without a selection step": (["--target", "target.png", "--candidates", "3"], "--select-after"),
 }
 
 

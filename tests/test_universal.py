@@ -152,6 +152,39 @@ def test_refine_preset_stays_within_a_tenth_of_reference_evaluations():
     assert 10 * refine.total_iterations() <= reference.total_iterations() == 12960
 
 
+def test_candidates_are_counted_and_the_nearest_is_kept():
+    config = UniversalConfig(num_steps=4, recurrence=1, guidance_weight=0.5, candidates=3, select_after=2)
+    assert [config.rows_at(i) for i in range(4)] == [3, 3, 1, 1]
+    records = []
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    target = extractor(torch.rand(2, 3, 8, 8))
+    out = solve_universal(
+        backbone, extractor, target, config, generators=generators_for([0, 1], CPU), log=records.append, quiet=True
+    )
+    assert out.final.shape == out.best.shape == (2, 3, 8, 8) and len(out.best_where) == 2
+    assert out.evaluations == 2 * (3 * 2 + 2) == 2 * config.total_iterations()
+    (chosen,) = [r for r in records if r.get("event") == "candidates_selected"]
+    assert chosen["step"] == 1 and chosen["kept"] == [min(range(3), key=row.__getitem__) for row in chosen["distances"]]
+    assert len({d for row in chosen["distances"] for d in row}) == 6  # six different trajectories
+    alone = solve_universal(backbone, extractor, target[1:], config, generators=generators_for([1], CPU), quiet=True)
+    torch.testing.assert_close(alone.final[0], out.final[1], atol=1e-4, rtol=1e-4)
+
+
+def test_the_first_candidate_is_the_single_run_and_selection_never_does_worse():
+    single = UniversalConfig(num_steps=5, recurrence=1, guidance_weight=0.5)  # DDIM, K 1: z_T decides everything
+    records_one, records_many = [], []
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    target = extractor(torch.rand(1, 3, 8, 8))
+    for config, records in ((single, records_one), (single.with_overrides(candidates=4, select_after=5), records_many)):
+        solve_universal(
+            backbone, extractor, target, config, generators=generators_for([7], CPU), log=records.append, quiet=True
+        )
+    last_single = [r for r in records_one if r.get("step") == 4 and "distance" in r][0]["distance"][0]
+    (chosen,) = [r for r in records_many if r.get("event") == "candidates_selected"]
+    assert chosen["distances"][0][0] == pytest.approx(last_single, rel=1e-4)
+    assert min(chosen["distances"][0]) <= last_single
+
+
 class _NaNAtFirstCall(torch.nn.Module):
     """A network whose output is NaN on its first call (a flaky guidance step)."""
 
@@ -187,5 +220,9 @@ def test_non_finite_guidance_is_skipped_and_logged():
 def test_bad_settings_are_user_errors():
     with pytest.raises(FeatscopeError, match="sampler"):
         UniversalConfig(sampler="euler").validate()
+    with pytest.raises(FeatscopeError, match="select_after"):
+        UniversalConfig(candidates=4).validate()
+    with pytest.raises(FeatscopeError, match="candidates"):
+        UniversalConfig(candidates=0).validate()
     with pytest.raises(FeatscopeError, match="unknown solver setting"):
         UniversalConfig().with_overrides(wg=3)

@@ -91,8 +91,12 @@ def test_high_noise_share_moves_that_share_of_timesteps_to_the_noisier_half():
         assert t.min() >= 0 and t.max() < 1000
         noisy = (t >= 500).float().mean().item()
         assert abs(noisy - (share + (1 - share) / 2)) < 0.02, (share, noisy)
+    t = torch.cat([_training_timesteps(32, 1000, 0.5, gen, high_from=800) for _ in range(200)])
+    assert abs((t >= 800).float().mean().item() - (0.5 + 0.5 * 0.2)) < 0.02 and t.max() < 1000
     with pytest.raises(FeatscopeError, match="high-noise share"):
         train_ddpm("unused", 1, high_noise_share=-0.1, **SMALL)
+    with pytest.raises(FeatscopeError, match="high-noise start"):
+        train_ddpm("unused", 1, high_noise_from=1000, **SMALL)
 
 
 def test_annealed_learning_rate_falls_from_lr_to_zero_and_resumes_on_the_same_schedule(tmp_path):

@@ -183,6 +183,16 @@ def _decode_parser(sub) -> None:
     )
     s.add_argument("--late-steps", type=int, metavar="N", help="number of last steps with K_LATE (published: 0)")
     s.add_argument(
+        "--candidates",
+        type=int,
+        metavar="N",
+        help="trajectories started per image; the one nearest the target after --select-after steps goes on "
+        "(published: 1)",
+    )
+    s.add_argument(
+        "--select-after", type=int, metavar="STEPS", help="steps all candidates run before the nearest is kept"
+    )
+    s.add_argument(
         "--grad-clip",
         type=float,
         metavar="THR",
@@ -218,6 +228,8 @@ _GUIDANCE_KEYS = (
     "early_steps",
     "late_recurrence",
     "late_steps",
+    "candidates",
+    "select_after",
     "grad_clip",
     "loss",
 )
@@ -385,8 +397,15 @@ def _world_parser(sub) -> None:
         "--high-noise-share",
         type=float,
         default=0.0,
-        help="ddpm: share of each batch trained at the noisier half of the timesteps (t >= 500), where layout "
+        help="ddpm: share of each batch trained at the noisier timesteps (t >= --high-noise-from), where layout "
         "and size are decided (default: %(default)s, uniform timesteps)",
+    )
+    t.add_argument(
+        "--high-noise-from",
+        type=int,
+        default=500,
+        metavar="T",
+        help="ddpm: first timestep of the noisier range that --high-noise-share trains on (default: %(default)s)",
     )
     t.add_argument(
         "--anneal-from",
@@ -419,6 +438,7 @@ def _run_world(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             caption_dropout=args.caption_dropout,
             high_noise_share=args.high_noise_share,
+            high_noise_from=args.high_noise_from,
             anneal_from=args.anneal_from,
         )
         print(f"checkpoint {ckpt}")
@@ -470,6 +490,8 @@ def _bench_parser(sub) -> None:
     s.add_argument("--early-steps", type=int, metavar="N", help="number of first steps with K_EARLY")
     s.add_argument("--late-recurrence", type=int, metavar="K_LATE", help="K for the last --late-steps steps")
     s.add_argument("--late-steps", type=int, metavar="N", help="number of last steps with K_LATE")
+    s.add_argument("--candidates", type=int, metavar="N", help="trajectories per image; the nearest goes on")
+    s.add_argument("--select-after", type=int, metavar="STEPS", help="steps the candidates run before the choice")
     s.add_argument("--grad-clip", type=float, metavar="THR", help="grad_thres: clamp to mean +- THR*std; <=0 off")
     s.add_argument("--loss", choices=["l2", "cosine"], help="feature distance guided on: squared L2 or cosine")
     i = p.add_argument_group("investigation methods (--method counterfactual,difference,neuron; end-to-end solver)")

@@ -51,6 +51,8 @@ class UniversalConfig(Overridable):
     track_after_guidance: bool = True  # also score the x0 estimate after the guided update
     clamp: bool = True  # the network sees D(x0_hat) clamped to [0, 1] (straight-through); off as published
     stop_distance: float | None = None  # stop once every sample's best distance is at most this
+    candidates: int = 1  # trajectories started per image (featscope's addition; 1 as published)
+    select_after: int = 0  # after this many steps keep the candidate nearest the target, drop the others
 
     def validate(self) -> None:
         checks = [
@@ -64,6 +66,12 @@ class UniversalConfig(Overridable):
             (self.guidance_weight >= 0, "guidance weight w_g must be >= 0"),
             (self.loss in ("l2", "cosine"), f"loss must be l2 or cosine, not {self.loss!r}"),
             (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
+            (self.candidates >= 1, "candidates must be at least 1"),
+            (
+                self.candidates == 1 or 1 <= self.select_after <= self.num_steps,
+                f"with {self.candidates} candidates, pass select_after (--select-after) in 1..{self.num_steps}: "
+                "the steps they run before the nearest is kept",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -77,8 +85,13 @@ class UniversalConfig(Overridable):
             return self.late_recurrence
         return self.recurrence
 
+    def rows_at(self, step: int) -> int:
+        """Trajectories per image at sampling step ``step``: all candidates until the selection."""
+        return self.candidates if step < self.select_after else 1
+
     def total_iterations(self) -> int:
-        return sum(self.recurrence_at(i) for i in range(self.num_steps))
+        """Guided iterations per image, every candidate counted."""
+        return sum(self.recurrence_at(i) * self.rows_at(i) for i in range(self.num_steps))
 
 
 PRESETS: dict[str, UniversalConfig] = {
@@ -191,6 +204,18 @@ class _BestTracker:
             for i in idx.tolist():
                 self.where[i] = dict(where, distance=float(distance[i]))
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows (the selected candidates), in this order."""
+        self.distance = self.distance[rows.cpu()]
+        self.images = self.images[rows.to(self.images.device)] if self.images is not None else None
+        self.where = [self.where[i] for i in rows.tolist()]
+
+
+def leading_rows(distance: torch.Tensor, rows_per_image: int) -> torch.Tensor:
+    """Index of each image's candidate with the smallest distance, in a batch of consecutive candidates."""
+    distance = distance.detach().float().cpu().nan_to_num(nan=math.inf).view(-1, rows_per_image)
+    return distance.argmin(1) + torch.arange(distance.shape[0]) * rows_per_image
+
 
 def _autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
@@ -214,24 +239,29 @@ def solve_universal(
 
     ``generators`` holds one seeded generator per sample: a sample's result does not depend on
     the other samples in the batch. ``dtype`` (fp16/bf16) runs the networks under autocast; the
-    loss, the gradient rescale and the sampler state stay in fp32.
+    loss, the gradient rescale and the sampler state stay in fp32. With ``config.candidates`` > 1
+    each sample starts that many trajectories (drawn in turn from its generator) and keeps the one
+    whose x0 estimate is nearest the target after ``config.select_after`` steps; callbacks and logs
+    show each sample's leading candidate until then.
     """
     config.validate()
     device = backbone.device
     batch = target.shape[0]
-    target = target.to(device, torch.float32)
+    rows = config.candidates
+    target = target.to(device, torch.float32).repeat_interleave(rows, 0)
+    row_generators = [g for g in generators for _ in range(rows)]
     scheduler = backbone.make_scheduler(config.sampler, config.num_steps)
     timesteps = [int(t) for t in scheduler.timesteps]
     abar = backbone.alphas_cumprod.to(device)
     final_abar = torch.as_tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)), device=device)
     cond = uncond = None
     if backbone.has_prompts:
-        cond = backbone.encode_prompt([config.prompt] * batch)
+        cond = backbone.encode_prompt([config.prompt] * batch * rows)
         if config.guidance_scale != 1.0:
-            uncond = backbone.encode_prompt([""] * batch)
-    z = randn_tensor((batch, *backbone.latent_shape), generator=generators, device=device, dtype=torch.float32)
+            uncond = backbone.encode_prompt([""] * batch * rows)
+    z = randn_tensor((batch * rows, *backbone.latent_shape), generator=row_generators, device=device)
     z = z * scheduler.init_noise_sigma
-    best = _BestTracker(batch)
+    best = _BestTracker(batch * rows)
     evaluations = 0
     stopped = False
     bar = tqdm(total=config.total_iterations(), disable=quiet, desc="decode", unit="it", dynamic_ncols=True)
@@ -264,7 +294,7 @@ def solve_universal(
                 eps = predict_eps(z_in, t)
                 x0 = backbone.x0_from_eps(z_in, t, eps)
                 dist, images = distance_of(x0)
-            evaluations += 1
+            evaluations += rows
             best.update(dist, images, step=i, timestep=t, k=k, after_guidance=False)
             eps = eps.detach()
             if config.guidance_weight > 0:
@@ -276,21 +306,21 @@ def solve_universal(
                 grad_norm = grad.flatten(1).norm(dim=1)
                 skipped = int((~finite).sum())
             else:
-                eps_guided, grad_norm, skipped = eps, torch.zeros(batch), 0
+                eps_guided, grad_norm, skipped = eps, torch.zeros(z.shape[0]), 0
             z = z.detach()
             x0_guided = backbone.x0_from_eps(z, t, eps_guided)
             if config.track_after_guidance and config.guidance_weight > 0:
                 with torch.no_grad():
                     dist_after, images_after = distance_of(x0_guided)
-                evaluations += 1
+                evaluations += rows
                 best.update(dist_after, images_after, step=i, timestep=t, k=k, after_guidance=True)
-            z_prev = scheduler.step(eps_guided, t, z, generator=generators).prev_sample
+            z_prev = scheduler.step(eps_guided, t, z, generator=row_generators).prev_sample
             if k < k_steps - 1:
-                noise = randn_tensor(z.shape, generator=generators, device=device, dtype=z.dtype)
+                noise = randn_tensor(z.shape, generator=row_generators, device=device, dtype=z.dtype)
                 z = renoise(z_prev, abar_t, abar_prev, noise)
             else:
                 z = z_prev
-            bar.update(1)
+            bar.update(rows)
             bar.set_postfix(
                 step=f"{i + 1}/{len(timesteps)}",
                 dist=f"{dist.detach().mean().item():.4g}",
@@ -307,27 +337,58 @@ def solve_universal(
                         "reason": "non-finite loss or gradient",
                     }
                 )
+        shown = leading_rows(dist, rows) if rows > 1 else torch.arange(batch)
+        if rows > 1 and i == config.select_after - 1:
+            if log is not None:
+                candidate_distances = dist.detach().float().cpu().view(batch, rows).tolist()
+                log(
+                    {
+                        "event": "candidates_selected",
+                        "step": i,
+                        "kept": (shown % rows).tolist(),
+                        "distances": candidate_distances,
+                    }
+                )
+            z, target, x0_guided = z[shown.to(device)], target[shown.to(device)], x0_guided[shown.to(device)]
+            cond = cond[shown.to(device)] if cond is not None else None
+            uncond = uncond[shown.to(device)] if uncond is not None else None
+            dist, grad_norm = dist[shown.to(dist.device)], grad_norm[shown.to(grad_norm.device)]
+            best.keep(shown)
+            row_generators, rows, shown = list(generators), 1, torch.arange(batch)
         if log is not None:
             log(
                 {
                     "step": i,
                     "timestep": t,
                     "K": k_steps,
-                    "distance": dist.detach().cpu().tolist(),
-                    "best_distance": best.distance.tolist(),
-                    "grad_norm": grad_norm.cpu().tolist(),
+                    "distance": dist.detach().cpu()[shown].tolist(),
+                    "best_distance": best.distance[shown].tolist(),
+                    "grad_norm": grad_norm.cpu()[shown].tolist(),
                     "skipped": skipped,
                     "time": round(time.time() - tic, 3),
                 }
             )
         if callback is not None:
             with torch.no_grad():
-                x0_images = backbone.decode(x0_guided).float().clamp(0, 1)
-            callback(StepInfo(i, t, dist.detach().cpu(), best.distance.clone(), x0_images, grad_norm.cpu(), skipped))
-        if config.stop_distance is not None and bool((best.distance <= config.stop_distance).all()):
+                x0_images = backbone.decode(x0_guided[shown.to(device)]).float().clamp(0, 1)
+            callback(
+                StepInfo(
+                    i,
+                    t,
+                    dist.detach().cpu()[shown],
+                    best.distance[shown].clone(),
+                    x0_images,
+                    grad_norm.cpu()[shown],
+                    skipped,
+                )
+            )
+        per_image_best = best.distance.view(batch, rows).min(1).values
+        if config.stop_distance is not None and bool((per_image_best <= config.stop_distance).all()):
             stopped = True
             break
     bar.close()
+    if rows > 1:  # stopped before the selection: each image's best candidate
+        best.keep(leading_rows(best.distance, rows))
     with torch.no_grad():
         final = backbone.decode(z).float().clamp(0, 1) if not stopped else best.images.clamp(0, 1)
     return SolverOutput(

@@ -32,6 +32,7 @@ def build_world_unet() -> UNet2DConditionModel:
 
 
 PREDICTION_TYPES = ("epsilon", "v_prediction")
+NUM_TRAIN_TIMESTEPS = 1000
 
 
 def build_world_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
@@ -45,7 +46,7 @@ def build_world_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
     valid sample of the 5,500-step epsilon model came out on the grey background).
     """
     return DDPMScheduler(
-        num_train_timesteps=1000,
+        num_train_timesteps=NUM_TRAIN_TIMESTEPS,
         beta_schedule="squaredcos_cap_v2",
         prediction_type=prediction_type,
         clip_sample=True,

@@ -19,6 +19,7 @@ from featscope.errors import FeatscopeError
 from featscope.runs import atomic_torch_save
 from featscope.world.models import (
     CLASSIFIER_TASKS,
+    NUM_TRAIN_TIMESTEPS,
     PREDICTION_TYPES,
     WorldClassifier,
     build_world_scheduler,
@@ -73,6 +74,7 @@ def train_ddpm(
     init_from: str | Path | None = None,
     caption_dropout: float = CAPTION_DROPOUT,
     high_noise_share: float = 0.0,
+    high_noise_from: int = 500,
     anneal_from: int | None = None,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
@@ -82,14 +84,19 @@ def train_ddpm(
     EMA) from another checkpoint's EMA weights, e.g. to fine-tune an epsilon model into a
     ``v_prediction`` one. ``lr`` and ``caption_dropout`` (the share of empty captions, which trains
     unconditional sampling) apply to the steps this call runs. ``high_noise_share`` of each batch
-    draws its timestep from the noisier half (t >= 500, where layout and size are decided) instead of
-    all timesteps. ``anneal_from`` decays the rate along a half cosine from ``lr`` at that step to 0
-    at ``steps`` (absolute step numbers, so a resumed call follows the same schedule).
+    draws its timestep from t >= ``high_noise_from`` (default 500, the noisier half, where layout and
+    size are decided) instead of all timesteps. ``anneal_from`` decays the rate along a half cosine
+    from ``lr`` at that step to 0 at ``steps`` (absolute step numbers, so a resumed call follows the
+    same schedule).
     Returns the checkpoint path.
     """
     for name, share in (("caption dropout", caption_dropout), ("high-noise share", high_noise_share)):
         if not 0 <= share <= 1:
             raise FeatscopeError(f"{name} {share} is not a share; pass a value in [0, 1]")
+    if not 0 <= high_noise_from < NUM_TRAIN_TIMESTEPS:
+        raise FeatscopeError(
+            f"high-noise start {high_noise_from} is not a timestep; pass one in 0..{NUM_TRAIN_TIMESTEPS - 1}"
+        )
     if anneal_from is not None and not 0 <= anneal_from < steps:
         raise FeatscopeError(f"anneal start {anneal_from} is not before the last step {steps}; pass a smaller one")
     if prediction_type not in PREDICTION_TYPES:
@@ -139,7 +146,9 @@ def train_ddpm(
         idx = torch.from_numpy(rng.choice(pool_size, batch_size, replace=False))
         x0 = pool[idx]
         ids = tokenize(_dropped_captions([records[i] for i in idx.tolist()], rng, caption_dropout))
-        t = _training_timesteps(batch_size, scheduler.config.num_train_timesteps, high_noise_share, gen)
+        t = _training_timesteps(
+            batch_size, scheduler.config.num_train_timesteps, high_noise_share, gen, high_from=high_noise_from
+        )
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
@@ -160,6 +169,7 @@ def train_ddpm(
             "lr": lr_now,
             "caption_dropout": caption_dropout,
             "high_noise_share": high_noise_share,
+            "high_noise_from": high_noise_from,
         }
         log.write(json.dumps({**record, "time": time.time() - tic}) + "\n")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
@@ -178,6 +188,7 @@ def train_ddpm(
                     "init_from": None if init_from is None else str(init_from),
                     "caption_dropout": caption_dropout,
                     "high_noise_share": high_noise_share,
+                    "high_noise_from": high_noise_from,
                     "anneal_from": anneal_from,
                 },
                 ckpt,
@@ -186,12 +197,14 @@ def train_ddpm(
     return ckpt
 
 
-def _training_timesteps(batch: int, num_train: int, high_noise_share: float, gen: torch.Generator) -> torch.Tensor:
-    """Uniform timesteps, except that a ``high_noise_share`` of the batch is drawn from the noisier half."""
+def _training_timesteps(
+    batch: int, num_train: int, high_noise_share: float, gen: torch.Generator, high_from: int = 500
+) -> torch.Tensor:
+    """Uniform timesteps, except that a ``high_noise_share`` of the batch is drawn from [high_from, num_train)."""
     t = torch.randint(0, num_train, (batch,), generator=gen)
     high = round(batch * high_noise_share)
     if high:
-        t[:high] = torch.randint(num_train // 2, num_train, (high,), generator=gen)
+        t[:high] = torch.randint(high_from, num_train, (high,), generator=gen)
     return t
 
 
@@ -234,6 +247,7 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
         "init_from",
         "caption_dropout",
         "high_noise_share",
+        "high_noise_from",
         "anneal_from",
     )
     (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))

@@ -142,8 +142,8 @@ def _decode_parser(sub) -> None:
         choices=["reference", "fast", "faster", "refine"],
         help="reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, "
         "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = DDIM 100, "
-        "K=8 for the first 5 steps, K=1, then K=30 for the last 40: 10%% of reference's evaluations, 1.2x its "
-        "median distance on 6 world targets but sometimes the wrong shape (docs/speed.md) (default: fast)",
+        "K=8 for the first 5 steps, K=1, then K=30 for the last 40: 10%% of reference's evaluations, 1.6x its "
+        "median distance on 12 world targets but sometimes the wrong shape (docs/speed.md) (default: fast)",
     )
     s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
     s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")

@@ -112,7 +112,8 @@ PRESETS: dict[str, UniversalConfig] = {
     # Closer to reference's distance at 10% of its evaluations: DDIM 100, K 8 for the first 5 steps (early
     # emphasis), K 1, then K 30 for the last 40 steps (1,295 iterations). Searched on the embedded world
     # (docs/speed.md): on the 7,250-step world model this setting reached 1.2x reference's median distance
-    # over 6 targets, where the earlier w_g 0.25 without early emphasis lost the target's shape on 3 of 6.
+    # over 6 targets (1.6x over 12, session 8), where the earlier w_g 0.25 without early emphasis lost the
+    # target's shape on 3 of 6.
     "refine": UniversalConfig(
         sampler="ddim",
         num_steps=100,

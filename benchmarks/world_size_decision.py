@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from featscope.backbones import load_backbone
+from featscope.images import to_tensor
 from featscope.world.oracle import read_batch
 from featscope.world.render import render, sample_record
 
@@ -34,8 +35,7 @@ def main() -> None:
     backbone = load_backbone(args.model)
     rng = np.random.default_rng(7)
     records = [sample_record(rng) for _ in range(args.n)]
-    images = torch.from_numpy(np.stack([render(r) for r in records])).permute(0, 3, 1, 2).float() / 255
-    x0 = backbone.encode(images)
+    x0 = backbone.encode(to_tensor(np.stack([render(r) for r in records])))
     sizes = np.array([r.size for r in records])
     cond = backbone.encode_prompt([""] * args.n)
     scheduler = backbone.make_scheduler("ddim", 100)

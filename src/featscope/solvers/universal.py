@@ -350,10 +350,11 @@ def solve_universal(
                         "distances": candidate_distances,
                     }
                 )
-            z, target, x0_guided = z[shown.to(device)], target[shown.to(device)], x0_guided[shown.to(device)]
-            cond = cond[shown.to(device)] if cond is not None else None
-            uncond = uncond[shown.to(device)] if uncond is not None else None
-            dist, grad_norm = dist[shown.to(dist.device)], grad_norm[shown.to(grad_norm.device)]
+            keep = shown.to(device)
+            z, target, x0_guided, dist = z[keep], target[keep], x0_guided[keep], dist[keep]
+            cond = cond[keep] if cond is not None else None
+            uncond = uncond[keep] if uncond is not None else None
+            grad_norm = grad_norm[shown.to(grad_norm.device)]
             best.keep(shown)
             row_generators, rows, shown = list(generators), 1, torch.arange(batch)
         if log is not None:
@@ -383,10 +384,11 @@ def solve_universal(
                     skipped,
                 )
             )
-        per_image_best = best.distance.view(batch, rows).min(1).values
-        if config.stop_distance is not None and bool((per_image_best <= config.stop_distance).all()):
-            stopped = True
-            break
+        if config.stop_distance is not None:
+            per_image_best = best.distance.view(batch, rows).min(1).values
+            if bool((per_image_best <= config.stop_distance).all()):
+                stopped = True
+                break
     bar.close()
     if rows > 1:  # stopped before the selection: each image's best candidate
         best.keep(leading_rows(best.distance, rows))

@@ -16,6 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from featscope.errors import FeatscopeError
+from featscope.images import to_tensor
 from featscope.runs import atomic_torch_save
 from featscope.world.models import (
     CLASSIFIER_TASKS,
@@ -41,11 +42,7 @@ from featscope.world.text import WorldTextEncoder, tokenize
 DEFAULT_CLASSIFIER_STEPS = {"shape-net": 3000, "color-net": 500, "spurious-net": 300}
 CAPTION_DROPOUT = 0.15
 WORD_KEEP = 0.8
-
-
-def images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1]."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
+HIGH_NOISE_FROM = NUM_TRAIN_TIMESTEPS // 2  # the noisier half, where layout and size are decided
 
 
 def _dropped_captions(records: list, rng: np.random.Generator, dropout: float = CAPTION_DROPOUT) -> list[str]:
@@ -74,7 +71,7 @@ def train_ddpm(
     init_from: str | Path | None = None,
     caption_dropout: float = CAPTION_DROPOUT,
     high_noise_share: float = 0.0,
-    high_noise_from: int = 500,
+    high_noise_from: int = HIGH_NOISE_FROM,
     anneal_from: int | None = None,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
@@ -135,7 +132,7 @@ def train_ddpm(
         _load_ema_weights(init_from, unet, text)
     scheduler = build_world_scheduler(prediction_type)
     images, records = generate(pool_size, seed)
-    pool = images_to_tensor(images) * 2 - 1
+    pool = to_tensor(images) * 2 - 1
     alphas = scheduler.alphas_cumprod
     log = (out / "log.jsonl").open("a" if start else "w")
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train world:ddpm")
@@ -198,7 +195,7 @@ def train_ddpm(
 
 
 def _training_timesteps(
-    batch: int, num_train: int, high_noise_share: float, gen: torch.Generator, high_from: int = 500
+    batch: int, num_train: int, high_noise_share: float, gen: torch.Generator, high_from: int = HIGH_NOISE_FROM
 ) -> torch.Tensor:
     """Uniform timesteps, except that a ``high_noise_share`` of the batch is drawn from [high_from, num_train)."""
     t = torch.randint(0, num_train, (batch,), generator=gen)
@@ -269,7 +266,7 @@ def _classifier_records(task: str, n: int, rng: np.random.Generator) -> list[Wor
 def _labelled(task: str, records: list[WorldRecord]) -> tuple[torch.Tensor, torch.Tensor]:
     attribute = CLASSIFIER_TASKS[task]
     labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
-    return images_to_tensor(np.stack([render(r) for r in records])), labels
+    return to_tensor(np.stack([render(r) for r in records])), labels
 
 
 def _colour_swapped(records: list[WorldRecord], rng: np.random.Generator) -> list[WorldRecord]:

@@ -20,7 +20,7 @@ from featscope.bench.stats import format_proportion, proportion
 from featscope.cli import main
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
-from featscope.images import to_tensor
+from featscope.images import pixel_noise, to_tensor
 from featscope.losses import feature_loss
 from featscope.world.oracle import read_batch
 from featscope.world.render import ATTRIBUTES, generate
@@ -57,6 +57,18 @@ def test_wilson_interval_matches_hand_computation():
     assert wilson_interval(10, 10) == pytest.approx((0.72247, 1.0), abs=1e-5)
     assert wilson_interval(0, 0) == (0.0, 1.0)
     assert format_proportion(proportion(8, 10)) == "80% [49, 94]"
+
+
+def test_pixel_noise_is_low_on_rendered_images_and_high_on_speckle():
+    flat = np.full((1, 8, 8, 3), 120, np.uint8)
+    assert pixel_noise(flat)[0] == 0
+    one_dot = flat.copy()
+    one_dot[0, 4, 4] = 240  # a lone pixel 120 above its neighbours: 120 * 3 channels / (64 * 3) values
+    assert pixel_noise(one_dot)[0] == pytest.approx(120 / 64)
+    rendered, _ = generate(8, seed=3)
+    speckled = np.clip(rendered + np.random.default_rng(0).normal(0, 8, rendered.shape), 0, 255).astype(np.uint8)
+    clean, noisy = pixel_noise(rendered), pixel_noise(speckled)
+    assert clean.shape == (8,) and clean.max() < 2 and (noisy > 3 * clean.max()).all()
 
 
 def test_median_pair_distance_pairs_row_i_with_row_i_plus_half():
@@ -109,6 +121,8 @@ def test_distances_are_relative_to_random_pairs_and_measured_on_saved_images(ben
         assert relative == pytest.approx(distances / reference, rel=1e-4)
         assert row["relative_distance"]["median"] == pytest.approx(np.median(relative))
         assert row["relative_distance"]["mean"] == pytest.approx(np.mean(relative))
+        noise = pixel_noise(saved_images(out, row["images"]))
+        assert [s["pixel_noise"] for s in row["samples"]] == pytest.approx(noise, rel=1e-5)
 
 
 def test_agreement_counts_match_a_hand_count_of_the_oracle(bench):
@@ -173,5 +187,14 @@ def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, 
 def test_cli_help_explains_the_numbers():
     result = featscope("bench", "--help")
     assert result.returncode == 0
-    for term in ("rel. distance", "Wilson", "chance", "evals/image", "peak MB", "unguided", "--overwrite"):
+    for term in (
+        "rel. distance",
+        "Wilson",
+        "chance",
+        "pixel noise",
+        "evals/image",
+        "peak MB",
+        "unguided",
+        "--overwrite",
+    ):
         assert term in result.stdout, term

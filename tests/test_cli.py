@@ -76,6 +76,10 @@ BAD_INPUTS = {
     "not a diffusion checkpoint": (["--target", "target.png", "--backbone", "sd:random.safetensors"], "checkpoint"),
     "existing run folder": (["--target", "target.png", "--out", "existing"], "--overwrite"),
     "candidates without a selection step": (["--target", "target.png", "--candidates", "3"], "--select-after"),
+    "backward guidance after the last step": (
+        ["--target", "target.png", "--backward-steps", "5", "--backward-from", "50"],
+        "--backward-from",
+    ),
 }
 
 

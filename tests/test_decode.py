@@ -29,6 +29,24 @@ def test_guided_distance_is_at_most_half_the_unguided(family, tiny_sd_folder, ti
     assert g <= 0.5 * u, (g, u)
 
 
+def test_backward_guidance_runs_through_the_vae_and_closes_the_distance(tiny_sd_folder, target_png):
+    spec = f"sd:{tiny_sd_folder}"
+    forward = featscope.decode(target_png, backbone=spec, extractor=EXTRACTOR, quiet=True, **FAST)
+    backward = featscope.decode(
+        target_png,
+        backbone=spec,
+        extractor=EXTRACTOR,
+        quiet=True,
+        **FAST,
+        backward_steps=20,
+        backward_from=4,
+        backward_lr=0.1,
+    )
+    assert backward.metrics[0]["network_evaluations"] == forward.metrics[0]["network_evaluations"] + 4 * 2 * 20
+    f, b = forward.metrics[0]["best_distance"], backward.metrics[0]["best_distance"]
+    assert b <= 0.5 * f, (f, b)
+
+
 def test_run_folder_layout_and_reproducibility(tiny_sd_folder, target_png, tmp_path):
     kwargs = dict(backbone=f"sd:{tiny_sd_folder}", extractor=EXTRACTOR, quiet=True, seed=7, save_every=4, **FAST)
     first = featscope.decode(target_png, out=tmp_path / "a", **kwargs)

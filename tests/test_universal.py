@@ -16,6 +16,7 @@ from featscope.losses import feature_loss
 from featscope.solvers.universal import (
     PRESETS,
     UniversalConfig,
+    backward_delta,
     clamp_by_std,
     renoise,
     rescale_to,
@@ -147,9 +148,10 @@ def test_late_refinement_schedule():
 
 def test_refine_preset_stays_within_a_tenth_of_reference_evaluations():
     refine, reference = PRESETS["refine"], PRESETS["reference"]
-    assert [refine.recurrence_at(i) for i in (0, 4, 5, 59, 60, 99)] == [8, 8, 1, 1, 30, 30]
-    assert refine.total_iterations() == 5 * 8 + 55 + 40 * 30
-    assert 10 * refine.total_iterations() <= reference.total_iterations() == 12960
+    assert [refine.backward_at(i) for i in (0, 24, 25, 49)] == [0, 0, 40, 40]
+    assert refine.network_evaluations() == 50 * 2 * 2 + 25 * 2 * 40 == 2200
+    assert reference.network_evaluations() == 2 * reference.total_iterations() == 2 * 12960
+    assert 10 * refine.network_evaluations() <= reference.network_evaluations()
 
 
 def test_candidates_are_counted_and_the_nearest_is_kept():
@@ -162,7 +164,7 @@ def test_candidates_are_counted_and_the_nearest_is_kept():
         backbone, extractor, target, config, generators=generators_for([0, 1], CPU), log=records.append, quiet=True
     )
     assert out.final.shape == out.best.shape == (2, 3, 8, 8) and len(out.best_where) == 2
-    assert out.evaluations == 2 * (3 * 2 + 2) == 2 * config.total_iterations()
+    assert out.evaluations == 2 * (3 * 2 + 2) == 2 * config.total_iterations() == config.network_evaluations()
     (chosen,) = [r for r in records if r.get("event") == "candidates_selected"]
     assert chosen["step"] == 1 and chosen["kept"] == [min(range(3), key=row.__getitem__) for row in chosen["distances"]]
     assert len({d for row in chosen["distances"] for d in row}) == 6  # six different trajectories
@@ -183,6 +185,46 @@ def test_the_first_candidate_is_the_single_run_and_selection_never_does_worse():
     (chosen,) = [r for r in records_many if r.get("event") == "candidates_selected"]
     assert chosen["distances"][0][0] == pytest.approx(last_single, rel=1e-4)
     assert min(chosen["distances"][0]) <= last_single
+
+
+def test_backward_delta_descends_each_sample_on_its_own_loss():
+    centres = torch.tensor([[1.0, -2.0], [0.5, 0.0], [-1.0, 3.0]])
+
+    def distance(x: torch.Tensor) -> torch.Tensor:
+        return ((x - centres[: len(x)]) ** 2).sum(1)
+
+    x0 = torch.zeros(3, 2)
+    delta = backward_delta(x0, distance, steps=50, lr=0.1)
+    assert (distance(x0 + delta) < 0.1 * distance(x0)).all()
+    alone = backward_delta(x0[:1], distance, steps=50, lr=0.1)
+    torch.testing.assert_close(alone[0], delta[0])
+    nan_loss = backward_delta(x0, lambda x: distance(x) * float("nan"), steps=3, lr=0.1)
+    assert torch.equal(nan_loss, torch.zeros_like(x0))
+
+
+def test_backward_guidance_is_counted_and_brings_the_estimate_closer():
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    target = extractor(torch.rand(2, 3, 8, 8))
+    forward_only = UniversalConfig(num_steps=4, recurrence=2, guidance_weight=0.5)
+    with_backward = forward_only.with_overrides(backward_steps=25, backward_lr=0.05, backward_from=2)
+    assert [with_backward.backward_at(i) for i in range(4)] == [0, 0, 25, 25]
+    unguided = with_backward.with_overrides(guidance_weight=0.0)  # tracked only where backward steps run
+    assert unguided.network_evaluations() == 2 * 2 * 1 + 2 * 2 * (1 + 1 + 25)
+    out = solve_universal(backbone, extractor, target, unguided, generators=generators_for([0, 1], CPU), quiet=True)
+    assert out.evaluations == unguided.network_evaluations()
+    runs = {}
+    for name, config in (("forward", forward_only), ("backward", with_backward)):
+        records = []
+        out = solve_universal(
+            backbone, extractor, target, config, generators=generators_for([0, 1], CPU), log=records.append, quiet=True
+        )
+        runs[name] = (out, [r for r in records if "distance" in r])
+    assert runs["forward"][0].evaluations == 2 * 8 == forward_only.network_evaluations()
+    assert runs["backward"][0].evaluations == 2 * 8 + 25 * 2 * 2 == with_backward.network_evaluations()
+    for step in (0, 1):  # identical until backward guidance starts
+        assert runs["backward"][1][step]["distance"] == pytest.approx(runs["forward"][1][step]["distance"])
+    for forward_best, backward_best in zip(runs["forward"][0].best_where, runs["backward"][0].best_where, strict=True):
+        assert backward_best["distance"] < 0.5 * forward_best["distance"], (forward_best, backward_best)
 
 
 class _NaNAtFirstCall(torch.nn.Module):
@@ -224,5 +266,9 @@ def test_bad_settings_are_user_errors():
         UniversalConfig(candidates=4).validate()
     with pytest.raises(FeatscopeError, match="candidates"):
         UniversalConfig(candidates=0).validate()
+    with pytest.raises(FeatscopeError, match="backward_from"):
+        UniversalConfig(num_steps=10, backward_steps=5, backward_from=10).validate()
+    with pytest.raises(FeatscopeError, match="backward_lr"):
+        UniversalConfig(backward_steps=5, backward_lr=0).validate()
     with pytest.raises(FeatscopeError, match="unknown solver setting"):
         UniversalConfig().with_overrides(wg=3)

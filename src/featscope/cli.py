@@ -37,7 +37,10 @@ what the numbers mean (one table per extractor, one row per preset):
                   invalid image counts as a miss); chance = 1 / number of values (shape 20%, color 17%,
                   size 50%, position 11%, background 33%)
   92% [85, 96]    a rate with its 95% Wilson interval
-  evals/image     network evaluations (UNet + extractor passes) per image by the solver
+  pixel noise     mean |image - its 3x3 median| on a 0-255 scale (median over targets): speckle that
+                  optimising pixels against the network leaves (rendered targets: about 0.4)
+  evals/image     passes of the network under study per image by the solver: two per guided
+                  iteration (one with the UNet, one to track the best image), one per backward step
   s/image         wall-clock seconds per image (a batch's time / n)
   peak MB         peak memory: CUDA allocator peak on a GPU, the process's maximum resident set on a CPU
 rows: each preset, and "unguided (PRESET)": the same sampler and seeds with w_g = 0, the baseline.
@@ -141,9 +144,9 @@ def _decode_parser(sub) -> None:
         default=None,
         choices=["reference", "fast", "faster", "refine"],
         help="reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, "
-        "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = DDIM 100, "
-        "K=8 for the first 5 steps, K=1, then K=30 for the last 40: 10%% of reference's evaluations, 1.6x its "
-        "median distance on 12 world targets but sometimes the wrong shape (docs/speed.md) (default: fast)",
+        "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = fast with "
+        "backward guidance (40 Adam steps on each x0 estimate) from step 25: 8.5%% of reference's evaluations, "
+        "0.48x its median distance on 12 world targets, with more pixel noise (docs/speed.md) (default: fast)",
     )
     s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
     s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")
@@ -193,6 +196,17 @@ def _decode_parser(sub) -> None:
         "--select-after", type=int, metavar="STEPS", help="steps all candidates run before the nearest is kept"
     )
     s.add_argument(
+        "--backward-steps",
+        type=int,
+        metavar="M",
+        help="backward guidance: M Adam steps on each x0 estimate toward the target feature, each one network "
+        "evaluation (universal guidance's m; published decoder: 0)",
+    )
+    s.add_argument("--backward-lr", type=float, metavar="LR", help="Adam step size of backward guidance (0.01)")
+    s.add_argument(
+        "--backward-from", type=int, metavar="STEP", help="first sampling step with backward guidance (0 = all)"
+    )
+    s.add_argument(
         "--grad-clip",
         type=float,
         metavar="THR",
@@ -230,6 +244,9 @@ _GUIDANCE_KEYS = (
     "late_steps",
     "candidates",
     "select_after",
+    "backward_steps",
+    "backward_lr",
+    "backward_from",
     "grad_clip",
     "loss",
 )
@@ -492,6 +509,9 @@ def _bench_parser(sub) -> None:
     s.add_argument("--late-steps", type=int, metavar="N", help="number of last steps with K_LATE")
     s.add_argument("--candidates", type=int, metavar="N", help="trajectories per image; the nearest goes on")
     s.add_argument("--select-after", type=int, metavar="STEPS", help="steps the candidates run before the choice")
+    s.add_argument("--backward-steps", type=int, metavar="M", help="backward guidance: Adam steps on each x0")
+    s.add_argument("--backward-lr", type=float, metavar="LR", help="Adam step size of backward guidance")
+    s.add_argument("--backward-from", type=int, metavar="STEP", help="first sampling step with backward guidance")
     s.add_argument("--grad-clip", type=float, metavar="THR", help="grad_thres: clamp to mean +- THR*std; <=0 off")
     s.add_argument("--loss", choices=["l2", "cosine"], help="feature distance guided on: squared L2 or cosine")
     i = p.add_argument_group("investigation methods (--method counterfactual,difference,neuron; end-to-end solver)")

@@ -17,6 +17,7 @@ COLUMNS = (
     "rel. distance (median)",
     "rel. distance (mean)",
     "cosine",
+    "pixel noise",
     "valid",
     *ATTRIBUTES,
     "evals/image",
@@ -31,6 +32,7 @@ def _table_row(row: dict) -> str:
         f"{row['relative_distance']['median']:.3g}",
         f"{row['relative_distance']['mean']:.3g}",
         f"{row['cosine']['mean']:.3f}",
+        f"{row['pixel_noise']['median']:.2f}" if "pixel_noise" in row else "",
         format_proportion(row["valid"]),
         *(format_proportion(row["agreement"][name]) for name in ATTRIBUTES),
         str(row["network_evaluations_per_image"]),
@@ -76,6 +78,12 @@ def markdown(report: dict) -> str:
         f"Oracle on the targets themselves: {oracle}.",
         "",
     ]
+    if "pixel_noise_of_targets" in report:  # records written before session 9 lack it (merge_bench.py reads them)
+        lines += [
+            "Pixel noise: per image the mean |image - its 3x3 median| (0-255), median over targets; "
+            f"{report['pixel_noise_of_targets']['median']:.2f} on the targets themselves.",
+            "",
+        ]
     for entry in report["extractors"]:
         lines += _table(entry)
     return "\n".join(lines)

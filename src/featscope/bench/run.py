@@ -25,7 +25,7 @@ from featscope.devices import generators_for, peak_memory_mb, resolve_device, re
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
-from featscope.images import save_image, to_tensor, to_uint8
+from featscope.images import pixel_noise, save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featscope.solvers.universal import UniversalConfig, preset, solve_universal
@@ -136,20 +136,28 @@ def score_samples(
     distances = feature_loss(features, target_features).tolist()
     cosines = feature_cosine(features, target_features).tolist()
     readings = read_batch(decoded)
+    noise = pixel_noise(decoded).tolist()
     return [
-        _sample(i, record, reading, distance, cosine, reference)
+        _sample(i, record, reading, distance, cosine, reference, noise[i])
         for i, (record, reading, distance, cosine) in enumerate(zip(records, readings, distances, cosines, strict=True))
     ]
 
 
 def _sample(
-    i: int, record: WorldRecord, reading: OracleReading, distance: float, cosine: float, reference: float
+    i: int,
+    record: WorldRecord,
+    reading: OracleReading,
+    distance: float,
+    cosine: float,
+    reference: float,
+    noise: float,
 ) -> dict:
     return {
         "index": i,
         "distance": distance,
         "relative_distance": distance / reference,
         "cosine": cosine,
+        "pixel_noise": noise,
         "target": record.attributes(),
         "reading": reading.attributes(),
         "valid": reading.valid,
@@ -178,6 +186,7 @@ def summarise_row(row: Row, samples: list[dict], evaluations: int, seconds: floa
         "settings": asdict(row.config),
         "relative_distance": {"median": float(np.median(relative)), "mean": float(np.mean(relative))},
         "cosine": {"mean": float(np.mean([s["cosine"] for s in samples]))},
+        "pixel_noise": {"median": float(np.median([s["pixel_noise"] for s in samples]))},
         **oracle_summary(samples),
         "network_evaluations_per_image": evaluations,
         "wall_seconds_per_image": seconds / len(samples),
@@ -280,6 +289,7 @@ def run_bench(
         "config": run_config(n, seed, backbone, extractors, presets, include_unguided, settings, torch_device, dtype),
         "chance": chance_levels(),
         "oracle_on_targets": target_oracle(images, records),
+        "pixel_noise_of_targets": {"median": float(np.median(pixel_noise(images)))},
         "extractors": [],
     }
     decoded = {}

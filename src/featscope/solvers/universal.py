@@ -7,6 +7,8 @@ At each sampling step t, for k = 1..K (self-recurrence):
     d        = loss(f(D(x0_hat)), f*)                    (D: VAE decoder, f: network under study)
     g        = grad_{z_t} d,  rescaled to ||eps||, clamped to mean +- thr * std
     eps_g    = eps + w_g * g
+    Delta    = argmin over Delta of loss(f(D(x0_g + Delta)), f*), approximately: m Adam steps from 0
+    eps_g    = eps_g - sqrt(abar_t / (1 - abar_t)) Delta   (backward guidance, where m > 0; x0_g: x0 of eps_g)
     z_{t-1}  = scheduler step with eps_g               (DDPM ancestral or DDIM)
     z_t      = sqrt(abar_t / abar_{t-1}) z_{t-1} + sqrt(1 - abar_t / abar_{t-1}) n   (if k < K)
 
@@ -53,6 +55,9 @@ class UniversalConfig(Overridable):
     stop_distance: float | None = None  # stop once every sample's best distance is at most this
     candidates: int = 1  # trajectories started per image (featscope's addition; 1 as published)
     select_after: int = 0  # after this many steps keep the candidate nearest the target, drop the others
+    backward_steps: int = 0  # [m] backward guidance: Adam steps on the x0 estimate per iteration; 0 = off
+    backward_lr: float = 0.01  # Adam step size of backward guidance, in the backbone's x0 units
+    backward_from: int = 0  # first sampling step (0 = the noisiest) that runs backward guidance
 
     def validate(self) -> None:
         checks = [
@@ -67,6 +72,12 @@ class UniversalConfig(Overridable):
             (self.loss in ("l2", "cosine"), f"loss must be l2 or cosine, not {self.loss!r}"),
             (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
             (self.candidates >= 1, "candidates must be at least 1"),
+            (self.backward_steps >= 0, "backward_steps (--backward-steps, m) must be >= 0"),
+            (self.backward_lr > 0, "backward_lr (--backward-lr) must be > 0"),
+            (
+                0 <= self.backward_from < self.num_steps,
+                f"backward_from (--backward-from) must be a sampling step in 0..{self.num_steps - 1}",
+            ),
             (
                 self.candidates == 1 or 1 <= self.select_after <= self.num_steps,
                 f"with {self.candidates} candidates, pass select_after (--select-after) in 1..{self.num_steps}: "
@@ -89,9 +100,22 @@ class UniversalConfig(Overridable):
         """Trajectories per image at sampling step ``step``: all candidates until the selection."""
         return self.candidates if step < self.select_after else 1
 
+    def backward_at(self, step: int) -> int:
+        """Backward guidance steps (m) per iteration at sampling step ``step``."""
+        return self.backward_steps if step >= self.backward_from else 0
+
     def total_iterations(self) -> int:
         """Guided iterations per image, every candidate counted."""
         return sum(self.recurrence_at(i) * self.rows_at(i) for i in range(self.num_steps))
+
+    def network_evaluations(self) -> int:
+        """Network passes per image for a full run: one per iteration, one more after each guided update
+        (best-image tracking), and ``backward_at`` per iteration for backward guidance."""
+        total = 0
+        for i in range(self.num_steps):
+            tracked = self.track_after_guidance and (self.guidance_weight > 0 or self.backward_at(i) > 0)
+            total += self.recurrence_at(i) * self.rows_at(i) * (1 + tracked + self.backward_at(i))
+        return total
 
 
 PRESETS: dict[str, UniversalConfig] = {
@@ -109,20 +133,20 @@ PRESETS: dict[str, UniversalConfig] = {
     # world model of earlier releases, 0.1 on the v-prediction one, whose DDIM chains start at zero SNR).
     "fast": UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2),
     "faster": UniversalConfig(sampler="ddim", num_steps=25, guidance_weight=0.1, recurrence=2, early_recurrence=2),
-    # Closer to reference's distance at 10% of its evaluations: DDIM 100, K 8 for the first 5 steps (early
-    # emphasis), K 1, then K 30 for the last 40 steps (1,295 iterations). Searched on the embedded world
-    # (docs/speed.md): on the 7,250-step world model this setting reached 1.2x reference's median distance
-    # over 6 targets (1.6x over 12, session 8), where the earlier w_g 0.25 without early emphasis lost the
-    # target's shape on 3 of 6.
+    # Reference's distance at under 10% of its evaluations: the `fast` chain (DDIM 50, K 2, w_g 0.1), then
+    # backward guidance from step 25: 40 Adam steps at lr 0.003 on each x0 estimate (2,200 network evaluations,
+    # 8.5% of reference's). Chosen on the embedded world (docs/speed.md, session 9): 0.48x reference's median
+    # distance over 12 targets, the target's shape kept on all 12. Up to session 8 `refine` was DDIM 100 with
+    # K 8 / 1 / 30 and w_g 0.5 (1.6x reference's distance).
     "refine": UniversalConfig(
         sampler="ddim",
-        num_steps=100,
-        guidance_weight=0.5,
-        recurrence=1,
-        early_recurrence=8,
-        early_steps=5,
-        late_recurrence=30,
-        late_steps=40,
+        num_steps=50,
+        guidance_weight=0.1,
+        recurrence=2,
+        early_recurrence=2,
+        backward_steps=40,
+        backward_lr=0.003,
+        backward_from=25,
     ),
 }
 
@@ -157,6 +181,23 @@ def clamp_by_std(grad: torch.Tensor, threshold: float) -> torch.Tensor:
 def straight_through_clamp(images: torch.Tensor) -> torch.Tensor:
     """Clamp to [0, 1] in the forward pass (what a saved image holds), identity gradient backward."""
     return images + (images.clamp(0, 1) - images).detach()
+
+
+def backward_delta(
+    x0: torch.Tensor, distance: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float
+) -> torch.Tensor:
+    """Backward guidance: Delta ~ argmin_Delta distance(x0 + Delta), by ``steps`` Adam steps from 0.
+
+    ``distance`` returns one value per sample; Adam's moments are element-wise, so each sample's
+    Delta depends only on its own loss. Non-finite gradients are zeroed.
+    """
+    delta = torch.zeros_like(x0, requires_grad=True)
+    optimizer = torch.optim.Adam([delta], lr=lr)
+    for _ in range(steps):
+        (grad,) = torch.autograd.grad(distance(x0 + delta).sum(), delta)
+        delta.grad = grad.nan_to_num(0.0, 0.0, 0.0)
+        optimizer.step()
+    return delta.detach()
 
 
 def renoise(z_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -289,6 +330,7 @@ def solve_universal(
         abar_t = abar[t]
         abar_prev = abar[t_prev] if t_prev >= 0 else final_abar
         k_steps = config.recurrence_at(i)
+        m_steps = config.backward_at(i)
         for k in range(k_steps):
             z_in = z.detach().requires_grad_(config.guidance_weight > 0)
             with torch.set_grad_enabled(config.guidance_weight > 0):
@@ -310,7 +352,13 @@ def solve_universal(
                 eps_guided, grad_norm, skipped = eps, torch.zeros(z.shape[0]), 0
             z = z.detach()
             x0_guided = backbone.x0_from_eps(z, t, eps_guided)
-            if config.track_after_guidance and config.guidance_weight > 0:
+            if m_steps:
+                with torch.enable_grad():
+                    delta = backward_delta(x0_guided, lambda x: distance_of(x)[0], m_steps, config.backward_lr)
+                evaluations += rows * m_steps
+                eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
+                x0_guided = backbone.x0_from_eps(z, t, eps_guided)
+            if config.track_after_guidance and (config.guidance_weight > 0 or m_steps):
                 with torch.no_grad():
                     dist_after, images_after = distance_of(x0_guided)
                 evaluations += rows

@@ -30,6 +30,7 @@ SHORT_SETTINGS = {
     "grad_clip": "thr",
     "guidance_scale": "cfg",
     "iterations": "iters",
+    "backward_steps": "m",
 }
 
 

@@ -7,8 +7,9 @@
 Each --row is LABEL=PART,PART,... with PART = FOLDER[:ROW] (a bench output folder under --base and the row
 label inside it; without :ROW the folder's only row). Every row must list the same folders' targets in the
 same order, so target i is the same image in every row. The first row is the baseline of the ratios.
-Writes pooled.json (per row: every target's relative distance, shape agreement and pixel noise where
-recorded, the median, the ratio of medians, the targets it beats the baseline on), pooled.md and
+Writes pooled.json (per row: every target's relative distance, whether the oracle reads --attribute
+(default shape) back, pixel noise and background deviation where recorded or computable from a kept
+image; the medians, the ratio of medians, the targets it beats the baseline on), pooled.md and
 distance_vs_evaluations.png. A missing folder or row is a usage error (exit code 2).
 """
 
@@ -23,7 +24,20 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from featscope.bench.run import RESULTS
+from featscope.images import background_deviation, load_image, pixel_noise, to_uint8
 from featscope.runs import atomic_write_bytes, atomic_write_text
+from featscope.world.render import ATTRIBUTES
+
+
+def image_metric(base: Path, folder: str, row: dict, sample: dict, key: str) -> float | None:
+    """A sample's pixel noise or background deviation: from results.json, else from its saved image if kept."""
+    if key in sample:
+        return sample[key]
+    path = base / folder / row["images"] / f"{sample['index']:03d}.png"
+    if not path.is_file():
+        return None
+    image = to_uint8(load_image(path))
+    return float((pixel_noise if key == "pixel_noise" else background_deviation)(image)[0])
 
 
 def read_part(base: Path, part: str) -> tuple[dict, dict, str]:
@@ -37,7 +51,7 @@ def read_part(base: Path, part: str) -> tuple[dict, dict, str]:
     return report, rows[0], entry["extractor"]
 
 
-def pool_row(base: Path, label: str, parts: list[str]) -> dict:
+def pool_row(base: Path, label: str, parts: list[str], attribute: str) -> dict:
     """One pooled row: the per-target numbers of every part, in order."""
     targets, evaluations, extractor = [], set(), set()
     for part in parts:
@@ -49,22 +63,29 @@ def pool_row(base: Path, label: str, parts: list[str]) -> dict:
                 {
                     "set": f"{part.partition(':')[0]} (seed {report['config']['seed']}, #{sample['index']})",
                     "relative_distance": sample["relative_distance"],
-                    "shape_kept": sample["agreement"]["shape"],
-                    "pixel_noise": sample.get("pixel_noise"),
+                    "kept": sample["agreement"][attribute],
+                    "pixel_noise": image_metric(base, part.partition(":")[0], row, sample, "pixel_noise"),
+                    "background_deviation": image_metric(
+                        base, part.partition(":")[0], row, sample, "background_deviation"
+                    ),
                 }
             )
     if len(evaluations) != 1 or len(extractor) != 1:
         raise ValueError(f"row {label}: parts differ in evaluations {evaluations} or extractor {extractor}")
     distances = [t["relative_distance"] for t in targets]
     noise = [t["pixel_noise"] for t in targets if t["pixel_noise"] is not None]
+    background = [t["background_deviation"] for t in targets if t["background_deviation"] is not None]
     return {
         "label": label,
         "extractor": extractor.pop(),
         "parts": parts,
         "network_evaluations_per_image": evaluations.pop(),
         "median_relative_distance": statistics.median(distances),
-        "shape_kept": sum(t["shape_kept"] for t in targets),
-        "median_pixel_noise": statistics.median(noise) if len(noise) == len(targets) else None,
+        "attribute": attribute,
+        "kept": sum(t["kept"] for t in targets),
+        "median_pixel_noise": statistics.median(noise) if noise else None,
+        "median_background_deviation": statistics.median(background) if background else None,
+        "images_scored": len(noise),
         "targets": targets,
     }
 
@@ -89,15 +110,17 @@ def markdown(rows: list[dict]) -> str:
     n, first = len(rows[0]["targets"]), rows[0]["label"]
     lines = [
         f"| row | evaluations / image | median relative distance ({n} targets) | x {first} | nearer than {first} "
-        "| shape kept | pixel noise (median) |",
-        "|---|---|---|---|---|---|---|",
+        f"| {rows[0]['attribute']} kept | pixel noise (median) | bg dev. (median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        noise = row["median_pixel_noise"]
+        scored = "" if row["images_scored"] in (0, n) else f" ({row['images_scored']} images)"
+        noise, background = row["median_pixel_noise"], row["median_background_deviation"]
         lines.append(
             f"| {row['label']} | {row['network_evaluations_per_image']:,} | {row['median_relative_distance']:.5f} "
-            f"| {row['ratio_to_first']:.2f} | {row['nearer_than_first']}/{n} | {row['shape_kept']}/{n} "
-            f"| {'' if noise is None else f'{noise:.2f}'} |"
+            f"| {row['ratio_to_first']:.2f} | {row['nearer_than_first']}/{n} | {row['kept']}/{n} "
+            f"| {'' if noise is None else f'{noise:.2f}{scored}'} "
+            f"| {'' if background is None else f'{background:.2f}{scored}'} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -129,11 +152,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", type=Path, default=Path("."), help="folder the parts are relative to")
     parser.add_argument("--row", action="append", required=True, metavar="LABEL=PART,PART")
+    parser.add_argument("--attribute", default="shape", choices=ATTRIBUTES, help="the oracle's kept-attribute column")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     try:
         specs = [spec.split("=", 1) for spec in args.row]
-        rows = [pool_row(args.base, label, parts.split(",")) for label, parts in specs]
+        rows = [pool_row(args.base, label, parts.split(","), args.attribute) for label, parts in specs]
         compare(rows)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

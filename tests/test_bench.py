@@ -20,7 +20,7 @@ from featscope.bench.stats import format_proportion, proportion
 from featscope.cli import main
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
-from featscope.images import pixel_noise, to_tensor
+from featscope.images import background_deviation, pixel_noise, to_tensor
 from featscope.losses import feature_loss
 from featscope.world.oracle import read_batch
 from featscope.world.render import ATTRIBUTES, generate
@@ -69,6 +69,17 @@ def test_pixel_noise_is_low_on_rendered_images_and_high_on_speckle():
     speckled = np.clip(rendered + np.random.default_rng(0).normal(0, 8, rendered.shape), 0, 255).astype(np.uint8)
     clean, noisy = pixel_noise(rendered), pixel_noise(speckled)
     assert clean.shape == (8,) and clean.max() < 2 and (noisy > 3 * clean.max()).all()
+
+
+def test_background_deviation_is_zero_on_rendered_images_and_sees_blotches_and_speckle():
+    rendered, _ = generate(8, seed=3)
+    assert (background_deviation(rendered) == 0).all()  # the object and its anti-aliased edge are left out
+    blotched = rendered.astype(int)
+    blotched[:, 3:9, 3:9] += 20  # a faint low-frequency patch, which the 3x3 pixel noise barely sees
+    blotched = np.clip(blotched, 0, 255).astype(np.uint8)
+    assert (background_deviation(blotched) > 0.5).all() and (pixel_noise(blotched) < 0.5 + pixel_noise(rendered)).all()
+    speckled = np.clip(rendered + np.random.default_rng(0).normal(0, 8, rendered.shape), 0, 255).astype(np.uint8)
+    assert (background_deviation(speckled) > 3).all()
 
 
 def test_median_pair_distance_pairs_row_i_with_row_i_plus_half():
@@ -123,6 +134,8 @@ def test_distances_are_relative_to_random_pairs_and_measured_on_saved_images(ben
         assert row["relative_distance"]["mean"] == pytest.approx(np.mean(relative))
         noise = pixel_noise(saved_images(out, row["images"]))
         assert [s["pixel_noise"] for s in row["samples"]] == pytest.approx(noise, rel=1e-5)
+        background = background_deviation(saved_images(out, row["images"]))
+        assert [s["background_deviation"] for s in row["samples"]] == pytest.approx(background, rel=1e-5)
 
 
 def test_agreement_counts_match_a_hand_count_of_the_oracle(bench):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -18,6 +19,7 @@ from featscope.solvers.universal import (
     UniversalConfig,
     backward_delta,
     clamp_by_std,
+    gaussian_blur,
     renoise,
     rescale_to,
     solve_universal,
@@ -148,8 +150,8 @@ def test_late_refinement_schedule():
 
 def test_refine_preset_stays_within_a_tenth_of_reference_evaluations():
     refine, reference = PRESETS["refine"], PRESETS["reference"]
-    assert [refine.backward_at(i) for i in (0, 24, 25, 49)] == [0, 0, 40, 40]
-    assert refine.network_evaluations() == 50 * 2 * 2 + 25 * 2 * 40 == 2200
+    assert [refine.backward_at(i) for i in (0, 43, 44, 49)] == [0, 0, 80, 80]
+    assert refine.network_evaluations() == 50 * 2 * 2 + 6 * 2 * 80 == 1160
     assert reference.network_evaluations() == 2 * reference.total_iterations() == 2 * 12960
     assert 10 * refine.network_evaluations() <= reference.network_evaluations()
 
@@ -200,6 +202,26 @@ def test_backward_delta_descends_each_sample_on_its_own_loss():
     torch.testing.assert_close(alone[0], delta[0])
     nan_loss = backward_delta(x0, lambda x: distance(x) * float("nan"), steps=3, lr=0.1)
     assert torch.equal(nan_loss, torch.zeros_like(x0))
+
+
+def test_blurred_backward_delta_cannot_follow_pixel_level_detail():
+    checker = (torch.arange(8).view(-1, 1) + torch.arange(8)).remainder(2).float().mul(2).sub(1).expand(1, 3, 8, 8)
+    smooth = torch.linspace(-1, 1, 8).view(1, 1, 1, 8).expand(1, 3, 8, 8)
+
+    def distance_to(pattern: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda x: ((x - pattern) ** 2).flatten(1).sum(1)
+
+    def share_of(delta: torch.Tensor, pattern: torch.Tensor) -> float:
+        return float((delta * pattern).sum() / (pattern * pattern).sum())
+
+    x0 = torch.zeros(1, 3, 8, 8)
+    sharp = backward_delta(x0, distance_to(checker), steps=100, lr=0.05)
+    assert not sharp.requires_grad
+    blurred = backward_delta(x0, distance_to(checker), steps=100, lr=0.05, blur=1.0)
+    assert share_of(sharp, checker) > 0.9 and abs(share_of(blurred, checker)) < 0.1
+    toward_smooth = backward_delta(x0, distance_to(smooth), steps=100, lr=0.05, blur=1.0)
+    assert share_of(toward_smooth, smooth) > 0.5  # a smooth change still gets through
+    torch.testing.assert_close(gaussian_blur(smooth, 0.0), smooth)
 
 
 def test_backward_guidance_is_counted_and_brings_the_estimate_closer():
@@ -270,5 +292,7 @@ def test_bad_settings_are_user_errors():
         UniversalConfig(num_steps=10, backward_steps=5, backward_from=10).validate()
     with pytest.raises(FeatscopeError, match="backward_lr"):
         UniversalConfig(backward_steps=5, backward_lr=0).validate()
+    with pytest.raises(FeatscopeError, match="--backward-blur"):
+        UniversalConfig(backward_steps=5, backward_blur=-1).validate()
     with pytest.raises(FeatscopeError, match="unknown solver setting"):
         UniversalConfig().with_overrides(wg=3)

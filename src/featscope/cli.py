@@ -39,6 +39,8 @@ what the numbers mean (one table per extractor, one row per preset):
   92% [85, 96]    a rate with its 95% Wilson interval
   pixel noise     mean |image - its 3x3 median| on a 0-255 scale (median over targets): speckle that
                   optimising pixels against the network leaves (rendered targets: about 0.4)
+  bg dev.         mean |pixel - background colour| away from the object, 0-255 (median over targets):
+                  speckle and blotches on the flat world background (rendered targets: 0)
   evals/image     passes of the network under study per image by the solver: two per guided
                   iteration (one with the UNet, one to track the best image), one per backward step
   s/image         wall-clock seconds per image (a batch's time / n)
@@ -145,8 +147,9 @@ def _decode_parser(sub) -> None:
         choices=["reference", "fast", "faster", "refine"],
         help="reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, "
         "w_g=4, thr 3.0; 2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = fast with "
-        "backward guidance (40 Adam steps on each x0 estimate) from step 25: 8.5%% of reference's evaluations, "
-        "0.48x its median distance on 12 world targets, with more pixel noise (docs/speed.md) (default: fast)",
+        "backward guidance (80 Adam steps on each x0 estimate) in the last 6 steps: 4.5%% of reference's "
+        "evaluations, 0.32-0.63x its median distance on the world networks, with background artifacts "
+        "(docs/speed.md) (default: fast)",
     )
     s.add_argument("--sampler", choices=["ddpm", "ddim"], help="ddpm = ancestral as published, ddim = eta 0")
     s.add_argument("--steps", type=int, dest="num_steps", metavar="T", help="number of sampling steps (T)")
@@ -207,6 +210,13 @@ def _decode_parser(sub) -> None:
         "--backward-from", type=int, metavar="STEP", help="first sampling step with backward guidance (0 = all)"
     )
     s.add_argument(
+        "--backward-blur",
+        type=float,
+        metavar="SIGMA",
+        help="Gaussian blur (pixels of the x0 estimate) on the backward step's change: no pixel speckle, but "
+        "low-frequency blotches instead (featscope's; published: 0)",
+    )
+    s.add_argument(
         "--grad-clip",
         type=float,
         metavar="THR",
@@ -247,6 +257,7 @@ _GUIDANCE_KEYS = (
     "backward_steps",
     "backward_lr",
     "backward_from",
+    "backward_blur",
     "grad_clip",
     "loss",
 )
@@ -512,6 +523,7 @@ def _bench_parser(sub) -> None:
     s.add_argument("--backward-steps", type=int, metavar="M", help="backward guidance: Adam steps on each x0")
     s.add_argument("--backward-lr", type=float, metavar="LR", help="Adam step size of backward guidance")
     s.add_argument("--backward-from", type=int, metavar="STEP", help="first sampling step with backward guidance")
+    s.add_argument("--backward-blur", type=float, metavar="SIGMA", help="Gaussian blur on the backward change")
     s.add_argument("--grad-clip", type=float, metavar="THR", help="grad_thres: clamp to mean +- THR*std; <=0 off")
     s.add_argument("--loss", choices=["l2", "cosine"], help="feature distance guided on: squared L2 or cosine")
     i = p.add_argument_group("investigation methods (--method counterfactual,difference,neuron; end-to-end solver)")

@@ -18,6 +18,7 @@ COLUMNS = (
     "rel. distance (mean)",
     "cosine",
     "pixel noise",
+    "bg dev.",
     "valid",
     *ATTRIBUTES,
     "evals/image",
@@ -33,6 +34,7 @@ def _table_row(row: dict) -> str:
         f"{row['relative_distance']['mean']:.3g}",
         f"{row['cosine']['mean']:.3f}",
         f"{row['pixel_noise']['median']:.2f}" if "pixel_noise" in row else "",
+        f"{row['background_deviation']['median']:.2f}" if "background_deviation" in row else "",
         format_proportion(row["valid"]),
         *(format_proportion(row["agreement"][name]) for name in ATTRIBUTES),
         str(row["network_evaluations_per_image"]),
@@ -78,10 +80,12 @@ def markdown(report: dict) -> str:
         f"Oracle on the targets themselves: {oracle}.",
         "",
     ]
-    if "pixel_noise_of_targets" in report:  # records written before session 9 lack it (merge_bench.py reads them)
+    if "background_deviation_of_targets" in report:  # records before session 9 lack it (merge_bench.py reads them)
         lines += [
-            "Pixel noise: per image the mean |image - its 3x3 median| (0-255), median over targets; "
-            f"{report['pixel_noise_of_targets']['median']:.2f} on the targets themselves.",
+            "Pixel noise: per image the mean |image - its 3x3 median| (0-255); bg dev.: the mean |pixel - "
+            "background colour| away from the object (0-255); medians over targets. On the targets themselves: "
+            f"{report['pixel_noise_of_targets']['median']:.2f} and "
+            f"{report['background_deviation_of_targets']['median']:.2f}.",
             "",
         ]
     for entry in report["extractors"]:

@@ -25,7 +25,7 @@ from featscope.devices import generators_for, peak_memory_mb, resolve_device, re
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
-from featscope.images import pixel_noise, save_image, to_tensor, to_uint8
+from featscope.images import background_deviation, pixel_noise, save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featscope.solvers.universal import UniversalConfig, preset, solve_universal
@@ -136,9 +136,9 @@ def score_samples(
     distances = feature_loss(features, target_features).tolist()
     cosines = feature_cosine(features, target_features).tolist()
     readings = read_batch(decoded)
-    noise = pixel_noise(decoded).tolist()
+    noise, background = pixel_noise(decoded).tolist(), background_deviation(decoded).tolist()
     return [
-        _sample(i, record, reading, distance, cosine, reference, noise[i])
+        _sample(i, record, reading, distance, cosine, reference, noise[i], background[i])
         for i, (record, reading, distance, cosine) in enumerate(zip(records, readings, distances, cosines, strict=True))
     ]
 
@@ -151,6 +151,7 @@ def _sample(
     cosine: float,
     reference: float,
     noise: float,
+    background: float,
 ) -> dict:
     return {
         "index": i,
@@ -158,6 +159,7 @@ def _sample(
         "relative_distance": distance / reference,
         "cosine": cosine,
         "pixel_noise": noise,
+        "background_deviation": background,
         "target": record.attributes(),
         "reading": reading.attributes(),
         "valid": reading.valid,
@@ -187,6 +189,7 @@ def summarise_row(row: Row, samples: list[dict], evaluations: int, seconds: floa
         "relative_distance": {"median": float(np.median(relative)), "mean": float(np.mean(relative))},
         "cosine": {"mean": float(np.mean([s["cosine"] for s in samples]))},
         "pixel_noise": {"median": float(np.median([s["pixel_noise"] for s in samples]))},
+        "background_deviation": {"median": float(np.nanmedian([s["background_deviation"] for s in samples]))},
         **oracle_summary(samples),
         "network_evaluations_per_image": evaluations,
         "wall_seconds_per_image": seconds / len(samples),
@@ -290,6 +293,7 @@ def run_bench(
         "chance": chance_levels(),
         "oracle_on_targets": target_oracle(images, records),
         "pixel_noise_of_targets": {"median": float(np.median(pixel_noise(images)))},
+        "background_deviation_of_targets": {"median": float(np.nanmedian(background_deviation(images)))},
         "extractors": [],
     }
     decoded = {}

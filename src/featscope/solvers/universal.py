@@ -24,6 +24,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
+import torchvision.transforms.functional as TF
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
@@ -58,6 +59,7 @@ class UniversalConfig(Overridable):
     backward_steps: int = 0  # [m] backward guidance: Adam steps on the x0 estimate per iteration; 0 = off
     backward_lr: float = 0.01  # Adam step size of backward guidance, in the backbone's x0 units
     backward_from: int = 0  # first sampling step (0 = the noisiest) that runs backward guidance
+    backward_blur: float = 0.0  # sigma (x0 pixels) of a Gaussian blur on Delta (speckle -> blotches); 0 = off
 
     def validate(self) -> None:
         checks = [
@@ -74,6 +76,7 @@ class UniversalConfig(Overridable):
             (self.candidates >= 1, "candidates must be at least 1"),
             (self.backward_steps >= 0, "backward_steps (--backward-steps, m) must be >= 0"),
             (self.backward_lr > 0, "backward_lr (--backward-lr) must be > 0"),
+            (self.backward_blur >= 0, "backward_blur (--backward-blur) must be >= 0 (0 = no blur)"),
             (
                 0 <= self.backward_from < self.num_steps,
                 f"backward_from (--backward-from) must be a sampling step in 0..{self.num_steps - 1}",
@@ -133,20 +136,20 @@ PRESETS: dict[str, UniversalConfig] = {
     # world model of earlier releases, 0.1 on the v-prediction one, whose DDIM chains start at zero SNR).
     "fast": UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2),
     "faster": UniversalConfig(sampler="ddim", num_steps=25, guidance_weight=0.1, recurrence=2, early_recurrence=2),
-    # Reference's distance at under 10% of its evaluations: the `fast` chain (DDIM 50, K 2, w_g 0.1), then
-    # backward guidance from step 25: 40 Adam steps at lr 0.003 on each x0 estimate (2,200 network evaluations,
-    # 8.5% of reference's). Chosen on the embedded world (docs/speed.md, session 9): 0.48x reference's median
-    # distance over 12 targets, the target's shape kept on all 12. Up to session 8 `refine` was DDIM 100 with
-    # K 8 / 1 / 30 and w_g 0.5 (1.6x reference's distance).
+    # Reference's distance at under 5% of its evaluations: the `fast` chain (DDIM 50, K 2, w_g 0.1), then
+    # backward guidance in the last 6 steps: 80 Adam steps at lr 0.003 on each x0 estimate (1,160 network
+    # evaluations, 4.5% of reference's). Chosen on the embedded world (docs/speed.md, session 9): 0.32x
+    # reference's median distance over 12 targets with world:shape-net, 0.63x over 6 with world:color-net, with
+    # visible background artifacts. Up to session 8 `refine` was DDIM 100 with K 8 / 1 / 30 and w_g 0.5 (1.6x).
     "refine": UniversalConfig(
         sampler="ddim",
         num_steps=50,
         guidance_weight=0.1,
         recurrence=2,
         early_recurrence=2,
-        backward_steps=40,
+        backward_steps=80,
         backward_lr=0.003,
-        backward_from=25,
+        backward_from=44,
     ),
 }
 
@@ -183,21 +186,35 @@ def straight_through_clamp(images: torch.Tensor) -> torch.Tensor:
     return images + (images.clamp(0, 1) - images).detach()
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur each channel of (B, C, H, W) with a Gaussian of ``sigma`` pixels (kernel 2 ceil(2 sigma) + 1)."""
+    if sigma <= 0:
+        return x
+    size = 2 * math.ceil(2 * sigma) + 1
+    return TF.gaussian_blur(x, [size, size], [sigma, sigma])
+
+
 def backward_delta(
-    x0: torch.Tensor, distance: Callable[[torch.Tensor], torch.Tensor], steps: int, lr: float
+    x0: torch.Tensor,
+    distance: Callable[[torch.Tensor], torch.Tensor],
+    steps: int,
+    lr: float,
+    blur: float = 0.0,
 ) -> torch.Tensor:
     """Backward guidance: Delta ~ argmin_Delta distance(x0 + Delta), by ``steps`` Adam steps from 0.
 
-    ``distance`` returns one value per sample; Adam's moments are element-wise, so each sample's
-    Delta depends only on its own loss. Non-finite gradients are zeroed.
+    With ``blur`` > 0, Delta = G_blur * theta and Adam moves theta: Delta stays spatially smooth, so the
+    steps cannot add pixel-level speckle. ``distance`` returns one value per sample; Adam's moments are
+    element-wise, so each sample's Delta depends only on its own loss. Non-finite gradients are zeroed.
     """
-    delta = torch.zeros_like(x0, requires_grad=True)
-    optimizer = torch.optim.Adam([delta], lr=lr)
+    theta = torch.zeros_like(x0, requires_grad=True)
+    optimizer = torch.optim.Adam([theta], lr=lr)
     for _ in range(steps):
-        (grad,) = torch.autograd.grad(distance(x0 + delta).sum(), delta)
-        delta.grad = grad.nan_to_num(0.0, 0.0, 0.0)
+        (grad,) = torch.autograd.grad(distance(x0 + gaussian_blur(theta, blur)).sum(), theta)
+        theta.grad = grad.nan_to_num(0.0, 0.0, 0.0)
         optimizer.step()
-    return delta.detach()
+    with torch.no_grad():
+        return gaussian_blur(theta, blur).detach()
 
 
 def renoise(z_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -354,7 +371,9 @@ def solve_universal(
             x0_guided = backbone.x0_from_eps(z, t, eps_guided)
             if m_steps:
                 with torch.enable_grad():
-                    delta = backward_delta(x0_guided, lambda x: distance_of(x)[0], m_steps, config.backward_lr)
+                    delta = backward_delta(
+                        x0_guided, lambda x: distance_of(x)[0], m_steps, config.backward_lr, config.backward_blur
+                    )
                 evaluations += rows * m_steps
                 eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
                 x0_guided = backbone.x0_from_eps(z, t, eps_guided)

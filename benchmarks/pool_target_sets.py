@@ -29,15 +29,17 @@ from featscope.runs import atomic_write_bytes, atomic_write_text
 from featscope.world.render import ATTRIBUTES
 
 
-def image_metric(base: Path, folder: str, row: dict, sample: dict, key: str) -> float | None:
-    """A sample's pixel noise or background deviation: from results.json, else from its saved image if kept."""
-    if key in sample:
-        return sample[key]
+def image_metrics(base: Path, folder: str, row: dict, sample: dict) -> dict:
+    """A sample's pixel noise and background deviation: each from results.json where recorded, else from its
+    saved image if kept (loaded once for both), else None."""
+    metrics = {"pixel_noise": pixel_noise, "background_deviation": background_deviation}
+    values = {key: sample.get(key) for key in metrics}
     path = base / folder / row["images"] / f"{sample['index']:03d}.png"
-    if not path.is_file():
-        return None
-    image = to_uint8(load_image(path))
-    return float((pixel_noise if key == "pixel_noise" else background_deviation)(image)[0])
+    missing = [key for key, value in values.items() if value is None]
+    if missing and path.is_file():
+        image = to_uint8(load_image(path))
+        values.update({key: float(metrics[key](image)[0]) for key in missing})
+    return values
 
 
 def read_part(base: Path, part: str) -> tuple[dict, dict, str]:
@@ -55,19 +57,17 @@ def pool_row(base: Path, label: str, parts: list[str], attribute: str) -> dict:
     """One pooled row: the per-target numbers of every part, in order."""
     targets, evaluations, extractor = [], set(), set()
     for part in parts:
+        folder = part.partition(":")[0]
         report, row, spec = read_part(base, part)
         extractor.add(spec)
         evaluations.add(row["network_evaluations_per_image"])
         for sample in row["samples"]:
             targets.append(
                 {
-                    "set": f"{part.partition(':')[0]} (seed {report['config']['seed']}, #{sample['index']})",
+                    "set": f"{folder} (seed {report['config']['seed']}, #{sample['index']})",
                     "relative_distance": sample["relative_distance"],
                     "kept": sample["agreement"][attribute],
-                    "pixel_noise": image_metric(base, part.partition(":")[0], row, sample, "pixel_noise"),
-                    "background_deviation": image_metric(
-                        base, part.partition(":")[0], row, sample, "background_deviation"
-                    ),
+                    **image_metrics(base, folder, row, sample),
                 }
             )
     if len(evaluations) != 1 or len(extractor) != 1:

@@ -107,6 +107,10 @@ class UniversalConfig(Overridable):
         """Backward guidance steps (m) per iteration at sampling step ``step``."""
         return self.backward_steps if step >= self.backward_from else 0
 
+    def tracked_at(self, step: int) -> bool:
+        """Whether each iteration at ``step`` scores the updated x0 estimate too (one more network pass)."""
+        return self.track_after_guidance and (self.guidance_weight > 0 or self.backward_at(step) > 0)
+
     def total_iterations(self) -> int:
         """Guided iterations per image, every candidate counted."""
         return sum(self.recurrence_at(i) * self.rows_at(i) for i in range(self.num_steps))
@@ -114,11 +118,10 @@ class UniversalConfig(Overridable):
     def network_evaluations(self) -> int:
         """Network passes per image for a full run: one per iteration, one more after each guided update
         (best-image tracking), and ``backward_at`` per iteration for backward guidance."""
-        total = 0
-        for i in range(self.num_steps):
-            tracked = self.track_after_guidance and (self.guidance_weight > 0 or self.backward_at(i) > 0)
-            total += self.recurrence_at(i) * self.rows_at(i) * (1 + tracked + self.backward_at(i))
-        return total
+        return sum(
+            self.recurrence_at(i) * self.rows_at(i) * (1 + self.tracked_at(i) + self.backward_at(i))
+            for i in range(self.num_steps)
+        )
 
 
 PRESETS: dict[str, UniversalConfig] = {
@@ -377,7 +380,7 @@ def solve_universal(
                 evaluations += rows * m_steps
                 eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
                 x0_guided = backbone.x0_from_eps(z, t, eps_guided)
-            if config.track_after_guidance and (config.guidance_weight > 0 or m_steps):
+            if config.tracked_at(i):
                 with torch.no_grad():
                     dist_after, images_after = distance_of(x0_guided)
                 evaluations += rows

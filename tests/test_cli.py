@@ -102,6 +102,16 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(case, workdir, tiny_pixe
     assert not list((workdir / "runs").glob(".*partial")) if (workdir / "runs").exists() else True
 
 
+@pytest.mark.parametrize(
+    ("channels", "fragment"), [("32,x,96", "not a list of integers"), ("30,64,96", "multiples of 16")]
+)
+def test_world_train_rejects_bad_channels_in_one_line(channels, fragment, workdir):
+    result = featscope("world", "train", "ddpm", "--out", "train", "--steps", "1", "--channels", channels, cwd=workdir)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
+    assert not (workdir / "train").exists()
+
+
 def test_world_sample_writes_images_and_records(workdir):
     result = featscope("world", "sample", "-n", "3", "--out", "world", "--shape", "star", cwd=workdir)
     assert result.returncode == 0, result.stderr

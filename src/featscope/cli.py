@@ -441,6 +441,19 @@ def _world_parser(sub) -> None:
         metavar="STEP",
         help="ddpm: from this step, decay the learning rate along a half cosine to 0 at --steps",
     )
+    t.add_argument(
+        "--pool-posterior-targets",
+        action="store_true",
+        help="ddpm: regress onto the training pool's posterior mean of x0 given the noisy image and the caption "
+        "instead of each image's own x0 (Stable Target Field): the same optimum with far less target noise at "
+        "high noise, for the steps this call runs",
+    )
+    t.add_argument(
+        "--channels",
+        metavar="C1,C2,C3",
+        help="ddpm: widths of the UNet's three levels, multiples of 16, for a new run (default: the shipped "
+        "32,64,96; a resumed run keeps its own)",
+    )
     t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
     t.add_argument("--quiet", action="store_true")
 
@@ -468,6 +481,8 @@ def _run_world(args: argparse.Namespace) -> int:
             high_noise_share=args.high_noise_share,
             high_noise_from=args.high_noise_from,
             anneal_from=args.anneal_from,
+            channels=_channels_option(args.channels),
+            pool_posterior_targets=args.pool_posterior_targets,
         )
         print(f"checkpoint {ckpt}")
         if args.export:
@@ -476,6 +491,15 @@ def _run_world(args: argparse.Namespace) -> int:
         metrics = train.train_classifier(args.model, args.out, args.steps, seed=args.seed, quiet=args.quiet)
         print(json.dumps(metrics))
     return 0
+
+
+def _channels_option(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise FeatscopeError(f"--channels {text!r} is not a list of integers; pass e.g. 32,64,96") from None
 
 
 def _bench_parser(sub) -> None:

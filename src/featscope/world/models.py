@@ -10,24 +10,39 @@ from diffusers import DDPMScheduler, UNet2DConditionModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from featscope.errors import FeatscopeError
 from featscope.world.render import ATTRIBUTES, IMAGE_SIZE
 
 TEXT_DIM = 64
+UNET_CHANNELS = (32, 64, 96)  # the shipped world:ddpm's block widths
+_NORM_GROUPS = 16
 
 
-def build_world_unet() -> UNet2DConditionModel:
-    """A Stable Diffusion UNet in miniature: pixel space, 32x32, cross-attention on captions."""
+def check_unet_channels(channels: tuple[int, ...]) -> tuple[int, ...]:
+    """``channels`` as a tuple of three block widths, or a FeatscopeError naming what is wrong."""
+    channels = tuple(int(c) for c in channels)
+    if len(channels) != 3 or any(c <= 0 or c % _NORM_GROUPS for c in channels):
+        raise FeatscopeError(
+            f"UNet channels {','.join(map(str, channels))} are not three positive multiples of {_NORM_GROUPS} "
+            f"(the group-norm groups); pass e.g. {','.join(map(str, UNET_CHANNELS))}"
+        )
+    return channels
+
+
+def build_world_unet(channels: tuple[int, ...] = UNET_CHANNELS) -> UNet2DConditionModel:
+    """A Stable Diffusion UNet in miniature: pixel space, 32x32, cross-attention on captions;
+    ``channels`` are the widths of its three resolution levels (32, 16 and 8 pixels)."""
     return UNet2DConditionModel(
         sample_size=IMAGE_SIZE,
         in_channels=3,
         out_channels=3,
-        block_out_channels=(32, 64, 96),
+        block_out_channels=check_unet_channels(channels),
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=8,
-        norm_num_groups=16,
+        norm_num_groups=_NORM_GROUPS,
     )
 
 

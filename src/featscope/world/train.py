@@ -22,9 +22,11 @@ from featscope.world.models import (
     CLASSIFIER_TASKS,
     NUM_TRAIN_TIMESTEPS,
     PREDICTION_TYPES,
+    UNET_CHANNELS,
     WorldClassifier,
     build_world_scheduler,
     build_world_unet,
+    check_unet_channels,
     labels_of,
 )
 from featscope.world.render import (
@@ -43,17 +45,54 @@ DEFAULT_CLASSIFIER_STEPS = {"shape-net": 3000, "color-net": 500, "spurious-net":
 CAPTION_DROPOUT = 0.15
 WORD_KEEP = 0.8
 HIGH_NOISE_FROM = NUM_TRAIN_TIMESTEPS // 2  # the noisier half, where layout and size are decided
+POSTERIOR_FROM = NUM_TRAIN_TIMESTEPS // 2  # below, the pool posterior is the own x0 (mean sq. difference 2e-4 at t=499)
 
 
-def _dropped_captions(records: list, rng: np.random.Generator, dropout: float = CAPTION_DROPOUT) -> list[str]:
-    captions = []
+def _dropped_attributes(records: list, rng: np.random.Generator, dropout: float = CAPTION_DROPOUT) -> list[dict]:
+    """The attributes each training caption names: none with probability ``dropout``, else each kept
+    with probability WORD_KEEP."""
+    kept = []
     for record in records:
         if rng.random() < dropout:
-            captions.append("")
+            kept.append({})
             continue
-        kept = {k: v for k, v in record.attributes().items() if rng.random() < WORD_KEEP}
-        captions.append(caption_of(kept))
-    return captions
+        kept.append({k: v for k, v in record.attributes().items() if rng.random() < WORD_KEEP})
+    return kept
+
+
+class PoolPosterior:
+    """The posterior mean of x0 given a noisy x_t and the caption's words, over the training pool.
+
+    The pool is the training distribution, so this is the exact minimiser of the denoising loss on it:
+    regressing onto it instead of each sample's own x0 keeps the optimum and removes most of the
+    target's variance at high noise, where x_t says little about x0 (Stable Target Field, Xu et al.
+    2023, with the whole pool as the reference batch). At low noise the weights collapse onto the
+    sample's own x0, so training computes it only from POSTERIOR_FROM up.
+    """
+
+    def __init__(self, pool: torch.Tensor, records: list[WorldRecord]) -> None:
+        self.flat = pool.flatten(1)
+        self.sq_norm = self.flat.pow(2).sum(1)
+        self.masks = {
+            (name, value): torch.tensor([getattr(r, name) == value for r in records])
+            for name, values in ATTRIBUTES.items()
+            for value in values
+        }
+
+    def caption_mask(self, kept: dict[str, str]) -> torch.Tensor:
+        """Which pool images agree with every word of a caption."""
+        mask = torch.ones(len(self.flat), dtype=torch.bool)
+        for name, value in kept.items():
+            mask &= self.masks[(name, value)]
+        return mask
+
+    def x0(self, x_t: torch.Tensor, abar: torch.Tensor, kept: list[dict[str, str]]) -> torch.Tensor:
+        """E[x0 | x_t, caption] for each row of ``x_t`` (noised with cumulative alphas ``abar``)."""
+        a = abar.view(-1, 1)
+        logits = (a.sqrt() * (x_t.flatten(1) @ self.flat.T) - 0.5 * a * self.sq_norm) / (1 - a)
+        allowed = torch.stack([self.caption_mask(k) for k in kept])
+        weights = logits.masked_fill(~allowed, float("-inf")).softmax(1)
+        return (weights @ self.flat).view_as(x_t)
 
 
 def train_ddpm(
@@ -73,6 +112,8 @@ def train_ddpm(
     high_noise_share: float = 0.0,
     high_noise_from: int = HIGH_NOISE_FROM,
     anneal_from: int | None = None,
+    channels: tuple[int, ...] | None = None,
+    pool_posterior_targets: bool = False,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
 
@@ -84,7 +125,9 @@ def train_ddpm(
     draws its timestep from t >= ``high_noise_from`` (default 500, the noisier half, where layout and
     size are decided) instead of all timesteps. ``anneal_from`` decays the rate along a half cosine
     from ``lr`` at that step to 0 at ``steps`` (absolute step numbers, so a resumed call follows the
-    same schedule).
+    same schedule). ``channels`` are the UNet's block widths (default: the shipped model's
+    32, 64, 96); a resumed run keeps its own. ``pool_posterior_targets`` regresses onto
+    :class:`PoolPosterior`'s x0 instead of each sample's own (for the steps this call runs).
     Returns the checkpoint path.
     """
     for name, share in (("caption dropout", caption_dropout), ("high-noise share", high_noise_share)):
@@ -98,19 +141,30 @@ def train_ddpm(
         raise FeatscopeError(f"anneal start {anneal_from} is not before the last step {steps}; pass a smaller one")
     if prediction_type not in PREDICTION_TYPES:
         raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
+    if channels is not None:
+        channels = check_unet_channels(channels)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
-    unet, text = build_world_unet(), WorldTextEncoder()
+    ckpt = out / "checkpoint.pt"
+    state = _read_checkpoint(ckpt) if ckpt.exists() else None
+    if state is not None:
+        trained_channels = _channels_of(state)
+        if channels is not None and channels != trained_channels:
+            raise FeatscopeError(
+                f"{ckpt} trains a UNet with channels {_joined(trained_channels)}, not {_joined(channels)}; "
+                "drop --channels to resume it, or pick a new --out folder"
+            )
+        channels = trained_channels
+    channels = channels or UNET_CHANNELS
+    unet, text = build_world_unet(channels), WorldTextEncoder()
     params = list(unet.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = EMAModel(params, decay=0.9995, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
     start = 0
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)
+    if state is not None:
         trained = state.get("prediction_type", "epsilon")
         if trained != prediction_type:
             raise FeatscopeError(
@@ -134,6 +188,7 @@ def train_ddpm(
     images, records = generate(pool_size, seed)
     pool = to_tensor(images) * 2 - 1
     alphas = scheduler.alphas_cumprod
+    posterior = PoolPosterior(pool, records) if pool_posterior_targets else None
     log = (out / "log.jsonl").open("a" if start else "w")
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train world:ddpm")
     tic = time.time()
@@ -142,7 +197,8 @@ def train_ddpm(
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         idx = torch.from_numpy(rng.choice(pool_size, batch_size, replace=False))
         x0 = pool[idx]
-        ids = tokenize(_dropped_captions([records[i] for i in idx.tolist()], rng, caption_dropout))
+        kept = _dropped_attributes([records[i] for i in idx.tolist()], rng, caption_dropout)
+        ids = tokenize([caption_of(k) for k in kept])
         t = _training_timesteps(
             batch_size, scheduler.config.num_train_timesteps, high_noise_share, gen, high_from=high_noise_from
         )
@@ -152,6 +208,11 @@ def train_ddpm(
         lr_now = _learning_rate(lr, step, steps, anneal_from)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
+        rows = (t >= POSTERIOR_FROM).nonzero().flatten().tolist() if posterior is not None else []
+        if rows:
+            x0 = x0.clone()
+            x0[rows] = posterior.x0(xt[rows], alphas[t[rows]], [kept[i] for i in rows])
+            noise = (xt - a.sqrt() * x0) / (1 - a).sqrt()
         target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
         loss = F.mse_loss(unet(xt, t, text(ids)).sample, target)
         optimizer.zero_grad(set_to_none=True)
@@ -167,6 +228,7 @@ def train_ddpm(
             "caption_dropout": caption_dropout,
             "high_noise_share": high_noise_share,
             "high_noise_from": high_noise_from,
+            "pool_posterior_targets": pool_posterior_targets,
         }
         log.write(json.dumps({**record, "time": time.time() - tic}) + "\n")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
@@ -187,6 +249,8 @@ def train_ddpm(
                     "high_noise_share": high_noise_share,
                     "high_noise_from": high_noise_from,
                     "anneal_from": anneal_from,
+                    "channels": list(channels),
+                    "pool_posterior_targets": pool_posterior_targets,
                 },
                 ckpt,
             )
@@ -212,11 +276,31 @@ def _learning_rate(lr: float, step: int, steps: int, anneal_from: int | None) ->
     return lr * min(1.0, (step + 1) / 200)
 
 
-def _load_ema_weights(checkpoint: str | Path, unet: nn.Module, text: nn.Module) -> dict:
-    """Put a training checkpoint's EMA weights into ``unet`` and ``text``; returns the checkpoint."""
+def _channels_of(state: dict) -> tuple[int, ...]:
+    """A training checkpoint's UNet widths (checkpoints from before the option: the shipped ones)."""
+    return tuple(state.get("channels", UNET_CHANNELS))
+
+
+def _joined(channels: tuple[int, ...]) -> str:
+    return ",".join(map(str, channels))
+
+
+def _read_checkpoint(checkpoint: str | Path) -> dict:
     if not Path(checkpoint).is_file():
         raise FeatscopeError(f"no training checkpoint at {checkpoint}; pass the checkpoint.pt of a world ddpm run")
-    state = torch.load(checkpoint, weights_only=False)
+    return torch.load(checkpoint, weights_only=False, map_location="cpu")
+
+
+def _load_ema_weights(checkpoint: str | Path, unet: nn.Module, text: nn.Module, state: dict | None = None) -> dict:
+    """Put a training checkpoint's EMA weights (``state``, read from ``checkpoint`` when not given) into
+    ``unet`` and ``text``; returns the checkpoint."""
+    state = _read_checkpoint(checkpoint) if state is None else state
+    widths = tuple(unet.config.block_out_channels)
+    if _channels_of(state) != widths:
+        raise FeatscopeError(
+            f"{checkpoint} holds a UNet with channels {_joined(_channels_of(state))}, not {_joined(widths)}; "
+            "pass the same --channels as that run"
+        )
     unet.load_state_dict(state["unet"])
     text.load_state_dict(state["text"])
     params = list(unet.parameters()) + list(text.parameters())
@@ -228,8 +312,9 @@ def _load_ema_weights(checkpoint: str | Path, unet: nn.Module, text: nn.Module) 
 
 def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
     """Write the EMA weights of a training checkpoint as a diffusers-style pipeline folder."""
-    unet, text = build_world_unet(), WorldTextEncoder()
-    state = _load_ema_weights(checkpoint, unet, text)
+    state = _read_checkpoint(checkpoint)
+    unet, text = build_world_unet(_channels_of(state)), WorldTextEncoder()
+    _load_ema_weights(checkpoint, unet, text, state)
     prediction_type = state.get("prediction_type", "epsilon")
     folder = Path(folder)
     unet.save_pretrained(folder / "unet", safe_serialization=True)
@@ -246,6 +331,8 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
         "high_noise_share",
         "high_noise_from",
         "anneal_from",
+        "channels",
+        "pool_posterior_targets",
     )
     (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))
     return folder

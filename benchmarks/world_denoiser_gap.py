@@ -19,8 +19,9 @@ import torch
 
 from featscope.backbones import load_backbone
 from featscope.images import to_tensor
+from featscope.world.posterior import PoolPosterior
 from featscope.world.render import generate
-from featscope.world.train import PoolPosterior, export_ddpm
+from featscope.world.train import export_ddpm
 
 
 def main() -> None:

@@ -24,9 +24,10 @@ from featscope.backbones import load_backbone
 from featscope.devices import generators_for
 from featscope.images import to_tensor
 from featscope.world.oracle import read_batch
+from featscope.world.posterior import PoolPosterior
 from featscope.world.quality import frequency_report
 from featscope.world.render import generate
-from featscope.world.train import PoolPosterior, export_ddpm
+from featscope.world.train import export_ddpm
 
 
 class PoolExpert:

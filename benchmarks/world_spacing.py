@@ -6,7 +6,9 @@ diffusers' DDIMScheduler only takes evenly spaced timesteps, so this script runs
 to [-1, 1] as the pixel models' scheduler does) itself, on any decreasing list:
 - ``trailing``: diffusers' trailing spacing (999, 959, ... for 25 steps): the library's sampler, as a check;
 - ``logsnr``: uniform in log-SNR from t = 999 to t = 0 (dense at both ends);
-- ``hybridK@S``: K steps uniform in log-SNR from t = 999 down to t = S, then evenly spaced timesteps below S.
+- ``hybridK@S``: K steps uniform in log-SNR from t = 999 down to t = S, then evenly spaced timesteps below S;
+- ``fineN@S``: diffusers' trailing N-step grid at t >= S, then the trailing --steps grid below S (DDIM N where
+  sizes are decided, at a fraction of its cost: a screen for DDIM N's attribute frequencies).
 Repeated timesteps are dropped, so a list can be shorter than --steps. One JSON line per list on stdout.
 """
 
@@ -37,8 +39,14 @@ def timesteps(backbone: Backbone, spacing: str, steps: int) -> list[int]:
     def nearest(levels: np.ndarray) -> list[int]:
         return [int(torch.argmin((log_snr - float(x)).abs())) for x in levels]
 
+    def trailing(n: int) -> list[int]:
+        return [int(t) for t in backbone.make_scheduler("ddim", n, spacing="trailing").timesteps]
+
     if spacing == "trailing":
-        chosen = [int(t) for t in backbone.make_scheduler("ddim", steps, spacing="trailing").timesteps]
+        chosen = trailing(steps)
+    elif spacing.startswith("fine"):
+        fine, split = (int(x) for x in spacing[len("fine") :].split("@"))
+        chosen = [t for t in trailing(fine) if t >= split] + [t for t in trailing(steps) if t < split]
     elif spacing == "logsnr":
         chosen = nearest(np.linspace(float(log_snr[last]), float(log_snr[0]), steps))
     else:
@@ -79,8 +87,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=256, help="unconditional samples per list")
     args = parser.parse_args()
     for spacing in args.spacings:
-        if spacing not in ("trailing", "logsnr") and not re.fullmatch(r"hybrid\d+@\d+", spacing):
-            parser.error(f"unknown spacing {spacing!r}; use trailing, logsnr or hybridK@S (e.g. hybrid8@900)")
+        if spacing not in ("trailing", "logsnr") and not re.fullmatch(r"(hybrid|fine)\d+@\d+", spacing):
+            parser.error(
+                f"unknown spacing {spacing!r}; use trailing, logsnr, hybridK@S (e.g. hybrid8@900) or fineN@S "
+                "(e.g. fine250@850)"
+            )
     backbone = load_backbone(args.model)
     for spacing in args.spacings:
         steps = timesteps(backbone, spacing, args.steps)

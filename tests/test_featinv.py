@@ -204,7 +204,9 @@ def test_steer_at_strength_zero_is_the_plain_reconstruction():
     plain = featinv.reconstruct(model, features[:1], settings=settings)
     edit = featinv.make_edit(model, "scale", features[:1], channels=[0, 5], region="0:8,0:16")
     strip = featinv.steer(model, features[:1], edit, [1.0, 0.0], settings=settings)
-    assert torch.allclose(strip[0], plain[0], atol=1e-5) and not torch.allclose(strip[1], plain[0])
+    # the strip runs both strengths in one batch: float32 convolutions then differ from the batch of one by up to
+    # 2e-5 on some CPUs (AVX2, measured), against an edit that moves pixels by 0.05
+    assert torch.allclose(strip[0], plain[0], atol=1e-4) and not torch.allclose(strip[1], plain[0], atol=1e-2)
     edited = edit.apply(features[:1], 0.0)
     assert edited[0, 5, :8].abs().max() == 0 and torch.equal(edited[0, 5, 8:], features[0, 5, 8:])
 

@@ -12,9 +12,9 @@ from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError
 from featscope.images import to_tensor
 from featscope.world.models import build_world_scheduler
+from featscope.world.posterior import PoolPosterior
 from featscope.world.render import generate
 from featscope.world.train import (
-    PoolPosterior,
     _dropped_attributes,
     _learning_rate,
     _training_timesteps,

@@ -449,6 +449,21 @@ def _world_parser(sub) -> None:
         "high noise, for the steps this call runs",
     )
     t.add_argument(
+        "--on-policy-share",
+        type=float,
+        default=0.0,
+        help="ddpm: share of each batch drawn from the states the model's own unconditional DDIM sampler visits "
+        "at t >= --high-noise-from, labelled with the training pool's posterior mean of x0 (DAgger-style "
+        "correction of the sampler's path; default: %(default)s)",
+    )
+    t.add_argument(
+        "--on-policy-refresh",
+        type=int,
+        default=50,
+        metavar="STEPS",
+        help="ddpm: roll the sampler's states out anew every STEPS steps (default: %(default)s)",
+    )
+    t.add_argument(
         "--channels",
         metavar="C1,C2,C3",
         help="ddpm: widths of the UNet's three levels, multiples of 16, for a new run (default: the shipped "
@@ -483,6 +498,8 @@ def _run_world(args: argparse.Namespace) -> int:
             anneal_from=args.anneal_from,
             channels=_channels_option(args.channels),
             pool_posterior_targets=args.pool_posterior_targets,
+            on_policy_share=args.on_policy_share,
+            on_policy_refresh=args.on_policy_refresh,
         )
         print(f"checkpoint {ckpt}")
         if args.export:

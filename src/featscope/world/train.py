@@ -29,6 +29,8 @@ from featscope.world.models import (
     check_unet_channels,
     labels_of,
 )
+from featscope.world.onpolicy import SamplerStates
+from featscope.world.posterior import PoolPosterior
 from featscope.world.render import (
     ATTRIBUTES,
     COLORS,
@@ -60,41 +62,6 @@ def _dropped_attributes(records: list, rng: np.random.Generator, dropout: float 
     return kept
 
 
-class PoolPosterior:
-    """The posterior mean of x0 given a noisy x_t and the caption's words, over the training pool.
-
-    The pool is the training distribution, so this is the exact minimiser of the denoising loss on it:
-    regressing onto it instead of each sample's own x0 keeps the optimum and removes most of the
-    target's variance at high noise, where x_t says little about x0 (Stable Target Field, Xu et al.
-    2023, with the whole pool as the reference batch). At low noise the weights collapse onto the
-    sample's own x0, so training computes it only from POSTERIOR_FROM up.
-    """
-
-    def __init__(self, pool: torch.Tensor, records: list[WorldRecord]) -> None:
-        self.flat = pool.flatten(1)
-        self.sq_norm = self.flat.pow(2).sum(1)
-        self.masks = {
-            (name, value): torch.tensor([getattr(r, name) == value for r in records])
-            for name, values in ATTRIBUTES.items()
-            for value in values
-        }
-
-    def caption_mask(self, kept: dict[str, str]) -> torch.Tensor:
-        """Which pool images agree with every word of a caption."""
-        mask = torch.ones(len(self.flat), dtype=torch.bool)
-        for name, value in kept.items():
-            mask &= self.masks[(name, value)]
-        return mask
-
-    def x0(self, x_t: torch.Tensor, abar: torch.Tensor, kept: list[dict[str, str]]) -> torch.Tensor:
-        """E[x0 | x_t, caption] for each row of ``x_t`` (noised with cumulative alphas ``abar``)."""
-        a = abar.view(-1, 1)
-        logits = (a.sqrt() * (x_t.flatten(1) @ self.flat.T) - 0.5 * a * self.sq_norm) / (1 - a)
-        allowed = torch.stack([self.caption_mask(k) for k in kept])
-        weights = logits.masked_fill(~allowed, float("-inf")).softmax(1)
-        return (weights @ self.flat).view_as(x_t)
-
-
 def train_ddpm(
     out: str | Path,
     steps: int,
@@ -114,6 +81,8 @@ def train_ddpm(
     anneal_from: int | None = None,
     channels: tuple[int, ...] | None = None,
     pool_posterior_targets: bool = False,
+    on_policy_share: float = 0.0,
+    on_policy_refresh: int = 50,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
 
@@ -128,9 +97,15 @@ def train_ddpm(
     same schedule). ``channels`` are the UNet's block widths (default: the shipped model's
     32, 64, 96); a resumed run keeps its own. ``pool_posterior_targets`` regresses onto
     :class:`PoolPosterior`'s x0 instead of each sample's own (for the steps this call runs).
+    ``on_policy_share`` of each batch are instead states that the EMA weights' own unconditional DDIM
+    sampler visits at t >= ``high_noise_from``, labelled with the pool's Bayes x0
+    (:class:`~featscope.world.onpolicy.SamplerStates`, two chains per batch row), rolled out anew every
+    ``on_policy_refresh`` steps and when a call starts (so a run resumed at a multiple of it equals an
+    uninterrupted one).
     Returns the checkpoint path.
     """
-    for name, share in (("caption dropout", caption_dropout), ("high-noise share", high_noise_share)):
+    shares = (("caption dropout", caption_dropout), ("high-noise share", high_noise_share))
+    for name, share in (*shares, ("on-policy share", on_policy_share)):
         if not 0 <= share <= 1:
             raise FeatscopeError(f"{name} {share} is not a share; pass a value in [0, 1]")
     if not 0 <= high_noise_from < NUM_TRAIN_TIMESTEPS:
@@ -139,6 +114,8 @@ def train_ddpm(
         )
     if anneal_from is not None and not 0 <= anneal_from < steps:
         raise FeatscopeError(f"anneal start {anneal_from} is not before the last step {steps}; pass a smaller one")
+    if on_policy_refresh < 1:
+        raise FeatscopeError(f"on-policy refresh {on_policy_refresh} is not a number of steps; pass 1 or more")
     if prediction_type not in PREDICTION_TYPES:
         raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
     if channels is not None:
@@ -160,6 +137,8 @@ def train_ddpm(
         channels = trained_channels
     channels = channels or UNET_CHANNELS
     unet, text = build_world_unet(channels), WorldTextEncoder()
+    if state is None and init_from is not None:
+        _load_ema_weights(init_from, unet, text)  # before the EMA, whose average starts from these weights
     params = list(unet.parameters()) + list(text.parameters())
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     ema = EMAModel(params, decay=0.9995, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
@@ -182,25 +161,28 @@ def train_ddpm(
         ema.load_state_dict(state["ema"])
         start = state["step"]
         init_from = state.get("init_from")
-    elif init_from is not None:
-        _load_ema_weights(init_from, unet, text)
     scheduler = build_world_scheduler(prediction_type)
     images, records = generate(pool_size, seed)
     pool = to_tensor(images) * 2 - 1
     alphas = scheduler.alphas_cumprod
-    posterior = PoolPosterior(pool, records) if pool_posterior_targets else None
+    on_policy_rows = round(batch_size * on_policy_share)
+    posterior = PoolPosterior(pool, records) if pool_posterior_targets or on_policy_rows else None
+    states = None
+    if on_policy_rows:
+        chains = 2 * batch_size
+        states = SamplerStates(unet, text, scheduler.config, posterior, high_from=high_noise_from, chains=chains)
     log = (out / "log.jsonl").open("a" if start else "w")
     bar = tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train world:ddpm")
     tic = time.time()
     for step in bar:
         rng = np.random.default_rng([seed, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        idx = torch.from_numpy(rng.choice(pool_size, batch_size, replace=False))
+        plain_rows = batch_size - on_policy_rows
+        idx = torch.from_numpy(rng.choice(pool_size, plain_rows, replace=False))
         x0 = pool[idx]
         kept = _dropped_attributes([records[i] for i in idx.tolist()], rng, caption_dropout)
-        ids = tokenize([caption_of(k) for k in kept])
         t = _training_timesteps(
-            batch_size, scheduler.config.num_train_timesteps, high_noise_share, gen, high_from=high_noise_from
+            plain_rows, scheduler.config.num_train_timesteps, high_noise_share, gen, high_from=high_noise_from
         )
         noise = torch.randn(x0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -208,11 +190,23 @@ def train_ddpm(
         lr_now = _learning_rate(lr, step, steps, anneal_from)
         for group in optimizer.param_groups:
             group["lr"] = lr_now
-        rows = (t >= POSTERIOR_FROM).nonzero().flatten().tolist() if posterior is not None else []
+        rows = (t >= POSTERIOR_FROM).nonzero().flatten().tolist() if pool_posterior_targets else []
         if rows:
             x0 = x0.clone()
             x0[rows] = posterior.x0(xt[rows], alphas[t[rows]], [kept[i] for i in rows])
+        refreshed = {}
+        if states is not None:
+            policy_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            if states.t is None or step % on_policy_refresh == 0:
+                states.refresh(ema, policy_gen)
+                refreshed = {"on_policy_gap": states.model_gap}
+            policy_xt, policy_t, policy_x0 = states.draw(on_policy_rows, policy_gen)
+            xt, t, x0 = torch.cat([xt, policy_xt]), torch.cat([t, policy_t]), torch.cat([x0, policy_x0])
+            kept = kept + [{}] * on_policy_rows
+        if rows or states is not None:
+            a = alphas[t].view(-1, 1, 1, 1)
             noise = (xt - a.sqrt() * x0) / (1 - a).sqrt()
+        ids = tokenize([caption_of(k) for k in kept])
         target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
         loss = F.mse_loss(unet(xt, t, text(ids)).sample, target)
         optimizer.zero_grad(set_to_none=True)
@@ -229,8 +223,9 @@ def train_ddpm(
             "high_noise_share": high_noise_share,
             "high_noise_from": high_noise_from,
             "pool_posterior_targets": pool_posterior_targets,
+            "on_policy_share": on_policy_share,
         }
-        log.write(json.dumps({**record, "time": time.time() - tic}) + "\n")
+        log.write(json.dumps({**record, **refreshed, "time": time.time() - tic}) + "\n")
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             log.flush()
             atomic_torch_save(
@@ -251,6 +246,8 @@ def train_ddpm(
                     "anneal_from": anneal_from,
                     "channels": list(channels),
                     "pool_posterior_targets": pool_posterior_targets,
+                    "on_policy_share": on_policy_share,
+                    "on_policy_refresh": on_policy_refresh,
                 },
                 ckpt,
             )
@@ -333,6 +330,8 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
         "anneal_from",
         "channels",
         "pool_posterior_targets",
+        "on_policy_share",
+        "on_policy_refresh",
     )
     (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))
     return folder

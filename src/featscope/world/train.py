@@ -104,8 +104,11 @@ def train_ddpm(
     uninterrupted one).
     Returns the checkpoint path.
     """
-    shares = (("caption dropout", caption_dropout), ("high-noise share", high_noise_share))
-    for name, share in (*shares, ("on-policy share", on_policy_share)):
+    for name, share in (
+        ("caption dropout", caption_dropout),
+        ("high-noise share", high_noise_share),
+        ("on-policy share", on_policy_share),
+    ):
         if not 0 <= share <= 1:
             raise FeatscopeError(f"{name} {share} is not a share; pass a value in [0, 1]")
     if not 0 <= high_noise_from < NUM_TRAIN_TIMESTEPS:

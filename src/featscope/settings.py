@@ -1,20 +1,159 @@
-"""A shared base for solver settings: frozen dataclasses that take keyword overrides."""
+"""Settings dataclasses whose every field is declared once, with its help text, paper symbol and flag.
+
+A field declared with :func:`knob` carries its documentation in ``dataclasses.field`` metadata; the command
+line (:func:`add_options`), study files and ``config.yaml`` are derived from the dataclass, so a knob is never
+re-typed elsewhere::
+
+    @dataclass(frozen=True)
+    class MyConfig(Settings):
+        guidance_weight: float = knob(0.1, "weight of the rescaled gradient", symbol="w_g", aliases=("--wg",))
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
-from typing import TypeVar
+import argparse
+from collections.abc import Mapping
+from dataclasses import Field, asdict, dataclass, field, fields, replace
+from typing import Any, TypeVar
 
-from featscope.errors import FeatscopeError
+from featscope.errors import FeatscopeError, suggest
 
-S = TypeVar("S", bound="Overridable")
+S = TypeVar("S", bound="Settings")
 
 
-class Overridable:
-    """Mixin for frozen dataclasses: ``with_overrides(**kw)`` checks names and ignores None values."""
+@dataclass(frozen=True)
+class Knob:
+    """The documentation of one settings field: what the user reads in ``--help`` and in the docs."""
 
-    def with_overrides(self: S, **overrides) -> S:
-        unknown = set(overrides) - set(asdict(self))
+    help: str
+    symbol: str | None = None  # the paper's symbol (w_g, K, T, ...), also the short name in study job folders
+    flag: str | None = None  # the long option; default: --field-name
+    aliases: tuple[str, ...] = ()  # more option strings (--wg, -K)
+    metavar: str | None = None
+    choices: tuple[Any, ...] | None = None
+    cli: bool = True  # False: a Python/study-only setting, not a command-line option
+
+
+def knob(
+    default: Any,
+    help: str,
+    *,
+    symbol: str | None = None,
+    flag: str | None = None,
+    aliases: tuple[str, ...] = (),
+    metavar: str | None = None,
+    choices: tuple[Any, ...] | None = None,
+    cli: bool = True,
+) -> Any:
+    """A dataclass field with its documentation (see :class:`Knob`)."""
+    return field(default=default, metadata={"knob": Knob(help, symbol, flag, aliases, metavar, choices, cli)})
+
+
+def knob_of(f: Field) -> Knob:
+    """The documentation of a settings field (a plain field gets its name as help)."""
+    return f.metadata.get("knob") or Knob(f.name.replace("_", " "))
+
+
+class Settings:
+    """Mixin for frozen settings dataclasses: checked keyword overrides and derived documentation."""
+
+    def with_overrides(self: S, **overrides: Any) -> S:
+        """A copy with ``overrides`` applied; unknown names are an error, None values keep the current value."""
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(overrides) - set(known))
         if unknown:
-            raise FeatscopeError(f"unknown solver setting(s) {sorted(unknown)}; known: {sorted(asdict(self))}")
+            raise FeatscopeError(
+                f"unknown solver setting {unknown[0]!r}{suggest(unknown[0], known)} for {type(self).__name__}; "
+                f"known: {', '.join(known)}"
+            )
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self) -> None:
+        """Raise FeatscopeError for an impossible combination (subclasses check their fields)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field's value (what ``config.yaml`` records)."""
+        return asdict(self)
+
+    @classmethod
+    def symbols(cls) -> dict[str, str]:
+        """Field name -> the paper's symbol, for the fields that have one."""
+        return {f.name: knob_of(f).symbol for f in fields(cls) if knob_of(f).symbol}
+
+
+def resolve(
+    cls: type[S],
+    config: S | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    presets: Mapping[str, S] | None = None,
+) -> S:
+    """The settings a call runs with: ``config`` (an instance, a preset name or None for the defaults), then
+    ``overrides`` (None values ignored), validated."""
+    if config is None:
+        base = cls()
+    elif isinstance(config, str):
+        presets = presets or {}
+        if config not in presets:
+            raise FeatscopeError(
+                f"unknown preset {config!r}{suggest(config, list(presets))}; known presets: {', '.join(presets)}"
+            )
+        base = presets[config]
+    elif isinstance(config, cls):
+        base = config
+    else:
+        raise FeatscopeError(f"config must be a {cls.__name__} or a preset name, not {type(config).__name__}")
+    result = base.with_overrides(**dict(overrides or {}))
+    result.validate()
+    return result
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _option_type(annotation: str) -> tuple[type | None, bool]:
+    """(the argparse type, whether the field is a bool) of a field annotation such as ``float | None``."""
+    kinds = [k.strip() for k in str(annotation).split("|") if k.strip() != "None"]
+    if kinds == ["bool"]:
+        return None, True
+    return _TYPES.get(kinds[0], str) if kinds else str, False
+
+
+def add_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type[Settings],
+    *,
+    exclude: tuple[str, ...] = (),
+    defaults: Settings | None = None,
+) -> list[str]:
+    """Add one option per command-line knob of ``cls`` (default None: unset options leave the preset's value).
+
+    The help line shows the paper's symbol and the default of ``defaults`` (or of ``cls()``). Returns the
+    field names added, for :func:`given_options`.
+    """
+    base = defaults if defaults is not None else cls()
+    names = []
+    for f in fields(cls):
+        k = knob_of(f)
+        if f.name in exclude or not k.cli:
+            continue
+        kind, is_bool = _option_type(f.type)
+        flag = k.flag or "--" + f.name.replace("_", "-")
+        symbol = f"[{k.symbol}] " if k.symbol else ""
+        text = f"{symbol}{k.help} (default: {getattr(base, f.name)})".replace("%", "%%")
+        extra: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
+        if is_bool:
+            extra["action"] = argparse.BooleanOptionalAction
+        else:
+            extra.update(type=kind, metavar=k.metavar or (k.symbol or f.name).upper().replace(" ", "_"))
+            if k.choices is not None:
+                extra.update(choices=k.choices, metavar=None)
+        parser.add_argument(flag, *k.aliases, **extra)
+        names.append(f.name)
+    return names
+
+
+def given_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The options of ``names`` the user set on the command line."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+

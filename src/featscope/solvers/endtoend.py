@@ -28,29 +28,34 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.inversion import ddim_move, ddim_schedule, guided_eps, null_embeddings
 from featscope.objectives import Context, Cutouts, Objective
-from featscope.settings import Overridable
+from featscope.settings import Settings, knob
 from featscope.solvers.universal import straight_through_clamp
 
 
 @dataclass(frozen=True)
-class EndToEndConfig(Overridable):
+class EndToEndConfig(Settings):
     """Settings of the end-to-end solver; defaults are the published ones (DiG-IN's OptimParams)."""
 
-    num_steps: int = 20  # DDIM steps (eta 0)
-    guidance_scale: float = 3.0  # classifier-free guidance; 1.0 = conditional UNet call only
-    iterations: int = 20  # Adam steps; iterations + 1 images (iteration 0 = plain sample)
-    latent_lr: float = 1e-3  # lr of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 keeps it fixed
-    cond_lr: float = 1e-2  # lr of the prompt-embedding delta; 0 keeps it fixed
-    uncond_lr: float = 1e-2  # lr of the unconditional-embedding delta; 0 keeps it fixed
-    per_timestep_deltas: bool = True  # one embedding delta per DDIM step (else one shared by all steps)
-    loss_steps: int = 3  # the loss is taken on the x0 predictions of the last loss_steps steps
-    loss_weighting: str = "linear"  # "linear": k / sum(1..n) for the k-th of n steps; "uniform": 1 / n
-    cutouts: int = 16  # augmented views per image in the gradient pass; 0 = no augmentation
-    cut_power: float = 0.3
-    noise_sd: float = 0.005
-    renormalize_latent: bool = True  # re-project x_T to its initial L2 norm after each step
-    early_stop_loss: float | None = None  # stop once every sample's (non-augmented) loss is below this
-    checkpointing: bool = True  # recompute each DDIM step and decode in the backward pass
+    num_steps: int = knob(20, "DDIM steps (eta 0) of the sampling chain", symbol="T", flag="--steps")
+    guidance_scale: float = knob(3.0, "classifier-free guidance; 1 = conditional UNet call only", symbol="cfg")
+    iterations: int = knob(20, "Adam steps; iterations + 1 images (iteration 0 = the plain sample)", symbol="iters")
+    latent_lr: float = knob(1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed",
+                            metavar="LR")
+    cond_lr: float = knob(1e-2, "learning rate of the prompt-embedding delta; 0 = fixed", metavar="LR")
+    uncond_lr: float = knob(1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed",
+                            metavar="LR")
+    per_timestep_deltas: bool = knob(True, "one embedding delta per DDIM step (else one shared by all steps)")
+    loss_steps: int = knob(3, "the loss is taken on the x0 predictions of the last N steps", metavar="N")
+    loss_weighting: str = knob("linear", "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
+                               choices=("linear", "uniform"))
+    cutouts: int = knob(16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none",
+                        metavar="N")
+    cut_power: float = knob(0.3, "crop side u^power * (max - min) + min with u ~ U(0, 1)", metavar="P")
+    noise_sd: float = knob(0.005, "standard deviation of the Gaussian noise added to each view", metavar="SD")
+    renormalize_latent: bool = knob(True, "re-project x_T to its initial L2 norm after each step")
+    early_stop_loss: float | None = knob(None, "stop once every sample's (non-augmented) loss is below this",
+                                         metavar="LOSS")
+    checkpointing: bool = knob(True, "recompute each DDIM step and the decoder in the backward pass (less memory)")
 
     def validate(self) -> None:
         checks = [

@@ -32,34 +32,59 @@ from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.losses import feature_loss
-from featscope.settings import Overridable
+from featscope.settings import Settings, knob
 
 
 @dataclass(frozen=True)
-class UniversalConfig(Overridable):
-    """Settings of the universal solver; the paper's symbols are given in brackets."""
+class UniversalConfig(Settings):
+    """Settings of the universal solver; each field's help names the paper's symbol."""
 
-    sampler: str = "ddim"  # "ddpm" (ancestral, as published) or "ddim" (eta 0)
-    num_steps: int = 50  # sampling steps (T)
-    guidance_weight: float = 0.1  # [w_g] weight of the rescaled feature gradient
-    recurrence: int = 2  # [K] self-recurrence iterations per step
-    early_recurrence: int = 2  # K for the first `early_steps` steps (early step emphasis)
-    early_steps: int = 0  # number of first steps with emphasis [T - T', counted in steps]
-    late_recurrence: int = 2  # K for the last `late_steps` steps (refinement near the clean image)
-    late_steps: int = 0  # number of last steps with late_recurrence (featscope's addition; 0 as published)
-    grad_clip: float = 3.0  # [grad_thres] clamp to mean +- thr * std; <= 0 disables
-    loss: str = "l2"  # "l2" (squared Euclidean, as published) or "cosine"
-    prompt: str = ""  # conditioning prompt; "" = unconditional, as published
-    guidance_scale: float = 1.0  # classifier-free guidance on the prompt; 1.0 = one UNet call
-    track_after_guidance: bool = True  # also score the x0 estimate after the guided update
-    clamp: bool = True  # the network sees D(x0_hat) clamped to [0, 1] (straight-through); off as published
-    stop_distance: float | None = None  # stop once every sample's best distance is at most this
-    candidates: int = 1  # trajectories started per image (featscope's addition; 1 as published)
-    select_after: int = 0  # after this many steps keep the candidate nearest the target, drop the others
-    backward_steps: int = 0  # [m] backward guidance: Adam steps on the x0 estimate per iteration; 0 = off
-    backward_lr: float = 0.01  # Adam step size of backward guidance, in the backbone's x0 units
-    backward_from: int = 0  # first sampling step (0 = the noisiest) that runs backward guidance
-    backward_blur: float = 0.0  # sigma (x0 pixels) of a Gaussian blur on Delta (speckle -> blotches); 0 = off
+    sampler: str = knob("ddim", "ddpm = ancestral, as published; ddim = eta 0", choices=("ddpm", "ddim"))
+    num_steps: int = knob(50, "number of sampling steps", symbol="T", flag="--steps")
+    guidance_weight: float = knob(
+        0.1, "weight of the rescaled feature gradient added to eps", symbol="w_g", aliases=("--wg",)
+    )
+    recurrence: int = knob(2, "self-recurrence iterations per step (re-noise and repeat)", symbol="K", aliases=("-K",))
+    early_recurrence: int = knob(
+        2, "K for the first --early-steps steps (early step emphasis; reference 1000)", symbol="K_early"
+    )
+    early_steps: int = knob(
+        0, "number of first steps with emphasis: T - T' in the paper (reference 5: t = 999..995)", metavar="N"
+    )
+    late_recurrence: int = knob(
+        2, "K for the last --late-steps steps (refinement near the clean image; featscope's)", symbol="K_late"
+    )
+    late_steps: int = knob(0, "number of last steps with K_late (published: 0)", metavar="N")
+    grad_clip: float = knob(
+        3.0, "clamp the rescaled gradient to mean +- THR*std element-wise; <= 0 off", symbol="thr", metavar="THR"
+    )
+    loss: str = knob("l2", "feature distance: squared L2 (published) or cosine", choices=("l2", "cosine"))
+    prompt: str = knob("", "text prompt for the backbone (empty = unconditional, as published)", metavar="TEXT")
+    guidance_scale: float = knob(1.0, "classifier-free guidance on the prompt (1 = off, one UNet call)", symbol="cfg")
+    track_after_guidance: bool = knob(
+        True, "also score the x0 estimate after the guided update for best-image tracking", cli=False
+    )
+    clamp: bool = knob(
+        True, "the network sees D(x0_hat) clamped to [0, 1] (straight-through; off as published)", cli=False
+    )
+    stop_distance: float | None = knob(
+        None, "stop early once every sample's best squared distance is at most D", metavar="D"
+    )
+    candidates: int = knob(
+        1, "trajectories started per image; the nearest after --select-after steps goes on (published: 1)",
+        metavar="N",
+    )
+    select_after: int = knob(0, "steps all candidates run before the nearest is kept", metavar="STEPS")
+    backward_steps: int = knob(
+        0, "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
+        "(universal guidance's m; published decoder: 0)", symbol="m",
+    )
+    backward_lr: float = knob(0.01, "Adam step size of backward guidance, in the backbone's x0 units", metavar="LR")
+    backward_from: int = knob(0, "first sampling step (0 = the noisiest) with backward guidance", metavar="STEP")
+    backward_blur: float = knob(
+        0.0, "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
+        "instead (featscope's; published: 0)", metavar="SIGMA",
+    )
 
     def validate(self) -> None:
         checks = [

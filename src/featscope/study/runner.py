@@ -1,7 +1,9 @@
-"""Running a study: this rank's jobs one after another, skipping done ones, recording failures; then the summary."""
+"""Running a study: each process takes unfinished jobs as it frees up, skipping done ones, recording failures;
+then the summary."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -10,18 +12,19 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from featscope.claims import Claims
 from featscope.errors import FeatscopeError
-from featscope.investigate.common import Ranks, join_ranks, rank_device
+from featscope.investigate.common import Ranks, rank_device
 from featscope.runs import atomic_write_json
 from featscope.study.log import StudyLog
 from featscope.study.methods import METHODS
 from featscope.study.plan import Job, Study, load_study
-from featscope.study.summary import ERROR_NAME, write_summary
+from featscope.study.summary import ERROR_NAME, job_status, write_summary
 
 
 @dataclass
 class StudyResult:
-    """What a study call did: the checked study, the summary (rank 0 only), and this rank's failed jobs."""
+    """What a study call did: the checked study, the summary (rank 0), and the jobs that failed in this process."""
 
     study: Study
     summary: dict | None
@@ -44,64 +47,113 @@ def run_study(
     device: str | None = None,
     quiet: bool = False,
 ) -> StudyResult:
-    """Run every job of a study (YAML file, dict or :class:`Study`) not done yet, on this process's share.
+    """Run every job of a study (YAML file, dict or :class:`Study`) not done yet, shared among processes.
 
-    Under torchrun, job i runs on rank i % world size; a job whose folder has ``metrics.json`` is skipped
-    (resume); a failing job leaves ``error.json`` and the others go on. After a barrier, rank 0 writes
-    ``summary.json`` and ``summary.md``. ``out`` and ``device`` replace the study's own.
+    Processes of one launch (torchrun ranks, SLURM array tasks, or one process alone) take jobs as they free
+    up: each first its own share (job i on rank i % world size), then any job nobody holds, through claims in
+    ``out/.claims`` (:mod:`featscope.claims`); the job of a process that died is taken again. A job whose folder
+    has ``metrics.json`` is skipped (resume); a failing job leaves ``error.json`` and the others go on. Once
+    every job is finished, each process writes ``summary.json`` and ``summary.md`` (the same content); the
+    result holds the summary on rank 0.
+    ``out`` and ``device`` replace the study's own.
     """
     plan = study if isinstance(study, Study) else load_study(study, out=out)
-    ranks = _planned_ranks(plan)
+    ranks, launch = _planned_ranks(), _launch_id()
     if plan.out.exists() and not plan.out.is_dir():
         raise FeatscopeError(f"study output {str(plan.out)!r} is a file; choose a folder with out:")
     plan.out.mkdir(parents=True, exist_ok=True)
     log = StudyLog(plan.out, ranks.rank)
     job_device = rank_device(device or plan.device, ranks)
-    mine = [job for job in plan.jobs if ranks.mine(job.index)]
-    log.event("study_start", study=plan.name, jobs=len(mine), world=ranks.world, pid=os.getpid())
+    claims = Claims(plan.out, owner=f"{launch}-{ranks.rank}")
+    order = [job for job in plan.jobs if ranks.mine(job.index)] + [j for j in plan.jobs if not ranks.mine(j.index)]
+    log.event("study_start", study=plan.name, jobs=len(order), world=ranks.world, pid=os.getpid(), launch=launch)
+    pending = []
+    for job in order:
+        if job_status(plan.out / job.job_id) == "done":
+            if ranks.mine(job.index):
+                log.event("skip", job=job.job_id, index=job.index)
+                _say(f"[rank {ranks.rank}] {job.job_id}: already done, skipped", quiet)
+        else:
+            pending.append(job)
     failed = []
     desc = f"study {plan.name}" + (f" [rank {ranks.rank}]" if ranks.world > 1 else "")
-    with tqdm(total=len(mine), desc=desc, unit="job", disable=quiet, dynamic_ncols=True) as bar:
-        for job in mine:
-            if not _run_job(plan.out, job, job_device, log, ranks, quiet):
-                failed.append(job.job_id)
+    with tqdm(total=len(pending), desc=desc, unit="job", disable=quiet, dynamic_ncols=True) as bar:
+        while pending:
+            job = _next_job(plan.out, pending, claims, launch, bar)
+            if job is None:
+                time.sleep(POLL_SECONDS)  # the rest is held by live processes: wait for them (or their death)
+                continue
+            with claims.held(job.job_id):
+                if not _run_job(plan.out, job, job_device, log, ranks, launch, quiet):
+                    failed.append(job.job_id)
+            pending.remove(job)
             bar.update()
+    claims.tidy()
     log.event("study_end", study=plan.name, failed=len(failed))
-    joined = join_ranks()  # torchrun: the process group of the barrier; alone: a world of one
-    try:
-        joined.barrier()
-        summary = write_summary(plan) if joined.rank == 0 else None
-    finally:
-        joined.close()
-    return StudyResult(plan, summary, failed)
+    summary = write_summary(plan)  # by every process: the study is complete even if rank 0 died
+    return StudyResult(plan, summary if ranks.rank == 0 else None, failed)
 
 
-def _planned_ranks(plan: Study) -> Ranks:
-    """This process's rank, read without joining a process group (the jobs of featscope.investigate join
-    their own, as a world of one); the group for the final barrier is joined after the jobs."""
+POLL_SECONDS = 0.5
+
+
+def _next_job(out: Path, pending: list[Job], claims: Claims, launch: str, bar) -> Job | None:
+    """The first pending job this process could claim; jobs another process finished meanwhile leave ``pending``."""
+    for job in list(pending):
+        if _finished(out / job.job_id, launch):
+            pending.remove(job)
+            bar.update()
+        elif claims.take(job.job_id):
+            if not _finished(out / job.job_id, launch):  # finished between the check and the claim
+                return job
+            claims.release(job.job_id)
+            pending.remove(job)
+            bar.update()
+    return None
+
+
+def _finished(folder: Path, launch: str) -> bool:
+    """Done, or failed in this launch (a failure of an earlier launch is tried again)."""
+    status = job_status(folder)
+    if status == "failed":
+        return json.loads((folder / ERROR_NAME).read_text()).get("launch") == launch
+    return status == "done"
+
+
+def _launch_id() -> str:
+    """What the processes of one launch share: torchrun's run id, the SLURM array job, or this process alone."""
+    for key in ("FEATSCOPE_STUDY_LAUNCH", "TORCHELASTIC_RUN_ID", "SLURM_ARRAY_JOB_ID"):
+        value = os.environ.get(key)
+        if value and value != "none":
+            return f"{key.lower()}-{value}"
+    if int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_ARRAY_TASK_COUNT", "1"))) > 1:
+        raise FeatscopeError(
+            "several processes of one study need a shared launch id: start them with torchrun, as a SLURM array, "
+            "or set FEATSCOPE_STUDY_LAUNCH to the same value in each"
+        )
+    return f"pid-{os.getpid()}"
+
+
+def _planned_ranks() -> Ranks:
+    """This process's rank and the number of processes: torch.distributed, torchrun's RANK/WORLD_SIZE, or a SLURM
+    array's SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT (no process group is joined: claims share the work)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        ranks = Ranks(dist.get_rank(), dist.get_world_size())
-        if ranks.world > 1 and any(METHODS[job.method].items for job in plan.jobs):
-            raise FeatscopeError(
-                "a study with investigate methods joins the torchrun ranks itself: call run_study before "
-                "torch.distributed.init_process_group"
-            )
-        return ranks
-    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+        return Ranks(dist.get_rank(), dist.get_world_size())
+    if "SLURM_ARRAY_TASK_COUNT" in os.environ and "WORLD_SIZE" not in os.environ:
+        world = int(os.environ["SLURM_ARRAY_TASK_COUNT"])
+        rank = int(os.environ.get("SLURM_ARRAY_TASK_ID", "0")) - int(os.environ.get("SLURM_ARRAY_TASK_MIN", "0"))
+    else:
+        world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
     if not 0 <= rank < world:
-        raise FeatscopeError(f"RANK={rank} is outside WORLD_SIZE={world}")
+        raise FeatscopeError(f"rank {rank} is outside a world of {world} processes (RANK/WORLD_SIZE or SLURM_ARRAY_*)")
     return Ranks(rank, world)
 
 
-def _run_job(out: Path, job: Job, device: str, log: StudyLog, ranks: Ranks, quiet: bool) -> bool:
+def _run_job(out: Path, job: Job, device: str, log: StudyLog, ranks: Ranks, launch: str, quiet: bool) -> bool:
     """Run one job into ``out/<job id>``; False when it failed (its error.json and log line say why)."""
     folder = out / job.job_id
-    if (folder / "metrics.json").is_file():
-        log.event("skip", job=job.job_id, index=job.index)
-        _say(f"[rank {ranks.rank}] {job.job_id}: already done, skipped", quiet)
-        return True
     log.event("start", job=job.job_id, index=job.index, method=job.method)
     tic = time.time()
     try:
@@ -109,7 +161,13 @@ def _run_job(out: Path, job: Job, device: str, log: StudyLog, ranks: Ranks, quie
     except Exception as error:  # one failing job (a user mistake or a bug) must not stop the others
         seconds = round(time.time() - tic, 3)
         message = f"{type(error).__name__}: {error}" if not isinstance(error, FeatscopeError) else str(error)
-        record = {"job": job.job_id, "method": job.method, "rank": ranks.rank, "wall_seconds": seconds}
+        record = {
+            "job": job.job_id,
+            "method": job.method,
+            "rank": ranks.rank,
+            "launch": launch,
+            "wall_seconds": seconds,
+        }
         atomic_write_json(folder / ERROR_NAME, {**record, "error": message, "traceback": traceback.format_exc()})
         log.event("fail", job=job.job_id, index=job.index, wall_seconds=seconds, error=message)
         _say(f"[rank {ranks.rank}] {job.job_id}: FAILED after {seconds:.1f} s: {message}", quiet)

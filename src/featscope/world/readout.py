@@ -1,0 +1,44 @@
+"""What a decoded image kept of its target, read by the world's oracle (for targets that are world images)."""
+
+from __future__ import annotations
+
+import torch
+
+from featscope.world.oracle import read_batch
+from featscope.world.render import ATTRIBUTES
+
+
+def compare(targets: torch.Tensor, decoded: torch.Tensor) -> list[dict | None]:
+    """Per (target, decoded) pair of (N, 3, 32, 32) images in [0, 1]: the oracle's attributes of both, which
+    attributes were kept and which changed; None where the target is not a readable world image."""
+    if tuple(targets.shape[-2:]) != tuple(decoded.shape[-2:]):
+        return [None] * len(targets)
+    readings = []
+    for target, result in zip(read_batch(targets), read_batch(decoded), strict=True):
+        if not target.valid:
+            readings.append(None)
+            continue
+        before = target.attributes()
+        after = result.attributes() if result.valid else dict.fromkeys(ATTRIBUTES)
+        readings.append(
+            {
+                "target": before,
+                "decoded": after if result.valid else None,
+                "valid": result.valid,
+                "reason": result.reason,
+                "kept": [name for name in ATTRIBUTES if after[name] == before[name]],
+                "changed": {name: [before[name], after[name]] for name in ATTRIBUTES if after[name] != before[name]},
+            }
+        )
+    return readings
+
+
+def describe(reading: dict | None) -> str:
+    """One line: ``kept: shape | changed: color yellow->magenta, size large->small``."""
+    if reading is None:
+        return ""
+    if not reading["valid"]:
+        return f"the oracle reads no single clear object in the decoded image ({reading['reason']})"
+    kept = ", ".join(reading["kept"]) or "nothing"
+    changed = ", ".join(f"{name} {a}->{b}" for name, (a, b) in reading["changed"].items())
+    return f"kept: {kept}" + (f" | changed: {changed}" if changed else "")

@@ -1,6 +1,6 @@
 """A picture of a world diffusion model: a row of unconditional samples over a row of captioned ones.
 
-python benchmarks/scripts/world_samples.py world:ddpm --sampler ddpm:50 --out docs/img/world-ddpm-samples.png
+python benchmarks/scripts/world_samples.py world:ddpm --sampler ddpm:50 --out docs/img/world-ddpm-v7250-samples.png
 """
 
 from __future__ import annotations

@@ -10,9 +10,6 @@ import torch
 
 from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError
-from featscope.images import to_tensor
-from featscope.world.models import build_world_scheduler
-from featscope.world.posterior import PoolPosterior
 from featscope.world.render import generate
 from featscope.world.train import (
     _dropped_attributes,
@@ -137,48 +134,3 @@ def test_unet_channels_are_kept_across_resume_export_and_fine_tune(tmp_path):
     with pytest.raises(FeatscopeError, match="multiples of 16"):
         train_ddpm(tmp_path / "odd", 1, channels=(16, 30, 48), **SMALL)
     assert not (tmp_path / "tuned" / "checkpoint.pt").exists() and not (tmp_path / "odd").exists()
-
-
-def test_pool_posterior_is_bayes_over_the_pool_given_noise_and_caption():
-    images, records = generate(64, 0)
-    pool = to_tensor(images) * 2 - 1
-    posterior = PoolPosterior(pool, records)
-    abar = build_world_scheduler("v_prediction").alphas_cumprod
-    gen = torch.Generator().manual_seed(0)
-    x0 = pool[:4]
-    for t in (100, 880, 999):
-        a = abar[t]
-        x_t = a.sqrt() * x0 + (1 - a).sqrt() * torch.randn(x0.shape, generator=gen)
-        got = posterior.x0(x_t, abar[[t] * 4], [{}, {}, {"color": "red"}, {"color": "red", "shape": "star"}])
-        for i, kept in enumerate([{}, {}, {"color": "red"}, {"color": "red", "shape": "star"}]):
-            agree = [all(getattr(r, k) == v for k, v in kept.items()) for r in records]
-            members = pool[torch.tensor(agree)]
-            # the Gaussian likelihood of x_t under each candidate x0, written out independently
-            log_lik = -((x_t[i] - a.sqrt() * members) ** 2).flatten(1).sum(1) / (2 * (1 - a))
-            expected = (log_lik.softmax(0).view(-1, 1, 1, 1) * members).sum(0)
-            torch.testing.assert_close(got[i], expected, atol=2e-4, rtol=1e-4)
-        if t == 100:  # low noise: the sample's own x0
-            torch.testing.assert_close(got[:2], x0[:2], atol=1e-5, rtol=0)
-        if t == 999:  # (almost) pure noise: about the mean of the pool images the caption allows
-            torch.testing.assert_close(got[0], pool.mean(0), atol=5e-3, rtol=0)
-            red = torch.tensor([r.color == "red" for r in records])
-            torch.testing.assert_close(got[2], pool[red].mean(0), atol=5e-3, rtol=0)
-
-
-def test_pool_posterior_targets_are_used_and_recorded(tmp_path):
-    plain = train_ddpm(tmp_path / "plain", 1, high_noise_share=1.0, high_noise_from=900, **SMALL)
-    stable = train_ddpm(
-        tmp_path / "stable", 1, high_noise_share=1.0, high_noise_from=900, pool_posterior_targets=True, **SMALL
-    )
-    assert torch.load(stable, weights_only=False)["pool_posterior_targets"] is True
-    a, b = _weights(plain), _weights(stable)
-    assert any(not torch.equal(a[k], b[k]) for k in a)
-
-
-def test_pool_posterior_targets_leave_steps_below_their_range_unchanged(tmp_path, monkeypatch):
-    import featscope.world.train as train_module
-
-    plain = _weights(train_ddpm(tmp_path / "plain", 2, **SMALL))
-    monkeypatch.setattr(train_module, "POSTERIOR_FROM", 1000)  # no timestep is in range
-    stable = _weights(train_ddpm(tmp_path / "stable", 2, pool_posterior_targets=True, **SMALL))
-    assert all(torch.equal(plain[k], stable[k]) for k in plain)

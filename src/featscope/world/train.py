@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from torch import nn
 from tqdm.auto import tqdm
@@ -29,8 +30,6 @@ from featscope.world.models import (
     check_unet_channels,
     labels_of,
 )
-from featscope.world.onpolicy import SamplerStates
-from featscope.world.posterior import PoolPosterior
 from featscope.world.render import (
     ATTRIBUTES,
     COLORS,
@@ -47,7 +46,6 @@ DEFAULT_CLASSIFIER_STEPS = {"shape-net": 3000, "color-net": 500, "spurious-net":
 CAPTION_DROPOUT = 0.15
 WORD_KEEP = 0.8
 HIGH_NOISE_FROM = NUM_TRAIN_TIMESTEPS // 2  # the noisier half, where layout and size are decided
-POSTERIOR_FROM = NUM_TRAIN_TIMESTEPS // 2  # below, the pool posterior is the own x0 (mean sq. difference 2e-4 at t=499)
 
 
 def _dropped_attributes(records: list, rng: np.random.Generator, dropout: float = CAPTION_DROPOUT) -> list[dict]:
@@ -80,9 +78,6 @@ def train_ddpm(
     high_noise_from: int = HIGH_NOISE_FROM,
     anneal_from: int | None = None,
     channels: tuple[int, ...] | None = None,
-    pool_posterior_targets: bool = False,
-    on_policy_share: float = 0.0,
-    on_policy_refresh: int = 50,
 ) -> Path:
     """Train (or resume training of) the world diffusion model up to ``steps`` optimiser steps.
 
@@ -95,32 +90,10 @@ def train_ddpm(
     size are decided) instead of all timesteps. ``anneal_from`` decays the rate along a half cosine
     from ``lr`` at that step to 0 at ``steps`` (absolute step numbers, so a resumed call follows the
     same schedule). ``channels`` are the UNet's block widths (default: the shipped model's
-    32, 64, 96); a resumed run keeps its own. ``pool_posterior_targets`` regresses onto
-    :class:`PoolPosterior`'s x0 instead of each sample's own (for the steps this call runs).
-    ``on_policy_share`` of each batch are instead states that the EMA weights' own unconditional DDIM
-    sampler visits at t >= ``high_noise_from``, labelled with the pool's Bayes x0
-    (:class:`~featscope.world.onpolicy.SamplerStates`, two chains per batch row), rolled out anew every
-    ``on_policy_refresh`` steps and when a call starts (so a run resumed at a multiple of it equals an
-    uninterrupted one).
+    32, 64, 96); a resumed run keeps its own.
     Returns the checkpoint path.
     """
-    for name, share in (
-        ("caption dropout", caption_dropout),
-        ("high-noise share", high_noise_share),
-        ("on-policy share", on_policy_share),
-    ):
-        if not 0 <= share <= 1:
-            raise FeatscopeError(f"{name} {share} is not a share; pass a value in [0, 1]")
-    if not 0 <= high_noise_from < NUM_TRAIN_TIMESTEPS:
-        raise FeatscopeError(
-            f"high-noise start {high_noise_from} is not a timestep; pass one in 0..{NUM_TRAIN_TIMESTEPS - 1}"
-        )
-    if anneal_from is not None and not 0 <= anneal_from < steps:
-        raise FeatscopeError(f"anneal start {anneal_from} is not before the last step {steps}; pass a smaller one")
-    if on_policy_refresh < 1:
-        raise FeatscopeError(f"on-policy refresh {on_policy_refresh} is not a number of steps; pass 1 or more")
-    if prediction_type not in PREDICTION_TYPES:
-        raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
+    _check_ddpm_options(steps, prediction_type, caption_dropout, high_noise_share, high_noise_from, anneal_from)
     if channels is not None:
         channels = check_unet_channels(channels)
     out = Path(out)
@@ -129,133 +102,178 @@ def train_ddpm(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     ckpt = out / "checkpoint.pt"
-    state = _read_checkpoint(ckpt) if ckpt.exists() else None
-    if state is not None:
-        trained_channels = _channels_of(state)
-        if channels is not None and channels != trained_channels:
-            raise FeatscopeError(
-                f"{ckpt} trains a UNet with channels {_joined(trained_channels)}, not {_joined(channels)}; "
-                "drop --channels to resume it, or pick a new --out folder"
-            )
-        channels = trained_channels
-    channels = channels or UNET_CHANNELS
-    unet, text = build_world_unet(channels), WorldTextEncoder()
-    if state is None and init_from is not None:
-        _load_ema_weights(init_from, unet, text)  # before the EMA, whose average starts from these weights
-    params = list(unet.parameters()) + list(text.parameters())
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    ema = EMAModel(params, decay=0.9995, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
-    start = 0
-    if state is not None:
-        trained = state.get("prediction_type", "epsilon")
-        if trained != prediction_type:
-            raise FeatscopeError(
-                f"{ckpt} trains a {trained} model, not {prediction_type}; "
-                "pass the same --prediction, or start a new --out folder with --init-from"
-            )
-        if init_from is not None and str(init_from) != state.get("init_from"):
-            raise FeatscopeError(
-                f"{ckpt} already holds a run, so --init-from {init_from} would be ignored; "
-                "drop --init-from to resume it, or pick a new --out folder"
-            )
-        unet.load_state_dict(state["unet"])
-        text.load_state_dict(state["text"])
-        optimizer.load_state_dict(state["optimizer"])
-        ema.load_state_dict(state["ema"])
-        start = state["step"]
-        init_from = state.get("init_from")
+    run = _DdpmRun.open(ckpt, lr, prediction_type, init_from, channels)
     scheduler = build_world_scheduler(prediction_type)
     images, records = generate(pool_size, seed)
     pool = to_tensor(images) * 2 - 1
-    alphas = scheduler.alphas_cumprod
-    on_policy_rows = round(batch_size * on_policy_share)
-    posterior = PoolPosterior(pool, records) if pool_posterior_targets or on_policy_rows else None
-    states = None
-    if on_policy_rows:
-        chains = 2 * batch_size
-        states = SamplerStates(unet, text, scheduler.config, posterior, high_from=high_noise_from, chains=chains)
-    log = (out / "log.jsonl").open("a" if start else "w")
-    bar = tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train world:ddpm")
+    schedule = {
+        "caption_dropout": caption_dropout,
+        "high_noise_share": high_noise_share,
+        "high_noise_from": high_noise_from,
+    }
+    settings = {
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "prediction_type": prediction_type,
+        "init_from": run.init_from,
+        **schedule,
+        "anneal_from": anneal_from,
+        "channels": list(run.channels),
+    }
+    log = (out / "log.jsonl").open("a" if run.start else "w")
+    bar = tqdm(range(run.start, steps), initial=run.start, total=steps, disable=quiet, desc="train world:ddpm")
     tic = time.time()
     for step in bar:
         rng = np.random.default_rng([seed, step])
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        plain_rows = batch_size - on_policy_rows
-        idx = torch.from_numpy(rng.choice(pool_size, plain_rows, replace=False))
-        x0 = pool[idx]
-        kept = _dropped_attributes([records[i] for i in idx.tolist()], rng, caption_dropout)
-        t = _training_timesteps(
-            plain_rows, scheduler.config.num_train_timesteps, high_noise_share, gen, high_from=high_noise_from
+        xt, t, ids, target = _ddpm_batch(
+            pool, records, scheduler, rng, batch_size, caption_dropout, high_noise_share, high_noise_from
         )
-        noise = torch.randn(x0.shape, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         lr_now = _learning_rate(lr, step, steps, anneal_from)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_now
-        rows = (t >= POSTERIOR_FROM).nonzero().flatten().tolist() if pool_posterior_targets else []
-        if rows:
-            x0 = x0.clone()
-            x0[rows] = posterior.x0(xt[rows], alphas[t[rows]], [kept[i] for i in rows])
-        refreshed = {}
-        if states is not None:
-            policy_gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-            if states.t is None or step % on_policy_refresh == 0:
-                states.refresh(ema, policy_gen)
-                refreshed = {"on_policy_gap": states.model_gap}
-            policy_xt, policy_t, policy_x0 = states.draw(on_policy_rows, policy_gen)
-            xt, t, x0 = torch.cat([xt, policy_xt]), torch.cat([t, policy_t]), torch.cat([x0, policy_x0])
-            kept = kept + [{}] * on_policy_rows
-        if rows or states is not None:
-            a = alphas[t].view(-1, 1, 1, 1)
-            noise = (xt - a.sqrt() * x0) / (1 - a).sqrt()
-        ids = tokenize([caption_of(k) for k in kept])
-        target = noise if prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
-        loss = F.mse_loss(unet(xt, t, text(ids)).sample, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        ema.step(params)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        record = {
-            "step": step + 1,
-            "loss": loss.item(),
-            "lr": lr_now,
-            "caption_dropout": caption_dropout,
-            "high_noise_share": high_noise_share,
-            "high_noise_from": high_noise_from,
-            "pool_posterior_targets": pool_posterior_targets,
-            "on_policy_share": on_policy_share,
-        }
-        log.write(json.dumps({**record, **refreshed, "time": time.time() - tic}) + "\n")
+        loss = run.step(xt, t, ids, target, lr_now)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        log.write(
+            json.dumps({"step": step + 1, "loss": loss, "lr": lr_now, **schedule, "time": time.time() - tic}) + "\n"
+        )
         if (step + 1) % checkpoint_every == 0 or step + 1 == steps:
             log.flush()
-            atomic_torch_save(
-                {
-                    "unet": unet.state_dict(),
-                    "text": text.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict(),
-                    "step": step + 1,
-                    "seed": seed,
-                    "batch_size": batch_size,
-                    "lr": lr,
-                    "prediction_type": prediction_type,
-                    "init_from": None if init_from is None else str(init_from),
-                    "caption_dropout": caption_dropout,
-                    "high_noise_share": high_noise_share,
-                    "high_noise_from": high_noise_from,
-                    "anneal_from": anneal_from,
-                    "channels": list(channels),
-                    "pool_posterior_targets": pool_posterior_targets,
-                    "on_policy_share": on_policy_share,
-                    "on_policy_refresh": on_policy_refresh,
-                },
-                ckpt,
-            )
+            run.save(ckpt, step + 1, settings)
     log.close()
     return ckpt
+
+
+def _check_ddpm_options(
+    steps: int,
+    prediction_type: str,
+    caption_dropout: float,
+    high_noise_share: float,
+    high_noise_from: int,
+    anneal_from: int | None,
+) -> None:
+    """Refuse training options that name no share, timestep, step or prediction type, before anything is written."""
+    for name, share in (("caption dropout", caption_dropout), ("high-noise share", high_noise_share)):
+        if not 0 <= share <= 1:
+            raise FeatscopeError(f"{name} {share} is not a share; pass a value in [0, 1]")
+    if not 0 <= high_noise_from < NUM_TRAIN_TIMESTEPS:
+        raise FeatscopeError(
+            f"high-noise start {high_noise_from} is not a timestep; pass one in 0..{NUM_TRAIN_TIMESTEPS - 1}"
+        )
+    if anneal_from is not None and not 0 <= anneal_from < steps:
+        raise FeatscopeError(f"anneal start {anneal_from} is not before the last step {steps}; pass a smaller one")
+    if prediction_type not in PREDICTION_TYPES:
+        raise FeatscopeError(f"unknown prediction type {prediction_type!r}; use one of {', '.join(PREDICTION_TYPES)}")
+
+
+def _ddpm_batch(
+    pool: torch.Tensor,
+    records: list[WorldRecord],
+    scheduler: DDPMScheduler,
+    rng: np.random.Generator,
+    batch_size: int,
+    caption_dropout: float,
+    high_noise_share: float,
+    high_noise_from: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch drawn with a step's ``rng``: noisy images, timesteps, caption tokens and the UNet's target."""
+    gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+    idx = torch.from_numpy(rng.choice(len(pool), batch_size, replace=False))
+    x0 = pool[idx]
+    kept = _dropped_attributes([records[i] for i in idx.tolist()], rng, caption_dropout)
+    t = _training_timesteps(batch_size, scheduler.config.num_train_timesteps, high_noise_share, gen, high_noise_from)
+    noise = torch.randn(x0.shape, generator=gen)
+    a = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    ids = tokenize([caption_of(k) for k in kept])
+    target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(x0, noise, t)
+    return xt, t, ids, target
+
+
+@dataclass
+class _DdpmRun:
+    """The trained state of one world ddpm run: UNet, text encoder, optimiser, EMA, and where it stands."""
+
+    unet: nn.Module
+    text: WorldTextEncoder
+    optimizer: torch.optim.Optimizer
+    ema: EMAModel
+    channels: tuple[int, ...]
+    start: int = 0
+    init_from: str | None = None
+
+    @property
+    def params(self) -> list[nn.Parameter]:
+        return list(self.unet.parameters()) + list(self.text.parameters())
+
+    @classmethod
+    def open(
+        cls,
+        ckpt: Path,
+        lr: float,
+        prediction_type: str,
+        init_from: str | Path | None,
+        channels: tuple[int, ...] | None,
+    ) -> _DdpmRun:
+        """Resume the run checkpointed at ``ckpt``, or start one (from ``init_from``'s EMA weights when given)."""
+        state = _read_checkpoint(ckpt) if ckpt.exists() else None
+        if state is not None:
+            _check_resumable(ckpt, state, prediction_type, init_from, channels)
+            channels = _channels_of(state)
+        channels = channels or UNET_CHANNELS
+        unet, text = build_world_unet(channels), WorldTextEncoder()
+        if state is None and init_from is not None:
+            _load_ema_weights(init_from, unet, text)  # before the EMA, whose average starts from these weights
+        params = list(unet.parameters()) + list(text.parameters())
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+        ema = EMAModel(params, decay=0.9995, use_ema_warmup=True, inv_gamma=1.0, power=0.75)
+        run = cls(unet, text, optimizer, ema, channels, init_from=None if init_from is None else str(init_from))
+        if state is not None:
+            unet.load_state_dict(state["unet"])
+            text.load_state_dict(state["text"])
+            optimizer.load_state_dict(state["optimizer"])
+            ema.load_state_dict(state["ema"])
+            run.start, run.init_from = state["step"], state.get("init_from")
+        return run
+
+    def step(self, xt: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, target: torch.Tensor, lr: float) -> float:
+        """One optimiser step at rate ``lr`` on the MSE of the UNet's output to ``target``; returns the loss."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss = F.mse_loss(self.unet(xt, t, self.text(ids)).sample, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = self.params
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.optimizer.step()
+        self.ema.step(params)
+        return loss.item()
+
+    def save(self, ckpt: Path, step: int, settings: dict) -> None:
+        """Write the run's state after ``step`` steps, with the ``settings`` it was trained with."""
+        states = {"unet": self.unet, "text": self.text, "optimizer": self.optimizer, "ema": self.ema}
+        atomic_torch_save({**{k: v.state_dict() for k, v in states.items()}, "step": step, **settings}, ckpt)
+
+
+def _check_resumable(
+    ckpt: Path, state: dict, prediction_type: str, init_from: str | Path | None, channels: tuple[int, ...] | None
+) -> None:
+    """Refuse to resume a checkpointed run with another UNet width, prediction type or starting point."""
+    trained_channels = _channels_of(state)
+    if channels is not None and channels != trained_channels:
+        raise FeatscopeError(
+            f"{ckpt} trains a UNet with channels {_joined(trained_channels)}, not {_joined(channels)}; "
+            "drop --channels to resume it, or pick a new --out folder"
+        )
+    trained = state.get("prediction_type", "epsilon")
+    if trained != prediction_type:
+        raise FeatscopeError(
+            f"{ckpt} trains a {trained} model, not {prediction_type}; "
+            "pass the same --prediction, or start a new --out folder with --init-from"
+        )
+    if init_from is not None and str(init_from) != state.get("init_from"):
+        raise FeatscopeError(
+            f"{ckpt} already holds a run, so --init-from {init_from} would be ignored; "
+            "drop --init-from to resume it, or pick a new --out folder"
+        )
 
 
 def _training_timesteps(
@@ -332,9 +350,6 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
         "high_noise_from",
         "anneal_from",
         "channels",
-        "pool_posterior_targets",
-        "on_policy_share",
-        "on_policy_refresh",
     )
     (folder / "training.json").write_text(json.dumps({k: state.get(k) for k in keys if state.get(k) is not None}))
     return folder

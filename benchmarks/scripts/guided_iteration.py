@@ -1,0 +1,119 @@
+"""Seconds per guided iteration and peak memory of the universal solver.
+
+One guided iteration = UNet forward+backward, x0 estimate, decoder forward+backward, network
+forward+backward, rescale/clamp, scheduler step, plus the post-guidance check (decode + network).
+
+    python benchmarks/scripts/guided_iteration.py --backbone world:ddpm --extractor world:shape-net
+    python benchmarks/scripts/guided_iteration.py --backbone random:sd-v1 --resolution 512 \
+        --extractor torchvision:resnet50 --random-extractor --dtype bf16 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from featscope.backbones import load_backbone  # noqa: E402
+from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype  # noqa: E402
+from featscope.extractors import load_extractor  # noqa: E402
+from featscope.solvers.universal import UniversalConfig, solve_universal  # noqa: E402
+from featscope.speed import SpeedOptions, apply_speed  # noqa: E402
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.backbone == "random:sd-v1":
+        from sd_random import random_sd_v1
+
+        backbone = random_sd_v1(args.resolution)
+    else:
+        backbone = load_backbone(args.backbone)
+    backbone.to(device)
+    extractor = load_extractor(args.extractor, device=device, pretrained=not args.random_extractor)
+    speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
+    apply_speed(backbone, extractor, speed)
+    with torch.no_grad():
+        target = extractor(torch.rand(args.batch, 3, *backbone.image_size, device=device))
+    config = UniversalConfig(
+        sampler="ddim", num_steps=args.iterations + args.warmup, recurrence=1, guidance_weight=0.3, stop_distance=None
+    )
+    times: list[float] = []
+    last = [time.perf_counter()]
+
+    def tick(_info) -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        now = time.perf_counter()
+        times.append(now - last[0])
+        last[0] = now
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    solve_universal(
+        backbone,
+        extractor,
+        target,
+        config,
+        generators=generators_for(list(range(args.batch)), device),
+        dtype=dtype,
+        callback=tick,
+        quiet=True,
+    )
+    timed = times[args.warmup :]
+    per_iteration = sorted(timed)[len(timed) // 2]
+    return {
+        "backbone": args.backbone,
+        "extractor": args.extractor,
+        "resolution": backbone.image_size[0],
+        "dtype": args.dtype,
+        "speed": speed.names(),
+        "batch": args.batch,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
+        "seconds_per_iteration_median": round(per_iteration, 4),
+        "seconds_per_image_iteration": round(per_iteration / args.batch, 4),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "iterations_timed": len(timed),
+        "warmup_seconds": round(sum(times[: args.warmup]), 2),  # includes torch.compile's one-off cost
+        "torch": str(torch.__version__),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="world:ddpm", help="a featscope backbone spec, or random:sd-v1")
+    parser.add_argument("--extractor", default="world:shape-net")
+    parser.add_argument("--random-extractor", action="store_true", help="random weights (same cost)")
+    parser.add_argument("--resolution", type=int, default=512, help="for random:sd-v1")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--low-memory", action="store_true", help="gradient checkpointing of UNet and VAE")
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = measure(args)
+    print(json.dumps(result))
+    if args.json:
+        with args.json.open("a") as handle:
+            handle.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -355,7 +355,7 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
     return folder
 
 
-def _classifier_records(task: str, n: int, rng: np.random.Generator) -> list[WorldRecord]:
+def classifier_records(task: str, n: int, rng: np.random.Generator) -> list[WorldRecord]:
     """Records of a classifier's training distribution; ``spurious-net``: colour predicts shape 95% of the time."""
     if task != "spurious-net":
         return [sample_record(rng) for _ in range(n)]
@@ -381,7 +381,7 @@ def evaluate_classifier(model: nn.Module, task: str, n: int = 2000, seed: int = 
     """Accuracy on fresh images of the task's training distribution, and on the same images with the
     object's colour replaced by another colour (a network that relies on colour drops there)."""
     rng = np.random.default_rng(seed)
-    records = _classifier_records(task, n, rng)
+    records = classifier_records(task, n, rng)
     result = {}
     sets = {"accuracy_clean": records}
     if CLASSIFIER_TASKS[task] != "color":
@@ -419,7 +419,7 @@ def train_classifier(
     rng = np.random.default_rng([seed, 7])
     tic = time.time()
     for _ in tqdm(range(steps), disable=quiet, desc=f"train world:{task}"):
-        x, y = _labelled(task, _classifier_records(task, batch_size, rng))
+        x, y = _labelled(task, classifier_records(task, batch_size, rng))
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

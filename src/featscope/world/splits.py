@@ -1,0 +1,119 @@
+"""The world's seed ranges: the pools the shipped models trained on, and two evaluation splits none of them saw.
+
+A world image is a deterministic function of its record, and ``generate(n, seed)`` draws records from one
+random stream per seed. The shipped models trained on these streams:
+
+- ``world:ddpm`` (and the epsilon model it was fine-tuned from): ``generate(30_000, 0)``;
+- the embedded FeatInv ControlNet: ``generate(20_000, 0)`` (a prefix of the same stream);
+- ``world:shape-net``, ``color-net``, ``spurious-net``: 64 records per step from ``default_rng([0, 7])``,
+  for the steps recorded in their weights' metadata.
+
+Settings are chosen on the **tuning** split and reported once on the **test** split (docs/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from featscope.errors import FeatscopeError
+from featscope.world.render import WorldRecord, render, sample_record
+
+TUNING_SEED = 7_000_000
+TEST_SEED = 8_000_000
+SPLITS = {"tuning": TUNING_SEED, "test": TEST_SEED}
+SPLIT_STREAM = 1024  # records drawn per split; those a shipped model trained on (pixel for pixel) are skipped
+EXCLUDED = {  # stream indices whose image is in a training pool (tests/test_world_splits.py recomputes them)
+    "tuning": (117, 548, 569, 665, 718, 757, 818, 1009),
+    "test": (66, 85, 245, 349, 362, 442, 774),
+}
+DDPM_POOL = (30_000, 0)  # (images, seed) of world:ddpm's training pool
+FEATINV_POOL = (20_000, 0)
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+def split_records(n: int, split: str) -> list[WorldRecord]:
+    """The first ``n`` records of an evaluation split (``tuning`` or ``test``): its seed's stream without the
+    images a shipped model trained on."""
+    if split not in SPLITS:
+        raise FeatscopeError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    size = SPLIT_STREAM - len(EXCLUDED[split])
+    if not 0 <= n <= size:
+        raise FeatscopeError(f"the {split} split holds {size} images, not {n}; ask for at most {size}")
+    skipped = set(EXCLUDED[split])
+    return [r for i, r in enumerate(records(SPLIT_STREAM, SPLITS[split])) if i not in skipped][:n]
+
+
+def split_images(n: int, split: str) -> tuple[np.ndarray, list[WorldRecord]]:
+    """``n`` images (n, 32, 32, 3) uint8 of an evaluation split and their records (like ``generate``)."""
+    drawn = split_records(n, split)
+    images = np.stack([render(r) for r in drawn]) if drawn else np.zeros((0, 32, 32, 3), np.uint8)
+    return images, drawn
+
+
+def records(n: int, seed: int) -> list[WorldRecord]:
+    """The records of ``generate(n, seed)``, without drawing the images."""
+    rng = np.random.default_rng(seed)
+    return [sample_record(rng) for _ in range(n)]
+
+
+def classifier_pool(task: str) -> list[WorldRecord]:
+    """Every record a shipped world classifier saw in training (its steps and batch from its weights file)."""
+    from safetensors import safe_open
+
+    from featscope.world.train import classifier_records
+
+    with safe_open(str(WEIGHTS / f"{task}.safetensors"), "pt") as handle:
+        metrics = json.loads(handle.metadata()["metrics"])
+    rng = np.random.default_rng([metrics["seed"], 7])
+    return [r for _ in range(metrics["steps"]) for r in classifier_records(task, metrics["batch_size"], rng)]
+
+
+def training_pools() -> Iterator[tuple[str, list[WorldRecord]]]:
+    """(model, records) for every shipped model's training pool."""
+    yield "world:ddpm", records(*DDPM_POOL)
+    yield "featinv-shape-net", records(*FEATINV_POOL)
+    for task in ("shape-net", "color-net", "spurious-net"):
+        yield f"world:{task}", classifier_pool(task)
+
+
+def _key(record: WorldRecord) -> tuple[str, ...]:
+    return tuple(record.attributes().values())
+
+
+def _near(a: WorldRecord, b: WorldRecord) -> bool:
+    """Close enough in position and rotation that the two records could draw the same pixels (pixel-identical
+    world images measured: at most 0.11 px and 0.75 degrees apart)."""
+    return abs(a.cx - b.cx) < 0.5 and abs(a.cy - b.cy) < 0.5 and abs(a.angle - b.angle) < 1.5
+
+
+def _digest(record: WorldRecord) -> str:
+    return hashlib.sha1(render(record).tobytes()).hexdigest()
+
+
+def training_clashes(
+    candidates: list[WorldRecord], pools: dict[str, list[WorldRecord]] | None = None
+) -> dict[int, str]:
+    """Index -> model, for each candidate whose image is pixel for pixel one a shipped model trained on.
+
+    Only pool records with the same attributes and nearly the same position and rotation can draw the same
+    image; those are drawn and compared with the candidates' images. ``pools``: :func:`training_pools` by default.
+    """
+    by_key: dict[tuple[str, ...], list[int]] = {}
+    for i, record in enumerate(candidates):
+        by_key.setdefault(_key(record), []).append(i)
+    digests: dict[int, str] = {}
+    found: dict[int, str] = {}
+    for model, pool in (pools or dict(training_pools())).items():
+        for record in pool:
+            for i in by_key.get(_key(record), ()):
+                if i in found or not _near(record, candidates[i]):
+                    continue
+                digests.setdefault(i, _digest(candidates[i]))
+                if _digest(record) == digests[i]:
+                    found[i] = model
+    return found

@@ -108,7 +108,12 @@ def _add_counterfactual(isub: argparse._SubParsersAction) -> None:
         metavar="NAME,NAME",
         help="keep the background: penalties outside the mask (default: %(default)s, as published)",
     )
-    c.add_argument("--regularizer-weights", default="25,250", metavar="W,W", help="(default: 25,250 as published)")
+    c.add_argument(
+        "--regularizer-weights",
+        default="25,250",
+        metavar="W,W",
+        help="weight of each regularizer, in order (default: 25,250 as published)",
+    )
     c.add_argument("--mask", metavar="PNG|cross-attention|sam:DIR", help=MASK_HELP)
     c.add_argument("--mask-postprocess", default="", metavar="STEPS", help="e.g. erosion_3,dilation_20,blur_45_30")
     c.add_argument(

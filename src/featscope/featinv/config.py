@@ -14,12 +14,14 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 class TrainConfig(Settings):
     """Training settings; the defaults are FeatInv's published ones where it states them."""
 
-    steps: int = knob(1000, "total optimiser steps, counting resumed ones")
-    batch_size: int = knob(8, "images per process and micro-batch (published: 8, one GPU)")
+    steps: int = knob(1000, "total optimiser steps, counting resumed ones", metavar="N")
+    batch_size: int = knob(8, "images per process and micro-batch (published: 8, one GPU)", metavar="N")
     lr: float = knob(1e-5, "AdamW learning rate, constant")
-    weight_decay: float = knob(1e-2, "AdamW weight decay (torch's default, as the published optimiser)")
-    grad_accum: int = knob(1, "gradient accumulation steps")
-    drop_prob: float = knob(0.15, "share of samples with zero features and empty prompt (dropped together)")
+    weight_decay: float = knob(1e-2, "AdamW weight decay (torch's default, as the published optimiser)", metavar="WD")
+    grad_accum: int = knob(1, "gradient accumulation steps", metavar="N")
+    drop_prob: float = knob(
+        0.15, "share of samples with zero features and empty prompt (dropped together)", metavar="P"
+    )
     flip: bool = knob(True, "random horizontal and vertical flips (features computed on the fly only)")
     cache_features: bool = knob(
         False, "precompute every image's features once into OUT/features.safetensors (no flips then)"
@@ -56,8 +58,8 @@ class SampleSettings(Settings):
         1.0, "control strength: scales every ControlNet residual", flag="--strength", metavar="STRENGTH"
     )
     seed: int = knob(100, "sample i uses seed + i")
-    batch_size: int | None = knob(None, "images per batch (None: all at once)")
-    prompt: str | None = knob(None, "text prompt (None: the prompt the model was trained with)", metavar="TEXT")
+    batch_size: int | None = knob(None, "images per batch (default: all at once)", metavar="N")
+    prompt: str | None = knob(None, "text prompt (default: the prompt the model was trained with)", metavar="TEXT")
 
     def validate(self) -> None:
         if self.num_steps < 1:

@@ -184,7 +184,8 @@ def featscope(*args: str) -> subprocess.CompletedProcess:
 
 def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, capsys):
     out = str(tmp_path / "cli")
-    args = ["bench", "--n", "2", "--extractors", EXTRACTOR, "--steps", "2", "-K", "1", "--no-unguided", "--out", out]
+    args = ["bench", "decode", "--n", "2", "--extractors", EXTRACTOR, "--steps", "2", "-K", "1", "--no-unguided"]
+    args += ["--out", out]
     result = featscope(*args, "--quiet")
     assert result.returncode == 0, result.stderr
     assert "| row | rel. distance (median)" in result.stdout and "| fast |" in result.stdout
@@ -198,7 +199,7 @@ def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, 
 
 
 def test_cli_help_explains_the_numbers():
-    result = featscope("bench", "--help")
+    result = featscope("bench", "decode", "--help")
     assert result.returncode == 0
     for term in (
         "rel. distance",

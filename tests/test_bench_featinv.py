@@ -1,4 +1,4 @@
-"""FeatInv next to the universal decoder on world targets, through `featscope bench --method featinv`."""
+"""FeatInv next to the universal decoder on world targets, through `featscope bench featinv`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,6 @@ def test_featinv_and_universal_decoder_are_scored_on_the_same_targets(tmp_path):
 
 
 def test_bad_step_counts_are_a_one_line_error(tmp_path, capsys):
-    assert main(["bench", "--method", "featinv", "--featinv-steps", "10,x", "--out", str(tmp_path / "b")]) == 2
+    assert main(["bench", "featinv", "--featinv-steps", "10,x", "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--featinv-steps" in err and not (tmp_path / "b").exists()

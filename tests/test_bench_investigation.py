@@ -22,8 +22,9 @@ def test_object_mask_covers_exactly_the_object_pixels():
 
 def test_investigation_bench_writes_every_measurement(tmp_path, capsys):
     out = tmp_path / "bench"
-    args = ["bench", "--method", "counterfactual,difference,neuron", "--n", "2", "--batch", "2", "--steps", "2",
-            "--iterations", "1", "--cutouts", "1", "--device", "cpu", "--quiet", "--out", str(out)]  # fmt: skip
+    args = ["bench", "investigate", "--methods", "counterfactual,difference,neuron", "--n", "2", "--batch", "2",
+            "--steps", "2", "--iterations", "1", "--cutouts", "1", "--device", "cpu", "--quiet",
+            "--out", str(out)]  # fmt: skip
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     counterfactual = results["counterfactual"]["rows"]

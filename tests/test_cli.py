@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +138,100 @@ def yaml_backbone(path: Path) -> str:
     import yaml
 
     return yaml.safe_load(path.read_text())["backbone"]
+
+
+# -- the parser itself: derived options, help on every option, a light top level --------------------
+def _parsers(parser: argparse.ArgumentParser, path: str = "featscope"):
+    """Every parser under ``parser`` (sub-commands and theirs), with its command line."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                assert helps.get(name), f"{path} {name} has no help line in {path} --help"
+                yield from _parsers(sub, f"{path} {name}")
+
+
+def test_every_option_of_every_command_has_a_help_line():
+    from featscope.cli import build_parser
+
+    missing = [
+        f"{path} {'/'.join(action.option_strings) or action.dest}"
+        for path, parser in _parsers(build_parser())
+        for action in parser._actions
+        if not isinstance(action, (argparse._HelpAction, argparse._SubParsersAction))
+        and not re.sub(r"\(default: [^)]*\)", "", action.help or "").strip()  # more than its default
+    ]
+    assert not missing, missing
+
+
+def test_solver_options_are_derived_from_the_settings_dataclasses():
+    from featscope.cli import build_parser
+    from featscope.settings import knob_of
+    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.universal import UniversalConfig
+
+    parsers = dict(_parsers(build_parser()))
+    for path, cls, excluded in [
+        ("featscope decode", UniversalConfig, ()),
+        ("featscope bench decode", UniversalConfig, ("prompt", "guidance_scale", "stop_distance")),
+        ("featscope investigate difference", EndToEndConfig, ()),
+        ("featscope investigate neuron", EndToEndConfig, ()),
+        ("featscope investigate counterfactual", EndToEndConfig, ()),
+        ("featscope bench investigate", EndToEndConfig, ()),
+    ]:
+        options = {a.dest: a for a in parsers[path]._actions}
+        for f in dataclasses.fields(cls):
+            knob = knob_of(f)
+            if not knob.cli or f.name in excluded:
+                assert f.name not in options, (path, f.name)
+                continue
+            flag = knob.flag or "--" + f.name.replace("_", "-")
+            assert {flag, *knob.aliases} <= set(options[f.name].option_strings), (path, f.name)
+            assert options[f.name].default is None  # unset: the preset's value
+    decode = {s for a in parsers["featscope decode"]._actions for s in a.option_strings}
+    assert {"--steps", "--wg", "--guidance-weight", "-K", "--recurrence", "--prompt", "--stop-distance"} <= decode
+
+
+def test_featinv_options_come_from_its_train_and_sample_settings():
+    from featscope.cli import build_parser
+    from featscope.cli.featinv import _settings, _train_config
+    from featscope.featinv.config import WORLD_TRAIN, SampleSettings, TrainConfig
+
+    def parse(*args):
+        return build_parser("featinv").parse_args(["featinv", *args])
+
+    plain = parse("reconstruct", "--out", "o")
+    assert _settings(plain) == SampleSettings()
+    tuned = parse("reconstruct", "--out", "o", "--steps", "7", "--strength", "0.5", "--seed", "3", "--prompt", "p")
+    assert _settings(tuned) == SampleSettings(num_steps=7, conditioning_scale=0.5, seed=3, prompt="p")
+    train = ["train", "--model", "m", "--world", "4", "--out", "o"]
+    assert _train_config(parse(*train), TrainConfig()) == TrainConfig()
+    changed = parse(*train, "--steps", "9", "--no-flip", "--cache-features", "--mixed-precision", "bf16")
+    assert _train_config(changed, TrainConfig()) == TrainConfig(
+        steps=9, flip=False, cache_features=True, mixed_precision="bf16"
+    )
+    assert _train_config(parse("world", "--out", "o"), WORLD_TRAIN) == WORLD_TRAIN
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (["bench", "--n", "2"], ["bench", "decode", "--n", "2"]),
+        (["bench", "--method", "featinv", "-n", "2"], ["bench", "featinv", "-n", "2"]),
+        (["bench", "-n", "2", "--method=neuron"], ["bench", "investigate", "--methods", "neuron", "-n", "2"]),
+        (["bench", "decode", "--n", "2"], ["bench", "decode", "--n", "2"]),
+        (["bench", "--help"], ["bench", "--help"]),
+        (["decode", "--method", "x"], ["decode", "--method", "x"]),
+    ],
+)  # fmt: skip
+def test_an_earlier_releases_bench_command_line_still_runs(old, new):
+    from featscope.cli.bench import legacy_argv
+
+    assert legacy_argv(old) == new
+
+
+def test_the_top_level_help_imports_no_model_library():
+    code = "import sys; from featscope.cli import build_parser; build_parser(''); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

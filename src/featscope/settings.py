@@ -128,8 +128,8 @@ def add_options(
 ) -> list[str]:
     """Add one option per command-line knob of ``cls`` (default None: unset options leave the preset's value).
 
-    The help line shows the paper's symbol and the default of ``defaults`` (or of ``cls()``). Returns the
-    field names added, for :func:`given_options`.
+    The help line shows the paper's symbol and the default of ``defaults`` (or of ``cls()``) unless it is None
+    or empty (the help says what those mean). Returns the field names added, for :func:`given_options`.
     """
     base = defaults if defaults is not None else cls()
     names = []
@@ -140,7 +140,9 @@ def add_options(
         kind, is_bool = _option_type(f.type)
         flag = k.flag or "--" + f.name.replace("_", "-")
         symbol = f"[{k.symbol}] " if k.symbol else ""
-        text = f"{symbol}{k.help} (default: {getattr(base, f.name)})".replace("%", "%%")
+        default = getattr(base, f.name)
+        shown = "" if default in (None, "") else f" (default: {default})"  # the help says what None or "" mean
+        text = f"{symbol}{k.help}{shown}".replace("%", "%%")
         extra: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
         if is_bool:
             extra["action"] = argparse.BooleanOptionalAction
@@ -156,4 +158,3 @@ def add_options(
 def given_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The options of ``names`` the user set on the command line."""
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-

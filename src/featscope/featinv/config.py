@@ -5,29 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from featscope.errors import FeatscopeError
+from featscope.settings import Settings, knob
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """Training settings; the defaults are FeatInv's published ones where it states them."""
 
-    steps: int = 1000  # total optimiser steps, counting resumed ones
-    batch_size: int = 8  # per process and micro-batch (published: 8, one GPU)
-    lr: float = 1e-5  # AdamW, constant
-    weight_decay: float = 1e-2  # torch's AdamW default, as the published optimiser
-    grad_accum: int = 1
-    drop_prob: float = 0.15  # feature map zeroed and prompt emptied together
-    flip: bool = True  # random horizontal and vertical flips (features computed on the fly only)
-    cache_features: bool = False  # precompute every image's features once (RUN/features.safetensors)
-    mixed_precision: str = "no"  # no, fp16, bf16
-    seed: int = 0
-    checkpoint_every: int = 1000
-    sample_every: int = 500  # 0: never
-    sample_images: int = 4
-    sample_steps: int = 20
-    feature_batch: int = 64  # batch size when caching features
+    steps: int = knob(1000, "total optimiser steps, counting resumed ones", metavar="N")
+    batch_size: int = knob(8, "images per process and micro-batch (published: 8, one GPU)", metavar="N")
+    lr: float = knob(1e-5, "AdamW learning rate, constant")
+    weight_decay: float = knob(1e-2, "AdamW weight decay (torch's default, as the published optimiser)", metavar="WD")
+    grad_accum: int = knob(1, "gradient accumulation steps", metavar="N")
+    drop_prob: float = knob(
+        0.15, "share of samples with zero features and empty prompt (dropped together)", metavar="P"
+    )
+    flip: bool = knob(True, "random horizontal and vertical flips (features computed on the fly only)")
+    cache_features: bool = knob(
+        False, "precompute every image's features once into OUT/features.safetensors (no flips then)"
+    )
+    mixed_precision: str = knob("no", "autocast precision of the training steps", choices=MIXED_PRECISION)
+    seed: int = knob(0, "data order, dropout and noise")
+    checkpoint_every: int = knob(1000, "write OUT/checkpoint.pt every N steps", metavar="N")
+    sample_every: int = knob(500, "log samples every N steps; 0 = never", metavar="N")
+    sample_images: int = knob(4, "images per logged sample grid", cli=False)
+    sample_steps: int = knob(20, "DDIM steps of logged samples", metavar="N")
+    feature_batch: int = knob(64, "batch size when caching features", cli=False)
 
     def validate(self) -> None:
         if self.mixed_precision not in MIXED_PRECISION:
@@ -42,15 +47,19 @@ class TrainConfig:
 
 
 @dataclass
-class SampleSettings:
+class SampleSettings(Settings):
     """How reconstructions are sampled; the defaults are FeatInv's published ones."""
 
-    num_steps: int = 50  # DDIM, eta 0
-    guidance_scale: float = 1.75  # the negative branch keeps the features and drops the text
-    conditioning_scale: float = 1.0  # control strength: scales every ControlNet residual
-    seed: int = 100  # sample i uses seed + i
-    batch_size: int | None = None  # None: all at once
-    prompt: str | None = None  # None: the prompt the model was trained with
+    num_steps: int = knob(50, "DDIM steps, eta 0", symbol="T", flag="--steps")
+    guidance_scale: float = knob(
+        1.75, "CFG w; the negative branch keeps the features and drops the text (1 = off)", symbol="cfg"
+    )
+    conditioning_scale: float = knob(
+        1.0, "control strength: scales every ControlNet residual", flag="--strength", metavar="STRENGTH"
+    )
+    seed: int = knob(100, "sample i uses seed + i")
+    batch_size: int | None = knob(None, "images per batch (default: all at once)", metavar="N")
+    prompt: str | None = knob(None, "text prompt (default: the prompt the model was trained with)", metavar="TEXT")
 
     def validate(self) -> None:
         if self.num_steps < 1:

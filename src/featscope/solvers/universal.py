@@ -56,7 +56,10 @@ class UniversalConfig(Settings):
     )
     late_steps: int = knob(0, "number of last steps with K_late (published: 0)", metavar="N")
     grad_clip: float = knob(
-        3.0, "clamp the rescaled gradient to mean +- THR*std element-wise; <= 0 off", symbol="thr", metavar="THR"
+        3.0,
+        "grad_thres: clamp the rescaled gradient to mean +- THR*std element-wise; <= 0 off",
+        symbol="thr",
+        metavar="THR",
     )
     loss: str = knob("l2", "feature distance: squared L2 (published) or cosine", choices=("l2", "cosine"))
     prompt: str = knob("", "text prompt for the backbone (empty = unconditional, as published)", metavar="TEXT")

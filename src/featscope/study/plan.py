@@ -21,17 +21,6 @@ TOP_KEYS = {
     "jobs": "the job entries: each expands into a grid of jobs",
 }
 ENTRY_KEYS = ("method", "name", "settings", "sweep")
-SHORT_SETTINGS = {
-    "guidance_weight": "w_g",
-    "recurrence": "K",
-    "early_recurrence": "K_early",
-    "late_recurrence": "K_late",
-    "num_steps": "T",
-    "grad_clip": "thr",
-    "guidance_scale": "cfg",
-    "iterations": "iters",
-    "backward_steps": "m",
-}
 
 
 @dataclass(frozen=True)
@@ -139,6 +128,7 @@ def _expand(source: Source, problems: Problems, i: int, entry: Any) -> list[tupl
     if len(problems.found) > before:
         return []
     jobs = []
+    symbols = method.settings().symbols()  # a swept setting's part of the job name: w_g, K, T, ...
     grid = [values for _, values, _ in axes] + list(sweep.values())
     for combination in itertools.product(*grid):
         chosen, swept = combination[: len(axes)], dict(zip(sweep, combination[len(axes) :], strict=True))
@@ -156,7 +146,7 @@ def _expand(source: Source, problems: Problems, i: int, entry: Any) -> list[tupl
             for (key, _, listed), value in zip(axes, chosen, strict=True)
             if value is not None and ((field := method.fields[key]).prefix is not None or listed)
         ]
-        parts += [_part(SHORT_SETTINGS.get(key, key), _value_text(value)) for key, value in swept.items()]
+        parts += [_part(symbols.get(key, key), _value_text(value)) for key, value in swept.items()]
         jobs.append((params, job_settings, parts, name))
     return jobs
 

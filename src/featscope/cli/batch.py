@@ -17,15 +17,20 @@ and OUT/summary.md cover all jobs. Keys of the study file: docs/batch-and-report
 """
 
 
-def add_parser(sub) -> None:
+NAME = "batch"
+HELP = "run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``batch``: the study file, its output folder and device, a dry run and the report."""
     p = sub.add_parser(
-        "batch",
-        help="run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable",
+        NAME,
+        help=HELP,
         description="Run every job of a study file not done yet; under torchrun the jobs are split over ranks.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("study", metavar="STUDY.yaml")
+    p.add_argument("study", metavar="STUDY.yaml", help="the study file (keys: docs/batch-and-report.md)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the study's out:)")
     p.add_argument("--device", help="replaces the study's device: auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--dry-run", action="store_true", help="check the study and list its jobs; run nothing")
@@ -34,6 +39,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the study's jobs not done yet (or list them) and print its summary; 1 when a job failed."""
     from featscope.study import load_study, run_study
 
     study = load_study(args.study, out=args.out)

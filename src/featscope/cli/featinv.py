@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from featscope.errors import FeatscopeError
+from featscope.cli.options import add_extractor_weights, add_knobs, knobs, numbers
+
+if TYPE_CHECKING:
+    from featscope.featinv.config import SampleSettings, TrainConfig
+
+NAME = "featinv"
+HELP = "feature-map inversion with a trained ControlNet (FeatInv)"
 
 EPILOG = """\
 examples:
@@ -28,40 +34,44 @@ Sampling: DDIM (eta 0), eps = eps(z, f, "") + w (eps(z, f, prompt) - eps(z, f, "
 """
 
 
-def _add_sampling(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("sampling (defaults: FeatInv's published ones)")
-    g.add_argument("--steps", type=int, default=50, dest="num_steps", help="DDIM steps, eta 0 (default: %(default)s)")
-    g.add_argument(
-        "--guidance-scale",
-        type=float,
-        default=1.75,
-        help="CFG w; the negative branch keeps the features and drops the text (default: %(default)s; 1 = off)",
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``featinv`` and its sub-commands to the top-level sub-parsers."""
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="Train a ControlNet that turns a network's spatial feature maps into images, then "
+        "reconstruct, evaluate and steer feature maps with it.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    g.add_argument(
-        "--strength",
-        type=float,
-        default=1.0,
-        dest="conditioning_scale",
-        help="control strength: scales every ControlNet residual (default: %(default)s)",
-    )
-    g.add_argument("--prompt", help="text prompt (default: the prompt the model was trained with)")
-    g.add_argument("--seed", type=int, default=100, help="sample i uses seed + i (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=None, help="images per batch (default: all at once)")
+    fsub = p.add_subparsers(dest="featinv_command", required=True, metavar="STEP")
+    _add_init(fsub)
+    _add_train(fsub)
+    r = fsub.add_parser("reconstruct", help="images from the feature maps of images or of saved feature files")
+    _add_inputs(r, "images (PNG/JPEG) or feature files (.pt/.safetensors/.npy)")
+    _add_job_options(r)
+    e = fsub.add_parser("eval", help="reconstruct images and score them (metrics.json)")
+    _add_inputs(e, "images (PNG/JPEG)")
+    _add_job_options(e)
+    _add_steer(fsub)
+    _add_world(fsub)
 
 
-def _add_common(parser: argparse.ArgumentParser, *, model: bool = True, dtype: bool = True) -> None:
-    if model:
-        parser.add_argument(
-            "--model",
-            metavar="DIR",
-            help="FeatInv model folder (from init or RUN/model; default: the embedded world model)",
-        )
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    """What reconstruct, eval and steer share: the model, output, runtime and one option per sampling knob."""
+    from featscope.featinv.config import SampleSettings
+
+    parser.add_argument(
+        "--model",
+        metavar="DIR",
+        help="FeatInv model folder (from init or RUN/model; default: the embedded world model)",
+    )
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
-    if dtype:
-        parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="backbone precision")
+    parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="backbone precision")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_knobs(parser, parser.add_argument_group("sampling (defaults: FeatInv's published ones)"), SampleSettings)
 
 
 def _add_inputs(parser: argparse.ArgumentParser, what: str) -> None:
@@ -72,55 +82,29 @@ def _add_inputs(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _add_training(parser: argparse.ArgumentParser, defaults, title: str) -> None:
+def _add_training(parser: argparse.ArgumentParser, defaults: TrainConfig, title: str) -> None:
+    """One option per training knob (help showing ``defaults``), and --threads."""
+    from featscope.featinv.config import TrainConfig
+
     g = parser.add_argument_group(title)
-    g.add_argument("--steps", type=int, default=defaults.steps, help="total optimiser steps (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=defaults.batch_size, help="per GPU (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=defaults.lr, help="AdamW learning rate (default: %(default)s)")
-    g.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
-    g.add_argument("--grad-accum", type=int, default=defaults.grad_accum, help="gradient accumulation steps")
-    g.add_argument("--mixed-precision", default=defaults.mixed_precision, choices=["no", "fp16", "bf16"])
-    g.add_argument(
-        "--drop-prob",
-        type=float,
-        default=defaults.drop_prob,
-        help="share of samples with zero features and empty prompt (default: %(default)s)",
-    )
-    g.add_argument("--no-flip", action="store_true", help="no random horizontal/vertical flips")
-    g.add_argument(
-        "--cache-features",
-        action="store_true",
-        help="precompute features once into OUT/features.safetensors (no flips then)",
-    )
-    g.add_argument("--seed", type=int, default=defaults.seed, help="data order, dropout and noise (default: 0)")
-    g.add_argument("--checkpoint-every", type=int, default=defaults.checkpoint_every, metavar="N")
-    g.add_argument("--sample-every", type=int, default=defaults.sample_every, metavar="N", help="0 = never")
-    g.add_argument("--sample-steps", type=int, default=defaults.sample_steps, help="DDIM steps of logged samples")
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_knobs(parser, g, TrainConfig, defaults=defaults)
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
 
 
-def add_parser(sub) -> None:
-    """Add ``featinv`` and its sub-commands to the top-level sub-parsers."""
-    from featscope.featinv.config import WORLD_ADAPTER_WIDTH, WORLD_EXTRACTOR, WORLD_IMAGES, WORLD_TRAIN, TrainConfig
-
-    p = sub.add_parser(
-        "featinv",
-        help="feature-map inversion with a trained ControlNet (FeatInv)",
-        description="Train a ControlNet that turns a network's spatial feature maps into images, then "
-        "reconstruct, evaluate and steer feature maps with it.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    fsub = p.add_subparsers(dest="featinv_command", required=True, metavar="STEP")
+def _add_init(fsub: argparse._SubParsersAction) -> None:
     i = fsub.add_parser("init", help="build an untrained model from a backbone and a network layer")
     i.add_argument("--backbone", required=True, metavar="SPEC", help="sd:..., world:ddpm or pixel:FOLDER")
     i.add_argument("--extractor", required=True, metavar="SPEC@LAYER", help="network and a layer with a spatial map")
-    i.add_argument("--extractor-weights", metavar="FILE", help="local weights for the network")
+    add_extractor_weights(i)
     i.add_argument("--adapter-width", type=int, default=512, help="adapter channels (default: %(default)s)")
     i.add_argument("--prompt", help="fixed training prompt (default: the published one; empty for world models)")
     i.add_argument("--seed", type=int, default=0, help="adapter init seed")
-    i.add_argument("--out", required=True, metavar="DIR")
-    i.add_argument("--overwrite", action="store_true")
+    i.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
+    i.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+
+
+def _add_train(fsub: argparse._SubParsersAction) -> None:
+    from featscope.featinv.config import TrainConfig
 
     t = fsub.add_parser(
         "train",
@@ -132,23 +116,15 @@ def add_parser(sub) -> None:
     data = t.add_mutually_exclusive_group(required=True)
     data.add_argument("--images", metavar="DIR", help="folder of training images (recursive)")
     data.add_argument("--world", type=int, metavar="N", help="N generated world images instead")
-    t.add_argument("--world-seed", type=int, default=0)
+    t.add_argument("--world-seed", type=int, default=0, help="seed of those world images (default: %(default)s)")
     t.add_argument("--out", required=True, metavar="DIR", help="training folder (resumed when it holds a checkpoint)")
     t.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
     t.add_argument("--device", default="auto", help="auto or cpu (accelerate picks the GPU)")
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_training(t, TrainConfig(), "training (defaults: FeatInv's published ones)")
 
-    r = fsub.add_parser("reconstruct", help="images from the feature maps of images or of saved feature files")
-    _add_inputs(r, "images (PNG/JPEG) or feature files (.pt/.safetensors/.npy)")
-    _add_common(r)
-    _add_sampling(r)
 
-    e = fsub.add_parser("eval", help="reconstruct images and score them (metrics.json)")
-    _add_inputs(e, "images (PNG/JPEG)")
-    _add_common(e)
-    _add_sampling(e)
-
+def _add_steer(fsub: argparse._SubParsersAction) -> None:
     s = fsub.add_parser("steer", help="edit a feature map with growing strength and reconstruct (strip.png)")
     s.add_argument("source", metavar="FILE", help="image or feature file whose map is edited")
     s.add_argument(
@@ -173,8 +149,11 @@ def add_parser(sub) -> None:
     s.add_argument("--direction", metavar="FILE", help="add: a direction (C,) as .pt/.safetensors/.npy")
     s.add_argument("--other", metavar="FILE", help="mix: the second image or feature map")
     s.add_argument("--channels", metavar="C,C", help="scale: channel indices")
-    _add_common(s)
-    _add_sampling(s)
+    _add_job_options(s)
+
+
+def _add_world(fsub: argparse._SubParsersAction) -> None:
+    from featscope.featinv.config import WORLD_ADAPTER_WIDTH, WORLD_EXTRACTOR, WORLD_IMAGES, WORLD_TRAIN
 
     w = fsub.add_parser("world", help="train and export the embedded world model (world:ddpm + world:shape-net)")
     w.add_argument("--out", required=True, metavar="DIR", help="training folder (resumed when it holds a checkpoint)")
@@ -184,45 +163,22 @@ def add_parser(sub) -> None:
     w.add_argument(
         "--layer", default=WORLD_EXTRACTOR.partition("@")[2], help="world:shape-net layer (default: %(default)s)"
     )
-    w.add_argument("--adapter-width", type=int, default=WORLD_ADAPTER_WIDTH, help="(default: %(default)s)")
-    w.add_argument("--device", default="auto")
-    w.add_argument("--quiet", action="store_true")
+    w.add_argument(
+        "--adapter-width", type=int, default=WORLD_ADAPTER_WIDTH, help="adapter channels (default: %(default)s)"
+    )
+    w.add_argument("--device", default="auto", help="auto or cpu (accelerate picks the GPU)")
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_training(w, WORLD_TRAIN, "training (defaults: the world model's)")
 
 
-def _numbers(text: str | None, kind: type, what: str) -> list | None:
-    if text is None:
-        return None
-    try:
-        return [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise FeatscopeError(f"{what} takes comma-separated numbers, not {text!r}") from None
+def _train_config(args: argparse.Namespace, defaults: TrainConfig) -> TrainConfig:
+    return defaults.with_overrides(**knobs(args))
 
 
-def _train_config(args: argparse.Namespace, defaults):
-    return replace(
-        defaults,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        grad_accum=args.grad_accum,
-        mixed_precision=args.mixed_precision,
-        drop_prob=args.drop_prob,
-        flip=not args.no_flip,
-        cache_features=args.cache_features,
-        seed=args.seed,
-        checkpoint_every=args.checkpoint_every,
-        sample_every=args.sample_every,
-        sample_steps=args.sample_steps,
-    )
-
-
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace) -> SampleSettings:
     from featscope.featinv.config import SampleSettings
 
-    keys = ("num_steps", "guidance_scale", "conditioning_scale", "seed", "batch_size", "prompt")
-    return SampleSettings(**{k: getattr(args, k) for k in keys})
+    return SampleSettings().with_overrides(**knobs(args))
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -340,12 +296,12 @@ def _steer(args: argparse.Namespace) -> int:
         args.source,
         args.edit,
         model=args.model,
-        strengths=_numbers(args.strengths, float, "--strengths"),
+        strengths=numbers(args.strengths, float, "--strengths"),
         region=args.region,
         concept=args.concept,
         direction=args.direction,
         other=args.other,
-        channels=_numbers(args.channels, int, "--channels"),
+        channels=numbers(args.channels, int, "--channels"),
         settings=_settings(args),
         device=args.device,
         dtype=args.dtype,

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+NAME = "report"
+HELP = "write one self-contained HTML page of a run, a folder of runs or a study"
 
-def add_parser(sub) -> None:
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``report``: the source, the HTML file, its title and image size."""
     p = sub.add_parser(
-        "report",
-        help="write one self-contained HTML page of a run, a folder of runs or a study",
+        NAME,
+        help=HELP,
         description="Write an offline HTML report: target/best/final images, intermediates, curves, a sortable "
         "metrics table and each run's config.",
     )
@@ -19,6 +23,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Write the report and print its path."""
     from featscope.report import write_report
 
     path = write_report(args.source, args.out, title=args.title, max_side=args.max_side)

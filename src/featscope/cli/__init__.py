@@ -1,0 +1,59 @@
+"""The ``featscope`` command line: one entry point with sub-commands, one module per command.
+
+Each command module has ``NAME``, ``HELP``, ``add_parser(subparsers)`` and ``run(args) -> int``; it imports
+nothing heavy at module level, and only the command being run builds its full parser (the solver settings
+whose options it derives import torch), so ``featscope --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+
+from featscope.cli import batch, bench, decode, encode, featinv, invert, investigate, layers, report, world
+from featscope.errors import FeatscopeError
+
+MODULES = (decode, encode, layers, world, bench, investigate, invert, featinv, batch, report)
+COMMANDS = {module.NAME: module.run for module in MODULES}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``featscope`` parser: every command's options, or with ``command`` only that command's (the others
+    are listed with their help line)."""
+    from featscope._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="featscope",
+        description="See what a vision network's feature space encodes, by generating images with diffusion models.",
+    )
+    parser.add_argument("--version", action="version", version=f"featscope {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in MODULES:
+        if command is None or command == module.NAME:
+            module.add_parser(sub)
+        else:
+            sub.add_parser(module.NAME, help=module.HELP)
+    return parser
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"featscope: warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``featscope ARGV``; a user mistake is one ``featscope: error:`` line and exit code 2."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = bench.legacy_argv(argv)
+        command = argv[0] if argv and not argv[0].startswith("-") else ""
+        args = build_parser(command).parse_args(argv)
+        warnings.formatwarning = _one_line_warning
+        return COMMANDS[args.command](args)
+    except FeatscopeError as error:
+        print(f"featscope: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featscope: interrupted; no partial result was kept", file=sys.stderr)
+        return 130

@@ -1,0 +1,235 @@
+"""``featscope bench decode|investigate|featinv``: measurements on the embedded world, one sub-command each."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from featscope.cli.options import add_knobs, add_runtime_options, knobs, names
+from featscope.errors import FeatscopeError
+
+NAME = "bench"
+HELP = "measure decoding, investigations or FeatInv on world images, scored by the world's oracle"
+KINDS = ("decode", "investigate", "featinv")
+EPILOG_DECODE = """\
+what the numbers mean (one table per extractor, one row per preset):
+  rel. distance   squared L2 distance between the feature of the decoded image and the target's,
+                  divided by the median squared distance between the features of 256 random pairs of
+                  world images: 0 = the same feature, 1 = as far apart as a typical random pair
+                  (the decoded image is the solver's best: of every x0 estimate along the sampling
+                  trajectory, the one nearest the target feature; saved as 8-bit PNG, then scored)
+  cosine          cosine similarity of decoded and target features (mean over targets)
+  valid           share of decoded images in which the world oracle finds one clear object
+  shape, color, size, position, background
+                  share of targets whose attribute the oracle reads back from the decoded image (an
+                  invalid image counts as a miss); chance = 1 / number of values (shape 20%, color 17%,
+                  size 50%, position 11%, background 33%)
+  92% [85, 96]    a rate with its 95% Wilson interval
+  pixel noise     mean |image - its 3x3 median| on a 0-255 scale (median over targets): speckle that
+                  optimising pixels against the network leaves (rendered targets: about 0.4)
+  bg dev.         mean |pixel - background colour| away from the object, 0-255 (median over targets):
+                  speckle and blotches on the flat world background (rendered targets: 0)
+  evals/image     passes of the network under study per image by the solver: two per guided
+                  iteration (one with the UNet, one to track the best image), one per backward step
+  s/image         wall-clock seconds per image (a batch's time / n)
+  peak MB         peak memory: CUDA allocator peak on a GPU, the process's maximum resident set on a CPU
+rows: each preset, and "unguided (PRESET)": the same sampler and seeds with w_g = 0, the baseline.
+Target i is the world image i of --seed, decoded from seed --seed + i.
+
+writes into --out: results.json (every number, per target too, and the config), results.md (the tables),
+agreement.png, distance_vs_evaluations.png, samples.png and images/ (targets and decoded best images).
+
+example:
+  featscope bench decode --n 32 --extractors world:shape-net,world:color-net --presets fast,faster --out runs/bench
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``bench`` with its ``decode``, ``investigate`` and ``featinv`` sub-commands."""
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="Benchmarks on fresh world images, whose attributes the world's oracle reads back: "
+        "`decode` (the universal decoder), `investigate` (counterfactuals, differences, neurons), `featinv` "
+        "(the embedded FeatInv model next to the universal decoder). An earlier release's `featscope bench "
+        "[--method M] ...` still runs as `featscope bench decode|investigate|featinv ...`.",
+    )
+    bsub = p.add_subparsers(dest="bench_command", required=True, metavar="KIND")
+    _add_decode(bsub)
+    _add_investigate(bsub)
+    _add_featinv(bsub)
+
+
+def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
+    """-n, --seed, --out and --overwrite."""
+    t = parser.add_argument_group("targets")
+    t.add_argument("-n", "--n", type=int, default=32, help=f"number of {what} (default: %(default)s)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the targets and of the decoding (default: 0)")
+    o = parser.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
+    o.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+
+
+def _add_decode(bsub: argparse._SubParsersAction) -> None:
+    from featscope.solvers.universal import PRESETS, UniversalConfig
+
+    p = bsub.add_parser(
+        "decode",
+        help="the universal decoder: feature distance and attributes read back by the oracle",
+        description="Decode fresh world images from their features with each extractor and preset (and an "
+        "unguided baseline), then score the decoded images against the targets.",
+        epilog=EPILOG_DECODE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_common(p, "world target images")
+    m = p.add_argument_group("models")
+    m.add_argument("--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)")
+    m.add_argument(
+        "--extractors",
+        default="world:shape-net,world:color-net",
+        metavar="SPEC,SPEC",
+        help="networks under study, comma-separated (default: %(default)s)",
+    )
+    s = p.add_argument_group("solver (each preset, then any override, for every row; unguided rows: w_g = 0)")
+    s.add_argument(
+        "--presets", default="fast", metavar="NAME,NAME", help=f"{', '.join(PRESETS)} (default: %(default)s)"
+    )
+    s.add_argument("--no-unguided", action="store_true", help="skip the unguided baseline rows (w_g = 0)")
+    add_knobs(p, s, UniversalConfig, exclude=("prompt", "guidance_scale", "stop_distance"), defaults=PRESETS["fast"])
+    add_runtime_options(p)
+
+
+def _add_investigate(bsub: argparse._SubParsersAction) -> None:
+    from featscope.solvers.endtoend import EndToEndConfig
+
+    p = bsub.add_parser(
+        "investigate",
+        help="counterfactuals, classifier differences and neurons (end-to-end solver)",
+        description="The investigation measurements: counterfactuals circle -> square of -n images, with and "
+        "without background regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, "
+        "n/8 each.",
+    )
+    _add_common(p, "counterfactual images; n/8 difference and neuron samples")
+    p.add_argument(
+        "--methods",
+        metavar="NAME,NAME",
+        help="any of counterfactual, difference, neuron, comma-separated (default: all three)",
+    )
+    p.add_argument("--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
+    add_knobs(p, p.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)"), EndToEndConfig)
+    add_runtime_options(p)
+
+
+def _add_featinv(bsub: argparse._SubParsersAction) -> None:
+    from featscope.solvers.universal import PRESETS
+
+    p = bsub.add_parser(
+        "featinv",
+        help="the embedded FeatInv model next to the universal decoder on the same targets",
+        description="Decode world targets from a FeatInv model's layer with FeatInv (one row per step count) "
+        "and with the universal decoder's --preset, in one process.",
+    )
+    _add_common(p, "world target images")
+    p.add_argument("--model", metavar="DIR", help="FeatInv model folder (default: the embedded world model)")
+    p.add_argument(
+        "--preset",
+        "--presets",
+        default="fast",
+        metavar="NAME",
+        help=f"the universal decoder's preset: {', '.join(PRESETS)}; of a list, the first (default: %(default)s)",
+    )
+    p.add_argument(
+        "--featinv-steps",
+        default="50",
+        metavar="T,T",
+        help="DDIM step counts of FeatInv, one row each (default: 50, as published)",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench sub-command and print its results.md."""
+    return {"decode": _run_decode, "investigate": _run_investigate, "featinv": _run_featinv}[args.bench_command](args)
+
+
+def _run_decode(args: argparse.Namespace) -> int:
+    from featscope.bench import run_bench
+
+    run_bench(
+        args.out,
+        n=args.n,
+        seed=args.seed,
+        extractors=names(args.extractors),
+        presets=names(args.presets),
+        include_unguided=not args.no_unguided,
+        backbone=args.backbone,
+        settings=knobs(args),
+        device=args.device,
+        dtype=args.dtype,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+    )
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/ (results.json, results.md, agreement.png, distance_vs_evaluations.png, samples.png)")
+    return 0
+
+
+def _run_investigate(args: argparse.Namespace) -> int:
+    from featscope.bench.investigation import run_investigation_bench
+
+    methods = {} if args.methods is None else {"methods": names(args.methods)}
+    run_investigation_bench(
+        args.out,
+        **methods,
+        n=args.n,
+        seed=args.seed,
+        backbone=args.backbone,
+        batch=args.batch,
+        device=args.device,
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+        **knobs(args),
+    )
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/ (results.json, results.md, image grids)")
+    return 0
+
+
+def _run_featinv(args: argparse.Namespace) -> int:
+    from featscope.bench.featinv import run_featinv_bench
+
+    counts = names(args.featinv_steps)
+    if not all(x.isdigit() and int(x) > 0 for x in counts):
+        raise FeatscopeError(f"--featinv-steps takes positive step counts like 50,10,5, not {args.featinv_steps!r}")
+    run_featinv_bench(
+        args.out,
+        model=args.model,
+        n=args.n,
+        seed=args.seed,
+        preset=args.preset.split(",")[0].strip(),
+        featinv_steps=[int(x) for x in counts],
+        quiet=args.quiet,
+        overwrite=args.overwrite,
+    )
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+def legacy_argv(argv: list[str]) -> list[str]:
+    """An earlier release's ``bench [--method M] ...`` as ``bench decode|featinv|investigate --methods M ...``."""
+    if argv[:1] != ["bench"] or len(argv) < 2 or argv[1] in (*KINDS, "-h", "--help"):
+        return argv
+    rest, method = argv[1:], "decode"
+    for i, arg in enumerate(rest):
+        if arg == "--method" and i + 1 < len(rest):
+            method, rest = rest[i + 1], rest[:i] + rest[i + 2 :]
+            break
+        if arg.startswith("--method="):
+            method, rest = arg.partition("=")[2], rest[:i] + rest[i + 1 :]
+            break
+    if method in ("decode", "featinv"):
+        return ["bench", method, *rest]
+    if "decode" in names(method):
+        raise FeatscopeError("run --method decode and the investigation methods into separate --out folders")
+    return ["bench", "investigate", "--methods", method, *rest]

@@ -1,0 +1,50 @@
+"""``featscope invert``: null-text inversion of real images (for counterfactuals)."""
+
+from __future__ import annotations
+
+import argparse
+
+from featscope.cli.options import add_images_options, add_investigate_common, names, print_summary
+
+NAME = "invert"
+HELP = "null-text inversion of real images (x_T and per-step null texts, for counterfactuals)"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``invert``: images, captions and the inversion's settings."""
+    p = sub.add_parser(
+        NAME,
+        help=HELP,
+        description="Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, start.png, "
+        "reconstruction.png, metrics.json (reconstruction error) and config.yaml.",
+    )
+    add_images_options(p)
+    p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or template")
+    p.add_argument("--prompt-template", metavar="TEXT", help="caption from a dataset's class name, with {label}")
+    p.add_argument("--steps", type=int, default=20, dest="num_steps", help="DDIM steps (default: %(default)s)")
+    p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: %(default)s)")
+    p.add_argument("--inner-steps", type=int, default=10, help="Adam steps per DDIM step (default: %(default)s)")
+    add_investigate_common(p, out="runs/invert")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Invert the images and print the summary."""
+    from featscope.investigate import invert
+
+    summary = invert(
+        args.images,
+        out=args.out,
+        backbone=args.backbone,
+        prompt=args.prompt,
+        prompt_template=args.prompt_template,
+        num_steps=args.num_steps,
+        guidance_scale=args.guidance_scale,
+        inner_steps=args.inner_steps,
+        class_names=args.class_names,
+        classes=names(args.classes) if args.classes else None,
+        images_per_class=args.images_per_class,
+        device=args.device,
+        quiet=args.quiet,
+    )
+    print_summary(summary, args.out)
+    return 0

@@ -1,0 +1,28 @@
+"""``featscope layers SPEC``: a network's layer names and output shapes, to pick SPEC@layer."""
+
+from __future__ import annotations
+
+import argparse
+
+from featscope.cli.options import add_extractor_weights
+
+NAME = "layers"
+HELP = "list a network's layer names (for SPEC@layer)"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """Add ``layers``: the network and its local weights."""
+    p = sub.add_parser(
+        NAME, help=HELP, description="List the layers of a network, with output shapes, to pick SPEC@layer."
+    )
+    p.add_argument("spec", metavar="SPEC", help="network, as --extractor takes it (e.g. torchvision:resnet50)")
+    add_extractor_weights(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print one line per layer: name, kind and output shape."""
+    from featscope.extractors import list_layers
+
+    for name, kind, shape in list_layers(args.spec, weights=args.extractor_weights):
+        print(f"{name:50s} {kind:28s} {tuple(shape) if shape is not None else ''}")
+    return 0

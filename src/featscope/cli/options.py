@@ -1,0 +1,136 @@
+"""Option groups that several commands share (models, runtime, speed, image datasets) and small parsers."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from featscope.errors import FeatscopeError
+from featscope.settings import Settings, add_options, given_options
+
+Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+def add_knobs(parser: argparse.ArgumentParser, group: Parser, cls: type[Settings], **kwargs: Any) -> None:
+    """One option per knob of ``cls`` in ``group`` (see :func:`featscope.settings.add_options`); :func:`knobs`
+    reads back the ones the user set."""
+    parser.set_defaults(knobs=tuple(add_options(group, cls, **kwargs)))
+
+
+def knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings-dataclass options of the command that the user set on the command line."""
+    return given_options(args, list(args.knobs))
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, backbone: bool = True) -> None:
+    """--backbone, --backbone-config (with ``backbone``), --extractor and --extractor-weights."""
+    group = parser.add_argument_group("models")
+    if backbone:
+        group.add_argument(
+            "--backbone",
+            default="world:ddpm",
+            metavar="SPEC",
+            help="diffusion model: sd:HUB_ID_OR_FOLDER, sd:FILE.ckpt|.safetensors, pixel:FOLDER, "
+            "world:ddpm (default: %(default)s, the embedded model)",
+        )
+        group.add_argument(
+            "--backbone-config",
+            metavar="FOLDER_OR_ID",
+            help="diffusers config (folder or hub id) for a single-file checkpoint that diffusers "
+            "cannot infer, e.g. a fine-tuned SD 1.x",
+        )
+    group.add_argument(
+        "--extractor",
+        default="world:shape-net",
+        metavar="SPEC",
+        help="network under study, optionally @layer: clip:RN50, torchvision:resnet50, "
+        "torchvision:vit_h_14, torchvision:NAME@layer, timm:NAME@layer, open_clip:ARCH/PRETRAINED, "
+        "pkg.module:factory, world:shape-net|color-net|spurious-net (default: %(default)s)",
+    )
+    add_extractor_weights(group)
+
+
+def add_extractor_weights(parser: Parser) -> None:
+    """--extractor-weights FILE."""
+    parser.add_argument(
+        "--extractor-weights",
+        metavar="FILE",
+        help="local weights (state dict) for the extractor instead of its published download",
+    )
+
+
+def add_runtime_options(parser: argparse.ArgumentParser) -> None:
+    """--device, --dtype and --quiet."""
+    group = parser.add_argument_group("runtime")
+    group.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    group.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=["fp32", "fp16", "bf16"],
+        help="network precision under autocast; loss and gradient rescale stay fp32",
+    )
+    group.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_speed_options(parser: argparse.ArgumentParser) -> None:
+    """--channels-last, --compile and --low-memory."""
+    group = parser.add_argument_group("speed and memory (all off by default; see docs/speed.md for measurements)")
+    group.add_argument("--channels-last", action="store_true", help="NHWC memory layout for every conv network")
+    group.add_argument("--compile", action="store_true", help="torch.compile the networks (one-off compile cost)")
+    group.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="gradient checkpointing of the UNet and VAE: lower peak memory, about a third more time",
+    )
+
+
+def speed(args: argparse.Namespace) -> Any:
+    """The :class:`featscope.speed.SpeedOptions` of the speed options."""
+    from featscope.speed import SpeedOptions
+
+    return SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
+
+
+def add_images_options(parser: argparse.ArgumentParser) -> None:
+    """Image files or one class-folder dataset, with its class names and selection."""
+    d = parser.add_argument_group("images (files, or one dataset folder ROOT/<class>/*.jpg|png)")
+    d.add_argument(
+        "images", nargs="+", metavar="IMAGE_OR_DATASET", help="image files, or one dataset folder ROOT/<class>/"
+    )
+    d.add_argument("--class-names", metavar="FILE", help="class names: one per line (folder order) or dir<TAB>name")
+    d.add_argument("--classes", metavar="A,B", help="only these classes of the dataset (names or folder names)")
+    d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
+
+
+def add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None:
+    """--backbone, --out, --device and --quiet of the end-to-end commands."""
+    parser.add_argument(
+        "--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)"
+    )
+    parser.add_argument("--out", default=out, metavar="DIR", help="one folder per item in here (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or item lines")
+
+
+def names(text: str) -> list[str]:
+    """The items of a comma-separated option value."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def numbers(text: str | None, kind: type, what: str) -> list | None:
+    """The numbers of a comma-separated option value (None stays None); ``what`` names the option in errors."""
+    if text is None:
+        return None
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise FeatscopeError(f"{what} takes comma-separated numbers, not {text!r}") from None
+
+
+def print_summary(summary: dict | None, out: str) -> None:
+    """Print an end-to-end command's summary.md and what it wrote (nothing on ranks other than 0)."""
+    if summary is None:  # not rank 0
+        return
+    print(Path(out, "summary.md").read_text())
+    print(f"wrote {out}/ ({summary['done']} of {summary['items']} items, summary.json, summary.md)")

@@ -214,23 +214,6 @@ def test_featinv_options_come_from_its_train_and_sample_settings():
     assert _train_config(parse("world", "--out", "o"), WORLD_TRAIN) == WORLD_TRAIN
 
 
-@pytest.mark.parametrize(
-    ("old", "new"),
-    [
-        (["bench", "--n", "2"], ["bench", "decode", "--n", "2"]),
-        (["bench", "--method", "featinv", "-n", "2"], ["bench", "featinv", "-n", "2"]),
-        (["bench", "-n", "2", "--method=neuron"], ["bench", "investigate", "--methods", "neuron", "-n", "2"]),
-        (["bench", "decode", "--n", "2"], ["bench", "decode", "--n", "2"]),
-        (["bench", "--help"], ["bench", "--help"]),
-        (["decode", "--method", "x"], ["decode", "--method", "x"]),
-    ],
-)  # fmt: skip
-def test_an_earlier_releases_bench_command_line_still_runs(old, new):
-    from featscope.cli.bench import legacy_argv
-
-    assert legacy_argv(old) == new
-
-
 def test_the_top_level_help_imports_no_model_library():
     code = "import sys; from featscope.cli import build_parser; build_parser(''); print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

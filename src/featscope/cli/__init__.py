@@ -46,7 +46,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``featscope ARGV``; a user mistake is one ``featscope: error:`` line and exit code 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = bench.legacy_argv(argv)
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         args = build_parser(command).parse_args(argv)
         warnings.formatwarning = _one_line_warning

@@ -215,21 +215,3 @@ def _run_featinv(args: argparse.Namespace) -> int:
     print((Path(args.out) / "results.md").read_text())
     return 0
 
-
-def legacy_argv(argv: list[str]) -> list[str]:
-    """An earlier release's ``bench [--method M] ...`` as ``bench decode|featinv|investigate --methods M ...``."""
-    if argv[:1] != ["bench"] or len(argv) < 2 or argv[1] in (*KINDS, "-h", "--help"):
-        return argv
-    rest, method = argv[1:], "decode"
-    for i, arg in enumerate(rest):
-        if arg == "--method" and i + 1 < len(rest):
-            method, rest = rest[i + 1], rest[:i] + rest[i + 2 :]
-            break
-        if arg.startswith("--method="):
-            method, rest = arg.partition("=")[2], rest[:i] + rest[i + 1 :]
-            break
-    if method in ("decode", "featinv"):
-        return ["bench", method, *rest]
-    if "decode" in names(method):
-        raise FeatscopeError("run --method decode and the investigation methods into separate --out folders")
-    return ["bench", "investigate", "--methods", method, *rest]

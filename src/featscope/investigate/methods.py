@@ -530,21 +530,9 @@ def counterfactual(
         template = _template(prompt_template, model)
         sam = load_sam(spec.source, torch_device) if spec is not None and spec.kind == "sam" else None
         user_mask = _user_mask(mask, entries, size, mask_postprocess) if mask is not None and spec is None else None
-        items = []
-        for entry, item_id in zip(entries, unique_ids([e.item_id for e in entries]), strict=True):
-            start = start_label if start_label is not None else (entry.class_name or None)
-            if start is None:
-                raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
-            y_start = _class_index(network, start)
-            if spec is not None:  # the class word must be in the caption: fail before any work
-                start_name = _label_name(network, start)
-                word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
-            for target in targets:
-                y_target = _class_index(network, target)
-                regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
-                name = _label_name(network, target)
-                payload = {"entry": entry, "start": start, "target": target, "y_start": y_start, "y_target": y_target}
-                items.append(Item(safe_id(f"{item_id}_to_{name}"), payload))
+        items = _counterfactual_items(network, model, entries, start_label, targets, prompt, template, spec is not None)
+        for target in targets:
+            regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
         seeds = {item.item_id: seed + i for i, item in enumerate(items)}
 
         def work(run: RunFolder, item: Item) -> dict:
@@ -557,7 +545,7 @@ def counterfactual(
             inverted = cores.null_inversion(model, image, prompt_text, num_steps=solver.num_steps,
                                             guidance_scale=solver.guidance_scale, inner_steps=inner_steps,
                                             quiet=quiet)  # fmt: skip
-            m = user_mask if user_mask is not None else torch.zeros(1, 1, *size)
+            m = user_mask
             if spec is not None:
                 soft, found = foreground_mask(
                     spec, model, image, inverted[0], prompt_text, start_name, null_texts=inverted[1],
@@ -583,6 +571,25 @@ def counterfactual(
         return Plan("counterfactual", items, work, record, counterfactual_row)
 
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+
+
+def _counterfactual_items(network: Extractor, model: Backbone, entries: list[ImageItem], start_label, targets: list,
+                          prompt: str | None, template: str, word_in_caption: bool) -> list[Item]:  # fmt: skip
+    """One item per image and target class; fails on a missing or unknown class before any work."""
+    items = []
+    for entry, item_id in zip(entries, unique_ids([e.item_id for e in entries]), strict=True):
+        start = start_label if start_label is not None else (entry.class_name or None)
+        if start is None:
+            raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
+        _class_index(network, start)  # an unknown class fails here
+        if word_in_caption:  # a generated mask needs the class word in the caption
+            start_name = _label_name(network, start)
+            word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
+        for target in targets:
+            _class_index(network, target)
+            payload = {"entry": entry, "start": start, "target": target}
+            items.append(Item(safe_id(f"{item_id}_to_{_label_name(network, target)}"), payload))
+    return items
 
 
 def _user_mask(mask: str | Path, entries: list[ImageItem], size: tuple[int, int], steps: Sequence[str]) -> torch.Tensor:

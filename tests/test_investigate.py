@@ -137,6 +137,8 @@ def test_counterfactual_from_a_real_image_with_a_mask(world, tmp_path):
     assert len(conf["per_iteration"]) == 2 and conf["after"] == conf["per_iteration"][metrics["best_iteration"]]
     assert {"latent_background_l2", "px_background_l2", "total"} <= set(metrics["losses"])
     assert metrics["distance_to_image"]["l2_before"] >= 0
+    log = [json.loads(line) for line in (out / "square_to_circle" / "log.jsonl").read_text().splitlines()]
+    assert [e["losses"]["total"] for e in log[:-1]] == metrics["losses"]["total"]  # one line per iteration
     assert summary["done"] == 1 and summary["missing"] == []
     assert (out / "summary.md").read_text().count("square_to_circle") == 1
 

@@ -88,14 +88,18 @@ def parse_label(text: int | str) -> int | str:
 
 # -- an item's files -------------------------------------------------------------------------------
 def _save_iterates(run: RunFolder, result: cores.Optimized, captions: list[list[str]], title: str) -> int:
-    """initial.png, best.png, final.png, strip.png, loss.png of sample 0; returns its best iteration."""
+    """initial.png, best.png, final.png, strip.png, loss.png and one log.jsonl line per iteration (its loss
+    terms) of sample 0; returns its best iteration."""
     best = result.best_iteration(0)
     images = result.images[:, 0]
+    curves = result.loss_curves(0)
+    for i in range(len(images)):
+        run.log({"iteration": i, "losses": {name: values[i] for name, values in curves.items()}})
     save_image(images[0], run.file("initial.png"))
     save_image(result.best[0], run.file("best.png"))
     save_image(images[-1], run.file("final.png"))
     save_strip(images, captions, run.file("strip.png"), best=best)
-    save_loss_plot(result.loss_curves(0), run.file("loss.png"), title)
+    save_loss_plot(curves, run.file("loss.png"), title)
     return best
 
 

@@ -22,7 +22,16 @@ from featscope.world.render import generate
 TESTS = Path(__file__).parent
 TINY = ["--steps", "3", "--iterations", "1", "--cutouts", "1", "--device", "cpu", "--quiet"]
 TINY_API = {"num_steps": 3, "iterations": 1, "cutouts": 1, "device": "cpu", "quiet": True}
-ITEM_FILES = {"sample.png", "result.png", "strip.png", "loss.png", "metrics.json", "config.yaml"}
+ITEM_FILES = {
+    "initial.png",
+    "best.png",
+    "final.png",
+    "strip.png",
+    "loss.png",
+    "metrics.json",
+    "config.yaml",
+    "log.jsonl",
+}
 
 
 def _env() -> dict:
@@ -122,12 +131,14 @@ def test_counterfactual_from_a_real_image_with_a_mask(world, tmp_path):
         **TINY_API,
     )
     files, metrics = _item(out, "square_to_circle")
-    assert ITEM_FILES | {"start.png", "mask.png"} <= files
+    assert ITEM_FILES | {"target.png", "mask.png"} <= files
     assert metrics["prompt"] == (world / "square.txt").read_text()  # the caption beside the image
     conf = metrics["confidence"]["target_class"]
     assert len(conf["per_iteration"]) == 2 and conf["after"] == conf["per_iteration"][metrics["best_iteration"]]
     assert {"latent_background_l2", "px_background_l2", "total"} <= set(metrics["losses"])
     assert metrics["distance_to_image"]["l2_before"] >= 0
+    log = [json.loads(line) for line in (out / "square_to_circle" / "log.jsonl").read_text().splitlines()]
+    assert [e["losses"]["total"] for e in log[:-1]] == metrics["losses"]["total"]  # one line per iteration
     assert summary["done"] == 1 and summary["missing"] == []
     assert (out / "summary.md").read_text().count("square_to_circle") == 1
 
@@ -142,7 +153,8 @@ def test_counterfactual_from_a_real_image_with_a_mask(world, tmp_path):
 
 
 def test_an_interrupted_item_leaves_nothing_that_looks_done(tmp_path):
-    from featscope.investigate.common import Item, Ranks, run_items
+    from featscope.investigate.common import Item, Ranks
+    from featscope.investigate.orchestration import run_items
 
     def work(run, item):
         run.write_json("partial.json", {"started": True})
@@ -165,7 +177,8 @@ def test_invert_a_dataset_class_and_neuron_with_top_images(world, tmp_path):
         quiet=True,
     )  # fmt: skip
     files, metrics = _item(out, "square_img0")
-    assert {"x_T.pt", "null_texts.pt", "start.png", "reconstruction.png", "metrics.json", "config.yaml"} <= files
+    inversion_files = {"x_T.pt", "null_texts.pt", "target.png", "reconstruction.png", "prompt.txt", "metrics.json"}
+    assert inversion_files | {"config.yaml", "log.jsonl"} <= files
     assert torch.load(out / "square_img0" / "null_texts.pt").shape[0] == 3
     assert metrics["prompt"] == "square" and metrics["latent_mse"] >= 0
 

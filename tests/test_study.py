@@ -175,7 +175,7 @@ def test_one_process_runs_decode_and_investigations_records_failures_and_logs(fo
         p.name for p in (out / decode_id).iterdir()
     }
     for job_id in (difference_id, neuron_id):  # an investigation's item folder is the job folder
-        assert {"sample.png", "result.png", "metrics.json", "config.yaml"} <= {p.name for p in (out / job_id).iterdir()}
+        assert {"initial.png", "best.png", "metrics.json", "config.yaml"} <= {p.name for p in (out / job_id).iterdir()}
     error = json.loads((out / broken_id / "error.json").read_text())
     assert "cannot read image" in error["error"] and "Traceback" in error["traceback"]
     assert result.failed == [broken_id]

@@ -9,6 +9,8 @@ Three measurements, one per use case of the end-to-end solver (issue #5's accept
   does not; the oracle then reads their colour, to see whether the disagreement comes from the colour
   shortcut spurious-net was trained with.
 - ``neuron``: images that raise a channel of the penultimate layer, as a ratio over the plain sample.
+
+Each calls the cores users run (:mod:`featscope.investigate.cores`), in batches.
 """
 
 from __future__ import annotations
@@ -25,26 +27,18 @@ from tqdm.auto import tqdm
 from featscope.backbones import load_backbone
 from featscope.bench.run import check_out, machine
 from featscope.bench.stats import format_proportion, proportion
-from featscope.devices import generators_for, peak_memory_mb, resolve_device
+from featscope.devices import peak_memory_mb, resolve_device
 from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
 from featscope.images import save_image, to_tensor
-from featscope.inversion import null_text_invert
-from featscope.objectives import (
-    class_loss,
-    classifier_difference,
-    latent_background_l2,
-    neuron,
-    px_background_l2,
-)
+from featscope.investigate import cores
 from featscope.runs import atomic_write_json, atomic_write_text
-from featscope.solvers.endtoend import EndToEndConfig, optimize
+from featscope.solvers.endtoend import EndToEndConfig
 from featscope.world.oracle import read_batch
 from featscope.world.render import COLORS, SHAPES, generate, object_mask
 
 METHODS = ("counterfactual", "difference", "neuron")
 RESULTS = "results.json"
-PUBLISHED_BACKGROUND = ((25.0, latent_background_l2), (250.0, px_background_l2))  # DiG-IN's UVCE weights
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
 
 
@@ -91,22 +85,19 @@ def counterfactual_bench(
     images = to_tensor(arrays)
     masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
     y = net.labels.index(target)
-    settings = {"no regulariser": (), "background regularisers": PUBLISHED_BACKGROUND}
+    settings = {"no regulariser": ((), ()),
+                "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS)}  # fmt: skip
     results = {name: [] for name in settings}
     for part in tqdm(_batches(n, batch), desc="counterfactual", disable=quiet):
         idx = list(part)
         captions = [records[i].caption() for i in idx]
-        x_t, null_texts = null_text_invert(
-            backbone, images[idx], captions, config.num_steps, config.guidance_scale, quiet=True
-        )
-        for name, regularizers in settings.items():
-            objective = class_loss(net, target)
-            for weight, make in regularizers:
-                objective = objective + weight * make()
-            gens = generators_for([seed + i for i in idx], backbone.device)
-            result = optimize(
-                backbone, objective, prompt=captions, start_latent=x_t, null_texts=null_texts,
-                start_image=images[idx], mask=masks[idx], generators=gens, config=config, quiet=True,
+        inverted = cores.null_inversion(backbone, images[idx], captions, num_steps=config.num_steps,
+                                        guidance_scale=config.guidance_scale)  # fmt: skip
+        for name, (regularizers, weights) in settings.items():
+            result = cores.counterfactual(
+                backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
+                regularizers=regularizers, regularizer_weights=weights, mask=masks[idx], inverted=inverted,
+                config=config,
             )  # fmt: skip
             results[name].append((result.images[0], result.best))
     rows = {}
@@ -137,9 +128,8 @@ def difference_bench(
     """Per shape, images ``first`` sees as the shape and ``second`` does not; the oracle reads their colour."""
     per_class, images_all = {}, []
     for y, shape in enumerate(tqdm(first.labels, desc="difference", disable=quiet)):
-        gens = generators_for([seed + 1000 * y + k for k in range(samples)], backbone.device)
-        result = optimize(backbone, classifier_difference(first, second, shape, "conf"), prompt=shape,
-                          generators=gens, config=config, quiet=True)  # fmt: skip
+        result = cores.difference(backbone, first, second, shape, seeds=[seed + 1000 * y + k for k in range(samples)],
+                                  prompt=shape, loss="conf", config=config)  # fmt: skip
         plain, best = result.images[0], result.best
         p1, p2 = _probs(first, best), _probs(second, best)
         disagree = (p1.argmax(1) == y) & (p2.argmax(1) != y)
@@ -193,11 +183,9 @@ def neuron_bench(
     """Maximise each channel of the penultimate layer from ``samples`` plain samples; activation ratios."""
     per_channel, images_all = {}, []
     for c in tqdm(channels, desc="neuron", disable=quiet):
-        objective = neuron(net, None, c)
-        gens = generators_for([seed + k for k in range(samples)], backbone.device)
-        result = optimize(backbone, objective, prompt="", generators=gens, config=config, quiet=True)
-        before = -result.losses[0]  # the loss is minus the activation, without augmentation
-        after = -result.losses.gather(0, result.best_iteration[None])[0]
+        result = cores.neuron(backbone, net, c, seeds=[seed + k for k in range(samples)], prompt="", config=config)
+        losses = result.solver.losses  # minus the activation, without augmentation
+        before, after = -losses[0], -losses.gather(0, result.solver.best_iteration[None])[0]
         per_channel[int(c)] = {"before": before.tolist(), "after": after.tolist()}
         images_all.append(torch.stack([result.images[0], result.best], 1).flatten(0, 1))
     save_grid(torch.cat(images_all), out / "neuron.png")

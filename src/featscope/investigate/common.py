@@ -1,11 +1,9 @@
-"""What every investigation shares: sharding over ranks, resumable per-item folders, the summary, figures."""
+"""What every investigation shares: ranks and items (run by :mod:`~featscope.investigate.orchestration`), figures."""
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -15,10 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from featscope._version import __version__
 from featscope.errors import FeatscopeError
 from featscope.images import image_grid, load_image, save_image
-from featscope.runs import RunFolder, atomic_write_json, atomic_write_text
 
 DEFAULT_BACKBONE = "world:ddpm"
 
@@ -90,97 +86,6 @@ def unique_ids(ids: Sequence[str]) -> list[str]:
         seen[i] = seen.get(i, 0) + 1
         result.append(i if seen[i] == 1 else f"{i}-{seen[i]}")
     return result
-
-
-def run_items(
-    out: str | Path,
-    method: str,
-    items: list[Item],
-    work: Callable[[RunFolder, Item], dict],
-    config: dict,
-    *,
-    ranks: Ranks,
-    headline: Callable[[dict], dict],
-    quiet: bool = False,
-) -> dict | None:
-    """Compute this rank's items not done yet (no ``metrics.json``), each into its own atomic folder, then
-    (rank 0, after a barrier) write ``summary.json`` and ``summary.md`` over all items. ``work`` writes the
-    item's files and returns its metrics. Returns the summary on rank 0, None elsewhere."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FeatscopeError(f"output path {str(out)!r} is a file; choose a folder with --out")
-    out.mkdir(parents=True, exist_ok=True)
-    for index, item in enumerate(items):
-        if not ranks.mine(index):
-            continue
-        folder = out / item.item_id
-        if (folder / "metrics.json").is_file():
-            _say(f"[rank {ranks.rank}] {item.item_id}: already done, skipped", quiet)
-            continue
-        tic = time.time()
-        run = RunFolder(folder, overwrite=True).open()
-        try:
-            run.write_yaml("config.yaml", {"method": method, "item": item.item_id, "featscope": __version__, **config})
-            metrics = work(run, item)
-            metrics = {"item": item.item_id, "method": method, "wall_seconds": round(time.time() - tic, 3), **metrics}
-            run.write_json("metrics.json", metrics)
-            run.log({"item": item.item_id, "rank": ranks.rank, "wall_seconds": metrics["wall_seconds"]})
-        except BaseException:
-            run.abandon()
-            raise
-        run.commit()
-        _say(f"[rank {ranks.rank}] {item.item_id}: done in {time.time() - tic:.1f} s", quiet)
-    ranks.barrier()
-    if ranks.rank != 0:
-        return None
-    return write_summary(out, method, items, config, headline)
-
-
-def _say(text: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"featscope: {text}", flush=True)
-
-
-def write_summary(out: Path, method: str, items: list[Item], config: dict, headline) -> dict:
-    """``summary.json`` (every item's metrics, the missing ones) and ``summary.md`` (one row per item)."""
-    done, missing = {}, []
-    for item in items:
-        path = out / item.item_id / "metrics.json"
-        if path.is_file():
-            done[item.item_id] = json.loads(path.read_text())
-        else:
-            missing.append(item.item_id)
-    rows = {k: headline(m) for k, m in done.items()}
-    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
-    numbers = {c: [r[c] for r in rows.values() if isinstance(r.get(c), (int, float))] for c in columns}
-    means = {c: float(np.mean(v)) for c, v in numbers.items() if v}
-    summary = {
-        "method": method,
-        "featscope": __version__,
-        "items": len(items),
-        "done": len(done),
-        "missing": missing,
-        "mean": means,
-        "config": config,
-        "results": done,
-    }
-    atomic_write_json(out / "summary.json", summary)
-    lines = [f"# featscope {method}: {len(done)} of {len(items)} items done", ""]
-    if columns:
-        lines += ["| item | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-        for k, row in rows.items():
-            lines.append(f"| {k} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
-        lines.append("| **mean** | " + " | ".join(_cell(means.get(c)) for c in columns) + " |")
-    if missing:
-        lines += ["", f"missing (re-run to compute): {', '.join(missing)}"]
-    atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")
-    return summary
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
 
 
 # -- images ----------------------------------------------------------------------------------------

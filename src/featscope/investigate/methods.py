@@ -1,8 +1,15 @@
-"""The investigations of DiG-IN (classifier differences, neurons, counterfactuals) and null-text inversion.
+"""The investigations of DiG-IN (classifier differences, neurons, counterfactuals) and null-text inversion, run.
 
-Every function writes one folder per item under ``out`` (atomically: an interrupted item leaves nothing
-that looks done), skips items whose ``metrics.json`` exists (resume), shards items over torchrun ranks
-(item i on rank i % world size) and ends with ``out/summary.json`` and ``out/summary.md`` (rank 0).
+Each function builds its items and a work function that calls the method's core
+(:mod:`featscope.investigate.cores`) on one item and writes the item's folder; the orchestration
+(:mod:`featscope.investigate.orchestration`) writes the folders atomically, skips items whose ``metrics.json``
+exists (resume), shards items over torchrun ranks (item i on rank i % world size) and ends with
+``out/summary.json`` and ``out/summary.md`` (rank 0).
+
+An item folder: ``target.png`` (the real image, where there is one), ``initial.png`` (iteration 0),
+``best.png`` (the best iterate), ``final.png`` (the last iterate), ``strip.png``, ``loss.png``, ``metrics.json``,
+``config.yaml``, ``log.jsonl``; an inversion's: ``target.png``, ``reconstruction.png``, ``x_T.pt``,
+``null_texts.pt``, ``prompt.txt``.
 """
 
 from __future__ import annotations
@@ -18,57 +25,29 @@ import torch
 import torch.nn.functional as F
 
 from featscope.datasets import ClassFolderDataset, ImageItem, image_items, safe_id
-from featscope.devices import generators_for, resolve_device
 from featscope.errors import FeatscopeError, InputFileError, suggest
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
+from featscope.investigate import cores
 from featscope.investigate.common import (
     DEFAULT_BACKBONE,
     Item,
-    distances,
+    Ranks,
     fit_image,
-    join_ranks,
     load_start_image,
-    rank_device,
-    run_items,
     save_loss_plot,
     save_strip,
     unique_ids,
 )
+from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
 from featscope.investigate.masks import foreground_mask, load_pretrained, load_sam, parse_mask, word_tokens
-from featscope.objectives import (
-    Objective,
-    _activation,
-    _channel,
-    _class_index,
-    _run,
-    class_loss,
-    classifier_difference,
-    last_linear,
-    latent_background_l2,
-    latent_foreground_l2,
-    pixel_l1,
-    pixel_l2,
-    px_background_l2,
-    px_foreground_l2,
-)
-from featscope.objectives import neuron as neuron_objective
+from featscope.investigate.orchestration import Plan, run_plan
+from featscope.objectives import _activation, _channel, _class_index, class_loss, classifier_difference, last_linear
 from featscope.runs import RunFolder, atomic_torch_save
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
     from featscope.backbones.base import Backbone
-    from featscope.solvers.endtoend import EndToEndConfig, EndToEndResult
-
-REGULARIZERS = {
-    "latent_background_l2": latent_background_l2,
-    "px_background_l2": px_background_l2,
-    "latent_foreground_l2": latent_foreground_l2,
-    "px_foreground_l2": px_foreground_l2,
-    "pixel_l1": pixel_l1,
-    "pixel_l2": pixel_l2,
-}
-PUBLISHED_REGULARIZERS = ("latent_background_l2", "px_background_l2")
-PUBLISHED_WEIGHTS = (25.0, 250.0)  # DiG-IN's UVCE command line
+    from featscope.solvers.endtoend import EndToEndConfig
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -86,12 +65,11 @@ def _network(net: str | Extractor, device: torch.device, weights: str | None = N
     return model.to(device).eval()
 
 
-def _config(settings: dict) -> EndToEndConfig:
+def _config(config: EndToEndConfig | None, settings: dict) -> EndToEndConfig:
+    from featscope.settings import resolve
     from featscope.solvers.endtoend import EndToEndConfig
 
-    config = EndToEndConfig().with_overrides(**settings)
-    config.validate()
-    return config
+    return resolve(EndToEndConfig, config, settings)
 
 
 def _template(prompt_template: str | None, backbone: Backbone) -> str:
@@ -103,63 +81,38 @@ def _template(prompt_template: str | None, backbone: Backbone) -> str:
     return prompt_template
 
 
-def _label_name(net: Extractor, label: int | str) -> str:
-    labels = getattr(net, "labels", None)
-    return str(labels[label]) if isinstance(label, int) and labels and 0 <= label < len(labels) else str(label)
-
-
 def parse_label(text: int | str) -> int | str:
     """A class given on the command line: digits are an index, anything else a name."""
     return int(text) if isinstance(text, str) and text.strip().isdigit() else text
 
 
-@torch.no_grad()
-def confidences(net: Extractor, images: torch.Tensor, index: int) -> list[float]:
-    """Softmax probability of class ``index`` for each image (N, 3, H, W), without augmentation."""
-    device = next(net.parameters()).device
-    return _run(net, images.to(device)).float().softmax(1)[:, index].cpu().tolist()
-
-
-def _top_class(net: Extractor, images: torch.Tensor) -> list[tuple[str, float]]:
-    device = next(net.parameters()).device
-    with torch.no_grad():
-        probs = _run(net, images.to(device)).float().softmax(1).cpu()
-    conf, idx = probs.max(1)
-    return [(_label_name(net, int(i)), float(c)) for i, c in zip(idx, conf, strict=True)]
-
-
-def _loss_curves(result: EndToEndResult) -> dict[str, list[float]]:
-    curves = {"total": result.losses[:, 0].tolist()}
-    if len(result.terms) > 1 or next(iter(result.terms), "total") != "total":
-        curves.update({name: values[:, 0].tolist() for name, values in result.terms.items()})
-    return curves
-
-
-def _save_common(run: RunFolder, result: EndToEndResult, captions: list[list[str]], title: str) -> int:
-    """sample.png, result.png, strip.png, loss.png; returns the best iteration."""
-    best = int(result.best_iteration[0])
+# -- an item's files -------------------------------------------------------------------------------
+def _save_iterates(run: RunFolder, result: cores.Optimized, captions: list[list[str]], title: str) -> int:
+    """initial.png, best.png, final.png, strip.png, loss.png and one log.jsonl line per iteration (its loss
+    terms) of sample 0; returns its best iteration."""
+    best = result.best_iteration(0)
     images = result.images[:, 0]
-    save_image(images[0], run.file("sample.png"))
-    save_image(result.best[0], run.file("result.png"))
+    curves = result.loss_curves(0)
+    for i in range(len(images)):
+        run.log({"iteration": i, "losses": {name: values[i] for name, values in curves.items()}})
+    save_image(images[0], run.file("initial.png"))
+    save_image(result.best[0], run.file("best.png"))
+    save_image(images[-1], run.file("final.png"))
     save_strip(images, captions, run.file("strip.png"), best=best)
-    save_loss_plot(_loss_curves(result), run.file("loss.png"), title)
+    save_loss_plot(curves, run.file("loss.png"), title)
     return best
 
 
-def _loss_record(result: EndToEndResult) -> dict:
+def _loss_record(result: cores.Optimized) -> dict:
     return {
-        "losses": _loss_curves(result),
-        "augmented_losses": result.augmented_losses[:, 0].tolist(),
-        "stopped_early": bool(result.stopped_early),
+        "losses": result.loss_curves(0),
+        "augmented_losses": result.augmented_losses(0),
+        "stopped_early": bool(result.solver.stopped_early),
     }
 
 
 def _settings_record(config: EndToEndConfig, backbone: Backbone, device: torch.device) -> dict:
     return {"backbone": backbone.spec, "device": str(device), "solver": asdict(config)}
-
-
-def _start(ranks_device: str) -> torch.device:
-    return resolve_device(ranks_device)
 
 
 # -- classifier differences ------------------------------------------------------------------------
@@ -176,20 +129,21 @@ def difference(
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
+    config: EndToEndConfig | None = None,
+    ranks: Ranks | None = None,
     **settings,
 ) -> dict | None:
     """Images that ``net1`` recognises as each class and ``net2`` does not (DiG-IN §3, loss ``conf`` as published).
 
     Item ``<index>_<class>_s<k>`` is sample k of a class: prompt ``prompt_template`` with the class name,
-    x_T from seed ``seed + 1000 * index + k``. ``settings`` override :class:`EndToEndConfig`. Returns the
-    summary (rank 0).
+    x_T from seed ``seed + 1000 * index + k``. ``config`` (None: the defaults) and ``settings`` set the
+    :class:`EndToEndConfig`; ``ranks`` None shares the items among torchrun's ranks. Returns the summary (rank 0).
     """
     if samples_per_class < 1:
         raise FeatscopeError("samples_per_class must be at least 1")
-    config = _config(settings)
-    ranks = join_ranks()
-    try:
-        torch_device = _start(rank_device(device, ranks))
+    solver = _config(config, settings)
+
+    def build(torch_device: torch.device) -> Plan:
         first, second = _network(net1, torch_device), _network(net2, torch_device)
         model = _backbone(backbone, torch_device)
         template = _template(prompt_template, model)
@@ -206,20 +160,16 @@ def difference(
                 items.append(Item(safe_id(f"{y1:03d}_{name}_s{k}"), payload))
 
         def work(run: RunFolder, item: Item) -> dict:
-            from featscope.solvers.endtoend import optimize
-
             p = item.payload
             prompt = template.format(label=p["name"])
-            objective = classifier_difference(first, second, p["label"], loss)
-            gens = generators_for([p["seed"]], torch_device)
-            result = optimize(model, objective, prompt=prompt, generators=gens, config=config, quiet=quiet)
-            images = result.images[:, 0]
-            c1, c2 = confidences(first, images, p["y1"]), confidences(second, images, p["y2"])
+            result = cores.difference(model, first, second, p["label"], seeds=[p["seed"]], prompt=prompt, loss=loss,
+                                      config=solver, quiet=quiet)  # fmt: skip
+            c1, c2 = result.confidence1[0], result.confidence2[0]
             captions = [
                 [f"net1 {p['name']}: {a:.3f}", f"net2 {p['name']}: {b:.3f}", f"loss {float(v):.4g}"]
-                for a, b, v in zip(c1, c2, result.losses[:, 0], strict=True)
+                for a, b, v in zip(c1, c2, result.solver.losses[:, 0], strict=True)
             ]
-            best = _save_common(run, result, captions, objective.name)
+            best = _save_iterates(run, result, captions, result.objective)
             return {
                 "class": p["name"],
                 "class_index": {"net1": p["y1"], "net2": p["y2"]},
@@ -233,21 +183,16 @@ def difference(
                 **_loss_record(result),
             }
 
-        record = {
-            "net1": first.name,
-            "net2": second.name,
-            "loss": loss,
-            "prompt_template": template,
-            "samples_per_class": samples_per_class,
-            "seed": seed,
-            **_settings_record(config, model, torch_device),
-        }
-        return run_items(out, "difference", items, work, record, ranks=ranks, headline=_difference_row, quiet=quiet)
-    finally:
-        ranks.close()
+        record = {"net1": first.name, "net2": second.name, "loss": loss, "prompt_template": template,
+                  "samples_per_class": samples_per_class, "seed": seed,
+                  **_settings_record(solver, model, torch_device)}  # fmt: skip
+        return Plan("difference", items, work, record, difference_row)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
 
-def _difference_row(m: dict) -> dict:
+def difference_row(m: dict) -> dict:
+    """The headline numbers of a difference item's metrics (a summary row)."""
     c = m["confidence"]
     return {
         "class": m["class"],
@@ -304,6 +249,8 @@ def neuron(
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
+    config: EndToEndConfig | None = None,
+    ranks: Ranks | None = None,
     **settings,
 ) -> dict | None:
     """Images that raise (or lower) one channel of ``layer`` (None = the input of the last linear layer,
@@ -320,15 +267,13 @@ def neuron(
         raise FeatscopeError(f"namer {namer!r}: use vlm:FOLDER (an image-to-text model) with an images folder")
     channels = [int(c) for c in channels]
     dataset = ClassFolderDataset(images_folder) if images_folder is not None else None
-    ranks = join_ranks()
-    try:
-        torch_device = _start(rank_device(device, ranks))
+
+    def build(torch_device: torch.device) -> Plan:
         network = _network(net, torch_device)
         size = tuple(network.input_size or (224, 224))
         name = _check_channels(network, layer, channels, size)  # before importing the solver: a quick error
-        config = _config(settings)
+        solver = _config(config, settings)
         model = _backbone(backbone, torch_device)
-        objectives = {c: neuron_objective(network, layer, c, maximise) for c in channels}
         captioner = _load_captioner(namer[4:], torch_device) if namer is not None else None
         items = [
             Item(safe_id(f"neuron{c}_s{k}"), {"channel": c, "sample": k, "seed": seed + k})
@@ -338,21 +283,15 @@ def neuron(
         cache: dict[str, torch.Tensor] = {}
 
         def work(run: RunFolder, item: Item) -> dict:
-            from featscope.solvers.endtoend import optimize
-
             c = item.payload["channel"]
-            gens = generators_for([item.payload["seed"]], torch_device)
-            result = optimize(model, objectives[c], prompt=prompt, generators=gens, config=config, quiet=quiet)
-            images = result.images[:, 0]
-            with torch.no_grad():
-                x = network.preprocess(fit_image(images, size).to(torch_device))
-                acts = _channel(_activation(network.network, x, name, layer is None).float(), c).cpu().tolist()
-            tops = _top_class(network, fit_image(images, size)) if getattr(network, "labels", None) else None
+            result = cores.neuron(model, network, c, layer=layer, maximise=maximise, seeds=[item.payload["seed"]],
+                                  prompt=prompt, config=solver, quiet=quiet)  # fmt: skip
+            acts, tops = result.activation[0], result.top_class[0] if result.top_class else None
             captions = [
                 [f"activation {a:.3g}"] + ([f"{tops[i][0]}: {tops[i][1]:.2f}"] if tops else [])
                 for i, a in enumerate(acts)
             ]
-            best = _save_common(run, result, captions, objectives[c].name)
+            best = _save_iterates(run, result, captions, result.objective)
             metrics = {
                 "layer": name,
                 "channel": c,
@@ -369,37 +308,34 @@ def neuron(
                 if "acts" not in cache:
                     cache["acts"] = _dataset_activations(network, name, layer is None, channels, dataset, size)
                 column = cache["acts"][:, channels.index(c)]
-                order = column.argsort(descending=True)[:top_k].tolist()
-                top_images = torch.cat([load_start_image(dataset[i].path, size) for i in order])
-                save_strip(top_images, [[f"{float(column[i]):.3g}"] for i in order], run.file("top_k.png"))
-                tops = [{"file": str(dataset[i].path), "class": dataset[i].class_name, "activation": float(column[i])}
-                        for i in order]  # fmt: skip
-                if captioner is not None:
-                    for top, caption in zip(tops, _captions(captioner, [dataset[i].path for i in order]), strict=True):
-                        top["caption"] = caption
-                    metrics["name"] = _neuron_name([_content_words(t["caption"]) for t in tops], namer)
-                else:
-                    metrics["name"] = _neuron_name([[t["class"]] for t in tops], "classes")
-                run.write_json("top_k.json", tops)
-                metrics["dataset_top_activation"] = float(column[order[0]])
+                metrics.update(_top_k(run, dataset, column, top_k, size, captioner, namer))
             return metrics
 
-        record = {
-            "net": network.name,
-            "layer": name,
-            "channels": channels,
-            "maximise": maximise,
-            "prompt": prompt,
-            "samples": samples,
-            "seed": seed,
-            "images_folder": str(images_folder) if images_folder is not None else None,
-            "top_k": top_k,
-            "namer": namer,
-            **_settings_record(config, model, torch_device),
-        }
-        return run_items(out, "neuron", items, work, record, ranks=ranks, headline=_neuron_row, quiet=quiet)
-    finally:
-        ranks.close()
+        record = {"net": network.name, "layer": name, "channels": channels, "maximise": maximise, "prompt": prompt,
+                  "samples": samples, "seed": seed,
+                  "images_folder": str(images_folder) if images_folder is not None else None, "top_k": top_k,
+                  "namer": namer, **_settings_record(solver, model, torch_device)}  # fmt: skip
+        return Plan("neuron", items, work, record, neuron_row)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+
+
+def _top_k(run: RunFolder, dataset: ClassFolderDataset, column: torch.Tensor, top_k: int, size, captioner,
+           namer: str | None) -> dict:  # fmt: skip
+    """top_k.png and top_k.json: the dataset images with the highest activations; their name and top value."""
+    order = column.argsort(descending=True)[:top_k].tolist()
+    top_images = torch.cat([load_start_image(dataset[i].path, size) for i in order])
+    save_strip(top_images, [[f"{float(column[i]):.3g}"] for i in order], run.file("top_k.png"))
+    tops = [{"file": str(dataset[i].path), "class": dataset[i].class_name, "activation": float(column[i])}
+            for i in order]  # fmt: skip
+    if captioner is not None:
+        for top, caption in zip(tops, _captions(captioner, [dataset[i].path for i in order]), strict=True):
+            top["caption"] = caption
+        name = _neuron_name([_content_words(t["caption"]) for t in tops], namer)
+    else:
+        name = _neuron_name([[t["class"]] for t in tops], "classes")
+    run.write_json("top_k.json", tops)
+    return {"name": name, "dataset_top_activation": float(column[order[0]])}
 
 
 CAPTIONER_LAYOUT = "a folder saved with save_pretrained: an image-to-text model (e.g. BLIP) and its processor"
@@ -440,7 +376,8 @@ def _neuron_name(names: list[list[str]], by: str) -> dict:
     return {"by": by, "name": counts[0][0] if counts else None, "counts": dict(counts)}
 
 
-def _neuron_row(m: dict) -> dict:
+def neuron_row(m: dict) -> dict:
+    """The headline numbers of a neuron item's metrics (a summary row)."""
     return {
         "channel": m["channel"],
         "activation before": m["activation"]["before"],
@@ -542,18 +479,6 @@ def postprocess_mask(mask: torch.Tensor, steps: Sequence[str]) -> torch.Tensor:
     return m.clamp(0, 1)
 
 
-def _regularized(objective: Objective, regularizers: Sequence[str], weights: Sequence[float]) -> Objective:
-    if len(regularizers) != len(weights):
-        raise FeatscopeError(f"{len(regularizers)} regularizers but {len(weights)} weights; give one weight each")
-    for name, weight in zip(regularizers, weights, strict=True):
-        if name not in REGULARIZERS:
-            raise FeatscopeError(
-                f"unknown regularizer {name!r}{suggest(name, REGULARIZERS)}; known: {', '.join(REGULARIZERS)}"
-            )
-        objective = objective + float(weight) * REGULARIZERS[name]()
-    return objective
-
-
 # -- counterfactuals -------------------------------------------------------------------------------
 def counterfactual(
     net: str | Extractor,
@@ -577,11 +502,13 @@ def counterfactual(
     seed: int = 0,
     device: str = "auto",
     quiet: bool = False,
+    config: EndToEndConfig | None = None,
+    ranks: Ranks | None = None,
     **settings,
 ) -> dict | None:
     """Visual counterfactuals of real images (DiG-IN §5): null-text inversion of each image with its caption,
     then end-to-end optimisation of ``class_loss(target) + sum(weight * regularizer)`` from the inverted x_T
-    and null texts. Item ``<image id>_to_<target>``, one per image and target class.
+    and null texts. Item ``<image id>_to_<target>``, one per image and target class, seed ``seed + i``.
 
     ``images``: image files, a dataset folder (``class_names``/``classes``/``images_per_class`` select from
     it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``mask``, the
@@ -591,150 +518,129 @@ def counterfactual(
     see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess`` (``erosion_3``,
     ``dilation_20``, ``blur_45_30``). Without one, the whole image counts as background.
     """
-    config = _config(settings)
-    if config.guidance_scale == 1.0:
+    solver = _config(config, settings)
+    if solver.guidance_scale == 1.0:
         raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
     targets = [target_label] if isinstance(target_label, (int, str)) else list(target_label)
     if not targets:
         raise FeatscopeError("no target class given; name the class the image should become")
     entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
     spec = parse_mask(mask)
-    ranks = join_ranks()
-    try:
-        torch_device = _start(rank_device(device, ranks))
+
+    def build(torch_device: torch.device) -> Plan:
         network = _network(net, torch_device)
         model = _backbone(backbone, torch_device)
         size = tuple(model.image_size)
         template = _template(prompt_template, model)
-        user_mask = None
         sam = load_sam(spec.source, torch_device) if spec is not None and spec.kind == "sam" else None
-        if mask is not None and spec is None:
-            from PIL import Image
-
-            shapes = set()
-            for entry in entries:
-                with Image.open(entry.path) as im:
-                    shapes.add((im.height, im.width))
-            image_size = shapes.pop() if len(shapes) == 1 else None
-            user_mask = postprocess_mask(load_mask(mask, image_size, size), mask_postprocess)
-        items = []
-        for entry, item_id in zip(entries, unique_ids([e.item_id for e in entries]), strict=True):
-            start = start_label if start_label is not None else (entry.class_name or None)
-            if start is None:
-                raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
-            y_start = _class_index(network, start)
-            if spec is not None:  # the class word must be in the caption: fail before any work
-                start_name = _label_name(network, start)
-                word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
-            for target in targets:
-                y_target = _class_index(network, target)
-                _regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
-                name = _label_name(network, target)
-                payload = {"entry": entry, "start": start, "target": target, "y_start": y_start, "y_target": y_target}
-                items.append(Item(safe_id(f"{item_id}_to_{name}"), payload))
+        user_mask = _user_mask(mask, entries, size, mask_postprocess) if mask is not None and spec is None else None
+        items = _counterfactual_items(network, model, entries, start_label, targets, prompt, template, spec is not None)
+        for target in targets:
+            regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
         seeds = {item.item_id: seed + i for i, item in enumerate(items)}
 
         def work(run: RunFolder, item: Item) -> dict:
-            from featscope.solvers.endtoend import optimize
-
             p = item.payload
             entry: ImageItem = p["entry"]
-            start_name = _label_name(network, p["start"])
+            start_name, target_name = _label_name(network, p["start"]), _label_name(network, p["target"])
             prompt_text = _caption(entry, prompt, template, start_name)
             image = load_start_image(entry.path, size)
-            save_image(image[0], run.file("start.png"))
-            x_t, null_texts = _inversion(model, image, prompt_text, config, inner_steps, quiet)
-            objective = _regularized(class_loss(network, p["target"], loss), regularizers, regularizer_weights)
-            m = user_mask if user_mask is not None else torch.zeros(1, 1, *size)
+            save_image(image[0], run.file("target.png"))
+            inverted = cores.null_inversion(model, image, prompt_text, num_steps=solver.num_steps,
+                                            guidance_scale=solver.guidance_scale, inner_steps=inner_steps,
+                                            quiet=quiet)  # fmt: skip
+            m = user_mask
             if spec is not None:
                 soft, found = foreground_mask(
-                    spec, model, image, x_t, prompt_text, start_name, null_texts=null_texts,
-                    guidance_scale=config.guidance_scale, sam=sam,
+                    spec, model, image, inverted[0], prompt_text, start_name, null_texts=inverted[1],
+                    guidance_scale=solver.guidance_scale, sam=sam,
                 )  # fmt: skip
                 save_image(soft[0].expand(3, -1, -1), run.file("attention.png"))
                 m = postprocess_mask(found, mask_postprocess)
             if mask is not None:
                 save_image(m[0].expand(3, -1, -1), run.file("mask.png"))
-            result = optimize(
-                model,
-                objective,
-                prompt=prompt_text,
-                start_latent=x_t,
-                null_texts=null_texts,
-                start_image=image,
-                mask=m,
-                generators=generators_for([seeds[item.item_id]], torch_device),
-                config=config,
-                quiet=quiet,
-            )
-            images = result.images[:, 0]
-            everything = torch.cat([image, images])
-            cs, ct = confidences(network, everything, p["y_start"]), confidences(network, everything, p["y_target"])
-            target_name = _label_name(network, p["target"])
-            captions = [
-                [f"{start_name}: {a:.3f}", f"{target_name}: {b:.3f}", f"loss {float(v):.4g}"]
-                for a, b, v in zip(cs[1:], ct[1:], result.losses[:, 0], strict=True)
-            ]
-            best = _save_common(run, result, captions, objective.name)
-            d = distances(images, image)
-            return {
-                "image": str(entry.path),
-                "start_class": start_name,
-                "target_class": target_name,
-                "prompt": prompt_text,
-                "mask": str(mask) if mask is not None else None,
-                "best_iteration": best,
-                "confidence": {
-                    "start_class": {"image": cs[0], "before": cs[1], "after": cs[1 + best], "per_iteration": cs[1:]},
-                    "target_class": {"image": ct[0], "before": ct[1], "after": ct[1 + best], "per_iteration": ct[1:]},
-                },
-                "distance_to_image": {
-                    "l1_before": d["l1"][0],
-                    "l2_before": d["l2"][0],
-                    "l1_after": d["l1"][best],
-                    "l2_after": d["l2"][best],
-                    "per_iteration": d,
-                },
-                **_loss_record(result),
-            }
+            result = cores.counterfactual(
+                model, network, image, p["start"], p["target"], seeds=[seeds[item.item_id]], prompts=prompt_text,
+                regularizers=regularizers, regularizer_weights=regularizer_weights, mask=m, loss=loss,
+                inverted=inverted, config=solver, quiet=quiet,
+            )  # fmt: skip
+            return _counterfactual_files(run, result, entry, start_name, target_name, prompt_text, mask)
 
-        record = {
-            "net": network.name,
-            "start_label": start_label,
-            "target_labels": targets,
-            "prompt": prompt,
-            "prompt_template": template,
-            "regularizers": list(regularizers),
-            "regularizer_weights": [float(w) for w in regularizer_weights],
-            "mask": str(mask) if mask is not None else None,
-            "mask_postprocess": list(mask_postprocess),
-            "loss": loss,
-            "inner_steps": inner_steps,
-            "seed": seed,
-            **_settings_record(config, model, torch_device),
-        }
-        return run_items(
-            out, "counterfactual", items, work, record, ranks=ranks, headline=_counterfactual_row, quiet=quiet
-        )
-    finally:
-        ranks.close()
+        record = {"net": network.name, "start_label": start_label, "target_labels": targets, "prompt": prompt,
+                  "prompt_template": template, "regularizers": list(regularizers),
+                  "regularizer_weights": [float(w) for w in regularizer_weights],
+                  "mask": str(mask) if mask is not None else None, "mask_postprocess": list(mask_postprocess),
+                  "loss": loss, "inner_steps": inner_steps, "seed": seed,
+                  **_settings_record(solver, model, torch_device)}  # fmt: skip
+        return Plan("counterfactual", items, work, record, counterfactual_row)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
 
-def _inversion(model: Backbone, image, prompt: str, config: EndToEndConfig, inner_steps: int, quiet: bool):
-    from featscope.inversion import null_text_invert
+def _counterfactual_items(network: Extractor, model: Backbone, entries: list[ImageItem], start_label, targets: list,
+                          prompt: str | None, template: str, word_in_caption: bool) -> list[Item]:  # fmt: skip
+    """One item per image and target class; fails on a missing or unknown class before any work."""
+    items = []
+    for entry, item_id in zip(entries, unique_ids([e.item_id for e in entries]), strict=True):
+        start = start_label if start_label is not None else (entry.class_name or None)
+        if start is None:
+            raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
+        _class_index(network, start)  # an unknown class fails here
+        if word_in_caption:  # a generated mask needs the class word in the caption
+            start_name = _label_name(network, start)
+            word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
+        for target in targets:
+            _class_index(network, target)
+            payload = {"entry": entry, "start": start, "target": target}
+            items.append(Item(safe_id(f"{item_id}_to_{_label_name(network, target)}"), payload))
+    return items
 
-    return null_text_invert(
-        model,
-        image,
-        prompt,
-        num_steps=config.num_steps,
-        guidance_scale=config.guidance_scale,
-        inner_steps=inner_steps,
-        quiet=quiet,
-    )
+
+def _user_mask(mask: str | Path, entries: list[ImageItem], size: tuple[int, int], steps: Sequence[str]) -> torch.Tensor:
+    """The user's mask PNG at the backbone's size, post-processed (it may have the images' size when all share it)."""
+    from PIL import Image
+
+    shapes = set()
+    for entry in entries:
+        with Image.open(entry.path) as im:
+            shapes.add((im.height, im.width))
+    image_size = shapes.pop() if len(shapes) == 1 else None
+    return postprocess_mask(load_mask(mask, image_size, size), steps)
 
 
-def _counterfactual_row(m: dict) -> dict:
+def _counterfactual_files(run: RunFolder, result: cores.CounterfactualResult, entry: ImageItem, start_name: str,
+                          target_name: str, prompt_text: str, mask: str | Path | None) -> dict:  # fmt: skip
+    """The iterates and figures of a counterfactual item; returns its metrics."""
+    cs, ct, d = result.start_confidence[0], result.target_confidence[0], result.distance[0]
+    captions = [
+        [f"{start_name}: {a:.3f}", f"{target_name}: {b:.3f}", f"loss {float(v):.4g}"]
+        for a, b, v in zip(cs[1:], ct[1:], result.solver.losses[:, 0], strict=True)
+    ]
+    best = _save_iterates(run, result, captions, result.objective)
+    return {
+        "image": str(entry.path),
+        "start_class": start_name,
+        "target_class": target_name,
+        "prompt": prompt_text,
+        "mask": str(mask) if mask is not None else None,
+        "best_iteration": best,
+        "confidence": {
+            "start_class": {"image": cs[0], "before": cs[1], "after": cs[1 + best], "per_iteration": cs[1:]},
+            "target_class": {"image": ct[0], "before": ct[1], "after": ct[1 + best], "per_iteration": ct[1:]},
+        },
+        "distance_to_image": {
+            "l1_before": d["l1"][0],
+            "l2_before": d["l2"][0],
+            "l1_after": d["l1"][best],
+            "l2_after": d["l2"][best],
+            "per_iteration": d,
+        },
+        **_loss_record(result),
+    }
+
+
+def counterfactual_row(m: dict) -> dict:
+    """The headline numbers of a counterfactual item's metrics (a summary row)."""
     c, d = m["confidence"], m["distance_to_image"]
     return {
         "target": m["target_class"],
@@ -763,19 +669,19 @@ def invert(
     images_per_class: int | None = None,
     device: str = "auto",
     quiet: bool = False,
+    ranks: Ranks | None = None,
 ) -> dict | None:
     """Null-text inversion of real images (DiG-IN §4): per item ``x_T.pt``, ``null_texts.pt`` (num_steps, 1, L, D),
-    ``start.png``, ``reconstruction.png`` and the reconstruction error (also of plain DDIM inversion) in
-    ``metrics.json``. The prompt is ``prompt``, else a ``<image>.txt`` caption, else the template with the class
-    name (dataset folders; loose files without a prompt get the empty caption)."""
+    ``target.png``, ``reconstruction.png``, ``prompt.txt`` and the reconstruction error (also of plain DDIM
+    inversion) in ``metrics.json``. The prompt is ``prompt``, else a ``<image>.txt`` caption, else the template
+    with the class name (dataset folders; loose files without a prompt get the empty caption)."""
     if num_steps < 1 or inner_steps < 0:
         raise FeatscopeError("num_steps must be at least 1 and inner_steps at least 0")
     if guidance_scale <= 1.0:
         raise FeatscopeError("null-text inversion fits the unconditional embedding of CFG: use guidance_scale > 1")
     entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
-    ranks = join_ranks()
-    try:
-        torch_device = _start(rank_device(device, ranks))
+
+    def build(torch_device: torch.device) -> Plan:
         model = _backbone(backbone, torch_device)
         if not model.has_prompts:
             raise FeatscopeError(f"null-text inversion needs a backbone with prompts; {model.spec} has none")
@@ -783,58 +689,39 @@ def invert(
         template = _template(prompt_template, model)
         ids = unique_ids([e.item_id for e in entries])
         items = [Item(i, e) for i, e in zip(ids, entries, strict=True)]
-        config = _config({"num_steps": num_steps, "guidance_scale": guidance_scale})
 
         def work(run: RunFolder, item: Item) -> dict:
-            from featscope.inversion import regenerate
-
             entry: ImageItem = item.payload
             text = _caption(entry, prompt, template if entry.class_name else "{label}", entry.class_name)
             image = load_start_image(entry.path, size)
-            save_image(image[0], run.file("start.png"))
-            x_t, null_texts = _inversion(model, image, text, config, inner_steps, quiet)
-            atomic_torch_save(x_t.cpu(), run.file("x_T.pt"))
-            atomic_torch_save(null_texts.cpu(), run.file("null_texts.pt"))
+            save_image(image[0], run.file("target.png"))
+            result = cores.invert(model, image, text, num_steps=num_steps, guidance_scale=guidance_scale,
+                                  inner_steps=inner_steps, quiet=quiet)  # fmt: skip
+            atomic_torch_save(result.x_t.cpu(), run.file("x_T.pt"))
+            atomic_torch_save(result.null_texts.cpu(), run.file("null_texts.pt"))
             (run.file("prompt.txt")).write_text(text + "\n", encoding="utf-8")
-            with torch.no_grad():
-                target = model.encode(image.to(torch_device)).float()
-                z = regenerate(model, x_t, text, null_texts, guidance_scale=guidance_scale)
-                plain = regenerate(model, x_t, text, guidance_scale=guidance_scale, num_steps=num_steps)
-                recon = model.decode(z).float().clamp(0, 1).cpu()
-                plain_image = model.decode(plain).float().clamp(0, 1).cpu()
-            save_image(recon[0], run.file("reconstruction.png"))
-            d, dp = distances(recon, image), distances(plain_image, image)
+            save_image(result.reconstruction[0], run.file("reconstruction.png"))
             return {
                 "image": str(entry.path),
                 "class": entry.class_name or None,
                 "prompt": text,
                 "num_steps": num_steps,
                 "guidance_scale": guidance_scale,
-                "latent_mse": float((z - target).pow(2).mean()),
-                "l1": d["l1"][0],
-                "l2": d["l2"][0],
-                "ddim_only": {
-                    "latent_mse": float((plain - target).pow(2).mean()),
-                    "l1": dp["l1"][0],
-                    "l2": dp["l2"][0],
-                },
+                "latent_mse": result.latent_mse[0],
+                **result.distance[0],
+                "ddim_only": {"latent_mse": result.ddim_latent_mse[0], **result.ddim_distance[0]},
             }
 
-        record = {
-            "prompt": prompt,
-            "prompt_template": template,
-            "num_steps": num_steps,
-            "guidance_scale": guidance_scale,
-            "inner_steps": inner_steps,
-            "backbone": model.spec,
-            "device": str(torch_device),
-        }
-        return run_items(out, "invert", items, work, record, ranks=ranks, headline=_invert_row, quiet=quiet)
-    finally:
-        ranks.close()
+        record = {"prompt": prompt, "prompt_template": template, "num_steps": num_steps,
+                  "guidance_scale": guidance_scale, "inner_steps": inner_steps, "backbone": model.spec,
+                  "device": str(torch_device)}  # fmt: skip
+        return Plan("invert", items, work, record, invert_row)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
 
-def _invert_row(m: dict) -> dict:
+def invert_row(m: dict) -> dict:
+    """The headline numbers of an inversion item's metrics (a summary row)."""
     return {
         "latent MSE": m["latent_mse"],
         "L2": m["l2"],

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from featscope.errors import FeatscopeError, suggest
+from featscope.investigate.common import Ranks
 from featscope.study.fields import (
     BACKBONE,
     SEEDS,
@@ -40,7 +40,7 @@ Run = Callable[[dict, dict, Path, str, bool], None]  # (params, settings, job fo
 
 @dataclass(frozen=True)
 class Method:
-    """A method of the registry; ``items`` marks featscope.investigate functions (they join ranks themselves)."""
+    """A method of the registry; ``items`` marks featscope.investigate functions (one item per job)."""
 
     doc: str
     fields: dict[str, Field]
@@ -164,26 +164,11 @@ def _endtoend() -> type:
     return EndToEndConfig
 
 
-@contextmanager
-def _world_of_one() -> Iterator[None]:
-    """featscope.investigate shards its items over RANK/WORLD_SIZE; a study job is one item, on this rank alone."""
-    saved = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE")}
-    os.environ.update(RANK="0", WORLD_SIZE="1")
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def _one_item(folder: Path, call: Callable[[Path], dict | None]) -> None:
-    """Run an investigation of one item in a hidden work folder, then move the finished item into ``folder``."""
+def _one_item(folder: Path, call: Callable[[Path, Ranks], dict | None]) -> None:
+    """Run an investigation of one item in this process alone (``Ranks()``, whatever torchrun's ranks) into a
+    hidden work folder, then move the finished item into ``folder``."""
     work = folder.parent / f".{folder.name}.work"
-    with _world_of_one():
-        summary = call(work)
+    summary = call(work, Ranks())
     (item,) = summary["results"]
     if folder.exists():  # an earlier failure's error.json
         shutil.rmtree(folder)
@@ -202,8 +187,15 @@ def _difference_run(params: dict, settings: dict, folder: Path, device: str, qui
     extra = given(params, "prompt_template", "loss")
     _one_item(
         folder,
-        lambda out: investigate.difference(
-            params["net1"], params["net2"], classes, out=out, **_common(params, device, quiet), **extra, **settings
+        lambda out, ranks: investigate.difference(
+            params["net1"],
+            params["net2"],
+            classes,
+            out=out,
+            ranks=ranks,
+            **_common(params, device, quiet),
+            **extra,
+            **settings,
         ),
     )
 
@@ -214,14 +206,20 @@ def _neuron_run(params: dict, settings: dict, folder: Path, device: str, quiet: 
     extra = given(params, "layer", "prompt", "maximise")
     _one_item(
         folder,
-        lambda out: investigate.neuron(
-            params["net"], channels=[params["channels"]], out=out, **_common(params, device, quiet), **extra, **settings
+        lambda out, ranks: investigate.neuron(
+            params["net"],
+            channels=[params["channels"]],
+            out=out,
+            ranks=ranks,
+            **_common(params, device, quiet),
+            **extra,
+            **settings,
         ),
     )
 
 
 def _counterfactual_check(params: dict, settings: dict) -> None:
-    from featscope.investigate.methods import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, REGULARIZERS
+    from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, REGULARIZERS
 
     if settings.get("guidance_scale", 3.0) <= 1.0:
         raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
@@ -242,12 +240,13 @@ def _counterfactual_run(params: dict, settings: dict, folder: Path, device: str,
     extra = given(params, *keys, "inner_steps")
     _one_item(
         folder,
-        lambda out: investigate.counterfactual(
+        lambda out, ranks: investigate.counterfactual(
             params["net"],
             [params["images"]],
             investigate.parse_label(params["start"]),
             investigate.parse_label(params["target_classes"]),
             out=out,
+            ranks=ranks,
             **_common(params, device, quiet),
             **extra,
             **settings,
@@ -255,13 +254,22 @@ def _counterfactual_run(params: dict, settings: dict, folder: Path, device: str,
     )
 
 
-def _row(name: str) -> Callable[[dict], dict]:
-    def headline(metrics: dict) -> dict:
-        from featscope.investigate import methods
+def _difference_headline(metrics: dict) -> dict:
+    from featscope.investigate import difference_row
 
-        return getattr(methods, name)(metrics)
+    return difference_row(metrics)
 
-    return headline
+
+def _neuron_headline(metrics: dict) -> dict:
+    from featscope.investigate import neuron_row
+
+    return neuron_row(metrics)
+
+
+def _counterfactual_headline(metrics: dict) -> dict:
+    from featscope.investigate import counterfactual_row
+
+    return counterfactual_row(metrics)
 
 
 NET = Field(network_spec, "network(s) under study (a classifier)", axis=True, prefix="", short=spec_short)
@@ -281,7 +289,7 @@ DIFFERENCE = Method(
     settings=_endtoend,
     config=lambda params: _endtoend()(),
     run=_difference_run,
-    headline=_row("_difference_row"),
+    headline=_difference_headline,
     items=True,
 )  # fmt: skip
 
@@ -299,7 +307,7 @@ NEURON = Method(
     settings=_endtoend,
     config=lambda params: _endtoend()(),
     run=_neuron_run,
-    headline=_row("_neuron_row"),
+    headline=_neuron_headline,
     items=True,
 )
 
@@ -324,7 +332,7 @@ COUNTERFACTUAL = Method(
     settings=_endtoend,
     config=lambda params: _endtoend()(),
     run=_counterfactual_run,
-    headline=_row("_counterfactual_row"),
+    headline=_counterfactual_headline,
     check=_counterfactual_check,
     items=True,
 )

@@ -15,8 +15,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         NAME,
         help=HELP,
-        description="Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, start.png, "
-        "reconstruction.png, metrics.json (reconstruction error) and config.yaml.",
+        description="Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, target.png, "
+        "reconstruction.png, prompt.txt, metrics.json (reconstruction error) and config.yaml.",
     )
     add_images_options(p)
     p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or template")

@@ -24,9 +24,9 @@ examples:
       --mask cat_mask.png --mask-postprocess erosion_3,dilation_5,blur_9_3
   torchrun --standalone --nproc-per-node 4 -m featscope.cli investigate difference ...   # items split over ranks
 
-Each item gets out/<item>/ (start.png for a real image, sample.png = iteration 0, result.png = best
-iterate, strip.png, loss.png, metrics.json, config.yaml), written atomically; a re-run skips items whose
-metrics.json exists. out/summary.json and out/summary.md cover all items.
+Each item gets out/<item>/ (target.png for a real image, initial.png = iteration 0, best.png = best
+iterate, final.png = last iterate, strip.png, loss.png, metrics.json, config.yaml, log.jsonl), written
+atomically; a re-run skips items whose metrics.json exists. out/summary.json and out/summary.md cover all items.
 """
 MASK_HELP = (
     "foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start class word's "

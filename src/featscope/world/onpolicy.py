@@ -17,8 +17,8 @@ from diffusers.training_utils import EMAModel
 from torch import nn
 
 from featscope.backbones.base import Backbone
-from featscope.backbones.pixel import WorldPromptEncoder
 from featscope.world.posterior import PoolPosterior
+from featscope.world.text import WorldPromptEncoder
 
 ROLLOUT_STEPS = 50  # DDIM grid of the rollouts; each grid interval also yields one state at a random t inside it
 

@@ -68,7 +68,7 @@ def test_a_registered_extractor_family_loads_through_load_extractor(fresh_regist
         SpecError, match="did you mean toy\\?.*FAMILY one of clip, torchvision, timm, open_clip, world, toy"
     ):
         load_extractor("tyo:net")
-    registry.register_extractor("any", toy_extractor, "any:NAME")  # no names: every name is the loader's
+    registry.register_extractor("any", "test_registry:toy_extractor", "any:NAME")  # imported on use; any name
     assert load_extractor("any:whatever").name == "any:whatever"
 
 

@@ -8,8 +8,10 @@ A plugin is a module that calls ``register_backbone`` / ``register_extractor`` (
     mynets = "mypackage.featscope_plugin"
 
 Plugins are imported the first time a spec needs them (a family that featscope does not know by itself), so
-``import featscope`` and ``featscope --help`` import none. Built-in families (``sd:``, ``pixel:``, ``clip:``,
-``open_clip:``, ``torchvision:``, ``timm:``) always win over a plugin's family of the same name.
+``import featscope`` and ``featscope --help`` import none. A loader is a callable or a ``"module.path:function"``
+string, imported when the family's first model is loaded (so that registering stays cheap). Built-in families
+(``sd:``, ``pixel:``, ``clip:``, ``open_clip:``, ``torchvision:``, ``timm:``) win over a plugin's family of the
+same name.
 """
 
 from __future__ import annotations
@@ -27,20 +29,27 @@ BUILTIN_PLUGINS = ("featscope.world.plugin",)
 FAMILY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
+Loader = Callable[..., Any] | str  # a callable or "module.path:function"
+
+
 @dataclass(frozen=True)
 class Family:
     """A registered spec family: ``loader`` builds its models, ``usage`` shows its spec form in error messages,
     ``names`` are its known model names (None: any name), checked before anything is loaded."""
 
     name: str
-    loader: Callable[..., Any]
+    loader: Loader
     usage: str
     names: tuple[str, ...] | None = None
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the loader (importing it first when it is given as ``"module.path:function"``)."""
+        return resolve(self.loader)(*args, **kwargs)
 
 
 _backbones: dict[str, Family] = {}
 _extractors: dict[str, Family] = {}
-_text_encoders: list[Callable[..., Any]] = []
+_text_encoders: list[Loader] = []
 _loaded = False
 
 
@@ -60,7 +69,7 @@ def register_extractor(family: str, loader: Callable[..., Any], usage: str, name
     _extractors[_checked(family)] = Family(family, loader, usage, None if names is None else tuple(names))
 
 
-def register_text_encoder(loader: Callable[..., Any]) -> None:
+def register_text_encoder(loader: Loader) -> None:
     """The reader of a ``pixel:`` folder's ``text_encoder/``: ``loader(folder, dtype)`` returns a module that maps
     a list of captions to embeddings (B, L, D) and has ``dim`` (D). The last one registered is used."""
     _text_encoders.append(loader)
@@ -81,7 +90,15 @@ def extractor_families() -> dict[str, Family]:
 def text_encoder_loader() -> Callable[..., Any] | None:
     """The registered reader of ``text_encoder/`` folders, None if no plugin has one."""
     load_plugins()
-    return _text_encoders[-1] if _text_encoders else None
+    return resolve(_text_encoders[-1]) if _text_encoders else None
+
+
+def resolve(loader: Loader) -> Callable[..., Any]:
+    """A loader as a callable: ``"module.path:function"`` is imported."""
+    if callable(loader):
+        return loader
+    module, _, name = loader.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def load_plugins() -> None:

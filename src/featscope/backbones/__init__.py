@@ -65,5 +65,5 @@ def load_backbone(
     elif family == "pixel":
         backbone = load_pixel(source, spec=spec, dtype=dtype)
     else:
-        backbone = registry.backbone_families()[family].loader(source, spec=spec, dtype=dtype)
+        backbone = registry.backbone_families()[family].load(source, spec=spec, dtype=dtype)
     return backbone.to(device)

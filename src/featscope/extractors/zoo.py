@@ -75,7 +75,7 @@ def _build(spec: Spec, weights: str | Path | None, *, pretrained: bool) -> Extra
     """Dispatch to the family's builder; ``pretrained=False`` skips fetching published weights."""
     path = None if weights is None else str(weights)
     if spec.family not in BUILDERS:
-        return registry.extractor_families()[spec.family].loader(spec, path, pretrained)
+        return registry.extractor_families()[spec.family].load(spec, path, pretrained)
     try:
         family = importlib.import_module(f"featscope.extractors.{BUILDERS[spec.family]}")
     except ImportError as error:

@@ -13,7 +13,7 @@ from torch import nn
 from featscope import registry
 from featscope.backbones import check_spec, load_backbone
 from featscope.backbones.pixel import load_pixel
-from featscope.errors import SpecError
+from featscope.errors import FeatscopeError, SpecError
 from featscope.extractors import Extractor, load_extractor, parse_spec
 from featscope.extractors.spec import Spec
 from featscope.study.fields import backbone_spec, network_spec
@@ -72,9 +72,12 @@ def test_a_registered_extractor_family_loads_through_load_extractor(fresh_regist
     assert load_extractor("any:whatever").name == "any:whatever"
 
 
-def test_bad_family_names_are_refused():
+def test_bad_family_names_are_refused_and_a_missing_loader_is_a_one_line_error(fresh_registry):
     with pytest.raises(ValueError, match="bad family name"):
         registry.register_backbone("my:family", lambda *a, **k: None, "my:family:NAME")
+    registry.register_backbone("ghost", "no_such_featscope_module:load", "ghost:NAME")
+    with pytest.raises(FeatscopeError, match="cannot import the plugin loader 'no_such_featscope_module:load'"):
+        load_backbone("ghost:anything")
 
 
 def test_entry_point_plugins_are_imported_once_and_broken_ones_warn(fresh_registry, monkeypatch, tmp_path):

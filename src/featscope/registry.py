@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
+from featscope.errors import FeatscopeError
+
 ENTRY_POINT_GROUP = "featscope.plugins"
 BUILTIN_PLUGINS = ("featscope.world.plugin",)
 FAMILY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-
-
 Loader = Callable[..., Any] | str  # a callable or "module.path:function"
 
 
@@ -53,7 +53,7 @@ _text_encoders: list[Loader] = []
 _loaded = False
 
 
-def register_backbone(family: str, loader: Callable[..., Any], usage: str, names: Iterable[str] | None = None) -> None:
+def register_backbone(family: str, loader: Loader, usage: str, names: Iterable[str] | None = None) -> None:
     """Make ``family:NAME`` a backbone spec: ``loader(NAME, *, spec, dtype)`` returns a ``Backbone`` (on CPU).
 
     ``usage`` (e.g. ``"world:ddpm (the embedded world model)"``) is listed by unknown-family errors; with
@@ -62,7 +62,7 @@ def register_backbone(family: str, loader: Callable[..., Any], usage: str, names
     _backbones[_checked(family)] = Family(family, loader, usage, None if names is None else tuple(names))
 
 
-def register_extractor(family: str, loader: Callable[..., Any], usage: str, names: Iterable[str] | None = None) -> None:
+def register_extractor(family: str, loader: Loader, usage: str, names: Iterable[str] | None = None) -> None:
     """Make ``family:NAME[@LAYER]`` an extractor spec: ``loader(spec, weights, pretrained)`` returns an
     ``Extractor`` for the parsed ``Spec`` (``weights``: a local weights file or None; ``pretrained=False``:
     random weights will do). ``usage`` and ``names`` as for ``register_backbone``."""
@@ -98,7 +98,10 @@ def resolve(loader: Loader) -> Callable[..., Any]:
     if callable(loader):
         return loader
     module, _, name = loader.partition(":")
-    return getattr(importlib.import_module(module), name)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as error:
+        raise FeatscopeError(f"cannot import the plugin loader {loader!r} ({type(error).__name__}: {error})") from error
 
 
 def load_plugins() -> None:

@@ -27,6 +27,7 @@ CORE = [
     "featscope.settings",
     "featscope.devices",
     "featscope.speed",
+    "featscope.registry",
 ]
 
 

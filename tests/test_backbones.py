@@ -10,8 +10,9 @@ from diffusers import StableDiffusionPipeline
 from huggingface_hub import constants
 from safetensors.torch import save_file
 
-from featscope.backbones import load_backbone, pixel
+from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError, InputFileError, SpecError
+from featscope.world import loaders
 from featscope.world.text import WorldTextEncoder
 
 
@@ -143,7 +144,7 @@ def test_cuda_half_precision(family, tiny_sd_folder, tiny_pixel_text_folder):
 
 # -- the embedded world model ---------------------------------------------------------------------
 def test_world_ddpm_loads_or_says_how_to_get_it():
-    if (pixel.world_folder("ddpm") / "unet" / "config.json").is_file():
+    if (loaders.world_folder("ddpm") / "unet" / "config.json").is_file():
         backbone = load_backbone("world:ddpm")
         assert backbone.has_prompts and backbone.image_size == (32, 32)
     else:
@@ -158,7 +159,7 @@ def test_corrupt_world_weights_say_reinstall_or_retrain(monkeypatch, tmp_path, t
     broken = tmp_path / "ddpm"
     shutil.copytree(tiny_pixel_text_folder, broken)
     (broken / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00" * 64)
-    monkeypatch.setattr(pixel, "world_folder", lambda name: tmp_path / name)
+    monkeypatch.setattr(loaders, "world_folder", lambda name: tmp_path / name)
     with pytest.raises(FeatscopeError) as excinfo:
         load_backbone("world:ddpm")
     message = one_line_error(excinfo)

@@ -15,12 +15,13 @@ import torch
 from PIL import Image
 
 from featscope.bench import median_pair_distance, run_bench, wilson_interval
+from featscope.bench.metrics import background_deviation, pixel_noise
 from featscope.bench.run import PAIR_SEED_OFFSET, PAIRS
 from featscope.bench.stats import format_proportion, proportion
 from featscope.cli import main
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
-from featscope.images import background_deviation, pixel_noise, to_tensor
+from featscope.images import to_tensor
 from featscope.losses import feature_loss
 from featscope.world.oracle import read_batch
 from featscope.world.render import ATTRIBUTES, generate

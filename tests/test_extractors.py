@@ -16,8 +16,9 @@ from safetensors.torch import save_file
 from torchvision import models
 
 from featscope.errors import InputFileError, SpecError
-from featscope.extractors import Spec, list_layers, load_extractor, parse_spec, straight_through_round, world_nets
+from featscope.extractors import Spec, list_layers, load_extractor, parse_spec, straight_through_round
 from featscope.extractors.base import IMAGENET_MEAN, IMAGENET_STD
+from featscope.world import loaders
 from featscope.world.models import WorldClassifier
 
 TINY_CLIP = "featscope-tiny-clip"
@@ -289,7 +290,7 @@ def test_world_classifier_pool_features(world_file, images) -> None:
 
 
 def test_world_missing_or_corrupt_packaged_weights(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(world_nets, "WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr(loaders, "WEIGHTS_DIR", tmp_path)
     with pytest.raises(InputFileError) as error:
         load_extractor("world:color-net")
     assert "color-net.safetensors" in one_line(error) and "featscope world train" in one_line(error)

@@ -11,10 +11,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from featscope import investigate
 from featscope.cli import main
-from featscope.report import write_report
+from featscope.report import collect, write_report
 from featscope.study import run_study
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -107,8 +108,9 @@ def test_study_report_is_self_contained_and_every_image_loads_in_chromium(study,
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", text) and "<link" not in text  # nothing to fetch
     found = render(page, tmp_path)
     assert found["errors"] == [] and found["broken"] == []
-    # 2 decode runs: target, best, final, 3 intermediates, a thumbnail; difference: 4 PNGs and a thumbnail
-    assert found["images"] == 2 * (3 + 3 + 1) + 4 + 1
+    # 2 decode runs: target, best, final, 3 intermediates, a thumbnail; difference: initial, best, final,
+    # strip and loss, and a thumbnail
+    assert found["images"] == 2 * (3 + 3 + 1) + 5 + 1
     assert found["rows"] == 4 and found["text"] > 200
     assert found["svgs"] == 2 * 2 + 1  # decode: distance and gradient norm; difference: its losses
     seconds = [float(s) for s in found["seconds"] if s]
@@ -132,3 +134,38 @@ def test_report_of_one_run_of_an_investigation_and_from_the_command_line(study, 
     assert (tmp_path / "cli.html").read_text().count("<section id=") == 4
     assert main(["report", str(tmp_path / "nowhere")]) == 2
     assert "is neither a run folder" in capsys.readouterr().err
+
+
+def _folder(path: Path, images: list[str], method: str, metrics: dict) -> None:
+    path.mkdir(parents=True)
+    for i, name in enumerate(images):
+        Image.new("RGB", (8, 8), (30 * i, 100, 200)).save(path / name)
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    (path / "config.yaml").write_text(f"method: {method}\n")
+
+
+def test_every_method_writes_the_one_layout_and_the_report_reads_it(tmp_path):
+    """Hand-made folders in the shared layout: an investigation item, a batch decode, a FeatInv reconstruction."""
+    runs = tmp_path / "runs"
+    item = ["strip.png", "loss.png", "final.png", "best.png", "initial.png", "target.png", "mask.png", "attention.png"]
+    _folder(runs / "counterfactual-0", item, "counterfactual", {"losses": {"total": [1.0, 0.5]}})
+    batch = ["final_1.png", "final_0.png", "best_1.png", "best_0.png", "target_0.png", "target_1.png"]
+    _folder(runs / "decode-batch", batch, "decode", {"summary": {"distance": 0.5}})
+    _folder(runs / "featinv-reconstruct", ["sheet.png", "target_0.png", "final_0.png"], "featinv", {"seconds": 1.0})
+    found = {run.name: run for run in collect(runs).runs}
+    assert [p.name for p in found["counterfactual-0"].images()] == [
+        "target.png", "mask.png", "initial.png", "best.png", "final.png", "attention.png", "loss.png", "strip.png"
+    ]  # fmt: skip
+    assert [p.name for p in found["decode-batch"].images()] == [
+        "target_0.png", "target_1.png", "best_0.png", "best_1.png", "final_0.png", "final_1.png"
+    ]  # fmt: skip
+    assert [p.name for p in found["featinv-reconstruct"].images()] == ["target_0.png", "final_0.png", "sheet.png"]
+    results = {name: run.result_image().name for name, run in found.items()}
+    assert results == {
+        "counterfactual-0": "best.png",
+        "decode-batch": "best_0.png",
+        "featinv-reconstruct": "final_0.png",
+    }
+    page = write_report(runs).read_text()
+    thumbnails = re.findall(r'<td data-v=""><img [^>]*alt="([^"]+)">', page)
+    assert thumbnails == ["best", "best_0", "final_0"]

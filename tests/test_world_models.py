@@ -19,7 +19,7 @@ NETS = ["shape-net", "color-net", "spurious-net"]
 
 
 def _shipped(name: str):
-    from featscope.extractors.world_nets import weights_path
+    from featscope.world.loaders import weights_path
 
     path = weights_path(name)
     if not path.exists():

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from featscope.images import background_deviation, load_image, pixel_noise, to_uint8
+from featscope.bench.metrics import background_deviation, pixel_noise
+from featscope.images import load_image, to_uint8
 
 
 def main() -> None:

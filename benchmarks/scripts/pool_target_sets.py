@@ -23,8 +23,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from featscope.bench.metrics import background_deviation, pixel_noise
 from featscope.bench.run import RESULTS
-from featscope.images import background_deviation, load_image, pixel_noise, to_uint8
+from featscope.images import load_image, to_uint8
 from featscope.runs import atomic_write_bytes, atomic_write_text
 from featscope.world.render import ATTRIBUTES
 

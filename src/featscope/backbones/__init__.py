@@ -1,4 +1,5 @@
-"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``pixel:FOLDER``, ``world:NAME``."""
+"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``pixel:FOLDER`` and plugins' families
+(``world:NAME`` from the embedded world's plugin; see ``featscope.registry``)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,42 @@ from pathlib import Path
 
 import torch
 
+from featscope import registry
 from featscope.backbones.base import Backbone
 from featscope.backbones.latent import load_sd
-from featscope.backbones.pixel import load_pixel, load_world
+from featscope.backbones.pixel import load_pixel
 from featscope.errors import SpecError, suggest
 
 FAMILIES = {
     "sd": "sd:HUB_ID, sd:FOLDER or sd:FILE.ckpt|.safetensors (Stable Diffusion)",
     "pixel": "pixel:FOLDER (a pixel-space diffusers model)",
-    "world": "world:ddpm (the embedded world model)",
 }
 
-__all__ = ["FAMILIES", "Backbone", "load_backbone"]
+__all__ = ["FAMILIES", "Backbone", "check_spec", "families", "load_backbone"]
+
+
+def families() -> dict[str, str]:
+    """The spec form of every backbone family: the built-in ones (``FAMILIES``), then the plugins'."""
+    plugins = registry.backbone_families()
+    return FAMILIES | {name: family.usage for name, family in plugins.items() if name not in FAMILIES}
+
+
+def check_spec(spec: str) -> tuple[str, str]:
+    """``spec`` as (family, model name), checked without loading anything: a SpecError names the problem."""
+    family, colon, source = spec.partition(":")
+    usages = FAMILIES if colon and family in FAMILIES else families()
+    if not colon or family not in usages:
+        names = [f"{name}:" for name in usages]
+        raise SpecError(
+            f"unknown backbone family in {spec!r}; use {'; '.join(usages.values())}{suggest(family + ':', names)}"
+        )
+    if not source:
+        raise SpecError(f"backbone {spec!r} names no model; use {usages[family]}")
+    known = None if family in FAMILIES else registry.backbone_families()[family].names
+    if known is not None and source not in known:
+        specs = [f"{family}:{name}" for name in known]
+        raise SpecError(f"unknown {family} model {source!r}; known: {', '.join(specs)}{suggest(spec, specs)}")
+    return family, source
 
 
 def load_backbone(
@@ -27,19 +52,12 @@ def load_backbone(
     dtype: torch.dtype = torch.float32,
     config: str | Path | None = None,
 ) -> Backbone:
-    """Load the diffusion model named by ``spec`` (see ``FAMILIES``) onto ``device`` with weights in ``dtype``.
+    """Load the diffusion model named by ``spec`` (see ``families()``) onto ``device`` with weights in ``dtype``.
 
     ``config`` (CLI ``--backbone-config``): a diffusers folder or hub id with the component configs of an
     ``sd:`` single-file checkpoint, for checkpoints whose architecture diffusers cannot infer.
     """
-    family, colon, source = spec.partition(":")
-    if not colon or family not in FAMILIES:
-        names = [f"{name}:" for name in FAMILIES]
-        raise SpecError(
-            f"unknown backbone family in {spec!r}; use {'; '.join(FAMILIES.values())}{suggest(family + ':', names)}"
-        )
-    if not source:
-        raise SpecError(f"backbone {spec!r} names no model; use {FAMILIES[family]}")
+    family, source = check_spec(spec)
     if config is not None and family != "sd":
         raise SpecError(f"a backbone config (--backbone-config) only applies to sd: checkpoints, not {spec!r}")
     if family == "sd":
@@ -47,5 +65,5 @@ def load_backbone(
     elif family == "pixel":
         backbone = load_pixel(source, spec=spec, dtype=dtype)
     else:
-        backbone = load_world(source, spec=spec, dtype=dtype)
+        backbone = registry.backbone_families()[family].load(source, spec=spec, dtype=dtype)
     return backbone.to(device)

@@ -19,13 +19,14 @@ from tqdm.auto import tqdm
 from featscope._version import __version__
 from featscope.backbones import load_backbone
 from featscope.backbones.base import Backbone
+from featscope.bench.metrics import background_deviation, pixel_noise
 from featscope.bench.report import agreement_figure, distance_figure, markdown, samples_figure
 from featscope.bench.stats import chance_levels, median_pair_distance, proportion
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
-from featscope.images import background_deviation, pixel_noise, save_image, to_tensor, to_uint8
+from featscope.images import save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featscope.solvers.universal import UniversalConfig, preset, solve_universal

@@ -1,19 +1,22 @@
-"""Parsing of extractor specs: ``FAMILY:NAME[@LAYER]``, ``module.path:factory``, ``file.py:factory``."""
+"""Parsing of extractor specs: ``FAMILY:NAME[@LAYER]``, ``module.path:factory``, ``file.py:factory``.
+
+Families are the built-in ``FAMILIES`` and the plugins' (``world:`` among them; see ``featscope.registry``)."""
 
 from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
 
+from featscope import registry
 from featscope.errors import SpecError, suggest
 
-FAMILIES: tuple[str, ...] = ("clip", "torchvision", "timm", "open_clip", "world")
-USAGE = "FAMILY:NAME[@LAYER] with FAMILY one of " + ", ".join(FAMILIES) + ", or module.path:factory / file.py:factory"
+FAMILIES: tuple[str, ...] = ("clip", "torchvision", "timm", "open_clip")  # built in; plugins add theirs
+USER_FAMILIES = ("module", "file")  # user factories: module.path:factory, file.py:factory
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A parsed spec. ``family`` is one of FAMILIES, ``"module"`` or ``"file"`` (user factories)."""
+    """A parsed spec. ``family`` is one of FAMILIES, a plugin's family, ``"module"`` or ``"file"`` (user factories)."""
 
     family: str
     name: str
@@ -22,11 +25,12 @@ class Spec:
     @property
     def base(self) -> str:
         """The spec without its layer, e.g. ``clip:RN50``."""
-        return f"{self.family}:{self.name}" if self.family in FAMILIES else self.name
+        return self.name if self.family in USER_FAMILIES else f"{self.family}:{self.name}"
 
 
 def parse_spec(spec: str) -> Spec:
-    """Split a spec into family, name and layer (validation of the name is left to the family)."""
+    """Split a spec into family, name and layer; a plugin family's known names are checked, the built-in
+    families validate their names when they load."""
     text = spec.strip()
     head, at, layer = text.rpartition("@")
     if at and "/" not in layer and ":" not in layer:
@@ -40,14 +44,35 @@ def parse_spec(spec: str) -> Spec:
         return Spec("file", f"{path}:{_factory_name(factory, spec)}", layer)
     family, colon, name = text.partition(":")
     if not colon or not family or not name:
-        raise SpecError(f"bad extractor spec {spec!r}; expected {USAGE}")
+        raise SpecError(f"bad extractor spec {spec!r}; expected {usage()}")
     if family in FAMILIES:
+        return Spec(family, name, layer)
+    plugin = registry.extractor_families().get(family)
+    if plugin is not None:
+        if plugin.names is not None and name not in plugin.names:
+            raise SpecError(
+                f"unknown {family} network {f'{family}:{name}'!r}{suggest(name, plugin.names)} "
+                f"(known: {', '.join(plugin.names)})"
+            )
         return Spec(family, name, layer)
     if _is_module(family):
         return Spec("module", f"{family}:{_factory_name(name, spec)}", layer)
     hint = f"; if {family} is your module, make it importable (e.g. PYTHONPATH=.)" if family.isidentifier() else ""
+    known = family_names()
     raise SpecError(
-        f"unknown extractor family {family!r} in {spec!r}{suggest(family, FAMILIES)} (expected {USAGE}){hint}"
+        f"unknown extractor family {family!r} in {spec!r}{suggest(family, known)} (expected {usage()}){hint}"
+    )
+
+
+def family_names() -> list[str]:
+    """Every extractor family: the built-in ones, then the plugins'."""
+    return [*FAMILIES, *(name for name in registry.extractor_families() if name not in FAMILIES)]
+
+
+def usage() -> str:
+    """The spec forms, every family named."""
+    return (
+        f"FAMILY:NAME[@LAYER] with FAMILY one of {', '.join(family_names())}, or module.path:factory / file.py:factory"
     )
 
 

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import torch
 
+from featscope import registry
 from featscope.errors import SpecError
 from featscope.extractors.base import Extractor
 from featscope.extractors.checkpoint import one_line
 from featscope.extractors.spec import Spec, parse_spec
 
-# family -> module of featscope.extractors with its build(spec, weights, pretrained)
+# built-in family -> module of featscope.extractors with its build(spec, weights, pretrained)
 BUILDERS: dict[str, str] = {
     "clip": "clip_nets",
     "open_clip": "clip_nets",
     "torchvision": "torchvision_nets",
     "timm": "timm_nets",
-    "world": "world_nets",
     "module": "user_nets",
     "file": "user_nets",
 }
@@ -34,7 +34,8 @@ def load_extractor(
     ``pretrained=False`` builds the architecture with random weights (same cost: for benchmarks).
 
     Specs: ``clip:ARCH``, ``torchvision:NAME``, ``timm:NAME``, ``open_clip:ARCH/TAG_OR_PATH``,
-    ``world:NAME``, ``module.path:factory`` or ``file.py:factory``, each optionally followed by ``@LAYER``.
+    ``module.path:factory``, ``file.py:factory`` or a plugin's ``FAMILY:NAME`` (e.g. ``world:shape-net``), each
+    optionally followed by ``@LAYER``.
     Every failure is a one-line FeatscopeError.
     """
     return _build(parse_spec(spec), weights, pretrained=pretrained).to(device)
@@ -72,6 +73,9 @@ def list_layers(spec: str, *, weights: str | Path | None = None) -> list[tuple[s
 
 def _build(spec: Spec, weights: str | Path | None, *, pretrained: bool) -> Extractor:
     """Dispatch to the family's builder; ``pretrained=False`` skips fetching published weights."""
+    path = None if weights is None else str(weights)
+    if spec.family not in BUILDERS:
+        return registry.extractor_families()[spec.family].load(spec, path, pretrained)
     try:
         family = importlib.import_module(f"featscope.extractors.{BUILDERS[spec.family]}")
     except ImportError as error:
@@ -80,4 +84,4 @@ def _build(spec: Spec, weights: str | Path | None, *, pretrained: bool) -> Extra
                 f"{spec.base} needs the {error.name} package: pip install 'featscope[{EXTRAS[error.name]}]'"
             ) from error
         raise
-    return family.build(spec, None if weights is None else str(weights), pretrained)
+    return family.build(spec, path, pretrained)

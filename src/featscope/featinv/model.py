@@ -13,13 +13,13 @@ from safetensors.torch import save as save_safetensors
 from torch import nn
 
 from featscope.backbones import Backbone, load_backbone
-from featscope.backbones.pixel import WorldPromptEncoder
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors import Extractor, load_extractor
 from featscope.featinv.adapter import FeatureAdapter
 from featscope.featinv.features import channels_of, detect_layout
 from featscope.runs import atomic_write_bytes, atomic_write_json
 from featscope.targets import feature_shape
+from featscope.world.text import WorldPromptEncoder
 
 DEFAULT_PROMPT = "a high-quality, detailed, and professional image"
 CONFIG_FILE = "config.json"

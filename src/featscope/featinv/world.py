@@ -9,7 +9,6 @@ from pathlib import Path
 
 import torch
 
-import featscope.world
 from featscope.errors import FeatscopeError
 from featscope.featinv.config import (
     WORLD_ADAPTER_WIDTH,
@@ -21,11 +20,12 @@ from featscope.featinv.config import (
 )
 from featscope.featinv.model import build, load_model
 from featscope.featinv.training import train
+from featscope.world import WEIGHTS_DIR
 
 
 def embedded_folder() -> Path:
     """Where the embedded FeatInv model lives inside the installed package."""
-    return Path(featscope.world.__file__).parent / "weights" / "featinv-shape-net"
+    return WEIGHTS_DIR / "featinv-shape-net"
 
 
 def resolve_model(model: str | Path | None) -> Path:

@@ -71,7 +71,7 @@ def word_tokens(backbone: Backbone, prompt: str, label: str) -> list[int]:
     CLIP tokenizers (Stable Diffusion): each word's BPE tokens are looked up as a run in the tokenized prompt;
     the world's word-level tokenizer: word k of the caption is token k + 1 (after ``<bos>``).
     """
-    from featscope.backbones.pixel import WorldPromptEncoder
+    from featscope.world.text import WorldPromptEncoder
 
     encoder = backbone.prompt_encoder
     tokenizer = getattr(encoder, "tokenizer", None)

@@ -15,7 +15,7 @@ _EXPORTS = {
     "RunSet": "featscope.report.folders",
     "collect": "featscope.report.folders",
     "page": "featscope.report.html",
-    "runs_html": "featscope.report.html",
+    "runs_html": "featscope.report.write",
     "write_report": "featscope.report.write",
 }
 

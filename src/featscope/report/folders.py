@@ -1,4 +1,10 @@
-"""Finding runs to report: one run folder, a folder of runs (study or investigate output), or a study file."""
+"""Finding runs to report: one run folder, a folder of runs (study or investigate output), or a study file.
+
+Every method writes the one run-folder layout: ``target.png`` (the real image aimed at), ``initial.png``
+(iteration 0), ``best.png`` (the best iterate), ``final.png`` (the last one), ``_<i>`` suffixes for batches,
+then any other PNGs (``strip.png``, ``loss.png``, ``sheet.png``, ...), ``metrics.json``, ``config.yaml``,
+``log.jsonl`` and ``steps/step<step>_<sample>.png``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ import yaml
 from featscope.errors import InputFileError
 
 MARKERS = ("metrics.json", "config.yaml", "error.json")
-IMAGE_ORDER = ("target", "start", "mask", "sample", "best", "result", "final")
+IMAGE_ORDER = ("target", "mask", "initial", "best", "final")  # shown first, in this order
+RESULT_IMAGES = ("best", "final")  # a run's thumbnail: its best image, else its final one
 STEP_NAME = re.compile(r"step(\d+)_(\d+)\.png$")
 
 
@@ -32,7 +39,7 @@ class Run:
     seconds: float | None = None
 
     def images(self) -> list[Path]:
-        """Top-level PNGs: targets and start images first, then best/result/final, then the rest by name."""
+        """Top-level PNGs: targets, masks, initial, best and final images first, then the rest by name."""
         if not self.path.is_dir():
             return []
 
@@ -41,6 +48,15 @@ class Run:
             return (IMAGE_ORDER.index(kind) if kind in IMAGE_ORDER else len(IMAGE_ORDER), p.name)
 
         return sorted((p for p in self.path.glob("*.png")), key=order)
+
+    def result_image(self) -> Path | None:
+        """The image that stands for the run: its (first) best image, else its final one; None if neither."""
+        images = self.images()
+        for kind in RESULT_IMAGES:
+            for path in images:
+                if path.stem.split("_")[0] == kind:
+                    return path
+        return None
 
     def steps(self, limit: int = 8) -> dict[int, list[tuple[int, Path]]]:
         """Per sample, at most ``limit`` evenly spaced intermediates from ``steps/`` as (step, file)."""

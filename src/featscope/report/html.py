@@ -8,12 +8,15 @@ import json
 import time
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from PIL import Image
 
-from featscope.report.folders import Run, RunSet, collect
 from featscope.report.plots import panels, svg
+
+if TYPE_CHECKING:  # html renders what folders reads; folders imports html for Run._repr_html_
+    from featscope.report.folders import Run, RunSet
 
 DISPLAY = 128  # small images are shown scaled up to about this many pixels, pixelated
 THUMB = 48
@@ -110,12 +113,12 @@ def _cell(value) -> str:
 
 
 def _thumb(run: Run, max_side: int) -> str:
-    for p in run.images():
-        if p.stem.split("_")[0] in ("best", "result"):
-            uri, w, h = data_uri(p, max_side)
-            scale = max(THUMB / max(w, h), 0.01)
-            return f'<img src="{uri}" width="{round(w * scale)}" height="{round(h * scale)}" alt="{escape(p.stem)}">'
-    return ""
+    path = run.result_image()
+    if path is None:
+        return ""
+    uri, w, h = data_uri(path, max_side)
+    scale = max(THUMB / max(w, h), 0.01)
+    return f'<img src="{uri}" width="{round(w * scale)}" height="{round(h * scale)}" alt="{escape(path.stem)}">'
 
 
 def metrics_table(runs: list[Run], max_side: int = 256) -> str:
@@ -165,16 +168,7 @@ def run_section(run: Run, max_side: int = 256) -> str:
     return "\n".join(parts)
 
 
-def runs_html(source: str | Path | RunSet, max_side: int = 256) -> str:
-    """An HTML fragment (for notebooks' ``_repr_html_``): the sortable metrics table of a folder of runs."""
-    runset = source if isinstance(source, RunSet) else collect(source)
-    return (
-        f'<div class="fs"><style>{STYLE}</style>{_counts(runset)}{metrics_table(runset.runs, max_side)}'
-        f"<script>{SORT_SCRIPT}</script></div>"
-    )
-
-
-def _counts(runset: RunSet) -> str:
+def counts(runset: RunSet) -> str:
     statuses = [run.status for run in runset.runs]
     counts = ", ".join(f"{statuses.count(s)} {s}" for s in ("done", "failed", "running", "missing") if s in statuses)
     times = [e["time"] for e in runset.events if isinstance(e.get("time"), (int, float))]
@@ -191,7 +185,7 @@ def page(runset: RunSet, *, title: str | None = None, max_side: int = 256) -> st
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style></head>
 <body class="fs"><h1>{title}</h1>
 <p>{escape(str(runset.root))} &middot; written {made}</p>
-{_counts(runset)}
+{counts(runset)}
 {metrics_table(runset.runs, max_side)}
 {sections}
 <script>{SORT_SCRIPT}</script>

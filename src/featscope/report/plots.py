@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+from typing import TYPE_CHECKING
 
-from featscope.report.folders import Run
+if TYPE_CHECKING:
+    from featscope.report.folders import Run
 
 MAX_SAMPLES = 6  # curves per panel
 

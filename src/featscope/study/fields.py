@@ -98,36 +98,25 @@ def optional_file(value: Any, root: Path) -> str | None:
 
 def backbone_spec(value: Any, root: Path) -> str:
     """A backbone spec, checked by its family (no weights are loaded)."""
-    from featscope.backbones import FAMILIES
-    from featscope.backbones.pixel import WORLD_MODELS
+    from featscope.backbones import check_spec
 
     spec = text(value, root)
-    family, colon, name = spec.partition(":")
-    if not colon or family not in FAMILIES:
-        known = [f"{f}:" for f in FAMILIES]
-        usage = "; ".join(FAMILIES.values())
-        raise ValueError(f"unknown backbone family in {spec!r}; use {usage}{suggest(family, known)}")
-    if not name:
-        raise ValueError(f"backbone {spec!r} names no model; use {FAMILIES[family]}")
-    if family == "world" and name not in WORLD_MODELS:
-        known = [f"world:{n}" for n in WORLD_MODELS]
-        raise ValueError(f"unknown world model {spec!r}; known: {', '.join(known)}{suggest(spec, known)}")
+    try:
+        check_spec(spec)
+    except FeatscopeError as error:
+        raise ValueError(str(error)) from None
     return spec
 
 
 def network_spec(value: Any, root: Path) -> str:
     """An extractor spec, checked by its syntax and family (no weights are loaded)."""
     from featscope.extractors.spec import parse_spec
-    from featscope.world.models import CLASSIFIER_TASKS
 
     spec = text(value, root)
     try:
-        parsed = parse_spec(spec)
+        parse_spec(spec)
     except FeatscopeError as error:
         raise ValueError(str(error)) from None
-    if parsed.family == "world" and parsed.name not in CLASSIFIER_TASKS:
-        known = ", ".join(CLASSIFIER_TASKS)
-        raise ValueError(f"unknown world network {spec!r}{suggest(parsed.name, CLASSIFIER_TASKS)} (known: {known})")
     return spec
 
 

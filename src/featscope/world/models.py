@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from featscope.errors import FeatscopeError
+from featscope.world import CLASSIFIER_TASKS
 from featscope.world.render import ATTRIBUTES, IMAGE_SIZE
 
 TEXT_DIM = 64
@@ -110,9 +111,6 @@ def load_classifier(path: str | Path) -> tuple[WorldClassifier, dict]:
     model = WorldClassifier(**meta.pop("config"))
     model.load_state_dict(load_file(str(path)))
     return model.eval(), meta
-
-
-CLASSIFIER_TASKS: dict[str, str] = {"shape-net": "shape", "color-net": "color", "spurious-net": "shape"}
 
 
 def labels_of(task: str) -> tuple[str, ...]:

@@ -68,3 +68,15 @@ class WorldTextEncoder(nn.Module):
         model = cls(**json.loads((folder / "config.json").read_text()))
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model.eval()
+
+
+class WorldPromptEncoder(nn.Module):
+    """Captions -> ``WorldTextEncoder`` embeddings (B, L, D): a backbone's prompt encoder; ``dim`` is D."""
+
+    def __init__(self, encoder: WorldTextEncoder) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.dim: int = encoder.config["dim"]
+
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        return self.encoder.encode(list(prompts))

@@ -1,7 +1,8 @@
 """Spec families from plugins: ``FAMILY:NAME`` backbones and extractors that featscope does not build itself.
 
 A plugin is a module that calls ``register_backbone`` / ``register_extractor`` (and, for the text encoders of
-``pixel:`` folders, ``register_text_encoder``) when it is imported. featscope's own plugins are listed in
+``pixel:`` folders, ``register_text_encoder``; for readers of decoded images, ``register_reader``) when it is
+imported. featscope's own plugins are listed in
 ``BUILTIN_PLUGINS``; another package declares its plugin module as an entry point::
 
     [project.entry-points."featscope.plugins"]
@@ -50,6 +51,7 @@ class Family:
 _backbones: dict[str, Family] = {}
 _extractors: dict[str, Family] = {}
 _text_encoders: list[Loader] = []
+_readers: dict[str, Loader] = {}
 _loaded = False
 
 
@@ -73,6 +75,19 @@ def register_text_encoder(loader: Loader) -> None:
     """The reader of a ``pixel:`` folder's ``text_encoder/``: ``loader(folder, dtype)`` returns a module that maps
     a list of captions to embeddings (B, L, D) and has ``dim`` (D). The last one registered is used."""
     _text_encoders.append(loader)
+
+
+def register_reader(name: str, loader: Loader) -> None:
+    """A reader of results: ``loader(targets, results)`` takes two (N, 3, H, W) image batches in [0, 1] and
+    returns, per pair, a dict of what it reads (``"summary"``: one line for people) or None where it cannot read
+    the target. Decoding records every reader's readings in ``metrics.json`` and prints the summaries."""
+    _readers[_checked(name)] = loader
+
+
+def readers() -> dict[str, Callable[..., Any]]:
+    """The registered readers by name, as callables (imports the plugins on first use)."""
+    load_plugins()
+    return {name: resolve(loader) for name, loader in _readers.items()}
 
 
 def backbone_families() -> dict[str, Family]:

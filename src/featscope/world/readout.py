@@ -42,3 +42,8 @@ def describe(reading: dict | None) -> str:
     kept = ", ".join(reading["kept"]) or "nothing"
     changed = ", ".join(f"{name} {a}->{b}" for name, (a, b) in reading["changed"].items())
     return f"kept: {kept}" + (f" | changed: {changed}" if changed else "")
+
+
+def read_pairs(targets: torch.Tensor, results: torch.Tensor) -> list[dict | None]:
+    """The registry's reader (``featscope.registry.register_reader``): :func:`compare` with a ``summary`` line."""
+    return [None if r is None else {**r, "summary": describe(r)} for r in compare(targets, results)]

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from featscope.backbones import load_backbone
 from featscope.bench.run import check_out, machine
@@ -32,6 +31,7 @@ from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
 from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
+from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
 from featscope.solvers.endtoend import EndToEndConfig
 from featscope.world.oracle import read_batch

@@ -10,11 +10,10 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from featscope.claims import Claims
 from featscope.errors import FeatscopeError
 from featscope.investigate.common import Ranks, rank_device
+from featscope.progress import tqdm
 from featscope.runs import atomic_write_json
 from featscope.study.log import StudyLog
 from featscope.study.methods import METHODS

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from torch import nn
-from tqdm.auto import tqdm
 
 from featscope.errors import FeatscopeError
 from featscope.images import to_tensor
+from featscope.progress import tqdm
 from featscope.runs import atomic_torch_save
 from featscope.world.models import (
     CLASSIFIER_TASKS,

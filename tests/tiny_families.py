@@ -200,12 +200,14 @@ def save_tiny_flux(folder: str | Path, seed: int = 0) -> Path:
     )
     vae = tiny_vae(scaling_factor=0.3611, shift_factor=0.1159)
     clip = CLIPTextModel(clip_config(tokenizer))
-    t5 = T5EncoderModel(
-        T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2)
-    )
+    t5 = T5EncoderModel(T5Config(vocab_size=len(t5_tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=1, num_heads=2))
     _randomized(seed, transformer, vae, clip, t5)
     scheduler = FlowMatchEulerDiscreteScheduler(
-        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=4,
+        shift=3.0,
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=1.15,
+        base_image_seq_len=4,
         max_image_seq_len=64,
     )
     pipe = FluxPipeline(

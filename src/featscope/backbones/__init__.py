@@ -1,4 +1,5 @@
-"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``pixel:FOLDER``, ``world:NAME``."""
+"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``sdxl:``, ``sd3:``, ``flux:`` (HUB_ID|FOLDER),
+``pixel:FOLDER``, ``world:NAME``."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ from pathlib import Path
 import torch
 
 from featscope.backbones.base import Backbone
+from featscope.backbones.flow import load_flux, load_sd3
 from featscope.backbones.latent import load_sd
 from featscope.backbones.pixel import load_pixel, load_world
+from featscope.backbones.sdxl import load_sdxl
 from featscope.errors import SpecError, suggest
 
 FAMILIES = {
     "sd": "sd:HUB_ID, sd:FOLDER or sd:FILE.ckpt|.safetensors (Stable Diffusion)",
+    "sdxl": "sdxl:HUB_ID or sdxl:FOLDER (SDXL, Turbo, fine-tunes)",
+    "sd3": "sd3:HUB_ID or sd3:FOLDER (Stable Diffusion 3 / 3.5)",
+    "flux": "flux:HUB_ID or flux:FOLDER (Flux.1)",
     "pixel": "pixel:FOLDER (a pixel-space diffusers model)",
     "world": "world:ddpm (the embedded world model)",
 }
@@ -44,6 +50,12 @@ def load_backbone(
         raise SpecError(f"a backbone config (--backbone-config) only applies to sd: checkpoints, not {spec!r}")
     if family == "sd":
         backbone = load_sd(source, spec=spec, dtype=dtype, config=config)
+    elif family == "sdxl":
+        backbone = load_sdxl(source, spec=spec, dtype=dtype)
+    elif family == "sd3":
+        backbone = load_sd3(source, spec=spec, dtype=dtype)
+    elif family == "flux":
+        backbone = load_flux(source, spec=spec, dtype=dtype)
     elif family == "pixel":
         backbone = load_pixel(source, spec=spec, dtype=dtype)
     else:

@@ -109,12 +109,16 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
         CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype),
         CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", **local).to(dtype),
     ]
-    tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder=name, **local) for name in ("tokenizer", "tokenizer_2")]
+    tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder=f, **local) for f in ("tokenizer", "tokenizer_2")]
     scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)
     size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     time_ids = [float(size), float(size), 0.0, 0.0, float(size), float(size)]
     encoder = SDXLPromptEncoder(tokenizers, encoders, time_ids, bool(index.get("force_zeros_for_empty_prompt", True)))
     return SDXLBackbone(
-        unet, dict(scheduler_config), spec=spec, vae=vae, vae_scale=float(vae.config.scaling_factor),
+        unet,
+        dict(scheduler_config),
+        spec=spec,
+        vae=vae,
+        vae_scale=float(vae.config.scaling_factor),
         prompt_encoder=encoder,
     )

@@ -96,7 +96,9 @@ def test_ddim_on_the_vp_view_is_the_flow_euler_step(backbones, name):
     eps = backbone.eps(z, t, cond)
     torch.testing.assert_close(backbone.x0_from_eps(z, t, eps), x_s - s * v, rtol=0, atol=1e-4)
     z_prev = scheduler.step(eps, t, z).prev_sample
-    torch.testing.assert_close(z_prev * ((1 - s_prev) ** 2 + s_prev**2).sqrt(), x_s + (s_prev - s) * v, atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        z_prev * ((1 - s_prev) ** 2 + s_prev**2).sqrt(), x_s + (s_prev - s) * v, atol=1e-4, rtol=0
+    )
 
 
 def test_sd2_single_file_with_its_config_keeps_v_prediction(backbones, folders, tmp_path):

@@ -9,11 +9,14 @@ The Backbone interface is variance preserving (``z = sqrt(abar) x0 + sqrt(1 - ab
     r(s) = sqrt((1 - s)^2 + s^2),   z = x_s / r(s),   abar(s) = (1 - s)^2 / r(s)^2,   eps = n
 
 that holds exactly, and ``x0_from_eps`` returns x_s - s v. ``alphas_cumprod`` holds abar on a table of
-1000 sigmas: diffusers' training grid u_i = (i + 1) / 1000 under the model's shift (static
-s = shift u / (1 + (shift - 1) u), or the pipeline's dynamic shift with mu from this image size's token
-count), except u_999 = 0.9995 instead of 1: at s = 1 the state holds nothing of x0, so no noise estimate
-gives it back (abar there is ~3e-8, like zero-terminal-SNR SD models). The table reaches the scheduler as
-``trained_betas`` (beta_i = 1 - abar_i / abar_{i-1}) with trailing spacing, so the solvers run unchanged:
+1000 sigmas: the model's shifted grid (static s = shift u / (1 + (shift - 1) u), or the pipeline's dynamic
+shift with mu from this image size's token count) on u_i = U_MAX (i + 1) / 1000, U_MAX = 0.95 (SD3's shift 3:
+s_max = 0.983). The grid stops short of s = 1 on purpose: there the state holds nothing of x0 and no noise
+estimate gives it back, and guidance's step on x0, (s / (1 - s)) w_g g, grows without bound (at u = 0.9995
+it is ~6000 w_g g, against SD 1.x's ~15 w_g g at its abar_T = 0.0047); at U_MAX it is ~57 w_g g, so the
+published w_g and presets keep their scale. Sampling starts from pure noise at s_max, as SD 1.x starts from
+pure noise at its abar_T (here a ~2% signal is left out of the first state). The table reaches the scheduler
+as ``trained_betas`` (beta_i = 1 - abar_i / abar_{i-1}) with trailing spacing, so the solvers run unchanged:
 
 * DDIM (eta 0) on this view is the flow's Euler sampler: sqrt(abar') x0 + sqrt(1 - abar') n, scaled by
   r(s'), is (1 - s') x0 + s' n = x_s + (s' - s) v. DDPM is its ancestral (stochastic) counterpart.
@@ -53,15 +56,14 @@ from featscope.backbones.common import load_diffusers, pack, unpack
 from featscope.errors import FeatscopeError
 
 TABLE = 1000
-LAST_U = 1 - 0.5 / TABLE  # the table's noisiest entry (see the module docstring)
+U_MAX = 0.95  # the grid's noisiest u (see the module docstring)
 FLUX_GUIDANCE = 3.5  # FluxPipeline's default guidance_scale (the distilled guidance embedding)
 FLUX_DEFAULT_LATENT = 128  # FluxPipeline's default_sample_size: 1024 px with the 8x VAE
 
 
 def sigma_table(flow_config: dict, tokens: int) -> torch.Tensor:
-    """The 1000 sigmas (float64, increasing) of the model's shifted training grid, the last at u = 0.9995."""
-    u = torch.arange(1, TABLE + 1, dtype=torch.float64) / TABLE
-    u[-1] = LAST_U
+    """The 1000 sigmas (float64, increasing): the model's shift on u_i = U_MAX (i + 1) / 1000."""
+    u = torch.arange(1, TABLE + 1, dtype=torch.float64) / TABLE * U_MAX
     if flow_config.get("use_dynamic_shifting", False):
         mu = calculate_shift(
             tokens,

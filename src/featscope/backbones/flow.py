@@ -148,11 +148,11 @@ class FlowBackbone(Backbone):
         t = t.expand(z_t.shape[0]) if t.dim() == 0 else t
         s = self.sigmas[t].to(z_t.dtype).view(-1, 1, 1, 1)
         x_s = z_t * ((1 - s) ** 2 + s**2).sqrt()
-        v = self.velocity(x_s.to(self.dtype), s.flatten().to(self.dtype), cond.to(self.dtype)).to(z_t.dtype)
+        v = self.velocity(x_s.to(self.dtype), s.flatten(), cond.to(self.dtype)).to(z_t.dtype)  # sigmas in fp32
         return x_s + (1 - s) * v
 
     def velocity(self, x_s: torch.Tensor, s: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """The transformer's v = n - x0 at x_s and sigmas ``s`` (B,)."""
+        """The transformer's v = n - x0 at x_s and sigmas ``s`` (B,), as the pipeline calls it."""
         raise NotImplementedError
 
     def decode(self, z0: torch.Tensor) -> torch.Tensor:
@@ -165,7 +165,7 @@ class FlowBackbone(Backbone):
 
 
 class SD3Backbone(FlowBackbone):
-    """SD3 / SD3.5: SD3Transformer2DModel, timesteps s * 1000, pooled CLIP-L + CLIG-G embedding."""
+    """SD3 / SD3.5: SD3Transformer2DModel, timesteps s * 1000, pooled CLIP-L + CLIP-G embedding."""
 
     def velocity(self, x_s: torch.Tensor, s: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         sequence, (pooled,) = unpack(cond, (self.unet.config.pooled_projection_dim,))

@@ -17,8 +17,7 @@ from featscope.inversion import null_text_invert, regenerate
 from featscope.objectives import neuron
 from featscope.solvers.endtoend import EndToEndConfig, optimize
 from test_backbones import offline_empty_cache, one_line_error  # noqa: F401 (a fixture)
-from tiny_families import save_tiny_flux, save_tiny_sd2, save_tiny_sd3, save_tiny_sdxl
-from tiny_sd import save_single_file
+from tiny_families import save_sd2_single_file, save_tiny_flux, save_tiny_sd2, save_tiny_sd3, save_tiny_sdxl
 
 EXTRACTOR = "tiny_nets:tiny_cnn"
 FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0}
@@ -96,6 +95,8 @@ def test_ddim_on_the_vp_view_is_the_flow_euler_step(backbones, name):
     eps = backbone.eps(z, t, cond)
     torch.testing.assert_close(backbone.x0_from_eps(z, t, eps), x_s - s * v, rtol=0, atol=1e-4)
     z_prev = scheduler.step(eps, t, z).prev_sample
+    ancestral = backbone.make_scheduler("ddpm", 4).step(eps, t, z, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(ancestral.prev_sample).all()
     torch.testing.assert_close(
         z_prev * ((1 - s_prev) ** 2 + s_prev**2).sqrt(), x_s + (s_prev - s) * v, atol=1e-4, rtol=0
     )
@@ -103,10 +104,11 @@ def test_ddim_on_the_vp_view_is_the_flow_euler_step(backbones, name):
 
 def test_sd2_single_file_with_its_config_keeps_v_prediction(backbones, folders, tmp_path):
     pipe = StableDiffusionPipeline.from_pretrained(folders["sd2"], safety_checker=None)
-    path = save_single_file(pipe, tmp_path / "sd2-tiny.safetensors")
+    path = save_sd2_single_file(pipe, tmp_path / "sd2-tiny.safetensors")  # OpenCLIP text keys, as SD 2.x files
     backbone = load_backbone(f"sd:{path}", config=folders["sd2"])
     assert backbone.prediction_type == "v_prediction"
     z, cond = torch.randn(1, 4, 8, 8), backbone.encode_prompt(["red cat"])
+    torch.testing.assert_close(cond, backbones["sd2"].encode_prompt(["red cat"]), rtol=0, atol=1e-5)
     torch.testing.assert_close(backbone.eps(z, 600, cond), backbones["sd2"].eps(z, 600, cond), rtol=0, atol=1e-5)
 
 

@@ -1,7 +1,8 @@
 """Tiny random-weight pipelines of the other backbone families, saved as real diffusers folders (no downloads).
 
 * ``save_tiny_sd2``: Stable Diffusion 2.x in miniature (v-prediction, OpenCLIP-style text config, linear
-  projections in the UNet's transformers).
+  projections in the UNet's transformers); ``save_sd2_single_file``: its weights as an original SD 2.x
+  checkpoint, the text encoder under OpenCLIP keys (``cond_stage_model.model.*``).
 * ``save_tiny_sdxl``: an SDXL pipeline (CLIPTextModel + CLIPTextModelWithProjection, text-time embedding);
   ``turbo=True`` gives Turbo's trailing-timestep scheduler.
 * ``save_tiny_sd3``: StableDiffusion3Pipeline (SD3Transformer2DModel, two CLIPs with projection, no T5).
@@ -27,6 +28,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from safetensors.torch import save_file
 from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
@@ -36,7 +38,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from tiny_sd import MAX_TOKENS, SD_BETAS, TEXT_DIM, build_tokenizer, randomize
+from tiny_sd import MAX_TOKENS, SD_BETAS, TEXT_DIM, build_tokenizer, randomize, sd_to_ldm
 
 
 def clip_config(tokenizer, hidden: int = TEXT_DIM, **extra) -> CLIPTextConfig:
@@ -107,6 +109,35 @@ def save_tiny_sd2(folder: str | Path, seed: int = 0) -> Path:
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def openclip_text(text_encoder: CLIPTextModel) -> dict[str, torch.Tensor]:
+    """A CLIPTextModel's weights under OpenCLIP keys, as SD 2.x checkpoints hold them (q, k, v as in_proj)."""
+    state = {k.removeprefix("text_model."): v for k, v in text_encoder.state_dict().items()}
+    out = {
+        "token_embedding.weight": state["embeddings.token_embedding.weight"],
+        "positional_embedding": state["embeddings.position_embedding.weight"],
+        "ln_final.weight": state["final_layer_norm.weight"],
+        "ln_final.bias": state["final_layer_norm.bias"],
+        "text_projection": torch.eye(text_encoder.config.hidden_size),
+    }
+    names = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj"}
+    names.update({"mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"})
+    for i in range(text_encoder.config.num_hidden_layers):
+        ours, theirs = f"encoder.layers.{i}", f"transformer.resblocks.{i}"
+        for kind in ("weight", "bias"):
+            qkv = [state[f"{ours}.self_attn.{p}_proj.{kind}"] for p in "qkv"]
+            out[f"{theirs}.attn.in_proj_{kind}"] = torch.cat(qkv)
+            out.update({f"{theirs}.{new}.{kind}": state[f"{ours}.{old}.{kind}"] for old, new in names.items()})
+    return {f"cond_stage_model.model.{k}": v for k, v in out.items()}
+
+
+def save_sd2_single_file(pipe: StableDiffusionPipeline, path: str | Path) -> Path:
+    """The SD 2.x pipeline as one original ``.safetensors`` checkpoint (UNet, VAE, OpenCLIP text encoder)."""
+    state = {k: v for k, v in sd_to_ldm(pipe).items() if not k.startswith("cond_stage_model.")}
+    state.update(openclip_text(pipe.text_encoder))
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(path))
+    return Path(path)
 
 
 def save_tiny_sdxl(folder: str | Path, seed: int = 0, turbo: bool = False) -> Path:

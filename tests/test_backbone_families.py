@@ -3,9 +3,13 @@ through load_backbone, decoded with guidance, optimised end to end and inverted.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+from huggingface_hub import constants
 
 import featscope
 from featscope.backbones import load_backbone
@@ -174,3 +178,15 @@ def test_a_folder_of_another_family_names_the_right_spec(spec, folder, found, fo
     with pytest.raises(FeatscopeError) as excinfo:
         load_backbone(f"{spec}:{path}")
     assert f"load it as {found}:{path}" in one_line_error(excinfo)
+
+
+def test_a_cached_hub_model_of_another_family_names_the_right_spec(folders, offline_empty_cache):  # noqa: F811
+    repo, revision = Path(constants.HF_HUB_CACHE) / "models--made-up-org--tiny-sdxl", "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(revision)
+    (repo / "snapshots" / revision).mkdir(parents=True)
+    shutil.copy(folders["sdxl"] / "model_index.json", repo / "snapshots" / revision)
+    for spec in ("sd", "flux"):
+        with pytest.raises(FeatscopeError) as excinfo:
+            load_backbone(f"{spec}:made-up-org/tiny-sdxl")
+        assert "load it as sdxl:made-up-org/tiny-sdxl" in one_line_error(excinfo)

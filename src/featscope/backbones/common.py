@@ -30,8 +30,8 @@ def load_diffusers(
             f"{path} is a single file; {takes} (convert a single-file checkpoint once with diffusers' "
             "from_single_file(...).save_pretrained(FOLDER))"
         )
+    check_family(source, family)
     if path.is_dir():
-        check_family(path, family)
         try:
             return load(str(path), True)
         except Exception as exc:

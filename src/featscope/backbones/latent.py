@@ -66,8 +66,8 @@ def load_sd(source: str, *, spec: str, dtype: torch.dtype, config: str | Path | 
         return _load_single_file(path, spec=spec, dtype=dtype, config=config)
     if config is not None:
         raise SpecError(f"a backbone config (--backbone-config) only applies to single-file checkpoints, not {spec!r}")
+    check_family(source, "sd")
     if path.is_dir():
-        check_family(path, "sd")
         try:
             return _load_components(str(path), spec=spec, dtype=dtype, local_only=True)
         except Exception as exc:

@@ -66,6 +66,11 @@ def test_each_family_loads_as_its_kind(backbones, folders):
     assert backbones["sdxl"].make_scheduler("ddim", 1).timesteps.tolist() == [1]  # leading, steps_offset 1
 
 
+def test_sdxl_vae_stays_fp32_in_fp16_where_its_config_says_force_upcast(folders):
+    backbone = load_backbone(f"sdxl:{folders['sdxl']}", dtype=torch.float16)
+    assert backbone.dtype == torch.float16 and backbone.vae.dtype == torch.float32
+
+
 def test_prompt_embeddings_are_the_pipelines(backbones, folders):
     prompts = ["a red cat", "dog"]
     sdxl = StableDiffusionXLPipeline.from_pretrained(folders["sdxl"])

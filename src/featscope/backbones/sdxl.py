@@ -13,7 +13,8 @@ autograd graph there, so optimised deltas move the sequence and pooled embedding
 sets ``force_zeros_for_empty_prompt`` (SDXL base) the empty prompt encodes to zeros, SDXL's unconditional
 embedding, so CFG's unconditional branch is the pipeline's. Turbo (trailing timesteps; use
 guidance_scale 1 and few steps) and 512 px fine-tunes load the same way: the scheduler config and the
-UNet's sample size come from the folder.
+UNet's sample size come from the folder. In fp16 the VAE stays fp32 where its config says
+``force_upcast`` (SDXL's VAE overflows in fp16), as StableDiffusionXLPipeline upcasts it.
 """
 
 from __future__ import annotations
@@ -104,6 +105,8 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
         )
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **local)
+    if dtype == torch.float16 and vae.config.force_upcast:  # SDXL's VAE overflows in fp16 (the pipeline upcasts too)
+        vae = vae.float()
     transformers_logging.disable_progress_bar()
     encoders = [
         CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype),

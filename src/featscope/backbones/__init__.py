@@ -1,5 +1,6 @@
-"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``pixel:FOLDER`` and plugins' families
-(``world:NAME`` from the embedded world's plugin; see ``featscope.registry``)."""
+"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``sdxl:``, ``sd3:``, ``flux:`` (HUB_ID|FOLDER),
+``pixel:FOLDER`` and plugins' families (``world:NAME`` from the embedded world's plugin; see
+``featscope.registry``)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,21 @@ import torch
 
 from featscope import registry
 from featscope.backbones.base import Backbone
+from featscope.backbones.flow import load_flux, load_sd3
 from featscope.backbones.latent import load_sd
 from featscope.backbones.pixel import load_pixel
+from featscope.backbones.sdxl import load_sdxl
 from featscope.errors import SpecError, suggest
 
 FAMILIES = {
     "sd": "sd:HUB_ID, sd:FOLDER or sd:FILE.ckpt|.safetensors (Stable Diffusion)",
+    "sdxl": "sdxl:HUB_ID or sdxl:FOLDER (SDXL, Turbo, fine-tunes)",
+    "sd3": "sd3:HUB_ID or sd3:FOLDER (Stable Diffusion 3 / 3.5)",
+    "flux": "flux:HUB_ID or flux:FOLDER (Flux.1)",
     "pixel": "pixel:FOLDER (a pixel-space diffusers model)",
 }
+
+_LOADERS = {"sdxl": load_sdxl, "sd3": load_sd3, "flux": load_flux, "pixel": load_pixel}
 
 __all__ = ["FAMILIES", "Backbone", "check_spec", "families", "load_backbone"]
 
@@ -62,8 +70,8 @@ def load_backbone(
         raise SpecError(f"a backbone config (--backbone-config) only applies to sd: checkpoints, not {spec!r}")
     if family == "sd":
         backbone = load_sd(source, spec=spec, dtype=dtype, config=config)
-    elif family == "pixel":
-        backbone = load_pixel(source, spec=spec, dtype=dtype)
+    elif family in _LOADERS:
+        backbone = _LOADERS[family](source, spec=spec, dtype=dtype)
     else:
         backbone = registry.backbone_families()[family].load(source, spec=spec, dtype=dtype)
     return backbone.to(device)

@@ -82,8 +82,12 @@ class Backbone(nn.Module):
         if not torch.is_tensor(t):
             t = torch.tensor(t, device=z_t.device)
         t = t.expand(z_t.shape[0]) if t.dim() == 0 else t
-        kwargs = {"encoder_hidden_states": cond.to(self.dtype)} if cond is not None else {}
+        kwargs = self.unet_kwargs(cond) if cond is not None else {}
         return self.eps_from_output(self.unet(z_t.to(self.dtype), t, **kwargs).sample.to(z_t.dtype), z_t, t)
+
+    def unet_kwargs(self, cond: torch.Tensor) -> dict:
+        """The UNet's conditioning keyword arguments from ``cond`` (families with more inputs unpack it)."""
+        return {"encoder_hidden_states": cond.to(self.dtype)}
 
     def eps_from_output(self, output: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """The UNet's output as a noise prediction: v-prediction models' v = sqrt(abar) eps - sqrt(1 - abar) x0

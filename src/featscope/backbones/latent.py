@@ -18,6 +18,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from featscope.backbones.base import Backbone
+from featscope.backbones.index import check_family
 from featscope.errors import FeatscopeError, InputFileError, SpecError
 
 T = TypeVar("T")
@@ -65,6 +66,7 @@ def load_sd(source: str, *, spec: str, dtype: torch.dtype, config: str | Path | 
         return _load_single_file(path, spec=spec, dtype=dtype, config=config)
     if config is not None:
         raise SpecError(f"a backbone config (--backbone-config) only applies to single-file checkpoints, not {spec!r}")
+    check_family(source, "sd")
     if path.is_dir():
         try:
             return _load_components(str(path), spec=spec, dtype=dtype, local_only=True)

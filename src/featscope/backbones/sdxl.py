@@ -1,0 +1,127 @@
+"""SDXL backbones (``sdxl:HUB_ID|FOLDER``): two CLIP text encoders, pooled text embeddings, added time ids.
+
+The solvers pass one conditioning tensor around (concatenated for CFG, indexed, shifted by learned deltas,
+optimised by null-text inversion), so SDXL's three conditioning inputs travel packed in one
+(B, L + 2, D) tensor (see :func:`featscope.backbones.common.pack`):
+
+    rows 0..L-1   the sequence embedding: both encoders' penultimate hidden states side by side (D = D1 + D2)
+    row  L        the pooled embedding (the second encoder's projected ``text_embeds``), zero-padded to D
+    row  L + 1    the added time ids (original size, crop top-left (0, 0), target size = the image size)
+
+``eps`` unpacks them into ``encoder_hidden_states`` and ``added_cond_kwargs``; the time ids leave the
+autograd graph there, so optimised deltas move the sequence and pooled embeddings only. Where the pipeline
+sets ``force_zeros_for_empty_prompt`` (SDXL base) the empty prompt encodes to zeros, SDXL's unconditional
+embedding, so CFG's unconditional branch is the pipeline's. Turbo (trailing timesteps; use
+guidance_scale 1 and few steps) and 512 px fine-tunes load the same way: the scheduler config and the
+UNet's sample size come from the folder. In fp16 the VAE stays fp32 where its config says
+``force_upcast`` (SDXL's VAE overflows in fp16), as StableDiffusionXLPipeline upcasts it.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from torch import nn
+from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
+
+from featscope.backbones.base import Backbone
+from featscope.backbones.common import load_diffusers, pack, unpack
+from featscope.errors import FeatscopeError
+
+LAYOUT = "a diffusers SDXL folder with unet/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/"
+TIME_IDS = 6  # original (h, w), crop top-left (y, x), target (h, w)
+
+
+class SDXLPromptEncoder(nn.Module):
+    """Prompts -> packed (B, L + 2, D) conditioning: sequence embedding, pooled embedding, time ids."""
+
+    def __init__(
+        self,
+        tokenizers: list[CLIPTokenizer],
+        text_encoders: list[nn.Module],
+        time_ids: list[float],
+        zeros_for_empty: bool,
+    ) -> None:
+        super().__init__()
+        self.tokenizers = tokenizers
+        self.text_encoders = nn.ModuleList(text_encoders)
+        self.register_buffer("time_ids", torch.tensor(time_ids), persistent=False)
+        self.zeros_for_empty = zeros_for_empty
+
+    def forward(self, prompts: list[str]) -> torch.Tensor:
+        hidden, pooled = [], None
+        for tokenizer, encoder in zip(self.tokenizers, self.text_encoders, strict=True):
+            ids = tokenizer(
+                list(prompts),
+                padding="max_length",
+                max_length=tokenizer.model_max_length,
+                truncation=True,
+                return_tensors="pt",
+            ).input_ids
+            out = encoder(ids.to(self.time_ids.device), output_hidden_states=True)
+            pooled = out[0] if out[0].dim() == 2 else pooled  # the projected embedding (second encoder)
+            hidden.append(out.hidden_states[-2])
+        sequence = torch.cat(hidden, dim=-1)
+        if self.zeros_for_empty:
+            keep = torch.tensor([p != "" for p in prompts], device=sequence.device, dtype=sequence.dtype)
+            sequence, pooled = sequence * keep.view(-1, 1, 1), pooled * keep.view(-1, 1)
+        return pack(sequence, pooled, self.time_ids.to(sequence.dtype).expand(len(prompts), -1))
+
+
+class SDXLBackbone(Backbone):
+    """An SDXL UNet whose ``cond`` is the packed conditioning of :class:`SDXLPromptEncoder`."""
+
+    def unet_kwargs(self, cond: torch.Tensor) -> dict:
+        sequence, (pooled, time_ids) = unpack(cond.to(self.dtype), (self.pooled_dim, TIME_IDS))
+        return {
+            "encoder_hidden_states": sequence,
+            "added_cond_kwargs": {"text_embeds": pooled, "time_ids": time_ids.detach()},
+        }
+
+    @property
+    def pooled_dim(self) -> int:
+        return int(self.prompt_encoder.text_encoders[-1].config.projection_dim)
+
+
+def load_sdxl(source: str, *, spec: str, dtype: torch.dtype) -> Backbone:
+    """``sdxl:SOURCE``: an SDXL diffusers folder or hub id (base, Turbo, fine-tunes at any UNet sample size)."""
+    return load_diffusers(
+        source,
+        family="sdxl",
+        what="SDXL model",
+        layout=LAYOUT,
+        example="stabilityai/stable-diffusion-xl-base-1.0",
+        load=lambda src, local_only: _load_components(src, spec=spec, dtype=dtype, local_only=local_only),
+    )
+
+
+def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: bool) -> SDXLBackbone:
+    local = {"local_files_only": local_only}
+    index = DiffusionPipeline.load_config(source, **local)
+    if not index.get("text_encoder") or index["text_encoder"][0] is None:
+        raise FeatscopeError(
+            "an SDXL refiner (no text_encoder/, aesthetic-score time ids) is not supported; use an SDXL base model"
+        )
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
+    vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **local)
+    if dtype == torch.float16 and vae.config.force_upcast:  # SDXL's VAE overflows in fp16 (the pipeline upcasts too)
+        vae = vae.float()
+    transformers_logging.disable_progress_bar()
+    encoders = [
+        CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype),
+        CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", **local).to(dtype),
+    ]
+    tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder=f, **local) for f in ("tokenizer", "tokenizer_2")]
+    scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)
+    size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
+    time_ids = [float(size), float(size), 0.0, 0.0, float(size), float(size)]
+    encoder = SDXLPromptEncoder(tokenizers, encoders, time_ids, bool(index.get("force_zeros_for_empty_prompt", True)))
+    return SDXLBackbone(
+        unet,
+        dict(scheduler_config),
+        spec=spec,
+        vae=vae,
+        vae_scale=float(vae.config.scaling_factor),
+        prompt_encoder=encoder,
+    )

@@ -1,6 +1,7 @@
 """The ``featscope`` command line: one entry point with sub-commands, one module per command.
 
-Each command module has ``NAME``, ``HELP``, ``add_parser(subparsers)`` and ``run(args) -> int``; it imports
+Each command module has ``NAME``, ``HELP``, ``DESCRIPTION`` (and ``EPILOG`` when it shows examples),
+``add_arguments(parser)`` and ``run(args) -> int``; it imports
 nothing heavy at module level, and only the command being run builds its full parser (the solver settings
 whose options it derives import torch), so ``featscope --help`` stays fast.
 """
@@ -13,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 
 from featscope.cli import batch, bench, decode, encode, featinv, invert, investigate, layers, report, world
+from featscope.cli.options import command_parser
 from featscope.errors import FeatscopeError
 
 MODULES = (decode, encode, layers, world, bench, investigate, invert, featinv, batch, report)
@@ -32,7 +34,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in MODULES:
         if command is None or command == module.NAME:
-            module.add_parser(sub)
+            description, epilog = module.DESCRIPTION, getattr(module, "EPILOG", None)
+            module.add_arguments(command_parser(sub, module.NAME, module.HELP, description, epilog))
         else:
             sub.add_parser(module.NAME, help=module.HELP)
     return parser

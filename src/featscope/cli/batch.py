@@ -21,15 +21,11 @@ NAME = "batch"
 HELP = "run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = "Run every job of a study file not done yet; under torchrun the jobs are split over ranks."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``batch``: the study file, its output folder and device, a dry run and the report."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Run every job of a study file not done yet; under torchrun the jobs are split over ranks.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     p.add_argument("study", metavar="STUDY.yaml", help="the study file (keys: docs/batch-and-report.md)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: the study's out:)")
     p.add_argument("--device", help="replaces the study's device: auto, cpu, cuda, cuda:N, mps")

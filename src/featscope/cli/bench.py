@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featscope.cli.options import add_knobs, add_runtime_options, knobs, names
+from featscope.cli.options import add_knobs, add_runtime_options, command_parser, knobs, names
 from featscope.errors import FeatscopeError
 
 NAME = "bench"
@@ -44,16 +44,15 @@ example:
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = (
+    "Benchmarks on fresh world images, whose attributes the world's oracle reads back: "
+    "`decode` (the universal decoder), `investigate` (counterfactuals, differences, neurons), `featinv` "
+    "(the embedded FeatInv model next to the universal decoder)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``bench`` with its ``decode``, ``investigate`` and ``featinv`` sub-commands."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Benchmarks on fresh world images, whose attributes the world's oracle reads back: "
-        "`decode` (the universal decoder), `investigate` (counterfactuals, differences, neurons), `featinv` "
-        "(the embedded FeatInv model next to the universal decoder). An earlier release's `featscope bench "
-        "[--method M] ...` still runs as `featscope bench decode|investigate|featinv ...`.",
-    )
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="KIND")
     _add_decode(bsub)
     _add_investigate(bsub)
@@ -73,13 +72,13 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
 def _add_decode(bsub: argparse._SubParsersAction) -> None:
     from featscope.solvers.universal import PRESETS, UniversalConfig
 
-    p = bsub.add_parser(
+    p = command_parser(
+        bsub,
         "decode",
-        help="the universal decoder: feature distance and attributes read back by the oracle",
-        description="Decode fresh world images from their features with each extractor and preset (and an "
+        "the universal decoder: feature distance and attributes read back by the oracle",
+        "Decode fresh world images from their features with each extractor and preset (and an "
         "unguided baseline), then score the decoded images against the targets.",
-        epilog=EPILOG_DECODE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        EPILOG_DECODE,
     )
     _add_common(p, "world target images")
     m = p.add_argument_group("models")
@@ -102,10 +101,11 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
 def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     from featscope.solvers.endtoend import EndToEndConfig
 
-    p = bsub.add_parser(
+    p = command_parser(
+        bsub,
         "investigate",
-        help="counterfactuals, classifier differences and neurons (end-to-end solver)",
-        description="The investigation measurements: counterfactuals circle -> square of -n images, with and "
+        "counterfactuals, classifier differences and neurons (end-to-end solver)",
+        "The investigation measurements: counterfactuals circle -> square of -n images, with and "
         "without background regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, "
         "n/8 each.",
     )
@@ -124,10 +124,11 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
 def _add_featinv(bsub: argparse._SubParsersAction) -> None:
     from featscope.solvers.universal import PRESETS
 
-    p = bsub.add_parser(
+    p = command_parser(
+        bsub,
         "featinv",
-        help="the embedded FeatInv model next to the universal decoder on the same targets",
-        description="Decode world targets from a FeatInv model's layer with FeatInv (one row per step count) "
+        "the embedded FeatInv model next to the universal decoder on the same targets",
+        "Decode world targets from a FeatInv model's layer with FeatInv (one row per step count) "
         "and with the universal decoder's --preset, in one process.",
     )
     _add_common(p, "world target images")
@@ -214,4 +215,3 @@ def _run_featinv(args: argparse.Namespace) -> int:
     )
     print((Path(args.out) / "results.md").read_text())
     return 0
-

@@ -6,7 +6,14 @@ import argparse
 import json
 from pathlib import Path
 
-from featscope.cli.options import add_knobs, add_model_options, add_runtime_options, add_speed_options, knobs, speed
+from featscope.cli.options import (
+    add_knobs,
+    add_model_options,
+    add_runtime_options,
+    add_speed_options,
+    knobs,
+    speed,
+)
 from featscope.errors import FeatscopeError
 
 NAME = "decode"
@@ -31,17 +38,13 @@ PRESET_HELP = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = "Decode a feature into images by guided diffusion (training-free)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``decode``: targets, models, the preset and one option per :class:`UniversalConfig` knob."""
     from featscope.solvers.universal import PRESETS, UniversalConfig
 
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Decode a feature into images by guided diffusion (training-free).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     t = p.add_argument_group("targets (at least one)")
     t.add_argument(
         "--target",

@@ -10,14 +10,14 @@ NAME = "encode"
 HELP = "save the feature of an image as a target tensor"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = (
+    "Compute a network's feature of one or more images and save it "
+    "(.safetensors, .pt or .npy), to use later as --target."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``encode``: images, the feature file to write, the extractor and the runtime."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Compute a network's feature of one or more images and save it "
-        "(.safetensors, .pt or .npy), to use later as --target.",
-    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="images (PNG/JPEG); several give a batch of features")
     p.add_argument("--out", required=True, metavar="FILE", help="feature file to write (.safetensors/.pt/.npy)")
     p.add_argument(

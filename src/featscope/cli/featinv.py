@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from featscope.cli.options import add_extractor_weights, add_knobs, knobs, numbers
+from featscope.cli.options import add_extractor_weights, add_knobs, command_parser, knobs, numbers
 
 if TYPE_CHECKING:
     from featscope.featinv.config import SampleSettings, TrainConfig
@@ -34,16 +34,14 @@ Sampling: DDIM (eta 0), eps = eps(z, f, "") + w (eps(z, f, prompt) - eps(z, f, "
 """
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = (
+    "Train a ControlNet that turns a network's spatial feature maps into images, then "
+    "reconstruct, evaluate and steer feature maps with it."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``featinv`` and its sub-commands to the top-level sub-parsers."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Train a ControlNet that turns a network's spatial feature maps into images, then "
-        "reconstruct, evaluate and steer feature maps with it.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     fsub = p.add_subparsers(dest="featinv_command", required=True, metavar="STEP")
     _add_init(fsub)
     _add_train(fsub)
@@ -106,11 +104,11 @@ def _add_init(fsub: argparse._SubParsersAction) -> None:
 def _add_train(fsub: argparse._SubParsersAction) -> None:
     from featscope.featinv.config import TrainConfig
 
-    t = fsub.add_parser(
+    t = command_parser(
+        fsub,
         "train",
-        help="train (or resume) a model on an image folder or world images",
-        description="Train with accelerate (run under `accelerate launch` for several GPUs); "
-        "OUT/checkpoint.pt is resumed exactly.",
+        "train (or resume) a model on an image folder or world images",
+        "Train with accelerate (run under `accelerate launch` for several GPUs); OUT/checkpoint.pt is resumed exactly.",
     )
     t.add_argument("--model", required=True, metavar="DIR", help="model folder from `featinv init`")
     data = t.add_mutually_exclusive_group(required=True)

@@ -10,14 +10,14 @@ NAME = "invert"
 HELP = "null-text inversion of real images (x_T and per-step null texts, for counterfactuals)"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = (
+    "Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, target.png, "
+    "reconstruction.png, prompt.txt, metrics.json (reconstruction error) and config.yaml."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``invert``: images, captions and the inversion's settings."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, target.png, "
-        "reconstruction.png, prompt.txt, metrics.json (reconstruction error) and config.yaml.",
-    )
     add_images_options(p)
     p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or template")
     p.add_argument("--prompt-template", metavar="TEXT", help="caption from a dataset's class name, with {label}")

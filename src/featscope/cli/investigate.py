@@ -35,15 +35,11 @@ MASK_HELP = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = "Investigate a network by optimising generated images end to end (DiG-IN)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``investigate`` with its three kinds, each with one option per :class:`EndToEndConfig` knob."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Investigate a network by optimising generated images end to end (DiG-IN).",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
     isub = p.add_subparsers(dest="investigate_command", required=True, metavar="KIND")
     _add_difference(isub)
     _add_neuron(isub)

@@ -10,11 +10,11 @@ NAME = "layers"
 HELP = "list a network's layer names (for SPEC@layer)"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = "List the layers of a network, with output shapes, to pick SPEC@layer."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``layers``: the network and its local weights."""
-    p = sub.add_parser(
-        NAME, help=HELP, description="List the layers of a network, with output shapes, to pick SPEC@layer."
-    )
     p.add_argument("spec", metavar="SPEC", help="network, as --extractor takes it (e.g. torchvision:resnet50)")
     add_extractor_weights(p)
 

@@ -12,6 +12,14 @@ from featscope.settings import Settings, add_options, given_options
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
+def command_parser(
+    sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """A (sub-)command's parser: ``epilog`` (examples, formulas) keeps its own line breaks."""
+    raw = {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter} if epilog else {}
+    return sub.add_parser(name, help=help, description=description, **raw)
+
+
 def add_knobs(parser: argparse.ArgumentParser, group: Parser, cls: type[Settings], **kwargs: Any) -> None:
     """One option per knob of ``cls`` in ``group`` (see :func:`featscope.settings.add_options`); :func:`knobs`
     reads back the ones the user set."""

@@ -8,14 +8,14 @@ NAME = "report"
 HELP = "write one self-contained HTML page of a run, a folder of runs or a study"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = (
+    "Write an offline HTML report: target/best/final images, intermediates, curves, a sortable "
+    "metrics table and each run's config."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``report``: the source, the HTML file, its title and image size."""
-    p = sub.add_parser(
-        NAME,
-        help=HELP,
-        description="Write an offline HTML report: target/best/final images, intermediates, curves, a sortable "
-        "metrics table and each run's config.",
-    )
     p.add_argument("source", metavar="RUNS_OR_STUDY", help="a run folder, a folder of runs, or a study .yaml")
     p.add_argument("--out", metavar="FILE", help="HTML file (default: report.html in the run or output folder)")
     p.add_argument("--title", help="page title")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from featscope.cli.options import command_parser
 from featscope.errors import FeatscopeError
 
 NAME = "world"
@@ -13,11 +14,11 @@ HELP = "the embedded shapes world: sample images, train its models"
 ATTRIBUTES = ("shape", "color", "size", "position", "background")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+DESCRIPTION = "The embedded world: small images with known attributes and models trained on it."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``world`` with its ``sample`` and ``train`` sub-commands."""
-    p = sub.add_parser(
-        NAME, help=HELP, description="The embedded world: small images with known attributes and models trained on it."
-    )
     wsub = p.add_subparsers(dest="world_command", required=True)
     s = wsub.add_parser("sample", help="write world images and their attribute records")
     s.add_argument("-n", type=int, default=16, help="number of images (default: %(default)s)")
@@ -35,11 +36,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train_parser(wsub: argparse._SubParsersAction) -> None:
-    t = wsub.add_parser(
+    t = command_parser(
+        wsub,
         "train",
-        help="train (or resume training of) a world model",
-        description="Train a world model reproducibly from a seed; ddpm training resumes from "
-        "DIR/checkpoint.pt when it exists.",
+        "train (or resume training of) a world model",
+        "Train a world model reproducibly from a seed; ddpm training resumes from DIR/checkpoint.pt when it exists.",
     )
     t.add_argument("model", choices=["ddpm", "shape-net", "color-net", "spurious-net"], help="the model to train")
     t.add_argument(

@@ -1,7 +1,7 @@
 """The ``featscope`` command line: one entry point with sub-commands, one module per command.
 
-Each command module has ``NAME``, ``HELP``, ``DESCRIPTION`` (and ``EPILOG`` when it shows examples),
-``add_arguments(parser)`` and ``run(args) -> int``; it imports
+Each command module has ``COMMAND`` (its name, help, description and examples), ``add_arguments(parser)`` and
+``run(args) -> int``; it imports
 nothing heavy at module level, and only the command being run builds its full parser (the solver settings
 whose options it derives import torch), so ``featscope --help`` stays fast.
 """
@@ -18,7 +18,7 @@ from featscope.cli.options import command_parser
 from featscope.errors import FeatscopeError
 
 MODULES = (decode, encode, layers, world, bench, investigate, invert, featinv, batch, report)
-COMMANDS = {module.NAME: module.run for module in MODULES}
+COMMANDS = {module.COMMAND.name: module.run for module in MODULES}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -33,11 +33,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"featscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in MODULES:
-        if command is None or command == module.NAME:
-            description, epilog = module.DESCRIPTION, getattr(module, "EPILOG", None)
-            module.add_arguments(command_parser(sub, module.NAME, module.HELP, description, epilog))
+        c = module.COMMAND
+        if command is None or command == c.name:
+            module.add_arguments(command_parser(sub, c.name, c.help, c.description, c.epilog))
         else:
-            sub.add_parser(module.NAME, help=module.HELP)
+            sub.add_parser(c.name, help=c.help)
     return parser
 
 

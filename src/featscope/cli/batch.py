@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from featscope.cli.options import Command
+
 EPILOG = """\
 examples:
   featscope batch examples/study.yaml                          # one process; a re-run resumes
@@ -17,11 +19,12 @@ and OUT/summary.md cover all jobs. Keys of the study file: docs/batch-and-report
 """
 
 
-NAME = "batch"
-HELP = "run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable"
-
-
-DESCRIPTION = "Run every job of a study file not done yet; under torchrun the jobs are split over ranks."
+COMMAND = Command(
+    "batch",
+    "run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable",
+    "Run every job of a study file not done yet; under torchrun the jobs are split over ranks.",
+    epilog=EPILOG,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -5,11 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featscope.cli.options import add_knobs, add_runtime_options, command_parser, knobs, names
+from featscope.cli.options import Command, add_knobs, add_runtime_options, command_parser, knobs, names
 from featscope.errors import FeatscopeError
 
-NAME = "bench"
-HELP = "measure decoding, investigations or FeatInv on world images, scored by the world's oracle"
 KINDS = ("decode", "investigate", "featinv")
 EPILOG_DECODE = """\
 what the numbers mean (one table per extractor, one row per preset):
@@ -44,10 +42,12 @@ example:
 """
 
 
-DESCRIPTION = (
+COMMAND = Command(
+    "bench",
+    "measure decoding, investigations or FeatInv on world images, scored by the world's oracle",
     "Benchmarks on fresh world images, whose attributes the world's oracle reads back: "
     "`decode` (the universal decoder), `investigate` (counterfactuals, differences, neurons), `featinv` "
-    "(the embedded FeatInv model next to the universal decoder)."
+    "(the embedded FeatInv model next to the universal decoder).",
 )
 
 
@@ -91,7 +91,10 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
     )
     s = p.add_argument_group("solver (each preset, then any override, for every row; unguided rows: w_g = 0)")
     s.add_argument(
-        "--presets", default="fast", metavar="NAME,NAME", help=f"{', '.join(PRESETS)} (default: %(default)s)"
+        "--presets",
+        default="fast",
+        metavar="NAME,NAME",
+        help=f"{', '.join(PRESETS)} (default: %(default)s)",
     )
     s.add_argument("--no-unguided", action="store_true", help="skip the unguided baseline rows (w_g = 0)")
     add_knobs(p, s, UniversalConfig, exclude=("prompt", "guidance_scale", "stop_distance"), defaults=PRESETS["fast"])

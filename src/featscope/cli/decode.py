@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from featscope.cli.options import (
+    Command,
     add_knobs,
     add_model_options,
     add_runtime_options,
@@ -16,8 +17,6 @@ from featscope.cli.options import (
 )
 from featscope.errors import FeatscopeError
 
-NAME = "decode"
-HELP = "generate images whose feature matches a target feature (universal solver)"
 EPILOG = """\
 examples:
   featscope decode --target cat.png                       # embedded world defaults (offline)
@@ -38,7 +37,12 @@ PRESET_HELP = (
 )
 
 
-DESCRIPTION = "Decode a feature into images by guided diffusion (training-free)."
+COMMAND = Command(
+    "decode",
+    "generate images whose feature matches a target feature (universal solver)",
+    "Decode a feature into images by guided diffusion (training-free).",
+    epilog=EPILOG,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

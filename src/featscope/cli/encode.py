@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from featscope.cli.options import add_model_options, add_runtime_options
+from featscope.cli.options import Command, add_model_options, add_runtime_options
 
-NAME = "encode"
-HELP = "save the feature of an image as a target tensor"
-
-
-DESCRIPTION = (
+COMMAND = Command(
+    "encode",
+    "save the feature of an image as a target tensor",
     "Compute a network's feature of one or more images and save it "
-    "(.safetensors, .pt or .npy), to use later as --target."
+    "(.safetensors, .pt or .npy), to use later as --target.",
 )
 
 

@@ -6,13 +6,11 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from featscope.cli.options import add_extractor_weights, add_knobs, command_parser, knobs, numbers
+from featscope.cli.options import Command, add_extractor_weights, add_knobs, command_parser, knobs, numbers
 
 if TYPE_CHECKING:
     from featscope.featinv.config import SampleSettings, TrainConfig
 
-NAME = "featinv"
-HELP = "feature-map inversion with a trained ControlNet (FeatInv)"
 
 EPILOG = """\
 examples:
@@ -34,9 +32,12 @@ Sampling: DDIM (eta 0), eps = eps(z, f, "") + w (eps(z, f, prompt) - eps(z, f, "
 """
 
 
-DESCRIPTION = (
+COMMAND = Command(
+    "featinv",
+    "feature-map inversion with a trained ControlNet (FeatInv)",
     "Train a ControlNet that turns a network's spatial feature maps into images, then "
-    "reconstruct, evaluate and steer feature maps with it."
+    "reconstruct, evaluate and steer feature maps with it.",
+    epilog=EPILOG,
 )
 
 

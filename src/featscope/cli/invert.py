@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from featscope.cli.options import add_images_options, add_investigate_common, names, print_summary
+from featscope.cli.options import Command, add_images_options, add_investigate_common, names, print_summary
 
-NAME = "invert"
-HELP = "null-text inversion of real images (x_T and per-step null texts, for counterfactuals)"
-
-
-DESCRIPTION = (
+COMMAND = Command(
+    "invert",
+    "null-text inversion of real images (x_T and per-step null texts, for counterfactuals)",
     "Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, target.png, "
-    "reconstruction.png, prompt.txt, metrics.json (reconstruction error) and config.yaml."
+    "reconstruction.png, prompt.txt, metrics.json (reconstruction error) and config.yaml.",
 )
 
 

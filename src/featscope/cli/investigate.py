@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from featscope.cli.options import (
+    Command,
     add_images_options,
     add_investigate_common,
     add_knobs,
@@ -14,8 +15,6 @@ from featscope.cli.options import (
 )
 from featscope.errors import FeatscopeError
 
-NAME = "investigate"
-HELP = "classifier differences, neurons and counterfactuals by end-to-end optimisation (DiG-IN)"
 EPILOG = """\
 examples:
   featscope investigate difference --net1 world:shape-net@fc --net2 world:spurious-net@fc --classes square,star
@@ -35,7 +34,12 @@ MASK_HELP = (
 )
 
 
-DESCRIPTION = "Investigate a network by optimising generated images end to end (DiG-IN)."
+COMMAND = Command(
+    "investigate",
+    "classifier differences, neurons and counterfactuals by end-to-end optimisation (DiG-IN)",
+    "Investigate a network by optimising generated images end to end (DiG-IN).",
+    epilog=EPILOG,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from featscope.cli.options import add_extractor_weights
+from featscope.cli.options import Command, add_extractor_weights
 
-NAME = "layers"
-HELP = "list a network's layer names (for SPEC@layer)"
-
-
-DESCRIPTION = "List the layers of a network, with output shapes, to pick SPEC@layer."
+COMMAND = Command(
+    "layers",
+    "list a network's layer names (for SPEC@layer)",
+    "List the layers of a network, with output shapes, to pick SPEC@layer.",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

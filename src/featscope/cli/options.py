@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +14,26 @@ from featscope.settings import Settings, add_options, given_options
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
 
+@dataclass(frozen=True)
+class Command:
+    """A command's name, one-line help, description and examples (``epilog``, shown with its line breaks)."""
+
+    name: str
+    help: str
+    description: str
+    epilog: str | None = None
+
+
 def command_parser(
     sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str | None = None
 ) -> argparse.ArgumentParser:
     """A (sub-)command's parser: ``epilog`` (examples, formulas) keeps its own line breaks."""
-    raw = {"epilog": epilog, "formatter_class": argparse.RawDescriptionHelpFormatter} if epilog else {}
-    return sub.add_parser(name, help=help, description=description, **raw)
+    if epilog is None:
+        return sub.add_parser(name, help=help, description=description)
+    raw = argparse.RawDescriptionHelpFormatter  # keeps the epilog's lines, so the description is wrapped here
+    return sub.add_parser(
+        name, help=help, description=textwrap.fill(description, 100), epilog=epilog, formatter_class=raw
+    )
 
 
 def add_knobs(parser: argparse.ArgumentParser, group: Parser, cls: type[Settings], **kwargs: Any) -> None:

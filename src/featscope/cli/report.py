@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-NAME = "report"
-HELP = "write one self-contained HTML page of a run, a folder of runs or a study"
+from featscope.cli.options import Command
 
-
-DESCRIPTION = (
+COMMAND = Command(
+    "report",
+    "write one self-contained HTML page of a run, a folder of runs or a study",
     "Write an offline HTML report: target/best/final images, intermediates, curves, a sortable "
-    "metrics table and each run's config."
+    "metrics table and each run's config.",
 )
 
 

@@ -6,15 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
-from featscope.cli.options import command_parser
+from featscope.cli.options import Command, command_parser
 from featscope.errors import FeatscopeError
 
-NAME = "world"
-HELP = "the embedded shapes world: sample images, train its models"
 ATTRIBUTES = ("shape", "color", "size", "position", "background")
 
 
-DESCRIPTION = "The embedded world: small images with known attributes and models trained on it."
+COMMAND = Command(
+    "world",
+    "the embedded shapes world: sample images, train its models",
+    "The embedded world: small images with known attributes and models trained on it.",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

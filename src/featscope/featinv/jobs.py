@@ -34,6 +34,7 @@ def _open(model_dir: str | Path | None, device: str, dtype: str) -> tuple[FeatIn
 
 
 def _config(model: FeatInvModel, settings: SampleSettings, **extra) -> dict:
+    """config.yaml: the model's config, the sampling settings, the job's own fields and the featscope version."""
     return {"model": asdict(model.config), "sampling": asdict(settings), **extra, "featscope": __version__}
 
 
@@ -109,6 +110,7 @@ def _commit_pairs(
 
 
 def _per_image(names: list[str], per_image: dict) -> list[dict]:
+    """One row per image: its name and its value of every metric (None: not applicable)."""
     return [{"name": n, **{k: (v[i] if v else None) for k, v in per_image.items()}} for i, n in enumerate(names)]
 
 
@@ -146,6 +148,7 @@ def run_evaluate(
 
 
 def _one_map(model: FeatInvModel, extractor: Extractor, file: str | Path) -> Inputs:
+    """The single feature map (and image) of an image or feature file; more than one is refused."""
     inputs = read_inputs(model, extractor, [file])
     if len(inputs.names) != 1:
         raise FeatscopeError(f"{file} holds {len(inputs.names)} feature maps; steering edits one")

@@ -156,6 +156,7 @@ def steer(
     seeds = [settings.seed] * len(strengths)
     images = reconstruct(model, edited, backbone=backbone, settings=settings, seeds=seeds, quiet=quiet).images
     edited_grids = torch.cat(grids).cpu()
-    realised = to_grid(extractor.target_features(images.to(extractor.mean.device)).float().cpu(), layout)
+    with torch.no_grad():
+        realised = to_grid(extractor.target_features(images.to(extractor.mean.device)).float().cpu(), layout)
     cosine = position_cosine(realised, edited_grids).tolist()
     return SteerResult(images, [float(s) for s in strengths], edited_grids, cosine)

@@ -17,6 +17,7 @@ from featscope.errors import FeatscopeError
 from featscope.featinv.features import detect_layout, from_grid, to_grid
 from featscope.featinv.metrics import ssim
 from featscope.featinv.world import embedded_folder
+from featscope.images import load_image, to_uint8
 from featscope.targets import save_feature
 from featscope.world.render import generate
 
@@ -147,20 +148,22 @@ def test_reconstruct_is_seeded_batched_and_guided(sd_model, tiny_sd_backbone):
     features = featinv.encode(model, images)
     assert features.shape == (3, 4, 8, 8)
     settings = featinv.SampleSettings(num_steps=3, seed=7)
-    whole = featinv.reconstruct(model, features, backbone=tiny_sd_backbone, settings=settings)
-    batched = featinv.reconstruct(model, features, backbone=tiny_sd_backbone, settings=replace(settings, batch_size=2))
+    whole = featinv.reconstruct(model, features, backbone=tiny_sd_backbone, settings=settings).images
+    batched = featinv.reconstruct(
+        model, features, backbone=tiny_sd_backbone, settings=replace(settings, batch_size=2)
+    ).images
     assert whole.shape == (3, 3, 16, 16) and 0 <= whole.min() and whole.max() <= 1
     assert torch.allclose(whole, batched, atol=1e-5)
     unguided = featinv.reconstruct(
         model, features, backbone=tiny_sd_backbone, settings=replace(settings, guidance_scale=1.0)
-    )
+    ).images
     assert not torch.allclose(whole, unguided)
 
 
 def test_reconstruct_eval_and_steer_on_the_world(world_model, tmp_path):
     common = ["--model", str(world_model), *FEW_STEPS]
     assert main(["featinv", "reconstruct", "--world", "2", "--out", str(tmp_path / "rec"), *common]) == 0
-    assert {"final_0.png", "final_1.png", "original_0.png", "grid.png", "metrics.json"} <= {
+    assert {"final_0.png", "final_1.png", "target_0.png", "sheet.png", "metrics.json"} <= {
         p.name for p in (tmp_path / "rec").iterdir()
     }
     assert main(["featinv", "eval", "--world", "3", "--out", str(tmp_path / "eval"), *common]) == 0
@@ -191,7 +194,7 @@ def test_reconstruct_eval_and_steer_on_the_world(world_model, tmp_path):
         *common,
     ]
     assert main(steer) == 0
-    strip = np.array(Image.open(tmp_path / "steer" / "strip.png"))
+    strip = np.array(Image.open(tmp_path / "steer" / "sheet.png"))
     assert strip.shape[1] == 4 * strip.shape[0]  # the source image, then one column per strength
     assert len(json.loads((tmp_path / "steer" / "metrics.json").read_text())["cosine_median_to_edited"]) == 3
 
@@ -201,14 +204,61 @@ def test_steer_at_strength_zero_is_the_plain_reconstruction():
     images = torch.from_numpy(generate(2, seed=12)[0]).permute(0, 3, 1, 2).float() / 255
     features = featinv.encode(model, images)
     settings = featinv.SampleSettings(num_steps=2, seed=3)
-    plain = featinv.reconstruct(model, features[:1], settings=settings)
+    plain = featinv.reconstruct(model, features[:1], settings=settings).images
     edit = featinv.make_edit(model, "scale", features[:1], channels=[0, 5], region="0:8,0:16")
-    strip = featinv.steer(model, features[:1], edit, [1.0, 0.0], settings=settings)
+    strip = featinv.steer(model, features[:1], edit, [1.0, 0.0], settings=settings).images
     # the strip runs both strengths in one batch: float32 convolutions then differ from the batch of one by up to
     # 2e-5 on some CPUs (AVX2, measured), against an edit that moves pixels by 0.05
     assert torch.allclose(strip[0], plain[0], atol=1e-4) and not torch.allclose(strip[1], plain[0], atol=1e-2)
     edited = edit.apply(features[:1], 0.0)
     assert edited[0, 5, :8].abs().max() == 0 and torch.equal(edited[0, 5, 8:], features[0, 5, 8:])
+
+
+def test_the_cores_give_the_pixels_and_metrics_the_commands_write(tmp_path):
+    """The commands only load, call the core and write: the cores on tensors give the same files' content."""
+    model = featinv.load_model(embedded_folder())
+    files = []
+    for i, image in enumerate(generate(2, seed=13)[0]):
+        Image.fromarray(image).save(tmp_path / f"w{i}.png")
+        files.append(str(tmp_path / f"w{i}.png"))
+    # as the commands read them: maps one image at a time, images stacked contiguous (convolutions of channels-last
+    # tensors, as load_image returns, differ by float noise)
+    features = torch.cat([featinv.encode(model, load_image(f)) for f in files])
+    images = torch.cat([load_image(f) for f in files]).contiguous()
+    settings = featinv.SampleSettings(num_steps=3)
+    common = ["--model", str(embedded_folder()), *FEW_STEPS]
+
+    def pixels(folder: Path, name: str) -> np.ndarray:
+        return np.array(Image.open(tmp_path / folder / name))
+
+    assert main(["featinv", "reconstruct", *files, "--out", str(tmp_path / "rec"), *common]) == 0
+    result = featinv.reconstruct(model, features, settings=settings)
+    assert result.seeds == [100, 101] and torch.equal(result.features, features)
+    for i in range(2):
+        assert np.array_equal(pixels("rec", f"final_{i}.png"), to_uint8(result.images)[i])
+        assert np.array_equal(pixels("rec", f"target_{i}.png"), to_uint8(images)[i])
+
+    assert main(["featinv", "eval", *files, "--out", str(tmp_path / "eval"), *common]) == 0
+    evaluation = featinv.evaluate(model, images, settings=settings)
+    for i in range(2):  # evaluate encodes the images as one batch: up to float noise from the reconstructions above
+        assert np.array_equal(pixels("eval", f"final_{i}.png"), to_uint8(evaluation.images)[i])
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert {k: saved["summary"][k] for k in evaluation.summary} == evaluation.summary
+    assert [{k: row[k] for k in evaluation.per_image} for row in saved["per_image"]] == [
+        {k: (v[i] if v else None) for k, v in evaluation.per_image.items()} for i in range(2)
+    ]
+
+    steer = ["featinv", "steer", files[0], "--edit", "scale", "--channels", "0,5", "--strengths", "1,0"]
+    assert main([*steer, "--out", str(tmp_path / "steer"), *common]) == 0
+    edit = featinv.make_edit(model, "scale", features[:1], channels=[0, 5])
+    steered = featinv.steer(model, features[:1], edit, [1, 0], settings=settings)
+    assert steered.strengths == [1.0, 0.0] and steered.edited.shape == (2, 64, 16, 16)
+    assert steered.edited[1, [0, 5]].abs().max() == 0
+    saved = json.loads((tmp_path / "steer" / "metrics.json").read_text())
+    assert saved["cosine_median_to_edited"] == steered.cosine_median_to_edited
+    for i in range(2):
+        assert np.array_equal(pixels("steer", f"final_{i}.png"), to_uint8(steered.images)[i])
+    assert np.array_equal(pixels("steer", "target.png"), to_uint8(images)[0])
 
 
 def test_ssim_of_identical_images_is_one():

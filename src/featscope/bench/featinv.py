@@ -71,7 +71,7 @@ def run_featinv_bench(
     for steps in featinv_steps:
         settings = SampleSettings(num_steps=steps)
         tic = time.time()
-        recon = reconstruct(featinv_model, targets, backbone=backbone, settings=settings).cpu()
+        recon = reconstruct(featinv_model, targets, backbone=backbone, settings=settings).images
         rows.append(_row(f"featinv ({steps} steps)", recon, targets, records, extractor, time.time() - tic, steps))
         grids.append(recon[:8])
     tic = time.time()

@@ -1,8 +1,9 @@
-"""Evaluation: how well reconstructions keep the network's features, predictions and pixels."""
+"""Evaluation: how well reconstructions keep the network's features, predictions and pixels (the core)."""
 
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass
 
 import torch
 
@@ -20,6 +21,16 @@ def summarise(per_image: dict[str, list[float] | None]) -> dict[str, float | Non
     return {k: (statistics.fmean(v) if v else None) for k, v in per_image.items()}
 
 
+@dataclass
+class EvaluationResult:
+    """Reconstructions of images from their feature maps, scored against the images."""
+
+    images: torch.Tensor  # (B, 3, H, W) the reconstructions, in [0, 1]
+    per_image: dict[str, list[float] | None]  # metric -> one value per image (None: not applicable)
+    summary: dict[str, float | None]  # metric -> mean over the images
+    notes: list[str]  # why a metric was skipped
+
+
 def evaluate(
     model: FeatInvModel,
     images: torch.Tensor,
@@ -29,25 +40,22 @@ def evaluate(
     extractor: Extractor | None = None,
     settings: SampleSettings | None = None,
     quiet: bool = True,
-) -> dict:
+) -> EvaluationResult:
     """Reconstruct ``images`` (B, 3, H, W) in [0, 1] from their feature maps (unless ``reconstructions`` are
-    given) and score them.
+    given) and score them (the backbone and network named in the model's config are loaded when not given).
 
-    Returns ``{"summary": means, "per_image": {metric: [values]}, "notes": [...], "reconstructions": tensor}``.
     Metrics: cosine_median (per-position cosine of the feature maps, median over positions), cosine_pooled,
     top1/top5_agreement (classifiers only), mse, ssim, lpips (when available).
     """
-    if backbone is None or extractor is None:
-        loaded_backbone, loaded_extractor = load_parts(model)
-        backbone, extractor = backbone or loaded_backbone, extractor or loaded_extractor
+    backbone, extractor = load_parts(model, backbone=backbone, extractor=extractor)
     check_extractor(model, extractor)
     originals = square(images.float(), model.config.image_size)
     if reconstructions is None:
         features = encode(model, originals, extractor)
-        reconstructions = reconstruct(model, features, backbone=backbone, settings=settings, quiet=quiet)
+        reconstructions = reconstruct(model, features, backbone=backbone, settings=settings, quiet=quiet).images
     device = extractor.mean.device
     reference = square(originals, reconstructions.shape[-1])
     per_image, notes = compare(
         extractor, model.config.layout, originals.to(device), reference.to(device), reconstructions.to(device)
     )
-    return {"summary": summarise(per_image), "per_image": per_image, "notes": notes, "reconstructions": reconstructions}
+    return EvaluationResult(reconstructions, per_image, summarise(per_image), notes)

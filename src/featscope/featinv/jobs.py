@@ -1,4 +1,5 @@
-"""Run folders of the reconstruct, eval and steer commands (written whole or not at all)."""
+"""Run folders of the reconstruct, eval and steer commands (the orchestration: load the model and the inputs,
+call the core, write the folder whole or not at all)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,13 @@ from pathlib import Path
 import torch
 
 from featscope._version import __version__
+from featscope.backbones import Backbone
 from featscope.devices import resolve_device, resolve_dtype
 from featscope.errors import FeatscopeError
 from featscope.extractors import Extractor
 from featscope.featinv.config import SampleSettings
 from featscope.featinv.evaluation import evaluate
-from featscope.featinv.features import to_grid
 from featscope.featinv.inputs import Inputs, read_inputs
-from featscope.featinv.metrics import position_cosine
 from featscope.featinv.model import FeatInvModel, load_model
 from featscope.featinv.reconstruction import load_parts, reconstruct
 from featscope.featinv.steering import DEFAULT_STRENGTHS, make_edit, steer
@@ -26,28 +26,53 @@ from featscope.runs import RunFolder
 from featscope.targets import load_feature_file
 
 
-def _open(model_dir: str | Path | None, device: str, dtype: str):
+def _open(model_dir: str | Path | None, device: str, dtype: str) -> tuple[FeatInvModel, Backbone, Extractor]:
+    """The FeatInv model (default: the embedded one) on ``device``, with its backbone and network."""
     model = load_model(resolve_model(model_dir)).to(resolve_device(device))
     backbone, extractor = load_parts(model, resolve_dtype(dtype))
     return model, backbone, extractor
 
 
 def _config(model: FeatInvModel, settings: SampleSettings, **extra) -> dict:
+    """config.yaml: the model's config, the sampling settings, the job's own fields and the featscope version."""
     return {"model": asdict(model.config), "sampling": asdict(settings), **extra, "featscope": __version__}
 
 
-def _write_pairs(run: RunFolder, inputs: Inputs, recon: torch.Tensor, size: int) -> None:
-    for i, image in enumerate(recon):
-        save_image(image, run.file(f"final_{i}.png"))
-    rows = [recon]
-    if inputs.images is not None:
-        rows.insert(0, _resized(inputs.images, recon))
-        for i, image in enumerate(inputs.images):
-            save_image(image, run.file(f"original_{i}.png"))
-    columns = min(8, len(recon))
-    save_image(
-        image_grid(torch.cat(rows), columns=columns, scale=max(1, size // recon.shape[-1])), run.file("grid.png")
-    )
+def _numbered(stem: str, i: int, count: int) -> str:
+    """``stem.png`` for a single image, else ``stem_<i>.png``."""
+    return f"{stem}.png" if count == 1 else f"{stem}_{i}.png"
+
+
+def _commit(
+    run: RunFolder,
+    targets: torch.Tensor | None,
+    results: torch.Tensor,
+    metrics: dict,
+    config: dict,
+    *,
+    columns: int | None,
+    size: int,
+) -> Path:
+    """Write a run folder and commit it (abandoned on error): final.png/final_<i>.png (the results),
+    target.png/target_<i>.png (the input images, when there are), sheet.png (the targets above or before the
+    results in ``columns`` columns, each scaled up to about ``size`` px), metrics.json and config.yaml."""
+    run.open()
+    try:
+        for i, image in enumerate(results):
+            save_image(image, run.file(_numbered("final", i, len(results))))
+        sheet = [results]
+        if targets is not None:
+            sheet.insert(0, _resized(targets, results))
+            for i, image in enumerate(targets):
+                save_image(image, run.file(_numbered("target", i, len(targets))))
+        scale = max(1, size // results.shape[-1])
+        save_image(image_grid(torch.cat(sheet), columns=columns, scale=scale), run.file("sheet.png"))
+        run.write_json("metrics.json", metrics)
+        run.write_yaml("config.yaml", config)
+    except BaseException:
+        run.abandon()
+        raise
+    return run.commit()
 
 
 def run_reconstruct(
@@ -63,34 +88,29 @@ def run_reconstruct(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> Path:
-    """Reconstruct images or feature files (and/or ``world`` world images) into a run folder: final_<i>.png,
-    original_<i>.png (image inputs), grid.png, metrics.json (names, time), config.yaml."""
+    """Reconstruct images or feature files (and/or ``world`` world images) into a run folder: final.png or
+    final_<i>.png, target(_<i>).png (when every input is an image), sheet.png, metrics.json (names, time),
+    config.yaml."""
     settings = settings or SampleSettings()
     run = RunFolder(out, overwrite=overwrite)
     fs_model, backbone, extractor = _open(model, device, dtype)
     inputs = read_inputs(fs_model, extractor, files, world, world_seed)
     tic = time.time()
-    recon = reconstruct(fs_model, inputs.features, backbone=backbone, settings=settings, quiet=quiet)
+    result = reconstruct(fs_model, inputs.features, backbone=backbone, settings=settings, quiet=quiet)
     metrics = {"names": inputs.names, "wall_seconds": round(time.time() - tic, 2)}
-    return _commit_pairs(
-        run, inputs, recon, metrics, _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
-    )
+    config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
+    return _commit_pairs(run, inputs.images, result.images, metrics, config)
 
 
-def _commit_pairs(run: RunFolder, inputs: Inputs, recon: torch.Tensor, metrics: dict, config: dict) -> Path:
-    """Write the images, metrics.json and config.yaml into the run folder and commit it (abandoned on error)."""
-    run.open()
-    try:
-        _write_pairs(run, inputs, recon, 256)
-        run.write_json("metrics.json", metrics)
-        run.write_yaml("config.yaml", config)
-    except BaseException:
-        run.abandon()
-        raise
-    return run.commit()
+def _commit_pairs(
+    run: RunFolder, targets: torch.Tensor | None, results: torch.Tensor, metrics: dict, config: dict
+) -> Path:
+    """A reconstruct or eval folder: the sheet has a row of targets over a row of results, up to 8 columns."""
+    return _commit(run, targets, results, metrics, config, columns=min(8, len(results)), size=256)
 
 
 def _per_image(names: list[str], per_image: dict) -> list[dict]:
+    """One row per image: its name and its value of every metric (None: not applicable)."""
     return [{"name": n, **{k: (v[i] if v else None) for k, v in per_image.items()}} for i, n in enumerate(names)]
 
 
@@ -108,7 +128,7 @@ def run_evaluate(
     quiet: bool = False,
 ) -> dict:
     """Reconstruct images (files and/or world images) from their feature maps and score the reconstructions;
-    writes metrics.json (summary, per image, notes), the images, grid.png and config.yaml. Returns the metrics."""
+    writes metrics.json (summary, per image, notes), the images, sheet.png and config.yaml. Returns the metrics."""
     settings = settings or SampleSettings()
     run = RunFolder(out, overwrite=overwrite)
     fs_model, backbone, extractor = _open(model, device, dtype)
@@ -118,16 +138,17 @@ def run_evaluate(
     tic = time.time()
     result = evaluate(fs_model, inputs.images, backbone=backbone, extractor=extractor, settings=settings, quiet=quiet)
     metrics = {
-        "summary": {**result["summary"], "images": len(inputs.names), "wall_seconds": round(time.time() - tic, 2)},
-        "per_image": _per_image(inputs.names, result["per_image"]),
-        "notes": result["notes"],
+        "summary": {**result.summary, "images": len(inputs.names), "wall_seconds": round(time.time() - tic, 2)},
+        "per_image": _per_image(inputs.names, result.per_image),
+        "notes": result.notes,
     }
     config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
-    _commit_pairs(run, inputs, result["reconstructions"], metrics, config)
+    _commit_pairs(run, inputs.images, result.images, metrics, config)
     return metrics
 
 
 def _one_map(model: FeatInvModel, extractor: Extractor, file: str | Path) -> Inputs:
+    """The single feature map (and image) of an image or feature file; more than one is refused."""
     inputs = read_inputs(model, extractor, [file])
     if len(inputs.names) != 1:
         raise FeatscopeError(f"{file} holds {len(inputs.names)} feature maps; steering edits one")
@@ -153,8 +174,9 @@ def run_steer(
     quiet: bool = False,
 ) -> Path:
     """Edit the feature map of ``source`` (image or feature file) with growing strength and reconstruct each;
-    writes strip.png (source image first when given, then one column per strength), final_<i>.png,
-    metrics.json (strengths; per-position cosine of each reconstruction's map to the edited map), config.yaml."""
+    writes final_<i>.png (one per strength; final.png for one), target.png (when the source is an image),
+    sheet.png (the source image first when given, then one column per strength), metrics.json (strengths;
+    per-position cosine of each reconstruction's map to the edited map), config.yaml."""
     settings = settings or SampleSettings()
     strengths = list(strengths or DEFAULT_STRENGTHS.get(edit, ()))
     if not strengths:
@@ -170,34 +192,24 @@ def run_steer(
     if other is not None:
         kwargs["other"] = _one_map(fs_model, extractor, other).features
     spec = make_edit(fs_model, edit, base.features, **kwargs)
-    recon = steer(fs_model, base.features, spec, strengths, backbone=backbone, settings=settings, quiet=quiet)
-    layout = fs_model.config.layout
-    edited = torch.cat([spec.apply(to_grid(base.features, layout), s) for s in strengths])
-    realised = to_grid(extractor.target_features(recon.to(extractor.mean.device)).float().cpu(), layout)
-    cosine = position_cosine(realised, edited).tolist()
-    run.open()
-    try:
-        for i, image in enumerate(recon):
-            save_image(image, run.file(f"final_{i}.png"))
-        strip = recon if base.images is None else torch.cat([_resized(base.images, recon), recon])
-        save_image(image_grid(strip, scale=max(1, 128 // recon.shape[-1])), run.file("strip.png"))
-        run.write_json("metrics.json", {"strengths": strengths, "cosine_median_to_edited": cosine})
-        record = {
-            "source": str(source),
-            "edit": edit,
-            "strengths": strengths,
-            "region": region,
-            "concept": [str(c) for c in concept],
-            "direction": str(direction) if direction else None,
-            "other": str(other) if other else None,
-            "channels": channels,
-        }
-        run.write_yaml("config.yaml", _config(fs_model, settings, steer=record))
-    except BaseException:
-        run.abandon()
-        raise
-    return run.commit()
+    result = steer(
+        fs_model, base.features, spec, strengths, backbone=backbone, extractor=extractor, settings=settings, quiet=quiet
+    )
+    metrics = {"strengths": strengths, "cosine_median_to_edited": result.cosine_median_to_edited}
+    record = {
+        "source": str(source),
+        "edit": edit,
+        "strengths": strengths,
+        "region": region,
+        "concept": [str(c) for c in concept],
+        "direction": str(direction) if direction else None,
+        "other": str(other) if other else None,
+        "channels": channels,
+    }
+    config = _config(fs_model, settings, steer=record)
+    return _commit(run, base.images, result.images, metrics, config, columns=None, size=128)
 
 
 def _resized(images: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``images`` resized to the size of ``like`` (bicubic, antialiased)."""
     return torch.nn.functional.interpolate(images, size=like.shape[-2:], mode="bicubic", antialias=True).clamp(0, 1)

@@ -1,6 +1,9 @@
-"""Reconstruction: feature maps -> images with a trained FeatInv model, batched and seeded."""
+"""Reconstruction: feature maps -> images with a trained FeatInv model, batched and seeded (the core: loaded
+models and tensors in, a ``ReconstructionResult`` out; run folders are written by ``featinv.jobs``)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -13,15 +16,33 @@ from featscope.featinv.model import FeatInvModel, check_backbone, check_extracto
 from featscope.featinv.sampling import sample
 
 
+@dataclass
+class ReconstructionResult:
+    """Images sampled from a batch of feature maps."""
+
+    images: torch.Tensor  # (N, 3, H, W) in [0, 1], on the CPU
+    features: torch.Tensor  # (N, ...) the maps they were sampled from, in the model's layout
+    seeds: list[int]  # image i's seed
+
+
 def model_device(model: FeatInvModel) -> torch.device:
+    """The device the model's weights are on."""
     return next(model.parameters()).device
 
 
-def load_parts(model: FeatInvModel, dtype: torch.dtype = torch.float32) -> tuple[Backbone, Extractor]:
-    """The backbone and the extractor named in the model's config, on the model's device."""
+def load_parts(
+    model: FeatInvModel,
+    dtype: torch.dtype = torch.float32,
+    *,
+    backbone: Backbone | None = None,
+    extractor: Extractor | None = None,
+) -> tuple[Backbone, Extractor]:
+    """The backbone and the extractor named in the model's config, on the model's device (those given are kept)."""
     device = model_device(model)
-    backbone = load_backbone(model.config.backbone, device=device, dtype=dtype)
-    extractor = load_extractor(model.config.extractor, weights=model.config.extractor_weights, device=device)
+    if backbone is None:
+        backbone = load_backbone(model.config.backbone, device=device, dtype=dtype)
+    if extractor is None:
+        extractor = load_extractor(model.config.extractor, weights=model.config.extractor_weights, device=device)
     return backbone, extractor
 
 
@@ -44,9 +65,10 @@ def reconstruct(
     settings: SampleSettings | None = None,
     seeds: list[int] | None = None,
     quiet: bool = True,
-) -> torch.Tensor:
+) -> ReconstructionResult:
     """Images (N, 3, H, W) in [0, 1] from feature maps (N, ...) or one map; sample i uses ``seeds[i]``
-    (default ``settings.seed + i``), so results do not depend on the batch size."""
+    (default ``settings.seed + i``), so results do not depend on the batch size. The backbone named in the
+    model's config is loaded when none is given; images are turned into maps with ``encode``."""
     settings = settings or SampleSettings()
     settings.validate()
     features = grid_channels(features.float(), model, "given")
@@ -72,4 +94,4 @@ def reconstruct(
                 quiet=quiet,
             ).cpu()
         )
-    return torch.cat(images)
+    return ReconstructionResult(torch.cat(images), features, seeds)

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 
 from featscope.backbones import Backbone
 from featscope.errors import FeatscopeError
+from featscope.extractors import Extractor
 from featscope.featinv.config import SampleSettings
 from featscope.featinv.features import from_grid, to_grid
+from featscope.featinv.metrics import position_cosine
 from featscope.featinv.model import FeatInvModel, grid_channels
-from featscope.featinv.reconstruction import reconstruct
+from featscope.featinv.reconstruction import load_parts, reconstruct
 from featscope.images import load_image
 
 EDITS = ("add", "mix", "scale")
@@ -121,6 +123,16 @@ def make_edit(
     return Edit(kind, mask, channels=list(channels))
 
 
+@dataclass
+class SteerResult:
+    """Reconstructions of one feature map edited with growing strength, and how well each keeps its edit."""
+
+    images: torch.Tensor  # (S, 3, H, W) in [0, 1], on the CPU: one per strength, all from the same seed
+    strengths: list[float]
+    edited: torch.Tensor  # (S, C, H, W): the edited maps as grids
+    cosine_median_to_edited: list[float]  # per strength: median per-position cosine of the image's map to the edit
+
+
 def steer(
     model: FeatInvModel,
     feature: torch.Tensor,
@@ -128,14 +140,23 @@ def steer(
     strengths: list[float] | tuple[float, ...],
     *,
     backbone: Backbone | None = None,
+    extractor: Extractor | None = None,
     settings: SampleSettings | None = None,
     quiet: bool = True,
-) -> torch.Tensor:
-    """Reconstructions (S, 3, H, W) of one feature map edited with each strength, all from the same seed."""
+) -> SteerResult:
+    """Reconstruct one feature map edited with each strength, all from the same seed, and score each image's map
+    against the edited one (the backbone and network named in the model's config are loaded when not given)."""
     settings = settings or SampleSettings()
+    backbone, extractor = load_parts(model, backbone=backbone, extractor=extractor)
     feature = grid_channels(feature.float(), model, "to edit")[:1]
     layout = model.config.layout
     grid = to_grid(feature, layout)
-    edited = torch.cat([from_grid(edit.apply(grid, float(s)), layout, feature) for s in strengths])
+    grids = [edit.apply(grid, float(s)) for s in strengths]
+    edited = torch.cat([from_grid(g, layout, feature) for g in grids])
     seeds = [settings.seed] * len(strengths)
-    return reconstruct(model, edited, backbone=backbone, settings=settings, seeds=seeds, quiet=quiet)
+    images = reconstruct(model, edited, backbone=backbone, settings=settings, seeds=seeds, quiet=quiet).images
+    edited_grids = torch.cat(grids).cpu()
+    with torch.no_grad():
+        realised = to_grid(extractor.target_features(images.to(extractor.mean.device)).float().cpu(), layout)
+    cosine = position_cosine(realised, edited_grids).tolist()
+    return SteerResult(images, [float(s) for s in strengths], edited_grids, cosine)

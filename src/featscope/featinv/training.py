@@ -11,6 +11,7 @@ import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -38,6 +39,9 @@ from featscope.featinv.model import FeatInvConfig, FeatInvModel, check_backbone,
 from featscope.featinv.sampling import controlled_output, sample
 from featscope.images import image_grid, save_image
 from featscope.runs import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -116,6 +120,71 @@ def _resume(out: Path, model: FeatInvModel) -> dict | None:
     return state
 
 
+def _clear(out: Path) -> None:
+    """Remove what an earlier run left in ``out`` (starting afresh)."""
+    for name in (CHECKPOINT, "log.jsonl", "config.yaml"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("samples", "model"):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+def _optimizer(model: FeatInvModel, config: TrainConfig, state: dict | None) -> torch.optim.Optimizer:
+    """AdamW over the ControlNet, with a resumed run's state (at the configured learning rate)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if state:
+        optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr
+    return optimizer
+
+
+def _start_folder(out: Path, start: int, record: dict) -> None:
+    """Create ``out``, drop log lines past the resumed step and write config.yaml (the main process only)."""
+    out.mkdir(parents=True, exist_ok=True)
+    _truncate_log(out / "log.jsonl", start)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump({**record, "featscope": __version__}, sort_keys=False))
+
+
+def _step(
+    accelerator: Accelerator, prepared: torch.nn.Module, optimizer: torch.optim.Optimizer, trainer: Trainer, step: int
+) -> float:
+    """One optimiser step of ``grad_accum`` micro-batches; their mean loss, averaged over the processes."""
+    config = trainer.config
+    losses = []
+    for micro in range(config.grad_accum):
+        plan = draw(
+            config.seed,
+            step,
+            micro,
+            accelerator.process_index,
+            len(trainer.source),
+            config.batch_size,
+            config.drop_prob,
+            config.flip and trainer.cache is None,
+        )
+        with accelerator.accumulate(prepared), accelerator.autocast():
+            loss = trainer.loss(prepared, plan, accelerator.device)
+            accelerator.backward(loss)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    return accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+
+
+def _save_checkpoint(
+    path: Path, model: FeatInvModel, optimizer: torch.optim.Optimizer, step: int, config: TrainConfig
+) -> None:
+    """checkpoint.pt: the ControlNet's and the optimiser's state after ``step`` steps, with the configs."""
+    payload = {
+        "controlnet": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "step": step,
+        "model": asdict(model.config),
+        "train": asdict(config),
+    }
+    atomic_torch_save(payload, path)
+
+
 def train(
     model: FeatInvModel | str | Path,
     out: str | Path,
@@ -150,10 +219,7 @@ def train(
     model = load_model(model) if isinstance(model, (str, Path)) else model
     out = Path(out)
     if overwrite:
-        for name in (CHECKPOINT, "log.jsonl", "config.yaml"):
-            (out / name).unlink(missing_ok=True)
-        for name in ("samples", "model"):
-            shutil.rmtree(out / name, ignore_errors=True)
+        _clear(out)
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=device == "cpu"
     )
@@ -172,45 +238,20 @@ def train(
     if config.cache_features:
         with accelerator.main_process_first():
             trainer.cache = feature_cache(out / "features.safetensors", source, extractor, config.feature_batch, quiet)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if state:
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr
+    optimizer = _optimizer(model, config, state)
     model.train()
     prepared, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     if main:
-        out.mkdir(parents=True, exist_ok=True)
-        _truncate_log(out / "log.jsonl", start)
         data = {"images": str(images)} if images is not None else {"world": world, "world_seed": world_seed}
-        record = {"model": asdict(model.config), "train": asdict(config), "data": data, "featscope": __version__}
-        atomic_write_text(out / "config.yaml", yaml.safe_dump(record, sort_keys=False))
+        _start_folder(out, start, {"model": asdict(model.config), "train": asdict(config), "data": data})
     log = (out / "log.jsonl").open("a") if main else None
     tic = time.time()
     bar = tqdm(
         range(start, config.steps), initial=start, total=config.steps, disable=quiet or not main, desc="featinv train"
     )
     for step in bar:
-        losses = []
-        for micro in range(config.grad_accum):
-            plan = draw(
-                config.seed,
-                step,
-                micro,
-                accelerator.process_index,
-                len(source),
-                config.batch_size,
-                config.drop_prob,
-                config.flip and trainer.cache is None,
-            )
-            with accelerator.accumulate(prepared), accelerator.autocast():
-                loss = trainer.loss(prepared, plan, where)
-                accelerator.backward(loss)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-        mean = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+        mean = _step(accelerator, prepared, optimizer, trainer, step)
         done = step + 1
         if main:
             bar.set_postfix(loss=f"{mean:.4f}")
@@ -221,14 +262,7 @@ def train(
             grid = trainer.samples(unwrapped, where)
             save_image(grid, out / "samples" / f"step_{done:07d}.png")
         if main and (done % config.checkpoint_every == 0 or done == config.steps):
-            payload = {
-                "controlnet": unwrapped.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "step": done,
-                "model": asdict(unwrapped.config),
-                "train": asdict(config),
-            }
-            atomic_torch_save(payload, out / CHECKPOINT)
+            _save_checkpoint(out / CHECKPOINT, unwrapped, optimizer, done, config)
         accelerator.wait_for_everyone()
     if log is not None:
         log.close()

@@ -124,7 +124,7 @@ def _add_train(fsub: argparse._SubParsersAction) -> None:
 
 
 def _add_steer(fsub: argparse._SubParsersAction) -> None:
-    s = fsub.add_parser("steer", help="edit a feature map with growing strength and reconstruct (strip.png)")
+    s = fsub.add_parser("steer", help="edit a feature map with growing strength and reconstruct (sheet.png)")
     s.add_argument("source", metavar="FILE", help="image or feature file whose map is edited")
     s.add_argument(
         "--edit",
@@ -272,7 +272,7 @@ def _reconstruct(args: argparse.Namespace) -> int:
     from featscope.featinv.jobs import run_reconstruct
 
     path = run_reconstruct(args.out, args.inputs, **_job_options(args))
-    print(f"wrote {path}/ (final_<i>.png, grid.png, metrics.json, config.yaml)")
+    print(f"wrote {path}/ (final(_<i>).png, target(_<i>).png, sheet.png, metrics.json, config.yaml)")
     return 0
 
 
@@ -283,7 +283,7 @@ def _eval(args: argparse.Namespace) -> int:
     print(json.dumps(metrics["summary"], indent=2))
     for note in metrics["notes"]:
         print(f"note: {note}")
-    print(f"wrote {args.out}/ (metrics.json, grid.png, final_<i>.png, original_<i>.png, config.yaml)")
+    print(f"wrote {args.out}/ (metrics.json, sheet.png, final(_<i>).png, target(_<i>).png, config.yaml)")
     return 0
 
 
@@ -307,7 +307,7 @@ def _steer(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
-    print(f"wrote {path}/ (strip.png, final_<i>.png, metrics.json, config.yaml)")
+    print(f"wrote {path}/ (sheet.png, final_<i>.png, target.png, metrics.json, config.yaml)")
     return 0
 
 

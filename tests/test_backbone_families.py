@@ -195,3 +195,13 @@ def test_a_cached_hub_model_of_another_family_names_the_right_spec(folders, offl
         with pytest.raises(FeatscopeError) as excinfo:
             load_backbone(f"{spec}:made-up-org/tiny-sdxl")
         assert "load it as sdxl:made-up-org/tiny-sdxl" in one_line_error(excinfo)
+
+
+def test_featinv_builds_on_sd2_and_refuses_sdxl_in_one_line(backbones):
+    from featscope.featinv.model import build
+
+    model = build(backbones["sd2"], f"{EXTRACTOR}@conv2")
+    assert model.config.backbone == backbones["sd2"].spec
+    with pytest.raises(FeatscopeError, match="SDXL-style UNet") as error:
+        build(backbones["sdxl"], f"{EXTRACTOR}@conv2")
+    assert "\n" not in str(error.value)

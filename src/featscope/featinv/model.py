@@ -143,6 +143,11 @@ def build(
         backbone = load_backbone(backbone)
     if isinstance(extractor, str):
         extractor = load_extractor(extractor, weights=extractor_weights)
+    if isinstance(backbone.unet, UNet2DConditionModel) and backbone.unet.config.addition_embed_type is not None:
+        raise FeatscopeError(
+            f"{backbone.spec} is an SDXL-style UNet (pooled text and time-id conditioning), which FeatInv's ControlNet "
+            "does not feed yet; use an SD 1.x/2.x (sd:...), world:ddpm or caption-conditioned pixel: backbone"
+        )
     if not isinstance(backbone.unet, UNet2DConditionModel):
         raise FeatscopeError(
             f"{backbone.spec} has a {type(backbone.unet).__name__}; a ControlNet needs a text-conditioned "

@@ -334,8 +334,19 @@ def test_feature_match_gives_the_feature_distance_of_each_row_and_candidate():
         objective(Context(images[:3], images[:3]))
 
 
-def test_decoding_through_feature_match_reproduces_the_solver_distances():
-    config = UniversalConfig(num_steps=4, recurrence=2, guidance_weight=0.5, candidates=2, select_after=2)
+# Recorded with the solver as it was before it took objectives (feature loss written inside it), same setup.
+_BEFORE_OBJECTIVES = {
+    "steps": [[2.148723602294922, 1.0117863416671753], [1.2966610193252563, 0.9320034980773926],
+              [1.0597217082977295, 0.6741452813148499], [0.9475998878479004, 0.6170175075531006]],
+    "selection": [[1.2966610193252563, 1.4426380395889282], [1.263822317123413, 0.9320034980773926]],
+    "best": [0.4827007055282593, 0.4519825875759125],
+}  # fmt: skip
+
+
+def test_feature_match_reproduces_the_distances_of_the_solver_before_objectives():
+    config = UniversalConfig(
+        num_steps=4, recurrence=2, guidance_weight=0.5, candidates=2, select_after=2, backward_steps=2, backward_from=3
+    )
     records = []
     backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
     torch.manual_seed(5)
@@ -344,12 +355,12 @@ def test_decoding_through_feature_match_reproduces_the_solver_distances():
         backbone, feature_match(extractor, target), config, generators=generators_for([0, 1], CPU), quiet=True,
         log=records.append,
     )  # fmt: skip
-    with torch.no_grad():
-        tracked = feature_loss(extractor(out.best.clamp(0, 1)), target)
-    for where, distance in zip(out.best_where, tracked.tolist(), strict=True):
-        assert where["distance"] == pytest.approx(distance, rel=1e-5)
-    steps = [r for r in records if "distance" in r and "event" not in r]
-    assert len(steps) == 4 and all(len(r["distance"]) == 2 for r in steps)
+    steps = [r["distance"] for r in records if "distance" in r and "event" not in r]
+    (chosen,) = [r["distances"] for r in records if r.get("event") == "candidates_selected"]
+    for got, before in ((steps, "steps"), (chosen, "selection")):
+        for row, expected in zip(got, _BEFORE_OBJECTIVES[before], strict=True):
+            assert row == pytest.approx(expected, rel=1e-6, abs=1e-7)
+    assert [w["distance"] for w in out.best_where] == pytest.approx(_BEFORE_OBJECTIVES["best"], rel=1e-6)
 
 
 def test_the_universal_solver_decodes_a_neuron():

@@ -1,13 +1,13 @@
-"""The universal solver: training-free feature decoding by per-step forward guidance.
+"""The universal solver: training-free guidance of sampling by any objective, per step (forward guidance).
 
 At each sampling step t, for k = 1..K (self-recurrence):
 
     eps      = eps_theta(z_t, t, c)
     x0_hat   = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
-    d        = loss(f(D(x0_hat)), f*)                    (D: VAE decoder, f: network under study)
+    d        = objective(D(x0_hat))       (D: VAE decoder; feature decoding: loss(f(D(x0_hat)), f*), f the network)
     g        = grad_{z_t} d,  rescaled to ||eps||, clamped to mean +- thr * std
     eps_g    = eps + w_g * g
-    Delta    = argmin over Delta of loss(f(D(x0_g + Delta)), f*), approximately: m Adam steps from 0
+    Delta    = argmin over Delta of objective(D(x0_g + Delta)), approximately: m Adam steps from 0
     eps_g    = eps_g - sqrt(abar_t / (1 - abar_t)) Delta   (backward guidance, where m > 0; x0_g: x0 of eps_g)
     z_{t-1}  = scheduler step with eps_g               (DDPM ancestral or DDIM)
     z_t      = sqrt(abar_t / abar_{t-1}) z_{t-1} + sqrt(1 - abar_t / abar_{t-1}) n   (if k < K)

@@ -83,7 +83,7 @@ def _measure(extractor: Extractor, images: torch.Tensor, target: torch.Tensor) -
     return feature_loss(features, target).tolist(), feature_cosine(features, target).tolist()
 
 
-def solver_config(config: UniversalConfig | str | None, extractor_spec: str, settings: dict) -> UniversalConfig:
+def _solver_config(config: UniversalConfig | str | None, extractor_spec: str, settings: dict) -> UniversalConfig:
     """The decode settings: ``config`` (a preset name, default ``fast``, or a UniversalConfig) with ``settings``
     applied; the reference preset clamps at 2.0 for ViT-H/14 (the published threshold)."""
     config = DEFAULT_PRESET if config is None else config
@@ -150,9 +150,20 @@ def decode_features(
     return DecodeOutput(final, best, metrics, trace, evaluations, seconds, memory)
 
 
-def _metrics(extractor, final, best, features, seeds, where, evaluations, seconds, memory) -> list[dict]:
-    final_d, final_c = _measure(extractor, final, features)
-    best_d, best_c = _measure(extractor, best, features)
+def _metrics(
+    extractor: Extractor,
+    final: torch.Tensor,
+    best: torch.Tensor,
+    features: torch.Tensor,
+    seeds: Sequence[int],
+    where: list[dict],
+    evaluations: int,
+    seconds: float,
+    memory: float,
+) -> list[dict]:
+    """Per item: the feature distance and cosine of the final and best images, where the best was found, cost."""
+    final_d, final_c = _measure(extractor, final, features.cpu())
+    best_d, best_c = _measure(extractor, best, features.cpu())
     return [
         {
             "seed": seeds[i],
@@ -208,7 +219,7 @@ def decode(
     _check_inputs(files, num_samples, config, preset)
     config = config if config is not None else (preset or DEFAULT_PRESET)
     extractor_spec = extractor if isinstance(extractor, str) else extractor.name
-    solver = solver_config(config, extractor_spec, settings)
+    solver = _solver_config(config, extractor_spec, settings)
     run = RunFolder(out, overwrite=overwrite) if out is not None else None
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if isinstance(backbone, str):
@@ -265,7 +276,9 @@ def decode(
     return DecodeResult(output.final, output.best, names, metrics, record, run_dir, sources)
 
 
-def _check_inputs(files: list, num_samples: int, config, preset: str | None) -> None:
+def _check_inputs(
+    files: list, num_samples: int, config: UniversalConfig | str | None, preset: str | None
+) -> None:
     if num_samples < 1:
         raise FeatscopeError("num_samples must be at least 1")
     if config is not None and preset is not None:
@@ -275,7 +288,9 @@ def _check_inputs(files: list, num_samples: int, config, preset: str | None) -> 
         raise InputFileError(f"target file {missing[0]!r} does not exist; check the path")
 
 
-def _step_saver(run: RunFolder | None, save_every: int, num_steps: int, callback):
+def _step_saver(
+    run: RunFolder | None, save_every: int, num_steps: int, callback: Callable[[StepInfo], None] | None
+) -> Callable[[StepInfo], None] | None:
     """The step callback: the x0 estimates every ``save_every`` steps (and the last) into ``steps/``, then
     the user's ``callback``; None when neither is wanted."""
     if (run is None or not save_every) and callback is None:

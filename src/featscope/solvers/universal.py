@@ -265,6 +265,10 @@ class StepInfo:
     first_sample: int = 0  # index of the batch's first sample in a run of several batches
 
 
+StepCallback = Callable[[StepInfo], None]
+Logger = Callable[[dict], None]
+
+
 @dataclass
 class SolverOutput:
     final: torch.Tensor  # (B, 3, H, W) in [0, 1]
@@ -327,7 +331,12 @@ class _GuidedSampling:
     conditioning and generators, the best image so far and the network evaluations counted."""
 
     def __init__(
-        self, backbone: Backbone, objective: Objective, config: UniversalConfig, generators, dtype: torch.dtype
+        self,
+        backbone: Backbone,
+        objective: Objective,
+        config: UniversalConfig,
+        generators: list[torch.Generator],
+        dtype: torch.dtype,
     ) -> None:
         self.backbone, self.objective, self.config, self.dtype = backbone, objective, config, dtype
         self.device = backbone.device
@@ -403,7 +412,7 @@ class _GuidedSampling:
             self.best.update(loss_after, images_after, step=i, timestep=t, k=k, after_guidance=True)
         return _Iteration(eps_guided, x0_guided, loss, grad_norm, skipped)
 
-    def select(self, i: int, z: torch.Tensor, last: _Iteration, log) -> torch.Tensor:
+    def select(self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None) -> torch.Tensor:
         """Keep each sample's candidate nearest the objective after step i; returns the kept rows of z."""
         shown = leading_rows(last.loss, self.rows)
         if log is not None:
@@ -423,7 +432,9 @@ class _GuidedSampling:
         """The row shown for each sample: its leading candidate until the selection."""
         return leading_rows(last.loss, self.rows) if self.rows > 1 else torch.arange(self.batch)
 
-    def report(self, i: int, t: int, last: _Iteration, tic: float, log, callback) -> None:
+    def report(
+        self, i: int, t: int, last: _Iteration, tic: float, log: Logger | None, callback: StepCallback | None
+    ) -> None:
         """The step's log record and callback, for each sample's shown row."""
         shown = self.shown(last)
         if log is not None:
@@ -454,7 +465,7 @@ class _GuidedSampling:
         return bool((self.best.distance.view(self.batch, self.rows).min(1).values <= stop).all())
 
 
-def _log_skipped(log, i: int, t: int, k: int, skipped: int) -> None:
+def _log_skipped(log: Logger | None, i: int, t: int, k: int, skipped: int) -> None:
     if skipped and log is not None:
         log({"event": "guidance_skipped", "step": i, "timestep": t, "k": k, "samples": skipped,
              "reason": "non-finite loss or gradient"})  # fmt: skip
@@ -467,8 +478,8 @@ def solve_universal(
     *,
     generators: list[torch.Generator],
     dtype: torch.dtype = torch.float32,
-    callback: Callable[[StepInfo], None] | None = None,
-    log: Callable[[dict], None] | None = None,
+    callback: StepCallback | None = None,
+    log: Logger | None = None,
     quiet: bool = False,
 ) -> SolverOutput:
     """Minimise ``objective`` (per sample, e.g. :func:`~featscope.objectives.feature_match`) by guided sampling.

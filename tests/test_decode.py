@@ -128,3 +128,24 @@ def test_reduced_precision_keeps_guidance_working(dtype, tiny_pixel_folder, targ
     unguided = featscope.decode(target_png, **{**kwargs, "guidance_weight": 0.0})
     assert torch.isfinite(reduced.final).all()
     assert reduced.metrics[0]["best_distance"] <= 0.5 * unguided.metrics[0]["best_distance"]
+
+
+def test_config_is_a_preset_or_settings_and_the_core_gives_the_same_numbers(tiny_pixel_folder, target_png):
+    kwargs = dict(backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True)
+    config = featscope.UniversalConfig(num_steps=3, recurrence=1, guidance_weight=4.0)
+    by_config = featscope.decode(target_png, config=config, **kwargs)
+    by_preset = featscope.decode(target_png, preset="fast", num_steps=3, recurrence=1, guidance_weight=4.0, **kwargs)
+    assert by_config.config["preset"] is None and by_preset.config["preset"] == "fast"
+    assert by_config.config["settings"] == by_preset.config["settings"]
+    assert torch.equal(by_config.best, by_preset.best)
+    with pytest.raises(FeatscopeError, match="not both"):
+        featscope.decode(target_png, config="fast", preset="fast", **kwargs)
+    with pytest.raises(FeatscopeError, match="unknown preset"):
+        featscope.decode(target_png, config="fats", **kwargs)
+    backbone, extractor = featscope.load_backbone(kwargs["backbone"]), featscope.load_extractor(EXTRACTOR)
+    features = featscope.build_targets(extractor, backbone.image_size, files=[target_png]).features
+    core = featscope.decode_features(backbone, extractor, features, config, [0], quiet=True)
+    assert torch.equal(core.best, by_config.best) and torch.equal(core.final, by_config.final)
+    numbers = ("final_distance", "best_distance", "final_cosine", "best_cosine", "best_found_at", "network_evaluations")
+    assert [core.metrics[0][k] for k in numbers] == [by_config.metrics[0][k] for k in numbers]
+    assert [r["step"] for r in core.trace] == [0, 1, 2] and all(r["first_sample"] == 0 for r in core.trace)

@@ -9,7 +9,14 @@ import featscope
 from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.inversion import ddim_invert, ddim_move, ddim_schedule, null_text_invert, regenerate
-from featscope.objectives import class_loss, latent_background_l2, neuron, pixel_l2, px_background_l2
+from featscope.objectives import (
+    class_loss,
+    feature_match,
+    latent_background_l2,
+    neuron,
+    pixel_l2,
+    px_background_l2,
+)
 from featscope.sampling import sample
 from featscope.solvers.endtoend import EndToEndConfig, best_iterates, optimize
 from featscope.world.render import generate
@@ -84,6 +91,15 @@ def test_one_step_lowers_the_loss_and_the_backbone_stays_frozen(tiny_sd_backbone
     assert not (result.images[1] == result.images[0]).all()
     assert all(p.grad is None for p in tiny_sd_backbone.parameters())
     assert all(torch.equal(v, before[k]) for k, v in tiny_sd_backbone.unet.state_dict().items())
+
+
+def test_one_step_lowers_a_feature_match_objective(tiny_sd_backbone, tiny_cnn):
+    with torch.no_grad():
+        target = tiny_cnn(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    objective = feature_match(tiny_cnn, target)
+    result = run(tiny_sd_backbone, objective, seeds=(0, 1), config=FAST.with_overrides(iterations=1))
+    assert result.losses.shape == (2, 2) and list(result.terms) == [objective.name]
+    assert (result.losses[1] < result.losses[0]).all(), result.losses
 
 
 def test_best_iterate_can_be_the_plain_sample(tiny_sd_backbone):

@@ -14,6 +14,7 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.losses import feature_loss
+from featscope.objectives import Context, feature_match, neuron
 from featscope.solvers.universal import (
     PRESETS,
     UniversalConfig,
@@ -107,7 +108,9 @@ def _solve(config: UniversalConfig, seeds=(0, 1), target=None, extractor=None):
     if target is None:
         torch.manual_seed(5)
         target = extractor(torch.rand(len(seeds), 3, 8, 8))
-    out = solve_universal(backbone, extractor, target, config, generators=generators_for(list(seeds), CPU), quiet=True)
+    out = solve_universal(
+        backbone, feature_match(extractor, target), config, generators=generators_for(list(seeds), CPU), quiet=True
+    )
     with torch.no_grad():
         return out, feature_loss(extractor(out.best), target), target
 
@@ -163,14 +166,21 @@ def test_candidates_are_counted_and_the_nearest_is_kept():
     backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
     target = extractor(torch.rand(2, 3, 8, 8))
     out = solve_universal(
-        backbone, extractor, target, config, generators=generators_for([0, 1], CPU), log=records.append, quiet=True
+        backbone,
+        feature_match(extractor, target),
+        config,
+        generators=generators_for([0, 1], CPU),
+        log=records.append,
+        quiet=True,
     )
     assert out.final.shape == out.best.shape == (2, 3, 8, 8) and len(out.best_where) == 2
     assert out.evaluations == 2 * (3 * 2 + 2) == 2 * config.total_iterations() == config.network_evaluations()
     (chosen,) = [r for r in records if r.get("event") == "candidates_selected"]
     assert chosen["step"] == 1 and chosen["kept"] == [min(range(3), key=row.__getitem__) for row in chosen["distances"]]
     assert len({d for row in chosen["distances"] for d in row}) == 6  # six different trajectories
-    alone = solve_universal(backbone, extractor, target[1:], config, generators=generators_for([1], CPU), quiet=True)
+    alone = solve_universal(
+        backbone, feature_match(extractor, target[1:]), config, generators=generators_for([1], CPU), quiet=True
+    )
     torch.testing.assert_close(alone.final[0], out.final[1], atol=1e-4, rtol=1e-4)
 
 
@@ -181,7 +191,12 @@ def test_the_first_candidate_is_the_single_run_and_selection_never_does_worse():
     target = extractor(torch.rand(1, 3, 8, 8))
     for config, records in ((single, records_one), (single.with_overrides(candidates=4, select_after=5), records_many)):
         solve_universal(
-            backbone, extractor, target, config, generators=generators_for([7], CPU), log=records.append, quiet=True
+            backbone,
+            feature_match(extractor, target),
+            config,
+            generators=generators_for([7], CPU),
+            log=records.append,
+            quiet=True,
         )
     last_single = [r for r in records_one if r.get("step") == 4 and "distance" in r][0]["distance"][0]
     (chosen,) = [r for r in records_many if r.get("event") == "candidates_selected"]
@@ -232,13 +247,20 @@ def test_backward_guidance_is_counted_and_brings_the_estimate_closer():
     assert [with_backward.backward_at(i) for i in range(4)] == [0, 0, 25, 25]
     unguided = with_backward.with_overrides(guidance_weight=0.0)  # tracked only where backward steps run
     assert unguided.network_evaluations() == 2 * 2 * 1 + 2 * 2 * (1 + 1 + 25)
-    out = solve_universal(backbone, extractor, target, unguided, generators=generators_for([0, 1], CPU), quiet=True)
+    out = solve_universal(
+        backbone, feature_match(extractor, target), unguided, generators=generators_for([0, 1], CPU), quiet=True
+    )
     assert out.evaluations == unguided.network_evaluations()
     runs = {}
     for name, config in (("forward", forward_only), ("backward", with_backward)):
         records = []
         out = solve_universal(
-            backbone, extractor, target, config, generators=generators_for([0, 1], CPU), log=records.append, quiet=True
+            backbone,
+            feature_match(extractor, target),
+            config,
+            generators=generators_for([0, 1], CPU),
+            log=records.append,
+            quiet=True,
         )
         runs[name] = (out, [r for r in records if "distance" in r])
     assert runs["forward"][0].evaluations == 2 * 8 == forward_only.network_evaluations()
@@ -269,8 +291,7 @@ def test_non_finite_guidance_is_skipped_and_logged():
     target = base(torch.rand(1, 3, 8, 8))
     out = solve_universal(
         tiny_pixel_backbone(),
-        flaky,
-        target,
+        feature_match(flaky, target),
         UniversalConfig(num_steps=4, guidance_weight=0.5),
         generators=generators_for([0], CPU),
         log=records.append,
@@ -296,3 +317,59 @@ def test_bad_settings_are_user_errors():
         UniversalConfig(backward_steps=5, backward_blur=-1).validate()
     with pytest.raises(FeatscopeError, match="unknown solver setting"):
         UniversalConfig().with_overrides(wg=3)
+
+
+def test_feature_match_gives_the_feature_distance_of_each_row_and_candidate():
+    extractor = tiny_extractor()
+    images, target = torch.rand(4, 3, 8, 8), extractor(torch.rand(2, 3, 8, 8))
+    objective = feature_match(extractor, target)
+    index = torch.tensor([0, 0, 1, 1])  # two candidates of each of two samples
+    with torch.no_grad():
+        expected = feature_loss(extractor(images).float(), target.repeat_interleave(2, 0), "l2")
+        assert torch.equal(objective(Context(images, images, index=index)), expected)
+        assert torch.equal(objective(Context(images[:2], images[:2])), feature_loss(extractor(images[:2]), target))
+        cosine = feature_match(extractor, target, "cosine")(Context(images[:2], images[:2]))
+    torch.testing.assert_close(cosine, feature_loss(extractor(images[:2]), target, "cosine"))
+    with pytest.raises(FeatscopeError, match="target rows"):
+        objective(Context(images[:3], images[:3]))
+
+
+# Recorded with the solver as it was before it took objectives (feature loss written inside it), same setup.
+_BEFORE_OBJECTIVES = {
+    "steps": [[2.148723602294922, 1.0117863416671753], [1.2966610193252563, 0.9320034980773926],
+              [1.0597217082977295, 0.6741452813148499], [0.9475998878479004, 0.6170175075531006]],
+    "selection": [[1.2966610193252563, 1.4426380395889282], [1.263822317123413, 0.9320034980773926]],
+    "best": [0.4827007055282593, 0.4519825875759125],
+}  # fmt: skip
+
+
+def test_feature_match_reproduces_the_distances_of_the_solver_before_objectives():
+    config = UniversalConfig(
+        num_steps=4, recurrence=2, guidance_weight=0.5, candidates=2, select_after=2, backward_steps=2, backward_from=3
+    )
+    records = []
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    torch.manual_seed(5)
+    target = extractor(torch.rand(2, 3, 8, 8))
+    out = solve_universal(
+        backbone, feature_match(extractor, target), config, generators=generators_for([0, 1], CPU), quiet=True,
+        log=records.append,
+    )  # fmt: skip
+    steps = [r["distance"] for r in records if "distance" in r and "event" not in r]
+    (chosen,) = [r["distances"] for r in records if r.get("event") == "candidates_selected"]
+    for got, before in ((steps, "steps"), (chosen, "selection")):
+        for row, expected in zip(got, _BEFORE_OBJECTIVES[before], strict=True):
+            assert row == pytest.approx(expected, rel=1e-6, abs=1e-7)
+    assert [w["distance"] for w in out.best_where] == pytest.approx(_BEFORE_OBJECTIVES["best"], rel=1e-6)
+
+
+def test_the_universal_solver_decodes_a_neuron():
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    objective = neuron(extractor, "0", channel=3)  # raise channel 3 of the first convolution
+    guided = UniversalConfig(num_steps=10, recurrence=2, guidance_weight=4.0)
+    values = {}
+    for name, config in (("guided", guided), ("unguided", guided.with_overrides(guidance_weight=0.0))):
+        out = solve_universal(backbone, objective, config, generators=generators_for([0, 1], CPU), quiet=True)
+        with torch.no_grad():
+            values[name] = objective(Context(out.best, out.best))
+    assert (values["guided"] < values["unguided"] - 0.5).all(), values

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from featscope.backbones import load_backbone  # noqa: E402
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype  # noqa: E402
 from featscope.extractors import load_extractor  # noqa: E402
+from featscope.objectives import feature_match  # noqa: E402
 from featscope.solvers.universal import UniversalConfig, solve_universal  # noqa: E402
 from featscope.speed import SpeedOptions, apply_speed  # noqa: E402
 
@@ -59,8 +60,7 @@ def measure(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     solve_universal(
         backbone,
-        extractor,
-        target,
+        feature_match(extractor, target, config.loss),
         config,
         generators=generators_for(list(range(args.batch)), device),
         dtype=dtype,

@@ -14,6 +14,9 @@ from featscope._version import __version__
 _EXPORTS = {
     "decode": "featscope.decoding",
     "DecodeResult": "featscope.decoding",
+    "decode_features": "featscope.decoding",
+    "DecodeOutput": "featscope.decoding",
+    "solve_universal": "featscope.solvers.universal",
     "FeatscopeError": "featscope.errors",
     "load_backbone": "featscope.backbones",
     "load_extractor": "featscope.extractors",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -19,8 +19,10 @@ from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
 from featscope.images import png_bytes, save_image
 from featscope.losses import feature_cosine, feature_loss
+from featscope.objectives import feature_match
 from featscope.runs import RunFolder
-from featscope.solvers.universal import StepInfo, UniversalConfig, preset, solve_universal
+from featscope.settings import resolve
+from featscope.solvers.universal import PRESETS, StepInfo, UniversalConfig, solve_universal
 from featscope.speed import SpeedOptions, apply_speed
 from featscope.targets import Targets, build_targets
 
@@ -62,19 +64,120 @@ class DecodeResult:
         return f"<table>{head}{''.join(rows)}</table>"
 
 
+@dataclass
+class DecodeOutput:
+    """What the decode core returns: images (N, 3, H, W) in [0, 1], per-item metrics and the per-step trace."""
+
+    final: torch.Tensor
+    best: torch.Tensor
+    metrics: list[dict]  # per item: seed, distances and cosines of final and best, cost
+    trace: list[dict]  # the solver's log records (each with ``first_sample``: its batch's first item)
+    evaluations: int  # the solver's network evaluations per image (``metrics`` add the two measuring passes)
+    seconds: float  # wall time of the solve
+    peak_memory_mb: float
+
+
 def _measure(extractor: Extractor, images: torch.Tensor, target: torch.Tensor) -> tuple[list[float], list[float]]:
     with torch.no_grad():
         features = extractor(images.to(extractor.mean.device)).float().cpu()
     return feature_loss(features, target).tolist(), feature_cosine(features, target).tolist()
 
 
-def _solver_config(name: str | None, extractor_spec: str, settings: dict) -> UniversalConfig:
-    base = preset(name or DEFAULT_PRESET)
-    if name == "reference" and extractor_spec.startswith("torchvision:vit_h_14"):
-        base = base.with_overrides(grad_clip=2.0)  # the published threshold for ViT-H/14
-    config = base.with_overrides(**settings)
-    config.validate()
-    return config
+def _solver_config(config: UniversalConfig | str | None, extractor_spec: str, settings: dict) -> UniversalConfig:
+    """The decode settings: ``config`` (a preset name, default ``fast``, or a UniversalConfig) with ``settings``
+    applied; the reference preset clamps at 2.0 for ViT-H/14 (the published threshold)."""
+    config = DEFAULT_PRESET if config is None else config
+    if config == "reference" and extractor_spec.startswith("torchvision:vit_h_14"):
+        config = PRESETS["reference"].with_overrides(grad_clip=2.0)
+    return resolve(UniversalConfig, config, settings, presets=PRESETS)
+
+
+def decode_features(
+    backbone: Backbone,
+    extractor: Extractor,
+    features: torch.Tensor,
+    config: UniversalConfig,
+    seeds: Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int | None = None,
+    callback: Callable[[StepInfo], None] | None = None,
+    log: Callable[[dict], None] | None = None,
+    quiet: bool = False,
+) -> DecodeOutput:
+    """Decode each row of ``features`` (N, ...) with the universal solver, row ``i`` from seed ``seeds[i]``.
+
+    The core of ``decode`` and of the decode bench: loaded models and tensors in, images and numbers out
+    (no files). Rows run ``batch_size`` at a time (all at once by default); a row's result does not
+    depend on its batch. ``callback`` and ``log`` see each batch's steps, with ``first_sample`` set.
+    """
+    device = backbone.device
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    tic = time.perf_counter()
+    batch_size = batch_size or len(seeds)
+    finals, bests, where, trace, evaluations = [], [], [], [], 0
+    for start in range(0, len(seeds), batch_size):
+        chunk = slice(start, start + batch_size)
+
+        def on_log(record: dict, offset: int = start) -> None:
+            trace.append({"first_sample": offset, **record})
+            if log is not None:
+                log(trace[-1])
+
+        def on_step(info: StepInfo, offset: int = start) -> None:
+            callback(replace(info, first_sample=offset))
+
+        output = solve_universal(
+            backbone,
+            feature_match(extractor, features[chunk], config.loss),
+            config,
+            generators=generators_for(list(seeds[chunk]), device),
+            dtype=dtype,
+            callback=on_step if callback is not None else None,
+            log=on_log,
+            quiet=quiet,
+        )
+        finals.append(output.final.cpu())
+        bests.append(output.best.cpu())
+        where += output.best_where
+        evaluations = output.evaluations
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds, memory = time.perf_counter() - tic, peak_memory_mb(device)
+    final, best = torch.cat(finals), torch.cat(bests)
+    metrics = _metrics(extractor, final, best, features, seeds, where, evaluations, seconds, memory)
+    return DecodeOutput(final, best, metrics, trace, evaluations, seconds, memory)
+
+
+def _metrics(
+    extractor: Extractor,
+    final: torch.Tensor,
+    best: torch.Tensor,
+    features: torch.Tensor,
+    seeds: Sequence[int],
+    where: list[dict],
+    evaluations: int,
+    seconds: float,
+    memory: float,
+) -> list[dict]:
+    """Per item: the feature distance and cosine of the final and best images, where the best was found, cost."""
+    final_d, final_c = _measure(extractor, final, features.cpu())
+    best_d, best_c = _measure(extractor, best, features.cpu())
+    return [
+        {
+            "seed": seeds[i],
+            "final_distance": final_d[i],
+            "best_distance": best_d[i],
+            "final_cosine": final_c[i],
+            "best_cosine": best_c[i],
+            "best_found_at": where[i],
+            "network_evaluations": evaluations + 2,
+            "wall_seconds": round(seconds, 3),
+            "peak_memory_mb": round(memory, 1),
+        }
+        for i in range(len(seeds))
+    ]
 
 
 def decode(
@@ -84,6 +187,7 @@ def decode(
     features: torch.Tensor | None = None,
     backbone: str | Backbone = DEFAULT_BACKBONE,
     extractor: str | Extractor = DEFAULT_EXTRACTOR,
+    config: UniversalConfig | str | None = None,
     preset: str | None = None,
     num_samples: int = 1,
     seed: int = 0,
@@ -104,20 +208,18 @@ def decode(
 
     Targets are image files or saved feature tensors (``targets``), texts for CLIP-family networks
     (``text``), or an in-memory (N, ...) tensor (``features``). Each target gets ``num_samples``
-    images; sample ``s`` of every target uses seed ``seed + s``. ``settings`` override the preset's
-    solver settings (see ``UniversalConfig``: guidance_weight, recurrence, num_steps, ...). With
-    ``out`` the run folder of shared/DESIGN.md is written (atomically). ``speed`` turns on channels-last,
-    ``torch.compile`` or gradient checkpointing (:class:`featscope.speed.SpeedOptions`) for the models.
+    images; sample ``s`` of every target uses seed ``seed + s``. ``config`` is a preset name (default
+    ``fast``; ``preset`` is its alias) or a ``UniversalConfig``; ``settings`` override its fields
+    (guidance_weight, recurrence, num_steps, ...). With ``out`` the run folder of shared/DESIGN.md is
+    written (atomically). ``speed`` turns on channels-last, ``torch.compile`` or gradient checkpointing
+    (:class:`featscope.speed.SpeedOptions`) for the models. The work is :func:`decode_features`.
     """
     files = [targets] if isinstance(targets, (str, Path)) else list(targets)
     texts = [text] if isinstance(text, str) else list(text)
-    if num_samples < 1:
-        raise FeatscopeError("num_samples must be at least 1")
-    missing = [str(f) for f in files if not Path(f).is_file()]
-    if missing:
-        raise InputFileError(f"target file {missing[0]!r} does not exist; check the path")
+    _check_inputs(files, num_samples, config, preset)
+    config = config if config is not None else (preset or DEFAULT_PRESET)
     extractor_spec = extractor if isinstance(extractor, str) else extractor.name
-    config = _solver_config(preset, extractor_spec, settings)
+    solver = _solver_config(config, extractor_spec, settings)
     run = RunFolder(out, overwrite=overwrite) if out is not None else None
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if isinstance(backbone, str):
@@ -140,8 +242,8 @@ def decode(
         "backbone": backbone.spec,
         "extractor": extractor.name,
         "layer": extractor.layer,
-        "preset": preset or DEFAULT_PRESET,
-        "settings": asdict(config),
+        "preset": config if isinstance(config, str) else None,
+        "settings": asdict(solver),
         "seed": seed,
         "num_samples": num_samples,
         "device": str(torch_device),
@@ -156,38 +258,52 @@ def decode(
         run.open()
         run.write_yaml("config.yaml", record)
     try:
-        result = _run(
-            backbone, extractor, expanded, seeds, config, torch_dtype, batch_size, run, save_every, quiet, callback
-        )
+        output = decode_features(
+            backbone, extractor, expanded, solver, seeds, dtype=torch_dtype, batch_size=batch_size,
+            callback=_step_saver(run, save_every, solver.num_steps, callback), log=run.log if run else None,
+            quiet=quiet,
+        )  # fmt: skip
     except BaseException:
         if run is not None:
             run.abandon()
         raise
-    final, best, evaluations, where, seconds = result
-    final_d, final_c = _measure(extractor, final, expanded)
-    best_d, best_c = _measure(extractor, best, expanded)
-    memory = peak_memory_mb(torch_device)
-    metrics = [
-        {
-            "name": names[i],
-            "seed": seeds[i],
-            "final_distance": final_d[i],
-            "best_distance": best_d[i],
-            "final_cosine": final_c[i],
-            "best_cosine": best_c[i],
-            "best_found_at": where[i],
-            "network_evaluations": evaluations + 2,
-            "wall_seconds": round(seconds, 3),
-            "peak_memory_mb": round(memory, 1),
-        }
-        for i in range(len(names))
-    ]
+    metrics = [{"name": name, **m} for name, m in zip(names, output.metrics, strict=True)]
     run_dir = None
     if run is not None:
-        _write_images(run, final, best, sources, len(target_set), num_samples)
+        _write_images(run, output.final, output.best, sources, len(target_set), num_samples)
         run.write_json("metrics.json", {"samples": metrics, "summary": _summary(metrics)})
         run_dir = run.commit()
-    return DecodeResult(final, best, names, metrics, record, run_dir, sources)
+    return DecodeResult(output.final, output.best, names, metrics, record, run_dir, sources)
+
+
+def _check_inputs(
+    files: list, num_samples: int, config: UniversalConfig | str | None, preset: str | None
+) -> None:
+    if num_samples < 1:
+        raise FeatscopeError("num_samples must be at least 1")
+    if config is not None and preset is not None:
+        raise FeatscopeError("give config= or its alias preset=, not both")
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise InputFileError(f"target file {missing[0]!r} does not exist; check the path")
+
+
+def _step_saver(
+    run: RunFolder | None, save_every: int, num_steps: int, callback: Callable[[StepInfo], None] | None
+) -> Callable[[StepInfo], None] | None:
+    """The step callback: the x0 estimates every ``save_every`` steps (and the last) into ``steps/``, then
+    the user's ``callback``; None when neither is wanted."""
+    if (run is None or not save_every) and callback is None:
+        return None
+
+    def on_step(info: StepInfo) -> None:
+        if run is not None and save_every and (info.step % save_every == 0 or info.step == num_steps - 1):
+            for b, image in enumerate(info.x0):
+                save_image(image, run.file(f"steps/step{info.step:04d}_{info.first_sample + b}.png"))
+        if callback is not None:
+            callback(info)
+
+    return on_step
 
 
 def _expand(targets: Targets, num_samples: int, seed: int):
@@ -199,42 +315,6 @@ def _expand(targets: Targets, num_samples: int, seed: int):
             seeds.append(seed + s)
             sources.append(targets.images[j])
     return torch.stack(rows), names, seeds, sources
-
-
-def _run(backbone, extractor, features, seeds, config, dtype, batch_size, run, save_every, quiet, callback):
-    tic = time.time()
-    device = backbone.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    batch_size = batch_size or len(seeds)
-    finals, bests, where, evaluations = [], [], [], 0
-    for start in range(0, len(seeds), batch_size):
-        chunk = slice(start, start + batch_size)
-
-        def on_step(info: StepInfo, offset=start) -> None:
-            if run is not None and save_every and (info.step % save_every == 0 or info.step == config.num_steps - 1):
-                for b, image in enumerate(info.x0):
-                    save_image(image, run.file(f"steps/step{info.step:04d}_{offset + b}.png"))
-            if callback is not None:
-                callback(info)
-
-        log = (lambda r, offset=start: run.log({"first_sample": offset, **r})) if run is not None else None
-        output = solve_universal(
-            backbone,
-            extractor,
-            features[chunk],
-            config,
-            generators=generators_for(seeds[chunk], device),
-            dtype=dtype,
-            callback=on_step,
-            log=log,
-            quiet=quiet,
-        )
-        finals.append(output.final.cpu())
-        bests.append(output.best.cpu())
-        where += output.best_where
-        evaluations = output.evaluations
-    return torch.cat(finals), torch.cat(bests), evaluations, where, time.time() - tic
 
 
 def _write_images(run: RunFolder, final, best, sources, num_targets: int, num_samples: int) -> None:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError
+from featscope.sampling import cfg_blend
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def guided_eps(
     if uncond is None:
         return backbone.eps(z, t, cond)
     eps_u, eps_c = backbone.eps(torch.cat([z, z]), t, torch.cat([uncond, cond])).chunk(2)
-    return eps_u + guidance_scale * (eps_c - eps_u)
+    return cfg_blend(eps_u, eps_c, guidance_scale)
 
 
 def _prompts(prompt: str | list[str], batch: int) -> list[str]:
@@ -157,7 +158,7 @@ def null_text_invert(
                 eps_c = backbone.eps(z, t, cond)
             for _ in range(inner_steps):
                 eps_u = backbone.eps(z, t, uncond)
-                eps = eps_u + guidance_scale * (eps_c - eps_u)
+                eps = cfg_blend(eps_u, eps_c, guidance_scale)
                 z_prev, _ = ddim_move(z, eps, schedule.abar[i], schedule.abar_prev[i])
                 loss = F.mse_loss(z_prev, target)
                 optimizer.zero_grad()

@@ -1,4 +1,4 @@
-"""Composable objectives for end-to-end guidance: per-sample losses (lower is better) on generated images.
+"""Composable objectives for every solver: per-sample losses (lower is better) on generated images.
 
 An objective maps a :class:`Context` (the images decoded from the x0 predictions, their latents, and
 the start image, start latents and foreground mask when given) to a loss per sample (B,). Objectives
@@ -21,6 +21,8 @@ from torch import nn
 
 from featscope.errors import FeatscopeError, suggest
 from featscope.extractors.base import Extractor
+from featscope.extractors.hooks import layer_activation
+from featscope.losses import feature_loss
 
 Network = Extractor | nn.Module
 Label = int | str
@@ -37,6 +39,7 @@ class Context:
     mask: torch.Tensor | None = None  # (B|1, 1, H', W') in [0, 1], 1 = foreground; resized where used
     augment: Cutouts | None = None  # augmentation of network inputs; None = plain forward
     generators: list[torch.Generator] | None = None  # one per sample, for the augmentation
+    index: torch.Tensor | None = None  # (B,) the item each row works on (candidates share one); None = row i, item i
 
 
 class Cutouts:
@@ -179,7 +182,7 @@ def _views(net: Network, ctx: Context, augment: bool) -> tuple[torch.Tensor, int
     return ctx.augment(ctx.images, tuple(size), ctx.generators), ctx.augment.num
 
 
-def _run(net: Network, images: torch.Tensor) -> torch.Tensor:
+def run_network(net: Network, images: torch.Tensor) -> torch.Tensor:
     """The network's output (logits, embedding) on images in [0, 1], ignoring an Extractor's layer."""
     if isinstance(net, Extractor):
         return net.network(net.preprocess(images))
@@ -190,7 +193,7 @@ def _per_sample(values: torch.Tensor, views: int) -> torch.Tensor:
     return values.view(-1, views).mean(1)
 
 
-def _class_index(net: Network, label: Label) -> int:
+def class_index(net: Network, label: Label) -> int:
     if isinstance(label, int):
         return label
     labels = getattr(net, "labels", None)
@@ -223,11 +226,11 @@ def _check_kind(kind: str, known: tuple[str, ...]) -> None:
 def class_loss(net: Network, label: Label, kind: str = "ce", *, augment: bool = True) -> Objective:
     """Raise the network's class ``label``: ``ce``/``log_conf`` = -log p_y (the same value), ``conf`` = -p_y."""
     _check_kind(kind, ("ce", "conf", "log_conf"))
-    y = _class_index(net, label)
+    y = class_index(net, label)
 
     def fn(ctx: Context) -> torch.Tensor:
         images, n = _views(net, ctx, augment)
-        return _per_sample(-_score(_run(net, images), y, kind), n)
+        return _per_sample(-_score(run_network(net, images), y, kind), n)
 
     return Objective(fn, f"class_loss({_net_name(net)}, {label}, {kind})")
 
@@ -238,20 +241,17 @@ def classifier_difference(
     """Raise ``label`` for ``net1`` and lower it for ``net2``: ``-s1 + s2`` with s the probability (``conf``),
     log-probability (``log_conf``) or logit margin z_y - max_{k != y} z_k (``logit_margin``)."""
     _check_kind(kind, ("conf", "log_conf", "logit_margin"))
-    y1, y2 = _class_index(net1, label), _class_index(net2, label)
+    y1, y2 = class_index(net1, label), class_index(net2, label)
 
     def fn(ctx: Context) -> torch.Tensor:
         (images1, n), (images2, _) = _views(net1, ctx, augment), _views(net2, ctx, augment)  # own cutouts each
-        return _per_sample(-_score(_run(net1, images1), y1, kind) + _score(_run(net2, images2), y2, kind), n)
+        first, second = run_network(net1, images1), run_network(net2, images2)
+        return _per_sample(-_score(first, y1, kind) + _score(second, y2, kind), n)
 
     return Objective(fn, f"classifier_difference({_net_name(net1)}, {_net_name(net2)}, {label}, {kind})")
 
 
 # -- neurons ----------------------------------------------------------------------------------
-class _Captured(Exception):
-    """Raised by the activation hook: the rest of the network is skipped."""
-
-
 def last_linear(module: nn.Module) -> str:
     """Name of the last ``nn.Linear`` in the module's registration order."""
     names = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
@@ -260,39 +260,23 @@ def last_linear(module: nn.Module) -> str:
     return names[-1]
 
 
-def _activation(module: nn.Module, x: torch.Tensor, layer: str, inputs: bool) -> torch.Tensor:
+def activation(module: nn.Module, x: torch.Tensor, layer: str, inputs: bool) -> torch.Tensor:
     """The output (or, with ``inputs``, the first input) of ``module.layer`` when the module runs on x."""
-    captured: list[torch.Tensor] = []
-
-    def keep(value) -> None:
-        captured.append(value[0] if isinstance(value, tuple) else value)
-        raise _Captured
-
-    target = module.get_submodule(layer)
-    if inputs:
-        handle = target.register_forward_pre_hook(lambda _m, args: keep(args))
-    else:
-        handle = target.register_forward_hook(lambda _m, _args, output: keep(output))
-    try:
-        module(x)
-    except _Captured:
-        pass
-    finally:
-        handle.remove()
-    if not captured:
+    value = layer_activation(module, x, layer, inputs=inputs)
+    if value is None:
         raise FeatscopeError(f"layer {layer!r} does not run when images are encoded; pick another")
-    return captured[0]
+    return value
 
 
-def _channel(activation: torch.Tensor, channel: int) -> torch.Tensor:
+def pick_channel(values: torch.Tensor, channel: int) -> torch.Tensor:
     """One channel per sample: (B, C) as is, (B, C, H, W) averaged over space, (B, N, C) over tokens."""
-    if activation.dim() == 2:
-        return activation[:, channel]
-    if activation.dim() == 4:
-        return activation[:, channel].mean((1, 2))
-    if activation.dim() == 3:
-        return activation[:, :, channel].mean(1)
-    raise FeatscopeError(f"cannot pick a channel from an activation of shape {tuple(activation.shape)}")
+    if values.dim() == 2:
+        return values[:, channel]
+    if values.dim() == 4:
+        return values[:, channel].mean((1, 2))
+    if values.dim() == 3:
+        return values[:, :, channel].mean(1)
+    raise FeatscopeError(f"cannot pick a channel from an activation of shape {tuple(values.shape)}")
 
 
 def neuron(net: Network, layer: str | None, channel: int, maximise: bool = True, *, augment: bool = True) -> Objective:
@@ -309,11 +293,35 @@ def neuron(net: Network, layer: str | None, channel: int, maximise: bool = True,
     def fn(ctx: Context) -> torch.Tensor:
         images, n = _views(net, ctx, augment)
         x = net.preprocess(images) if isinstance(net, Extractor) else images
-        act = _channel(_activation(module, x, name, inputs).float(), channel)
+        act = pick_channel(activation(module, x, name, inputs).float(), channel)
         return _per_sample(sign * act, n)
 
     where = f"input of {name}" if inputs else name
     return Objective(fn, f"{'' if maximise else 'neg_'}neuron({_net_name(net)}, {where}, {channel})")
+
+
+# -- feature matching (feature decoding) -----------------------------------------------------
+def feature_match(extractor: Extractor, target: torch.Tensor, loss: str = "l2", *, augment: bool = True) -> Objective:
+    """Bring the extractor's features to ``target`` (N, ...): ``l2`` = squared Euclidean distance (the published
+    loss), ``cosine`` = 1 - cos. Row i of the batch matches target row ``ctx.index[i]`` (row i without an
+    index; a one-row target matches every row)."""
+    _check_kind(loss, ("l2", "cosine"))
+    cache: dict[torch.device, torch.Tensor] = {}
+
+    def fn(ctx: Context) -> torch.Tensor:
+        images, n = _views(extractor, ctx, augment)
+        features = extractor(images).float()
+        if features.device not in cache:
+            cache[features.device] = target.to(features.device, torch.float32)
+        wanted = cache[features.device]
+        if ctx.index is not None:
+            wanted = wanted[ctx.index.to(features.device)]
+        if len(wanted) not in (1, len(ctx.images)):
+            raise FeatscopeError(f"feature_match has {len(wanted)} target rows for a batch of {len(ctx.images)}")
+        wanted = wanted.repeat_interleave(n, 0) if n > 1 and len(wanted) > 1 else wanted
+        return _per_sample(feature_loss(features, wanted, loss), n)
+
+    return Objective(fn, f"feature_match({extractor.name}, {loss})")
 
 
 # -- CLIP text --------------------------------------------------------------------------------
@@ -327,7 +335,7 @@ def clip_text(net: Extractor, text: str, kind: str = "inner_product", *, augment
 
     def fn(ctx: Context) -> torch.Tensor:
         images, n = _views(net, ctx, augment)
-        emb = F.normalize(_run(net, images).float(), dim=-1)
+        emb = F.normalize(run_network(net, images).float(), dim=-1)
         if emb.device not in cache:
             cache[emb.device] = F.normalize(net.encode_text([text]).float(), dim=-1).to(emb.device)
         target = cache[emb.device]

@@ -8,6 +8,11 @@ from diffusers.utils.torch_utils import randn_tensor
 from featscope.backbones.base import Backbone
 
 
+def cfg_blend(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: ``eps_u + scale * (eps_c - eps_u)`` (scale 1 = the conditional prediction)."""
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
 @torch.no_grad()
 def sample(
     backbone: Backbone,
@@ -33,6 +38,6 @@ def sample(
         eps = backbone.eps(z, int(t), cond)
         if uncond is not None:
             eps_u = backbone.eps(z, int(t), uncond)
-            eps = eps_u + guidance_scale * (eps - eps_u)
+            eps = cfg_blend(eps_u, eps, guidance_scale)
         z = scheduler.step(eps, t, z, generator=generators).prev_sample
     return backbone.decode(z).clamp(0, 1)

@@ -6,7 +6,6 @@ import os
 import platform
 import re
 import shutil
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -22,14 +21,15 @@ from featscope.backbones.base import Backbone
 from featscope.bench.metrics import background_deviation, pixel_noise
 from featscope.bench.report import agreement_figure, distance_figure, markdown, samples_figure
 from featscope.bench.stats import chance_levels, median_pair_distance, proportion
-from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype
+from featscope.decoding import decode_features
+from featscope.devices import resolve_device, resolve_dtype
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
 from featscope.images import save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
-from featscope.solvers.universal import UniversalConfig, preset, solve_universal
+from featscope.solvers.universal import UniversalConfig, preset
 from featscope.world.oracle import OracleReading, agreement, read_batch
 from featscope.world.render import ATTRIBUTES, WorldRecord, generate
 
@@ -108,21 +108,13 @@ def solve(
     dtype: torch.dtype,
     quiet: bool,
 ) -> tuple[np.ndarray, int, float, float]:
-    """Decode every target in one batch, target ``i`` from seed ``seeds[i]``.
+    """Decode every target in one batch, target ``i`` from seed ``seeds[i]``, with the decode core users run.
 
     Returns the best images as uint8 (what is saved and scored), the network evaluations per image,
     the wall seconds of the batch and the peak memory (MB).
     """
-    device = backbone.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    tic = time.perf_counter()
-    output = solve_universal(
-        backbone, extractor, features, config, generators=generators_for(seeds, device), dtype=dtype, quiet=quiet
-    )
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return to_uint8(output.best), output.evaluations, time.perf_counter() - tic, peak_memory_mb(device)
+    output = decode_features(backbone, extractor, features, config, seeds, dtype=dtype, quiet=quiet)
+    return to_uint8(output.best), output.evaluations, output.seconds, output.peak_memory_mb
 
 
 def score_samples(

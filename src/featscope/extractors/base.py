@@ -9,15 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from featscope.errors import SpecError, suggest
+from featscope.extractors.hooks import layer_activation
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-
-
-class _StopForward(Exception):
-    """Raised by the layer hook once the wanted layer has run: the rest of the network is skipped."""
 
 
 def straight_through_round(x: torch.Tensor) -> torch.Tensor:
@@ -92,22 +89,10 @@ class Extractor(nn.Module):
         x = self.preprocess(images)
         if self.layer is None:
             return self.network(x)
-        captured: list[torch.Tensor] = []
-
-        def hook(_module, _inputs, output):
-            captured.append(output[0] if isinstance(output, tuple) else output)
-            raise _StopForward
-
-        handle = self.network.get_submodule(self.layer).register_forward_hook(hook)
-        try:
-            self.network(x)
-        except _StopForward:
-            pass
-        finally:
-            handle.remove()
-        if not captured:
+        features = layer_activation(self.network, x, self.layer)
+        if features is None:
             raise SpecError(f"layer {self.layer!r} of {self.name} does not run when images are encoded; pick another")
-        return captured[0]
+        return features
 
     @torch.no_grad()
     def target_features(self, images: torch.Tensor) -> torch.Tensor:

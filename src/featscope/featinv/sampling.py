@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from featscope.backbones import Backbone
 from featscope.featinv.model import FeatInvModel
+from featscope.sampling import cfg_blend
 
 
 def controlled_output(
@@ -77,7 +78,7 @@ def sample(
         eps = backbone.eps_from_output(output, z_in, step)
         if guided:
             uncond, cond = eps.chunk(2)
-            eps = uncond + guidance_scale * (cond - uncond)
+            eps = cfg_blend(uncond, cond, guidance_scale)
         z = scheduler.step(eps, t, z, eta=0.0).prev_sample
         if callback is not None:
             callback(i, int(t), z)

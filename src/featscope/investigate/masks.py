@@ -189,6 +189,7 @@ def cross_attention_map(
     conditional pass are kept at steps i with i / (num_steps - 1) <= ``until`` (DiG-IN: the first half).
     """
     from featscope.inversion import ddim_move, ddim_schedule, null_embeddings
+    from featscope.sampling import cfg_blend
 
     tokens = word_tokens(backbone, prompt, label)
     z = x_t.to(backbone.device, torch.float32)
@@ -204,7 +205,7 @@ def cross_attention_map(
             eps_u = backbone.eps(z, t, uncond[i])
             capture.active = True
             eps_c = backbone.eps(z, t, cond)
-            z, _ = ddim_move(z, eps_u + guidance_scale * (eps_c - eps_u), schedule.abar[i], schedule.abar_prev[i])
+            z, _ = ddim_move(z, cfg_blend(eps_u, eps_c, guidance_scale), schedule.abar[i], schedule.abar_prev[i])
     m = F.interpolate(_average(capture.maps), size=backbone.image_size, mode="bicubic", align_corners=False)
     low, high = m.amin((2, 3), keepdim=True), m.amax((2, 3), keepdim=True)
     return ((m - low) / (high - low).clamp(min=1e-12)).clamp(0, 1).cpu()

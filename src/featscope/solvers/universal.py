@@ -1,13 +1,13 @@
-"""The universal solver: training-free feature decoding by per-step forward guidance.
+"""The universal solver: training-free guidance of sampling by any objective, per step (forward guidance).
 
 At each sampling step t, for k = 1..K (self-recurrence):
 
     eps      = eps_theta(z_t, t, c)
     x0_hat   = (z_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)
-    d        = loss(f(D(x0_hat)), f*)                    (D: VAE decoder, f: network under study)
+    d        = objective(D(x0_hat))       (D: VAE decoder; feature decoding: loss(f(D(x0_hat)), f*), f the network)
     g        = grad_{z_t} d,  rescaled to ||eps||, clamped to mean +- thr * std
     eps_g    = eps + w_g * g
-    Delta    = argmin over Delta of loss(f(D(x0_g + Delta)), f*), approximately: m Adam steps from 0
+    Delta    = argmin over Delta of objective(D(x0_g + Delta)), approximately: m Adam steps from 0
     eps_g    = eps_g - sqrt(abar_t / (1 - abar_t)) Delta   (backward guidance, where m > 0; x0_g: x0 of eps_g)
     z_{t-1}  = scheduler step with eps_g               (DDPM ancestral or DDIM)
     z_t      = sqrt(abar_t / abar_{t-1}) z_{t-1} + sqrt(1 - abar_t / abar_{t-1}) n   (if k < K)
@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError
-from featscope.extractors.base import Extractor
-from featscope.losses import feature_loss
+from featscope.objectives import Context, Objective
+from featscope.sampling import cfg_blend
 from featscope.settings import Settings, knob
 
 
@@ -256,15 +256,20 @@ def renoise(z_prev: torch.Tensor, abar_t: torch.Tensor, abar_prev: torch.Tensor,
 
 @dataclass
 class StepInfo:
-    """What a step callback receives after each sampling step."""
+    """What a step callback receives after each sampling step (distances are the objective's values)."""
 
     step: int
     timestep: int
-    distance: torch.Tensor  # per sample, last pre-guidance distance at this step
+    distance: torch.Tensor  # per sample, last pre-guidance objective value at this step
     best_distance: torch.Tensor
     x0: torch.Tensor  # guided x0 estimate as images in [0, 1]
     grad_norm: torch.Tensor
     skipped: int  # samples whose guidance was skipped (non-finite loss or gradient)
+    first_sample: int = 0  # index of the batch's first sample in a run of several batches
+
+
+StepCallback = Callable[[StepInfo], None]
+Logger = Callable[[dict], None]
 
 
 @dataclass
@@ -313,185 +318,221 @@ def _autocast(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def solve_universal(
-    backbone: Backbone,
-    extractor: Extractor,
-    target: torch.Tensor,
-    config: UniversalConfig,
-    *,
-    generators: list[torch.Generator],
-    dtype: torch.dtype = torch.float32,
-    callback: Callable[[StepInfo], None] | None = None,
-    log: Callable[[dict], None] | None = None,
-    quiet: bool = False,
-) -> SolverOutput:
-    """Decode one image per row of ``target`` (B, ...) by guided sampling.
+@dataclass
+class _Iteration:
+    """What one guided iteration leaves: the guided eps and x0 estimate, and its numbers per row."""
 
-    ``generators`` holds one seeded generator per sample: a sample's result does not depend on
-    the other samples in the batch. ``dtype`` (fp16/bf16) runs the networks under autocast; the
-    loss, the gradient rescale and the sampler state stay in fp32. With ``config.candidates`` > 1
-    each sample starts that many trajectories (drawn in turn from its generator) and keeps the one
-    whose x0 estimate is nearest the target after ``config.select_after`` steps; callbacks and logs
-    show each sample's leading candidate until then.
-    """
-    config.validate()
-    device = backbone.device
-    batch = target.shape[0]
-    rows = config.candidates
-    target = target.to(device, torch.float32).repeat_interleave(rows, 0)
-    row_generators = [g for g in generators for _ in range(rows)]
-    scheduler = backbone.make_scheduler(config.sampler, config.num_steps)
-    timesteps = [int(t) for t in scheduler.timesteps]
-    abar = backbone.alphas_cumprod.to(device)
-    final_abar = torch.as_tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)), device=device)
-    cond = uncond = None
-    if backbone.has_prompts:
-        cond = backbone.encode_prompt([config.prompt] * batch * rows)
-        if config.guidance_scale != 1.0:
-            uncond = backbone.encode_prompt([""] * batch * rows)
-    z = randn_tensor((batch * rows, *backbone.latent_shape), generator=row_generators, device=device)
-    z = z * scheduler.init_noise_sigma
-    best = _BestTracker(batch * rows)
-    evaluations = 0
-    stopped = False
-    bar = tqdm(total=config.total_iterations(), disable=quiet, desc="decode", unit="it", dynamic_ncols=True)
+    eps: torch.Tensor
+    x0: torch.Tensor
+    loss: torch.Tensor  # the objective before guidance
+    grad_norm: torch.Tensor
+    skipped: int
 
-    def predict_eps(z_in: torch.Tensor, t: int) -> torch.Tensor:
-        with _autocast(device, dtype):
-            eps = backbone.eps(z_in, t, cond)
-            if uncond is not None:
-                eps_u = backbone.eps(z_in, t, uncond)
-                eps = eps_u + config.guidance_scale * (eps - eps_u)
+
+class _GuidedSampling:
+    """The state of one solve: each row's chain (all candidates of each sample until the selection), its
+    conditioning and generators, the best image so far and the network evaluations counted."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        objective: Objective,
+        config: UniversalConfig,
+        generators: list[torch.Generator],
+        dtype: torch.dtype,
+    ) -> None:
+        self.backbone, self.objective, self.config, self.dtype = backbone, objective, config, dtype
+        self.device = backbone.device
+        self.generators, self.batch, self.rows = list(generators), len(generators), config.candidates
+        self.row_generators = [g for g in generators for _ in range(self.rows)]
+        self.index = torch.arange(self.batch, device=self.device).repeat_interleave(self.rows)
+        self.cond = self.uncond = None
+        if backbone.has_prompts:
+            self.cond = backbone.encode_prompt([config.prompt] * self.batch * self.rows)
+            if config.guidance_scale != 1.0:
+                self.uncond = backbone.encode_prompt([""] * self.batch * self.rows)
+        self.best = _BestTracker(self.batch * self.rows)
+        self.evaluations = 0
+
+    def predict_eps(self, z_in: torch.Tensor, t: int) -> torch.Tensor:
+        with _autocast(self.device, self.dtype):
+            eps = self.backbone.eps(z_in, t, self.cond)
+            if self.uncond is not None:
+                eps_u = self.backbone.eps(z_in, t, self.uncond)
+                eps = cfg_blend(eps_u, eps, self.config.guidance_scale)
         return eps.float()
 
-    def distance_of(x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with _autocast(device, dtype):
-            images = backbone.decode(x0)
-            if config.clamp:
+    def loss_of(self, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The objective per row on the decoded x0 estimate, and those images (fp32)."""
+        with _autocast(self.device, self.dtype):
+            images = self.backbone.decode(x0)
+            if self.config.clamp:
                 images = straight_through_clamp(images)
-            features = extractor(images)
-        return feature_loss(features.float(), target, config.loss), images.float()
+            loss = self.objective(Context(images, x0, index=self.index))
+        return loss.float(), images.float()
 
-    tic = time.time()
-    for i, t in enumerate(timesteps):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        abar_t = abar[t]
-        abar_prev = abar[t_prev] if t_prev >= 0 else final_abar
-        k_steps = config.recurrence_at(i)
+    def forward_guidance(
+        self, z_in: torch.Tensor, eps: torch.Tensor, loss: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """eps + w_g * clamp(rescaled grad), rows with a non-finite loss or gradient left unguided."""
+        grad = torch.autograd.grad(loss.sum(), z_in)[0]
+        finite = torch.isfinite(grad.flatten(1)).all(1) & torch.isfinite(loss.detach())
+        grad = torch.where(finite.view(-1, 1, 1, 1), grad, torch.zeros_like(grad))
+        guided = clamp_by_std(rescale_to(grad, eps), self.config.grad_clip)
+        eps_guided = torch.where(finite.view(-1, 1, 1, 1), eps + self.config.guidance_weight * guided, eps)
+        return eps_guided, grad.flatten(1).norm(dim=1), int((~finite).sum())
+
+    def iterate(self, z: torch.Tensor, i: int, t: int, k: int, abar_t: torch.Tensor) -> _Iteration:
+        """One iteration at step i: forward guidance, backward guidance where m > 0, best-image tracking."""
+        config, backbone, guided = self.config, self.backbone, self.config.guidance_weight > 0
+        z_in = z.detach().requires_grad_(guided)
+        with torch.set_grad_enabled(guided):
+            eps = self.predict_eps(z_in, t)
+            x0 = backbone.x0_from_eps(z_in, t, eps)
+            loss, images = self.loss_of(x0)
+        self.evaluations += self.rows
+        self.best.update(loss, images, step=i, timestep=t, k=k, after_guidance=False)
+        eps = eps.detach()
+        if guided:
+            eps_guided, grad_norm, skipped = self.forward_guidance(z_in, eps, loss)
+        else:
+            eps_guided, grad_norm, skipped = eps, torch.zeros(z.shape[0]), 0
+        z = z.detach()
+        x0_guided = backbone.x0_from_eps(z, t, eps_guided)
         m_steps = config.backward_at(i)
-        for k in range(k_steps):
-            z_in = z.detach().requires_grad_(config.guidance_weight > 0)
-            with torch.set_grad_enabled(config.guidance_weight > 0):
-                eps = predict_eps(z_in, t)
-                x0 = backbone.x0_from_eps(z_in, t, eps)
-                dist, images = distance_of(x0)
-            evaluations += rows
-            best.update(dist, images, step=i, timestep=t, k=k, after_guidance=False)
-            eps = eps.detach()
-            if config.guidance_weight > 0:
-                grad = torch.autograd.grad(dist.sum(), z_in)[0]
-                finite = torch.isfinite(grad.flatten(1)).all(1) & torch.isfinite(dist.detach())
-                grad = torch.where(finite.view(-1, 1, 1, 1), grad, torch.zeros_like(grad))
-                guided = clamp_by_std(rescale_to(grad, eps), config.grad_clip)
-                eps_guided = torch.where(finite.view(-1, 1, 1, 1), eps + config.guidance_weight * guided, eps)
-                grad_norm = grad.flatten(1).norm(dim=1)
-                skipped = int((~finite).sum())
-            else:
-                eps_guided, grad_norm, skipped = eps, torch.zeros(z.shape[0]), 0
-            z = z.detach()
+        if m_steps:
+            with torch.enable_grad():
+                delta = backward_delta(
+                    x0_guided, lambda x: self.loss_of(x)[0], m_steps, config.backward_lr, config.backward_blur
+                )
+            self.evaluations += self.rows * m_steps
+            eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
             x0_guided = backbone.x0_from_eps(z, t, eps_guided)
-            if m_steps:
-                with torch.enable_grad():
-                    delta = backward_delta(
-                        x0_guided, lambda x: distance_of(x)[0], m_steps, config.backward_lr, config.backward_blur
-                    )
-                evaluations += rows * m_steps
-                eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
-                x0_guided = backbone.x0_from_eps(z, t, eps_guided)
-            if config.tracked_at(i):
-                with torch.no_grad():
-                    dist_after, images_after = distance_of(x0_guided)
-                evaluations += rows
-                best.update(dist_after, images_after, step=i, timestep=t, k=k, after_guidance=True)
-            z_prev = scheduler.step(eps_guided, t, z, generator=row_generators).prev_sample
-            if k < k_steps - 1:
-                noise = randn_tensor(z.shape, generator=row_generators, device=device, dtype=z.dtype)
-                z = renoise(z_prev, abar_t, abar_prev, noise)
-            else:
-                z = z_prev
-            bar.update(rows)
-            bar.set_postfix(
-                step=f"{i + 1}/{len(timesteps)}",
-                dist=f"{dist.detach().mean().item():.4g}",
-                best=f"{best.distance.mean().item():.4g}",
-            )
-            if skipped and log is not None:
-                log(
-                    {
-                        "event": "guidance_skipped",
-                        "step": i,
-                        "timestep": t,
-                        "k": k,
-                        "samples": skipped,
-                        "reason": "non-finite loss or gradient",
-                    }
-                )
-        shown = leading_rows(dist, rows) if rows > 1 else torch.arange(batch)
-        if rows > 1 and i == config.select_after - 1:
-            if log is not None:
-                candidate_distances = dist.detach().float().cpu().view(batch, rows).tolist()
-                log(
-                    {
-                        "event": "candidates_selected",
-                        "step": i,
-                        "kept": (shown % rows).tolist(),
-                        "distances": candidate_distances,
-                    }
-                )
-            keep = shown.to(device)
-            z, target, x0_guided, dist = z[keep], target[keep], x0_guided[keep], dist[keep]
-            cond = cond[keep] if cond is not None else None
-            uncond = uncond[keep] if uncond is not None else None
-            grad_norm = grad_norm[shown.to(grad_norm.device)]
-            best.keep(shown)
-            row_generators, rows, shown = list(generators), 1, torch.arange(batch)
+        if config.tracked_at(i):
+            with torch.no_grad():
+                loss_after, images_after = self.loss_of(x0_guided)
+            self.evaluations += self.rows
+            self.best.update(loss_after, images_after, step=i, timestep=t, k=k, after_guidance=True)
+        return _Iteration(eps_guided, x0_guided, loss, grad_norm, skipped)
+
+    def select(self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None) -> torch.Tensor:
+        """Keep each sample's candidate nearest the objective after step i; returns the kept rows of z."""
+        shown = leading_rows(last.loss, self.rows)
+        if log is not None:
+            candidate_distances = last.loss.detach().float().cpu().view(self.batch, self.rows).tolist()
+            log({"event": "candidates_selected", "step": i, "kept": (shown % self.rows).tolist(),
+                 "distances": candidate_distances})  # fmt: skip
+        keep = shown.to(self.device)
+        z, self.index, last.x0, last.loss = z[keep], self.index[keep], last.x0[keep], last.loss[keep]
+        self.cond = self.cond[keep] if self.cond is not None else None
+        self.uncond = self.uncond[keep] if self.uncond is not None else None
+        last.grad_norm = last.grad_norm[shown.to(last.grad_norm.device)]
+        self.best.keep(shown)
+        self.row_generators, self.rows = list(self.generators), 1
+        return z
+
+    def shown(self, last: _Iteration) -> torch.Tensor:
+        """The row shown for each sample: its leading candidate until the selection."""
+        return leading_rows(last.loss, self.rows) if self.rows > 1 else torch.arange(self.batch)
+
+    def report(
+        self, i: int, t: int, last: _Iteration, tic: float, log: Logger | None, callback: StepCallback | None
+    ) -> None:
+        """The step's log record and callback, for each sample's shown row."""
+        shown = self.shown(last)
         if log is not None:
             log(
                 {
                     "step": i,
                     "timestep": t,
-                    "K": k_steps,
-                    "distance": dist.detach().cpu()[shown].tolist(),
-                    "best_distance": best.distance[shown].tolist(),
-                    "grad_norm": grad_norm.cpu()[shown].tolist(),
-                    "skipped": skipped,
+                    "K": self.config.recurrence_at(i),
+                    "distance": last.loss.detach().cpu()[shown].tolist(),
+                    "best_distance": self.best.distance[shown].tolist(),
+                    "grad_norm": last.grad_norm.cpu()[shown].tolist(),
+                    "skipped": last.skipped,
                     "time": round(time.time() - tic, 3),
                 }
             )
         if callback is not None:
             with torch.no_grad():
-                x0_images = backbone.decode(x0_guided[shown.to(device)]).float().clamp(0, 1)
+                x0_images = self.backbone.decode(last.x0[shown.to(self.device)]).float().clamp(0, 1)
             callback(
-                StepInfo(
-                    i,
-                    t,
-                    dist.detach().cpu()[shown],
-                    best.distance[shown].clone(),
-                    x0_images,
-                    grad_norm.cpu()[shown],
-                    skipped,
-                )
-            )
-        if config.stop_distance is not None:
-            per_image_best = best.distance.view(batch, rows).min(1).values
-            if bool((per_image_best <= config.stop_distance).all()):
-                stopped = True
-                break
+                StepInfo(i, t, last.loss.detach().cpu()[shown], self.best.distance[shown].clone(), x0_images,
+                         last.grad_norm.cpu()[shown], last.skipped)
+            )  # fmt: skip
+
+    def reached(self, stop: float | None) -> bool:
+        """Whether every sample's best objective value is at most ``stop``."""
+        if stop is None:
+            return False
+        return bool((self.best.distance.view(self.batch, self.rows).min(1).values <= stop).all())
+
+
+def _log_skipped(log: Logger | None, i: int, t: int, k: int, skipped: int) -> None:
+    if skipped and log is not None:
+        log({"event": "guidance_skipped", "step": i, "timestep": t, "k": k, "samples": skipped,
+             "reason": "non-finite loss or gradient"})  # fmt: skip
+
+
+def solve_universal(
+    backbone: Backbone,
+    objective: Objective,
+    config: UniversalConfig,
+    *,
+    generators: list[torch.Generator],
+    dtype: torch.dtype = torch.float32,
+    callback: StepCallback | None = None,
+    log: Logger | None = None,
+    quiet: bool = False,
+) -> SolverOutput:
+    """Minimise ``objective`` (per sample, e.g. :func:`~featscope.objectives.feature_match`) by guided sampling.
+
+    ``generators`` holds one seeded generator per sample: a sample's result does not depend on
+    the other samples in the batch. ``dtype`` (fp16/bf16) runs the networks under autocast; the
+    gradient rescale and the sampler state stay in fp32. With ``config.candidates`` > 1 each sample
+    starts that many trajectories (drawn in turn from its generator) and keeps the one with the lowest
+    objective on its x0 estimate after ``config.select_after`` steps; the objective's context then
+    carries ``index`` (the sample of each row). Callbacks and logs show each sample's leading candidate.
+    """
+    config.validate()
+    device = backbone.device
+    run = _GuidedSampling(backbone, objective, config, generators, dtype)
+    scheduler = backbone.make_scheduler(config.sampler, config.num_steps)
+    timesteps = [int(t) for t in scheduler.timesteps]
+    abar = backbone.alphas_cumprod.to(device)
+    final_abar = torch.as_tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)), device=device)
+    z = randn_tensor((run.batch * run.rows, *backbone.latent_shape), generator=run.row_generators, device=device)
+    z = z * scheduler.init_noise_sigma
+    stopped = False
+    bar = tqdm(total=config.total_iterations(), disable=quiet, desc="decode", unit="it", dynamic_ncols=True)
+    tic = time.time()
+    for i, t in enumerate(timesteps):
+        abar_t = abar[t]
+        abar_prev = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else final_abar
+        k_steps = config.recurrence_at(i)
+        for k in range(k_steps):
+            last = run.iterate(z, i, t, k, abar_t)
+            z = z.detach()
+            z_prev = scheduler.step(last.eps, t, z, generator=run.row_generators).prev_sample
+            if k < k_steps - 1:
+                noise = randn_tensor(z.shape, generator=run.row_generators, device=device, dtype=z.dtype)
+                z = renoise(z_prev, abar_t, abar_prev, noise)
+            else:
+                z = z_prev
+            bar.update(run.rows)
+            bar.set_postfix(step=f"{i + 1}/{len(timesteps)}", dist=f"{last.loss.detach().mean().item():.4g}",
+                            best=f"{run.best.distance.mean().item():.4g}")  # fmt: skip
+            _log_skipped(log, i, t, k, last.skipped)
+        if run.rows > 1 and i == config.select_after - 1:
+            z = run.select(i, z, last, log)
+        run.report(i, t, last, tic, log, callback)
+        if run.reached(config.stop_distance):
+            stopped = True
+            break
     bar.close()
-    if rows > 1:  # stopped before the selection: each image's best candidate
-        best.keep(leading_rows(best.distance, rows))
+    if run.rows > 1:  # stopped before the selection: each image's best candidate
+        run.best.keep(leading_rows(run.best.distance, run.rows))
+    best = run.best.images.clamp(0, 1)
     with torch.no_grad():
-        final = backbone.decode(z).float().clamp(0, 1) if not stopped else best.images.clamp(0, 1)
-    return SolverOutput(
-        final=final, best=best.images.clamp(0, 1), best_where=best.where, evaluations=evaluations, stopped_early=stopped
-    )
+        final = backbone.decode(z).float().clamp(0, 1) if not stopped else best
+    return SolverOutput(final, best, run.best.where, run.evaluations, stopped)

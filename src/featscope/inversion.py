@@ -15,10 +15,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError
+from featscope.progress import tqdm
 from featscope.sampling import cfg_blend
 
 

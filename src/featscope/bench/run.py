@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from featscope._version import __version__
 from featscope.backbones import load_backbone
@@ -28,6 +27,7 @@ from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
 from featscope.images import save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
+from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featscope.solvers.universal import UniversalConfig, preset
 from featscope.world.oracle import OracleReading, agreement, read_batch

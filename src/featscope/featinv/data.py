@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
-from tqdm.auto import tqdm
 
 from featscope.datasets import IMAGE_SUFFIXES
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors import Extractor
 from featscope.images import load_image, to_tensor
+from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes
 from featscope.world.render import generate
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from featscope.backbones import Backbone
 from featscope.featinv.model import FeatInvModel
+from featscope.progress import tqdm
 from featscope.sampling import cfg_blend
 
 

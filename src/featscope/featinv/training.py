@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
-from tqdm.auto import tqdm
 
 from featscope._version import __version__
 from featscope.backbones import Backbone, load_backbone
@@ -38,6 +37,7 @@ from featscope.featinv.data import (
 from featscope.featinv.model import FeatInvConfig, FeatInvModel, check_backbone, check_extractor, load_model
 from featscope.featinv.sampling import controlled_output, sample
 from featscope.images import image_grid, save_image
+from featscope.progress import tqdm
 from featscope.runs import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:

@@ -20,19 +20,19 @@ from featscope.extractors.base import Extractor
 from featscope.investigate.common import distances, fit_image
 from featscope.objectives import (
     Objective,
-    _activation,
-    _channel,
-    _class_index,
-    _run,
+    activation,
+    class_index,
     class_loss,
     classifier_difference,
     last_linear,
     latent_background_l2,
     latent_foreground_l2,
+    pick_channel,
     pixel_l1,
     pixel_l2,
     px_background_l2,
     px_foreground_l2,
+    run_network,
 )
 from featscope.objectives import neuron as neuron_objective
 
@@ -147,13 +147,13 @@ def _label_name(net: Extractor, label: Label) -> str:
 def confidences(net: Extractor, images: torch.Tensor, index: int) -> list[float]:
     """Softmax probability of class ``index`` for each image (N, 3, H, W), without augmentation."""
     device = next(net.parameters()).device
-    return _run(net, images.to(device)).float().softmax(1)[:, index].cpu().tolist()
+    return run_network(net, images.to(device)).float().softmax(1)[:, index].cpu().tolist()
 
 
 def _top_class(net: Extractor, images: torch.Tensor) -> list[tuple[str, float]]:
     device = next(net.parameters()).device
     with torch.no_grad():
-        probs = _run(net, images.to(device)).float().softmax(1).cpu()
+        probs = run_network(net, images.to(device)).float().softmax(1).cpu()
     conf, idx = probs.max(1)
     return [(_label_name(net, int(i)), float(c)) for i, c in zip(idx, conf, strict=True)]
 
@@ -200,7 +200,7 @@ def difference(
     from featscope.solvers.endtoend import optimize
 
     objective = classifier_difference(net1, net2, label, loss)
-    y1, y2 = _class_index(net1, label), _class_index(net2, label)
+    y1, y2 = class_index(net1, label), class_index(net2, label)
     result = optimize(backbone, objective, prompt=_prompts(prompt, len(seeds)), generators=_generators(backbone, seeds),
                       config=config, quiet=quiet)  # fmt: skip
     per_sample = [result.images[:, b] for b in range(len(seeds))]
@@ -238,8 +238,8 @@ def neuron(
     for b in range(len(seeds)):
         images = fit_image(result.images[:, b], size)
         with torch.no_grad():
-            act = _activation(net.network, net.preprocess(images.to(device)), name, layer is None).float()
-        activations.append(_channel(act, channel).cpu().tolist())
+            act = activation(net.network, net.preprocess(images.to(device)), name, layer is None).float()
+        activations.append(pick_channel(act, channel).cpu().tolist())
         tops.append(_top_class(net, images) if getattr(net, "labels", None) else None)
     return NeuronResult(result, objective.name, name, activations, tops if tops and tops[0] is not None else None)
 
@@ -288,7 +288,7 @@ def counterfactual(
     mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
     result = optimize(backbone, objective, prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images,
                       mask=mask, generators=_generators(backbone, seeds), config=config, quiet=quiet)  # fmt: skip
-    y_start, y_target = _class_index(net, start), _class_index(net, target)
+    y_start, y_target = class_index(net, start), class_index(net, target)
     start_conf, target_conf, dist = [], [], []
     for b in range(len(images)):
         everything = torch.cat([images[b : b + 1], result.images[:, b]])

@@ -42,7 +42,7 @@ from featscope.investigate.common import (
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
 from featscope.investigate.masks import foreground_mask, load_pretrained, load_sam, parse_mask, word_tokens
 from featscope.investigate.orchestration import Plan, run_plan
-from featscope.objectives import _activation, _channel, _class_index, class_loss, classifier_difference, last_linear
+from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
 from featscope.runs import RunFolder, atomic_torch_save
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
@@ -152,7 +152,7 @@ def difference(
             raise FeatscopeError(f"{first.name} has no class names; name the classes to compare")
         items = []
         for label in labels:
-            y1, y2 = _class_index(first, label), _class_index(second, label)
+            y1, y2 = class_index(first, label), class_index(second, label)
             name = _label_name(first, label)
             classifier_difference(first, second, label, loss)  # checks the loss kind before any work
             for k in range(samples_per_class):
@@ -214,7 +214,7 @@ def _check_channels(net: Extractor, layer: str | None, channels: Sequence[int], 
         raise FeatscopeError(f"{net.name} has no layer {name!r}{suggest(name, known)}{hint}")
     device = next(net.parameters()).device
     with torch.no_grad():
-        act = _activation(module, net.preprocess(torch.zeros(1, 3, *size, device=device)), name, layer is None)
+        act = activation(module, net.preprocess(torch.zeros(1, 3, *size, device=device)), name, layer is None)
     count = act.shape[1] if act.dim() in (2, 4) else act.shape[-1]
     bad = [c for c in channels if not 0 <= c < count]
     if bad:
@@ -228,8 +228,8 @@ def _dataset_activations(net, layer, inputs, channels, dataset: ClassFolderDatas
     module, values = net.network, []
     for start in range(0, len(dataset), batch):
         images = torch.cat([load_start_image(it.path, size) for it in dataset.items[start : start + batch]])
-        act = _activation(module, net.preprocess(images.to(device)), layer, inputs).float()
-        values.append(torch.stack([_channel(act, c) for c in channels], 1).cpu())
+        act = activation(module, net.preprocess(images.to(device)), layer, inputs).float()
+        values.append(torch.stack([pick_channel(act, c) for c in channels], 1).cpu())
     return torch.cat(values)
 
 
@@ -585,12 +585,12 @@ def _counterfactual_items(network: Extractor, model: Backbone, entries: list[Ima
         start = start_label if start_label is not None else (entry.class_name or None)
         if start is None:
             raise FeatscopeError(f"no start class for {str(entry.path)!r}; give the start label")
-        _class_index(network, start)  # an unknown class fails here
+        class_index(network, start)  # an unknown class fails here
         if word_in_caption:  # a generated mask needs the class word in the caption
             start_name = _label_name(network, start)
             word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
         for target in targets:
-            _class_index(network, target)
+            class_index(network, target)
             payload = {"entry": entry, "start": start, "target": target}
             items.append(Item(safe_id(f"{item_id}_to_{_label_name(network, target)}"), payload))
     return items

@@ -21,13 +21,13 @@ from dataclasses import dataclass
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch.utils.checkpoint import checkpoint
-from tqdm.auto import tqdm
 
 from featscope.backbones.base import Backbone
 from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.inversion import ddim_move, ddim_schedule, guided_eps, null_embeddings
 from featscope.objectives import Context, Cutouts, Objective
+from featscope.progress import tqdm
 from featscope.settings import Settings, knob
 from featscope.solvers.universal import straight_through_clamp
 

@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 import torch
 import torchvision.transforms.functional as TF
 from diffusers.utils.torch_utils import randn_tensor
-from tqdm.auto import tqdm
 
 from featscope.backbones.base import Backbone
 from featscope.errors import FeatscopeError
 from featscope.objectives import Context, Objective
+from featscope.progress import tqdm
 from featscope.sampling import cfg_blend
 from featscope.settings import Settings, knob
 

@@ -63,7 +63,19 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
     """-n, --seed, --out and --overwrite."""
     t = parser.add_argument_group("targets")
     t.add_argument("-n", "--n", type=int, default=32, help=f"number of {what} (default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the targets and of the decoding (default: 0)")
+    t.add_argument(
+        "--split",
+        choices=("test", "tuning"),
+        default="test",
+        help="held-out world images to use as targets: test (report here) or tuning (choose settings here); none "
+        "was in any shipped model's training (docs/evaluation.md) (default: %(default)s)",
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        help="instead of a split, the first images of this world stream (seed 0 is world:ddpm's training pool); "
+        "also the first decoding seed",
+    )
     o = parser.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
     o.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
@@ -163,6 +175,7 @@ def _run_decode(args: argparse.Namespace) -> int:
     run_bench(
         args.out,
         n=args.n,
+        split=args.split,
         seed=args.seed,
         extractors=names(args.extractors),
         presets=names(args.presets),
@@ -187,6 +200,7 @@ def _run_investigate(args: argparse.Namespace) -> int:
         args.out,
         **methods,
         n=args.n,
+        split=args.split,
         seed=args.seed,
         backbone=args.backbone,
         batch=args.batch,
@@ -210,6 +224,7 @@ def _run_featinv(args: argparse.Namespace) -> int:
         args.out,
         model=args.model,
         n=args.n,
+        split=args.split,
         seed=args.seed,
         preset=args.preset.split(",")[0].strip(),
         featinv_steps=[int(x) for x in counts],

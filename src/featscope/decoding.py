@@ -24,7 +24,8 @@ from featscope.objectives import feature_match
 from featscope.runs import RunFolder
 from featscope.settings import resolve
 from featscope.sheet import save_sheet
-from featscope.solvers.universal import PRESETS, StepInfo, UniversalConfig, solve_universal
+from featscope.solvers.configs import PRESETS, UniversalConfig
+from featscope.solvers.universal import StepInfo, solve_universal
 from featscope.speed import SpeedOptions, apply_speed
 from featscope.targets import Targets, build_targets
 

@@ -34,7 +34,7 @@ from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
-from featscope.solvers.endtoend import EndToEndConfig
+from featscope.solvers.configs import EndToEndConfig
 from featscope.world.oracle import read_batch
 from featscope.world.render import COLORS, SHAPES, object_mask
 

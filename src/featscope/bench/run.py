@@ -30,7 +30,7 @@ from featscope.images import save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
-from featscope.solvers.universal import UniversalConfig, preset
+from featscope.solvers.configs import UniversalConfig, preset
 from featscope.world.oracle import OracleReading, agreement, read_batch
 from featscope.world.render import ATTRIBUTES, WorldRecord, generate
 

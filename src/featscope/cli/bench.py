@@ -82,7 +82,7 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def _add_decode(bsub: argparse._SubParsersAction) -> None:
-    from featscope.solvers.universal import PRESETS, UniversalConfig
+    from featscope.solvers.configs import PRESETS, UniversalConfig
 
     p = command_parser(
         bsub,
@@ -114,7 +114,7 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_investigate(bsub: argparse._SubParsersAction) -> None:
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
     p = command_parser(
         bsub,
@@ -137,7 +137,7 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_featinv(bsub: argparse._SubParsersAction) -> None:
-    from featscope.solvers.universal import PRESETS
+    from featscope.solvers.configs import PRESETS
 
     p = command_parser(
         bsub,

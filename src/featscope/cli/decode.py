@@ -47,7 +47,7 @@ COMMAND = Command(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``decode``: targets, models, the preset and one option per :class:`UniversalConfig` knob."""
-    from featscope.solvers.universal import PRESETS, UniversalConfig
+    from featscope.solvers.configs import PRESETS, UniversalConfig
 
     t = p.add_argument_group("targets (at least one)")
     t.add_argument(

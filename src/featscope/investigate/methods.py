@@ -48,7 +48,7 @@ from featscope.sheet import save_sheet
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
     from featscope.backbones.base import Backbone
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def _network(net: str | Extractor, device: torch.device, weights: str | None = N
 
 def _config(config: EndToEndConfig | None, settings: dict) -> EndToEndConfig:
     from featscope.settings import resolve
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
     return resolve(EndToEndConfig, config, settings)
 

@@ -139,15 +139,15 @@ PRESETS: dict[str, UniversalConfig] = {
         early_steps=5,
         grad_clip=3.0,
     ),
-    # DDIM with few steps: w_g calibrated on the embedded world (benchmarks/RESULTS.md; 0.3 on the epsilon
-    # world model of earlier releases, 0.1 on the v-prediction one, whose DDIM chains start at zero SNR).
+    # DDIM with few steps; w_g 0.1 was calibrated on the embedded v-prediction world model, whose DDIM chains start
+    # at zero SNR (on world targets from its training pool: docs/speed.md).
     "fast": UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2),
     "faster": UniversalConfig(sampler="ddim", num_steps=25, guidance_weight=0.1, recurrence=2, early_recurrence=2),
     # Reference's distance at under 5% of its evaluations: the `fast` chain (DDIM 50, K 2, w_g 0.1), then
     # backward guidance in the last 6 steps: 80 Adam steps at lr 0.003 on each x0 estimate (1,160 network
-    # evaluations, 4.5% of reference's). Chosen on the embedded world (docs/speed.md, session 9): 0.32x
-    # reference's median distance over 12 targets with world:shape-net, 0.63x over 6 with world:color-net, with
-    # visible background artifacts. Up to session 8 `refine` was DDIM 100 with K 8 / 1 / 30 and w_g 0.5 (1.6x).
+    # evaluations, 4.5% of reference's). Chosen on the embedded world (docs/speed.md): 0.32x reference's median
+    # distance over 12 targets with world:shape-net, 0.63x over 6 with world:color-net, with visible background
+    # artifacts; those targets came from world:ddpm's training pool (test-split numbers: docs/evaluation.md).
     "refine": UniversalConfig(
         sampler="ddim",
         num_steps=50,

@@ -71,7 +71,7 @@ def test_decode_encode_and_layers_end_to_end(workdir, tiny_pixel_folder):
 BAD_INPUTS = {
     "missing image": (["--target", "nowhere.png"], "does not exist"),
     "corrupt image": (["--target", "corrupt.png"], "cannot read image"),
-    "unknown backbone": (["--target", "target.png", "--backbone", "sdxl:foo"], "sd:"),
+    "unknown backbone": (["--target", "target.png", "--backbone", "sdxxl:foo"], "sd:"),
     "unknown extractor": (["--target", "target.png", "--extractor", "torchvisoin:resnet50"], "torchvision"),
     "unknown layer": (["--target", "target.png", "--extractor", "tiny_nets:tiny_cnn@conv9"], "conv1"),
     "text without text tower": (["--text", "a red star"], "text tower"),

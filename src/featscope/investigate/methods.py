@@ -8,8 +8,8 @@ exists (resume), shards items over torchrun ranks (item i on rank i % world size
 
 An item folder: ``target.png`` (the real image, where there is one), ``initial.png`` (iteration 0),
 ``best.png`` (the best iterate), ``final.png`` (the last iterate), ``strip.png``, ``loss.png``, ``metrics.json``,
-``config.yaml``, ``log.jsonl``; an inversion's: ``target.png``, ``reconstruction.png``, ``x_T.pt``,
-``null_texts.pt``, ``prompt.txt``.
+``config.yaml``, ``log.jsonl``, ``sheet.png``; an inversion's: ``target.png``, ``reconstruction.png``,
+``sheet.png``, ``x_T.pt``, ``null_texts.pt``, ``prompt.txt``.
 """
 
 from __future__ import annotations
@@ -707,6 +707,13 @@ def invert(
             atomic_torch_save(result.null_texts.cpu(), run.file("null_texts.pt"))
             (run.file("prompt.txt")).write_text(text + "\n", encoding="utf-8")
             save_image(result.reconstruction[0], run.file("reconstruction.png"))
+            errors = f"L2 {result.distance[0]['l2']:.4f} (plain DDIM inversion: {result.ddim_distance[0]['l2']:.4f})"
+            save_sheet(
+                run.file("sheet.png"),
+                ["target", "null-text inversion", "DDIM inversion"],
+                [[image[0], result.reconstruction[0], result.ddim_reconstruction[0]]],
+                notes=[errors],
+            )
             return {
                 "image": str(entry.path),
                 "class": entry.class_name or None,

@@ -143,12 +143,23 @@ def metrics_table(runs: list[Run], max_side: int = 256) -> str:
     return "\n".join(lines)
 
 
+def readings(metrics: dict | None) -> list[str]:
+    """``sample: summary`` of every reader's reading in a decode run's metrics (what the world oracle saw kept)."""
+    lines = []
+    for sample in (metrics or {}).get("samples", []):
+        for reading in sample.get("readings", {}).values():
+            if reading.get("summary"):
+                lines.append(f"{sample.get('name', '')}: {reading['summary']}")
+    return lines
+
+
 def run_section(run: Run, max_side: int = 256) -> str:
     """One run: its images, strips of intermediates, curves, error, config and metrics (collapsible)."""
     parts = [f'<section id="run-{escape(run.name)}"><h2>{escape(run.name)} <small class="{run.status}">'
              f"{run.status}</small></h2>"]  # fmt: skip
     if run.error:
         parts.append(f'<pre class="failed">{escape(run.error)}</pre>')
+    parts += [f'<p class="reading">{escape(line)}</p>' for line in readings(run.metrics)]
     images = run.images()
     if images:
         parts.append("<div>" + "".join(figure(p, p.stem, max_side) for p in images) + "</div>")

@@ -19,7 +19,8 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.inversion import null_text_invert, regenerate
 from featscope.objectives import neuron
-from featscope.solvers.endtoend import EndToEndConfig, optimize
+from featscope.solvers.configs import EndToEndConfig
+from featscope.solvers.endtoend import optimize
 from test_backbones import offline_empty_cache, one_line_error  # noqa: F401 (a fixture)
 from tiny_families import save_sd2_single_file, save_tiny_flux, save_tiny_sd2, save_tiny_sd3, save_tiny_sdxl
 

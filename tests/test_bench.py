@@ -25,6 +25,7 @@ from featscope.images import to_tensor
 from featscope.losses import feature_loss
 from featscope.world.oracle import read_batch
 from featscope.world.render import ATTRIBUTES, generate
+from featscope.world.splits import split_images
 
 N, SEED, EXTRACTOR = 3, 5, "world:shape-net"
 TINY = {"num_steps": 3, "recurrence": 1}
@@ -194,6 +195,9 @@ def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, 
     (entry,) = report["extractors"]
     assert [row["label"] for row in entry["rows"]] == ["fast"]
     assert entry["rows"][0]["settings"]["num_steps"] == 2 and report["config"]["n"] == 2
+    assert (report["config"]["split"], report["config"]["seed"]) == ("test", None)  # held out by default
+    targets = [np.asarray(Image.open(tmp_path / "cli" / "images" / "targets" / f"{i:03d}.png")) for i in range(2)]
+    assert np.array_equal(np.stack(targets)[..., :3], split_images(2, "test")[0])
     assert main(args) == 2  # in-process: the refusal comes before any model is loaded
     error = capsys.readouterr().err
     assert "--overwrite" in error and len(error.strip().splitlines()) == 1

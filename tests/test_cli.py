@@ -71,7 +71,7 @@ def test_decode_encode_and_layers_end_to_end(workdir, tiny_pixel_folder):
 BAD_INPUTS = {
     "missing image": (["--target", "nowhere.png"], "does not exist"),
     "corrupt image": (["--target", "corrupt.png"], "cannot read image"),
-    "unknown backbone": (["--target", "target.png", "--backbone", "sdxl:foo"], "sd:"),
+    "unknown backbone": (["--target", "target.png", "--backbone", "sdxxl:foo"], "sd:"),
     "unknown extractor": (["--target", "target.png", "--extractor", "torchvisoin:resnet50"], "torchvision"),
     "unknown layer": (["--target", "target.png", "--extractor", "tiny_nets:tiny_cnn@conv9"], "conv1"),
     "text without text tower": (["--text", "a red star"], "text tower"),
@@ -168,8 +168,7 @@ def test_every_option_of_every_command_has_a_help_line():
 def test_solver_options_are_derived_from_the_settings_dataclasses():
     from featscope.cli import build_parser
     from featscope.settings import knob_of
-    from featscope.solvers.endtoend import EndToEndConfig
-    from featscope.solvers.universal import UniversalConfig
+    from featscope.solvers.configs import EndToEndConfig, UniversalConfig
 
     parsers = dict(_parsers(build_parser()))
     for path, cls, excluded in [
@@ -214,7 +213,9 @@ def test_featinv_options_come_from_its_train_and_sample_settings():
     assert _train_config(parse("world", "--out", "o"), WORLD_TRAIN) == WORLD_TRAIN
 
 
-def test_the_top_level_help_imports_no_model_library():
-    code = "import sys; from featscope.cli import build_parser; build_parser(''); print('torch' in sys.modules)"
+def test_the_help_of_every_command_imports_no_model_library():
+    commands = ["", "decode", "investigate", "bench", "featinv", "batch", "world"]
+    code = f"import sys; from featscope.cli import build_parser; [build_parser(c) for c in {commands}]; "
+    code += "print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "False", result.stderr

@@ -18,7 +18,8 @@ from featscope.objectives import (
     px_background_l2,
 )
 from featscope.sampling import sample
-from featscope.solvers.endtoend import EndToEndConfig, best_iterates, optimize
+from featscope.solvers.configs import EndToEndConfig
+from featscope.solvers.endtoend import best_iterates, optimize
 from featscope.world.render import generate
 
 CPU = torch.device("cpu")

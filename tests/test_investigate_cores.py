@@ -11,7 +11,7 @@ from featscope.backbones import load_backbone
 from featscope.extractors import load_extractor
 from featscope.images import to_tensor
 from featscope.investigate import Ranks, cores, difference
-from featscope.solvers.endtoend import EndToEndConfig
+from featscope.solvers.configs import EndToEndConfig
 from featscope.world.render import generate, object_mask
 
 CONFIG = EndToEndConfig(num_steps=3, iterations=1, cutouts=1)

@@ -81,7 +81,7 @@ outt: out
 jobs:
   - method: decode
     extractor: [world:shape-net, torchvisoin:resnet50]
-    backbone: sdxl:foo
+    backbone: sdxxl:foo
     targets: [yellow-star.png, nowhere.png]
     seeds: ["one", 1]
     preset: fastest
@@ -106,7 +106,7 @@ jobs:
 EXPECTED = [  # (line, fragment): every problem of BAD_STUDY
     (2, "unknown key 'outt'; did you mean out?"),
     (5, "jobs[0].extractor[1]: unknown extractor family 'torchvisoin'"),
-    (6, "jobs[0].backbone: unknown backbone family in 'sdxl:foo'"),
+    (6, "jobs[0].backbone: unknown backbone family in 'sdxxl:foo'"),
     (7, "jobs[0].targets[1]: file 'nowhere.png' does not exist"),
     (8, "jobs[0].seeds[0]: expected an integer, not 'one'"),
     (9, "jobs[0].preset: expected one of reference, fast, faster, refine, not 'fastest'"),

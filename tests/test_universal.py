@@ -15,9 +15,8 @@ from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.losses import feature_loss
 from featscope.objectives import Context, feature_match, neuron
+from featscope.solvers.configs import PRESETS, UniversalConfig
 from featscope.solvers.universal import (
-    PRESETS,
-    UniversalConfig,
     backward_delta,
     clamp_by_std,
     gaussian_blur,

@@ -21,7 +21,7 @@ import torch
 from featscope.backbones import load_backbone
 from featscope.bench.run import features_of, pair_reference, score_samples, solve
 from featscope.extractors import load_extractor
-from featscope.solvers.universal import preset
+from featscope.solvers.configs import preset
 from featscope.world.render import generate
 
 TARGETS = (("tuning", 0, 2), ("held-out", 100, 4))

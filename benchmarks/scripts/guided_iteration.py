@@ -25,7 +25,8 @@ from featscope.backbones import load_backbone  # noqa: E402
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype  # noqa: E402
 from featscope.extractors import load_extractor  # noqa: E402
 from featscope.objectives import feature_match  # noqa: E402
-from featscope.solvers.universal import UniversalConfig, solve_universal  # noqa: E402
+from featscope.solvers.configs import UniversalConfig  # noqa: E402
+from featscope.solvers.universal import solve_universal  # noqa: E402
 from featscope.speed import SpeedOptions, apply_speed  # noqa: E402
 
 

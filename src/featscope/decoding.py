@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from featscope import registry
 from featscope._version import __version__
 from featscope.backbones import load_backbone
 from featscope.backbones.base import Backbone
@@ -22,7 +23,9 @@ from featscope.losses import feature_cosine, feature_loss
 from featscope.objectives import feature_match
 from featscope.runs import RunFolder
 from featscope.settings import resolve
-from featscope.solvers.universal import PRESETS, StepInfo, UniversalConfig, solve_universal
+from featscope.sheet import save_sheet
+from featscope.solvers.configs import PRESETS, UniversalConfig
+from featscope.solvers.universal import StepInfo, solve_universal
 from featscope.speed import SpeedOptions, apply_speed
 from featscope.targets import Targets, build_targets
 
@@ -267,13 +270,40 @@ def decode(
         if run is not None:
             run.abandon()
         raise
-    metrics = [{"name": name, **m} for name, m in zip(names, output.metrics, strict=True)]
+    readings = read_results(sources, output.best)
+    metrics = [
+        {"name": name, **m, **({"readings": r} if r else {})}
+        for name, m, r in zip(names, output.metrics, readings, strict=True)
+    ]
     run_dir = None
     if run is not None:
         _write_images(run, output.final, output.best, sources, len(target_set), num_samples)
+        notes = [summary_line(r) for r in readings]
+        rows = list(zip(sources, output.best, output.final, strict=True))
+        save_sheet(run.file("sheet.png"), ["target", "best", "final"], rows, row_labels=names, notes=notes)
         run.write_json("metrics.json", {"samples": metrics, "summary": _summary(metrics)})
         run_dir = run.commit()
     return DecodeResult(output.final, output.best, names, metrics, record, run_dir, sources)
+
+
+def read_results(targets: Sequence[torch.Tensor | None], results: torch.Tensor) -> list[dict]:
+    """Per result, what each registered reader (``featscope.registry.register_reader``, e.g. the world's oracle)
+    reads of its target image and of it; empty where the target is no image or no reader can read it."""
+    rows = [i for i, t in enumerate(targets) if t is not None and t.shape == results[i].shape]
+    found: list[dict] = [{} for _ in targets]
+    if not rows:
+        return found
+    images = torch.stack([targets[i] for i in rows]).float()
+    for name, reader in registry.readers().items():
+        for i, reading in zip(rows, reader(images, results[rows].float()), strict=True):
+            if reading is not None:
+                found[i][name] = reading
+    return found
+
+
+def summary_line(readings: dict) -> str:
+    """The readers' one-line summaries of one result, joined (empty when there is none)."""
+    return "; ".join(r["summary"] for r in readings.values() if r.get("summary"))
 
 
 def _check_inputs(

@@ -37,7 +37,7 @@ def sheet(
 ) -> np.ndarray:
     """An (H, W, 3) uint8 image: one labelled column per name in ``columns``, one row per entry of ``rows``
     (images (3, h, w) in [0, 1], None for an empty cell), each row optionally labelled on the left and with a
-    line of ``notes`` below it."""
+    line of ``notes`` below it (no note line when every note is empty)."""
     font = ImageFont.load_default(size=FONT_SIZE)
     largest = max((max(im.shape[-2:]) for row in rows for im in row if im is not None), default=MIN_CELL)
     side = max(largest, MIN_CELL) if largest >= MIN_CELL else largest * -(-MIN_CELL // largest)
@@ -45,6 +45,7 @@ def sheet(
     label_width = max((int(font.getlength(text)) for text in labels), default=0)
     label_width = label_width + 2 * PAD if label_width else 0
     line = FONT_SIZE + PAD
+    notes = notes if notes and any(notes) else None
     note_height = line if notes else 0
     note_width = max((int(font.getlength(text)) for text in notes or []), default=0)
     width = label_width + max(len(columns) * (side + PAD), note_width + PAD) + PAD

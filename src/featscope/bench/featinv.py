@@ -11,6 +11,7 @@ import torch
 from featscope.bench.investigation import save_grid
 from featscope.bench.run import check_out, machine
 from featscope.bench.stats import format_proportion, proportion
+from featscope.bench.targets import DEFAULT_SPLIT, TargetSource
 from featscope.decoding import decode
 from featscope.featinv import SampleSettings, encode, load_model, reconstruct
 from featscope.featinv.reconstruction import load_parts
@@ -18,7 +19,7 @@ from featscope.featinv.world import resolve_model
 from featscope.images import to_tensor
 from featscope.runs import atomic_write_json, atomic_write_text
 from featscope.world.oracle import agreement, read_batch
-from featscope.world.render import ATTRIBUTES, generate
+from featscope.world.render import ATTRIBUTES
 
 RESULTS = "results.json"
 
@@ -48,7 +49,8 @@ def run_featinv_bench(
     *,
     model: str | Path | None = None,
     n: int = 32,
-    seed: int = 0,
+    split: str | None = DEFAULT_SPLIT,
+    seed: int | None = None,
     preset: str = "fast",
     featinv_steps: Sequence[int] = (50,),
     quiet: bool = False,
@@ -57,6 +59,7 @@ def run_featinv_bench(
     """Decode ``n`` world targets from the FeatInv model's layer with FeatInv (one row per DDIM step count in
     ``featinv_steps``) and with the universal decoder's ``preset``, and write results.json/.md.
 
+    Targets come from the evaluation ``split`` or ``seed``'s stream (:class:`~featscope.bench.targets.TargetSource`).
     Every row gets the same target feature maps (the model's extractor and layer) in the same process.
     """
     out = Path(out)
@@ -64,7 +67,8 @@ def run_featinv_bench(
     out.mkdir(parents=True, exist_ok=True)
     featinv_model = load_model(resolve_model(model))
     backbone, extractor = load_parts(featinv_model)
-    arrays, records = generate(n, seed)
+    source = TargetSource(split, seed)
+    arrays, records = source.images(n)
     images = to_tensor(arrays)
     targets = encode(featinv_model, images, extractor).cpu()
     rows, grids = [], [images[:8]]
@@ -75,6 +79,7 @@ def run_featinv_bench(
         rows.append(_row(f"featinv ({steps} steps)", recon, targets, records, extractor, time.time() - tic, steps))
         grids.append(recon[:8])
     tic = time.time()
+    seed = source.noise_seed
     result = decode(features=targets, backbone=backbone, extractor=extractor, preset=preset, seed=seed, quiet=quiet)
     evals = result.metrics[0]["network_evaluations"]
     universal_row = _row(f"universal ({preset})", result.best, targets, records, extractor, time.time() - tic, evals)
@@ -84,7 +89,7 @@ def run_featinv_bench(
     report = {
         "config": {
             "n": n,
-            "seed": seed,
+            **source.record(),
             "model": str(resolve_model(model)),
             "extractor": featinv_model.config.extractor,
             "preset": preset,

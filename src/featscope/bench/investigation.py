@@ -26,6 +26,7 @@ import torch
 from featscope.backbones import load_backbone
 from featscope.bench.run import check_out, machine
 from featscope.bench.stats import format_proportion, proportion
+from featscope.bench.targets import DEFAULT_SPLIT, TargetSource
 from featscope.devices import peak_memory_mb, resolve_device
 from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
@@ -33,9 +34,9 @@ from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
-from featscope.solvers.endtoend import EndToEndConfig
+from featscope.solvers.configs import EndToEndConfig
 from featscope.world.oracle import read_batch
-from featscope.world.render import COLORS, SHAPES, generate, object_mask
+from featscope.world.render import COLORS, SHAPES, object_mask
 
 METHODS = ("counterfactual", "difference", "neuron")
 RESULTS = "results.json"
@@ -72,7 +73,7 @@ def counterfactual_bench(
     net,
     *,
     n: int,
-    seed: int,
+    source: TargetSource,
     start: str,
     target: str,
     config: EndToEndConfig,
@@ -81,7 +82,8 @@ def counterfactual_bench(
     quiet: bool,
 ) -> dict:
     """Counterfactuals ``start`` -> ``target`` of ``n`` world images, with and without the background regularisers."""
-    arrays, records = generate(n, seed, shape=start)
+    arrays, records = source.images(n, shape=start)
+    seed = source.noise_seed
     images = to_tensor(arrays)
     masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
     y = net.labels.index(target)
@@ -210,7 +212,8 @@ def run_investigation_bench(
     methods: Sequence[str] = METHODS,
     *,
     n: int = 32,
-    seed: int = 0,
+    split: str | None = DEFAULT_SPLIT,
+    seed: int | None = None,
     backbone: str = "world:ddpm",
     batch: int = 8,
     device: str = "auto",
@@ -220,7 +223,8 @@ def run_investigation_bench(
 ) -> dict:
     """Run the chosen investigation measurements on the world and write results.json and results.md to ``out``.
 
-    ``n`` is the number of counterfactual images, and the number of difference samples per shape and neuron
+    ``n`` is the number of counterfactual images (from the evaluation ``split``, or ``seed``'s stream; see
+    :class:`~featscope.bench.targets.TargetSource`), and the number of difference samples per shape and neuron
     samples per channel is ``max(1, n // 8)``. ``settings`` override :class:`EndToEndConfig`.
     """
     unknown = [m for m in methods if m not in METHODS]
@@ -233,13 +237,15 @@ def run_investigation_bench(
     torch_device = resolve_device(device)
     model = load_backbone(backbone, device=torch_device)
     shape_net = load_extractor("world:shape-net", device=torch_device)
-    report: dict = {"config": {"n": n, "seed": seed, "backbone": backbone, "solver": asdict(config)},
+    source = TargetSource(split, seed)
+    seed = source.noise_seed
+    report: dict = {"config": {"n": n, **source.record(), "backbone": backbone, "solver": asdict(config)},
                     "machine": machine(), "results": {}}  # fmt: skip
     small = max(1, n // 8)
     for method in methods:
         tic = time.time()
         if method == "counterfactual":
-            entry = counterfactual_bench(model, shape_net, n=n, seed=seed, start="circle", target="square",
+            entry = counterfactual_bench(model, shape_net, n=n, source=source, start="circle", target="square",
                                          config=config, batch=batch, out=out, quiet=quiet)  # fmt: skip
         elif method == "difference":
             spurious = load_extractor("world:spurious-net", device=torch_device)

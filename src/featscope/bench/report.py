@@ -80,7 +80,7 @@ def markdown(report: dict) -> str:
         f"Oracle on the targets themselves: {oracle}.",
         "",
     ]
-    if "background_deviation_of_targets" in report:  # records before session 9 lack it (merge_bench.py reads them)
+    if "background_deviation_of_targets" in report:  # older records lack it (merge_bench.py reads them)
         lines += [
             "Pixel noise: per image the mean |image - its 3x3 median| (0-255); bg dev.: the mean |pixel - "
             "background colour| away from the object (0-255); medians over targets. On the targets themselves: "

@@ -20,6 +20,7 @@ from featscope.backbones.base import Backbone
 from featscope.bench.metrics import background_deviation, pixel_noise
 from featscope.bench.report import agreement_figure, distance_figure, markdown, samples_figure
 from featscope.bench.stats import chance_levels, median_pair_distance, proportion
+from featscope.bench.targets import DEFAULT_SPLIT, TargetSource
 from featscope.decoding import decode_features
 from featscope.devices import resolve_device, resolve_dtype
 from featscope.errors import FeatscopeError, RunExistsError
@@ -29,7 +30,7 @@ from featscope.images import save_image, to_tensor, to_uint8
 from featscope.losses import feature_cosine, feature_loss
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
-from featscope.solvers.universal import UniversalConfig, preset
+from featscope.solvers.configs import UniversalConfig, preset
 from featscope.world.oracle import OracleReading, agreement, read_batch
 from featscope.world.render import ATTRIBUTES, WorldRecord, generate
 
@@ -217,7 +218,7 @@ def machine() -> dict:
 
 def run_config(
     n: int,
-    seed: int,
+    source: TargetSource,
     backbone: str,
     extractors: list[str],
     presets: Sequence[str],
@@ -229,11 +230,10 @@ def run_config(
     """Everything needed to rerun the bench, and where and when it ran."""
     return {
         "n": n,
-        "seed": seed,
-        "target_seed": seed,
-        "decode_seeds": f"{seed} + target index",
+        **source.record(),
+        "decode_seeds": f"{source.noise_seed} + target index",
         "pairs": PAIRS,
-        "pair_seed": seed + PAIR_SEED_OFFSET,
+        "pair_seed": source.noise_seed + PAIR_SEED_OFFSET,
         "backbone": backbone,
         "extractors": list(extractors),
         "presets": list(presets),
@@ -252,7 +252,8 @@ def run_bench(
     out: str | Path,
     *,
     n: int = 32,
-    seed: int = 0,
+    split: str | None = DEFAULT_SPLIT,
+    seed: int | None = None,
     extractors: Sequence[str] = ("world:shape-net", "world:color-net"),
     presets: Sequence[str] = ("fast",),
     include_unguided: bool = True,
@@ -265,7 +266,9 @@ def run_bench(
 ) -> dict:
     """Decode ``n`` world images with every extractor and preset, score them and write ``out/``.
 
-    Targets are ``generate(n, seed)``; target ``i`` is decoded from seed ``seed + i``. ``settings``
+    Targets are the first ``n`` images of the evaluation ``split`` (``test`` or ``tuning``, held out from every
+    shipped model's training; docs/evaluation.md), or with ``seed`` those of ``generate(n, seed)``; target ``i`` is
+    decoded from seed ``i`` (``seed + i`` with a seed). ``settings``
     override every preset (an unguided row always has w_g = 0). Returns what ``results.json`` holds.
     """
     out, settings = Path(out), dict(settings or {})
@@ -279,10 +282,11 @@ def run_bench(
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     model = load_backbone(backbone, device=torch_device)
     nets = {spec: load_extractor(spec, device=torch_device) for spec in extractors}
-    images, records = generate(n, seed)
-    seeds = [seed + i for i in range(n)]
+    source = TargetSource(split, seed)
+    images, records = source.images(n)
+    seeds = [source.noise_seed + i for i in range(n)]
     report = {
-        "config": run_config(n, seed, backbone, extractors, presets, include_unguided, settings, torch_device, dtype),
+        "config": run_config(n, source, backbone, extractors, presets, include_unguided, settings, torch_device, dtype),
         "chance": chance_levels(),
         "oracle_on_targets": target_oracle(images, records),
         "pixel_noise_of_targets": {"median": float(np.median(pixel_noise(images)))},
@@ -293,7 +297,7 @@ def run_bench(
     with tqdm(total=len(nets) * len(rows), disable=quiet, desc="bench", unit="run", dynamic_ncols=True) as bar:
         for spec, extractor in nets.items():
             target_features = features_of(extractor, images)
-            reference = pair_reference(extractor, seed)
+            reference = pair_reference(extractor, source.noise_seed)
             entry = {"extractor": spec, "layer": extractor.layer, "pair_median_distance": reference, "rows": []}
             for row in rows:
                 bar.set_postfix(extractor=spec, row=row.label)

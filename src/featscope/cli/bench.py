@@ -63,14 +63,26 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
     """-n, --seed, --out and --overwrite."""
     t = parser.add_argument_group("targets")
     t.add_argument("-n", "--n", type=int, default=32, help=f"number of {what} (default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the targets and of the decoding (default: 0)")
+    t.add_argument(
+        "--split",
+        choices=("test", "tuning"),
+        default="test",
+        help="held-out world images to use as targets: test (report here) or tuning (choose settings here); none "
+        "was in any shipped model's training (docs/evaluation.md) (default: %(default)s)",
+    )
+    t.add_argument(
+        "--seed",
+        type=int,
+        help="instead of a split, the first images of this world stream (seed 0 is world:ddpm's training pool); "
+        "also the first decoding seed",
+    )
     o = parser.add_argument_group("output")
     o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
     o.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
 
 
 def _add_decode(bsub: argparse._SubParsersAction) -> None:
-    from featscope.solvers.universal import PRESETS, UniversalConfig
+    from featscope.solvers.configs import PRESETS, UniversalConfig
 
     p = command_parser(
         bsub,
@@ -102,7 +114,7 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_investigate(bsub: argparse._SubParsersAction) -> None:
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
     p = command_parser(
         bsub,
@@ -125,7 +137,7 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_featinv(bsub: argparse._SubParsersAction) -> None:
-    from featscope.solvers.universal import PRESETS
+    from featscope.solvers.configs import PRESETS
 
     p = command_parser(
         bsub,
@@ -163,6 +175,7 @@ def _run_decode(args: argparse.Namespace) -> int:
     run_bench(
         args.out,
         n=args.n,
+        split=args.split,
         seed=args.seed,
         extractors=names(args.extractors),
         presets=names(args.presets),
@@ -187,6 +200,7 @@ def _run_investigate(args: argparse.Namespace) -> int:
         args.out,
         **methods,
         n=args.n,
+        split=args.split,
         seed=args.seed,
         backbone=args.backbone,
         batch=args.batch,
@@ -210,6 +224,7 @@ def _run_featinv(args: argparse.Namespace) -> int:
         args.out,
         model=args.model,
         n=args.n,
+        split=args.split,
         seed=args.seed,
         preset=args.preset.split(",")[0].strip(),
         featinv_steps=[int(x) for x in counts],

@@ -47,7 +47,7 @@ COMMAND = Command(
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``decode``: targets, models, the preset and one option per :class:`UniversalConfig` knob."""
-    from featscope.solvers.universal import PRESETS, UniversalConfig
+    from featscope.solvers.configs import PRESETS, UniversalConfig
 
     t = p.add_argument_group("targets (at least one)")
     t.add_argument(
@@ -81,7 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Decode the targets into a run folder and print its summary line."""
-    from featscope.decoding import decode
+    from featscope.decoding import decode, summary_line
 
     if not args.target and not args.text:
         raise FeatscopeError("no target given; pass --target FILE (image or feature file) or --text TEXT")
@@ -108,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         **knobs(args),
     )
     summary = json.loads((result.run_dir / "metrics.json").read_text())["summary"]
-    print(f"wrote {result.run_dir}/ (final, best, metrics.json, log.jsonl, config.yaml)")
+    print(f"wrote {result.run_dir}/ (final, best, target, sheet.png, metrics.json, log.jsonl, config.yaml)")
+    for sample in result.metrics:
+        if sample.get("readings"):
+            print(f"{sample['name']}: {summary_line(sample['readings'])}")
     print(
         f"best distance {summary['mean_best_distance']:.4g}, final distance {summary['mean_final_distance']:.4g}, "
         f"best cosine {summary['mean_best_cosine']:.3f}, {summary['network_evaluations']} network evaluations, "

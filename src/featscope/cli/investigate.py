@@ -51,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _add_solver_options(parser: argparse.ArgumentParser) -> None:
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
     s = parser.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)")
     add_knobs(parser, s, EndToEndConfig)

@@ -38,7 +38,8 @@ from featscope.objectives import neuron as neuron_objective
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a core runs
     from featscope.backbones.base import Backbone
-    from featscope.solvers.endtoend import EndToEndConfig, EndToEndResult
+    from featscope.solvers.configs import EndToEndConfig
+    from featscope.solvers.endtoend import EndToEndResult
 
 Label = int | str
 

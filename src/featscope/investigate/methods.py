@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from featscope.datasets import ClassFolderDataset, ImageItem, image_items, safe_id
 from featscope.errors import FeatscopeError, InputFileError, suggest
 from featscope.extractors.base import Extractor
-from featscope.images import save_image
+from featscope.images import load_image, save_image
 from featscope.investigate import cores
 from featscope.investigate.common import (
     DEFAULT_BACKBONE,
@@ -44,10 +44,11 @@ from featscope.investigate.masks import foreground_mask, load_pretrained, load_s
 from featscope.investigate.orchestration import Plan, run_plan
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
 from featscope.runs import RunFolder, atomic_torch_save
+from featscope.sheet import save_sheet
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
     from featscope.backbones.base import Backbone
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
 
 # -- loading ---------------------------------------------------------------------------------------
@@ -67,7 +68,7 @@ def _network(net: str | Extractor, device: torch.device, weights: str | None = N
 
 def _config(config: EndToEndConfig | None, settings: dict) -> EndToEndConfig:
     from featscope.settings import resolve
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
     return resolve(EndToEndConfig, config, settings)
 
@@ -88,8 +89,8 @@ def parse_label(text: int | str) -> int | str:
 
 # -- an item's files -------------------------------------------------------------------------------
 def _save_iterates(run: RunFolder, result: cores.Optimized, captions: list[list[str]], title: str) -> int:
-    """initial.png, best.png, final.png, strip.png, loss.png and one log.jsonl line per iteration (its loss
-    terms) of sample 0; returns its best iteration."""
+    """initial.png, best.png, final.png, strip.png, loss.png, sheet.png (with the target.png already written, if
+    any) and one log.jsonl line per iteration (its loss terms) of sample 0; returns its best iteration."""
     best = result.best_iteration(0)
     images = result.images[:, 0]
     curves = result.loss_curves(0)
@@ -100,6 +101,11 @@ def _save_iterates(run: RunFolder, result: cores.Optimized, captions: list[list[
     save_image(images[-1], run.file("final.png"))
     save_strip(images, captions, run.file("strip.png"), best=best)
     save_loss_plot(curves, run.file("loss.png"), title)
+    columns, row = ["initial", "best", "final"], [images[0], result.best[0], images[-1]]
+    if run.file("target.png").is_file():
+        columns, row = ["target", *columns], [load_image(run.file("target.png"))[0], *row]
+    note = f"best: iteration {best}, " + ", ".join(captions[best]) if best < len(captions) else ""
+    save_sheet(run.file("sheet.png"), columns, [row], notes=[note])
     return best
 
 

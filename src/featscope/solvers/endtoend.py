@@ -28,56 +28,8 @@ from featscope.errors import FeatscopeError
 from featscope.inversion import ddim_move, ddim_schedule, guided_eps, null_embeddings
 from featscope.objectives import Context, Cutouts, Objective
 from featscope.progress import tqdm
-from featscope.settings import Settings, knob
+from featscope.solvers.configs import EndToEndConfig
 from featscope.solvers.universal import straight_through_clamp
-
-
-@dataclass(frozen=True)
-class EndToEndConfig(Settings):
-    """Settings of the end-to-end solver; defaults are the published ones (DiG-IN's OptimParams)."""
-
-    num_steps: int = knob(20, "DDIM steps (eta 0) of the sampling chain", symbol="T", flag="--steps")
-    guidance_scale: float = knob(3.0, "classifier-free guidance; 1 = conditional UNet call only", symbol="cfg")
-    iterations: int = knob(20, "Adam steps; iterations + 1 images (iteration 0 = the plain sample)", symbol="iters")
-    latent_lr: float = knob(1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed",
-                            metavar="LR")
-    cond_lr: float = knob(1e-2, "learning rate of the prompt-embedding delta; 0 = fixed", metavar="LR")
-    uncond_lr: float = knob(1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed",
-                            metavar="LR")
-    per_timestep_deltas: bool = knob(True, "one embedding delta per DDIM step (else one shared by all steps)")
-    loss_steps: int = knob(3, "the loss is taken on the x0 predictions of the last N steps", metavar="N")
-    loss_weighting: str = knob("linear", "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
-                               choices=("linear", "uniform"))
-    cutouts: int = knob(16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none",
-                        metavar="N")
-    cut_power: float = knob(0.3, "crop side u^power * (max - min) + min with u ~ U(0, 1)", metavar="P")
-    noise_sd: float = knob(0.005, "standard deviation of the Gaussian noise added to each view", metavar="SD")
-    renormalize_latent: bool = knob(True, "re-project x_T to its initial L2 norm after each step")
-    early_stop_loss: float | None = knob(None, "stop once every sample's (non-augmented) loss is below this",
-                                         metavar="LOSS")
-    checkpointing: bool = knob(True, "recompute each DDIM step and the decoder in the backward pass (less memory)")
-
-    def validate(self) -> None:
-        checks = [
-            (self.num_steps >= 1, "num_steps must be at least 1"),
-            (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
-            (self.iterations >= 0, "iterations must be >= 0"),
-            (min(self.latent_lr, self.cond_lr, self.uncond_lr) >= 0, "learning rates must be >= 0"),
-            (self.loss_steps >= 1, "loss_steps must be at least 1"),
-            (self.loss_weighting in ("linear", "uniform"), f"loss_weighting must be linear or uniform, not "
-             f"{self.loss_weighting!r}"),
-            (self.cutouts >= 0 and self.noise_sd >= 0, "cutouts and noise_sd must be >= 0"),
-        ]  # fmt: skip
-        for ok, message in checks:
-            if not ok:
-                raise FeatscopeError(message)
-
-    def loss_weights(self) -> list[float]:
-        """Weights of the loss on the last min(loss_steps, num_steps) x0 predictions, oldest first; they sum to 1."""
-        n = min(self.loss_steps, self.num_steps)
-        if self.loss_weighting == "uniform":
-            return [1 / n] * n
-        return [k / (n * (n + 1) / 2) for k in range(1, n + 1)]
 
 
 @dataclass

@@ -79,13 +79,13 @@ def given(params: dict, *keys: str) -> dict:
 
 # -- decode (universal solver) ---------------------------------------------------------------------
 def _universal() -> type:
-    from featscope.solvers.universal import UniversalConfig
+    from featscope.solvers.configs import UniversalConfig
 
     return UniversalConfig
 
 
 def _decode_config(params: dict):
-    from featscope.solvers.universal import preset
+    from featscope.solvers.configs import preset
 
     return preset(params["preset"])
 
@@ -127,7 +127,7 @@ def _decode_headline(metrics: dict) -> dict:
 
 def _presets() -> Callable[[Any, Path], str]:
     def parse(value: Any, root: Path) -> str:
-        from featscope.solvers.universal import PRESETS
+        from featscope.solvers.configs import PRESETS
 
         return choice(*PRESETS)(value, root)
 
@@ -159,7 +159,7 @@ DECODE = Method(
 
 # -- investigations (end-to-end solver), one item per job -------------------------------------------
 def _endtoend() -> type:
-    from featscope.solvers.endtoend import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig
 
     return EndToEndConfig
 

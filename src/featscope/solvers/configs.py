@@ -1,0 +1,216 @@
+"""The solvers' settings, each field declared once with its help and the paper's symbol (``featscope.settings``).
+
+Light on purpose: the command line derives its options from these without importing torch or diffusers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from featscope.errors import FeatscopeError
+from featscope.settings import Settings, knob
+
+
+@dataclass(frozen=True)
+class UniversalConfig(Settings):
+    """Settings of the universal solver; each field's help names the paper's symbol."""
+
+    sampler: str = knob("ddim", "ddpm = ancestral, as published; ddim = eta 0", choices=("ddpm", "ddim"))
+    num_steps: int = knob(50, "number of sampling steps", symbol="T", flag="--steps")
+    guidance_weight: float = knob(
+        0.1, "weight of the rescaled feature gradient added to eps", symbol="w_g", aliases=("--wg",)
+    )
+    recurrence: int = knob(2, "self-recurrence iterations per step (re-noise and repeat)", symbol="K", aliases=("-K",))
+    early_recurrence: int = knob(
+        2, "K for the first --early-steps steps (early step emphasis; reference 1000)", symbol="K_early"
+    )
+    early_steps: int = knob(
+        0, "number of first steps with emphasis: T - T' in the paper (reference 5: t = 999..995)", metavar="N"
+    )
+    late_recurrence: int = knob(
+        2, "K for the last --late-steps steps (refinement near the clean image; featscope's)", symbol="K_late"
+    )
+    late_steps: int = knob(0, "number of last steps with K_late (published: 0)", metavar="N")
+    grad_clip: float = knob(
+        3.0,
+        "grad_thres: clamp the rescaled gradient to mean +- THR*std element-wise; <= 0 off",
+        symbol="thr",
+        metavar="THR",
+    )
+    loss: str = knob("l2", "feature distance: squared L2 (published) or cosine", choices=("l2", "cosine"))
+    prompt: str = knob("", "text prompt for the backbone (empty = unconditional, as published)", metavar="TEXT")
+    guidance_scale: float = knob(1.0, "classifier-free guidance on the prompt (1 = off, one UNet call)", symbol="cfg")
+    track_after_guidance: bool = knob(
+        True, "also score the x0 estimate after the guided update for best-image tracking", cli=False
+    )
+    clamp: bool = knob(
+        True, "the network sees D(x0_hat) clamped to [0, 1] (straight-through; off as published)", cli=False
+    )
+    stop_distance: float | None = knob(
+        None, "stop early once every sample's best squared distance is at most D", metavar="D"
+    )
+    candidates: int = knob(
+        1, "trajectories started per image; the nearest after --select-after steps goes on (published: 1)",
+        metavar="N",
+    )
+    select_after: int = knob(0, "steps all candidates run before the nearest is kept", metavar="STEPS")
+    backward_steps: int = knob(
+        0, "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
+        "(universal guidance's m; published decoder: 0)", symbol="m",
+    )
+    backward_lr: float = knob(0.01, "Adam step size of backward guidance, in the backbone's x0 units", metavar="LR")
+    backward_from: int = knob(0, "first sampling step (0 = the noisiest) with backward guidance", metavar="STEP")
+    backward_blur: float = knob(
+        0.0, "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
+        "instead (featscope's; published: 0)", metavar="SIGMA",
+    )
+
+    def validate(self) -> None:
+        checks = [
+            (self.sampler in ("ddpm", "ddim"), f"sampler must be ddpm or ddim, not {self.sampler!r}"),
+            (self.num_steps >= 1, "num_steps must be at least 1"),
+            (
+                min(self.recurrence, self.early_recurrence, self.late_recurrence) >= 1,
+                "K (recurrence) must be at least 1",
+            ),
+            (self.early_steps >= 0 and self.late_steps >= 0, "early_steps and late_steps must be >= 0"),
+            (self.guidance_weight >= 0, "guidance weight w_g must be >= 0"),
+            (self.loss in ("l2", "cosine"), f"loss must be l2 or cosine, not {self.loss!r}"),
+            (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
+            (self.candidates >= 1, "candidates must be at least 1"),
+            (self.backward_steps >= 0, "backward_steps (--backward-steps, m) must be >= 0"),
+            (self.backward_lr > 0, "backward_lr (--backward-lr) must be > 0"),
+            (self.backward_blur >= 0, "backward_blur (--backward-blur) must be >= 0 (0 = no blur)"),
+            (
+                0 <= self.backward_from < self.num_steps,
+                f"backward_from (--backward-from) must be a sampling step in 0..{self.num_steps - 1}",
+            ),
+            (
+                self.candidates == 1 or 1 <= self.select_after <= self.num_steps,
+                f"with {self.candidates} candidates, pass select_after (--select-after) in 1..{self.num_steps}: "
+                "the steps they run before the nearest is kept",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FeatscopeError(message)
+
+    def recurrence_at(self, step: int) -> int:
+        """K at sampling step ``step`` (0 = the noisiest): early emphasis wins over late refinement."""
+        if step < self.early_steps:
+            return self.early_recurrence
+        if step >= self.num_steps - self.late_steps:
+            return self.late_recurrence
+        return self.recurrence
+
+    def rows_at(self, step: int) -> int:
+        """Trajectories per image at sampling step ``step``: all candidates until the selection."""
+        return self.candidates if step < self.select_after else 1
+
+    def backward_at(self, step: int) -> int:
+        """Backward guidance steps (m) per iteration at sampling step ``step``."""
+        return self.backward_steps if step >= self.backward_from else 0
+
+    def tracked_at(self, step: int) -> bool:
+        """Whether each iteration at ``step`` scores the updated x0 estimate too (one more network pass)."""
+        return self.track_after_guidance and (self.guidance_weight > 0 or self.backward_at(step) > 0)
+
+    def total_iterations(self) -> int:
+        """Guided iterations per image, every candidate counted."""
+        return sum(self.recurrence_at(i) * self.rows_at(i) for i in range(self.num_steps))
+
+    def network_evaluations(self) -> int:
+        """Network passes per image for a full run: one per iteration, one more after each guided update
+        (best-image tracking), and ``backward_at`` per iteration for backward guidance."""
+        return sum(
+            self.recurrence_at(i) * self.rows_at(i) * (1 + self.tracked_at(i) + self.backward_at(i))
+            for i in range(self.num_steps)
+        )
+
+
+PRESETS: dict[str, UniversalConfig] = {
+    # The published setting: 1000-step DDPM, empty prompt, no CFG, K=1000 for t >= 995 then 8, w_g=4, thr 3.
+    "reference": UniversalConfig(
+        sampler="ddpm",
+        num_steps=1000,
+        guidance_weight=4.0,
+        recurrence=8,
+        early_recurrence=1000,
+        early_steps=5,
+        grad_clip=3.0,
+    ),
+    # DDIM with few steps; w_g 0.1 was calibrated on the embedded v-prediction world model, whose DDIM chains start
+    # at zero SNR (on world targets from its training pool: docs/speed.md).
+    "fast": UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2),
+    "faster": UniversalConfig(sampler="ddim", num_steps=25, guidance_weight=0.1, recurrence=2, early_recurrence=2),
+    # Reference's distance at under 5% of its evaluations: the `fast` chain (DDIM 50, K 2, w_g 0.1), then
+    # backward guidance in the last 6 steps: 80 Adam steps at lr 0.003 on each x0 estimate (1,160 network
+    # evaluations, 4.5% of reference's). Chosen on the embedded world (docs/speed.md): 0.32x reference's median
+    # distance over 12 targets with world:shape-net, 0.63x over 6 with world:color-net, with visible background
+    # artifacts; those targets came from world:ddpm's training pool (test-split numbers: docs/evaluation.md).
+    "refine": UniversalConfig(
+        sampler="ddim",
+        num_steps=50,
+        guidance_weight=0.1,
+        recurrence=2,
+        early_recurrence=2,
+        backward_steps=80,
+        backward_lr=0.003,
+        backward_from=44,
+    ),
+}
+
+
+def preset(name: str) -> UniversalConfig:
+    """A named setting of the universal solver (``reference``, ``fast``, ``faster``, ``refine``)."""
+    if name not in PRESETS:
+        raise FeatscopeError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class EndToEndConfig(Settings):
+    """Settings of the end-to-end solver; defaults are the published ones (DiG-IN's OptimParams)."""
+
+    num_steps: int = knob(20, "DDIM steps (eta 0) of the sampling chain", symbol="T", flag="--steps")
+    guidance_scale: float = knob(3.0, "classifier-free guidance; 1 = conditional UNet call only", symbol="cfg")
+    iterations: int = knob(20, "Adam steps; iterations + 1 images (iteration 0 = the plain sample)", symbol="iters")
+    latent_lr: float = knob(1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed",
+                            metavar="LR")
+    cond_lr: float = knob(1e-2, "learning rate of the prompt-embedding delta; 0 = fixed", metavar="LR")
+    uncond_lr: float = knob(1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed",
+                            metavar="LR")
+    per_timestep_deltas: bool = knob(True, "one embedding delta per DDIM step (else one shared by all steps)")
+    loss_steps: int = knob(3, "the loss is taken on the x0 predictions of the last N steps", metavar="N")
+    loss_weighting: str = knob("linear", "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
+                               choices=("linear", "uniform"))
+    cutouts: int = knob(16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none",
+                        metavar="N")
+    cut_power: float = knob(0.3, "crop side u^power * (max - min) + min with u ~ U(0, 1)", metavar="P")
+    noise_sd: float = knob(0.005, "standard deviation of the Gaussian noise added to each view", metavar="SD")
+    renormalize_latent: bool = knob(True, "re-project x_T to its initial L2 norm after each step")
+    early_stop_loss: float | None = knob(None, "stop once every sample's (non-augmented) loss is below this",
+                                         metavar="LOSS")
+    checkpointing: bool = knob(True, "recompute each DDIM step and the decoder in the backward pass (less memory)")
+
+    def validate(self) -> None:
+        checks = [
+            (self.num_steps >= 1, "num_steps must be at least 1"),
+            (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
+            (self.iterations >= 0, "iterations must be >= 0"),
+            (min(self.latent_lr, self.cond_lr, self.uncond_lr) >= 0, "learning rates must be >= 0"),
+            (self.loss_steps >= 1, "loss_steps must be at least 1"),
+            (self.loss_weighting in ("linear", "uniform"), f"loss_weighting must be linear or uniform, not "
+             f"{self.loss_weighting!r}"),
+            (self.cutouts >= 0 and self.noise_sd >= 0, "cutouts and noise_sd must be >= 0"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise FeatscopeError(message)
+
+    def loss_weights(self) -> list[float]:
+        """Weights of the loss on the last min(loss_steps, num_steps) x0 predictions, oldest first; they sum to 1."""
+        n = min(self.loss_steps, self.num_steps)
+        if self.loss_weighting == "uniform":
+            return [1 / n] * n
+        return [k / (n * (n + 1) / 2) for k in range(1, n + 1)]

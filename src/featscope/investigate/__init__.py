@@ -9,7 +9,7 @@
     investigate.invert(["cat.png"], prompt="red square on dark", out="runs/inv")
 
 Each writes ``out/<item>/`` in the shared run-folder layout (config.yaml, metrics.json, log.jsonl, final.png,
-best.png, target.png for a real image) plus initial.png (iteration 0), strip.png, loss.png, and for a masked
+best.png, sheet.png, target.png for a real image) plus initial.png (iteration 0), strip.png, loss.png, and for a masked
 counterfactual mask.png (attention.png when the mask is found automatically); an inversion writes target.png,
 reconstruction.png, x_T.pt, null_texts.pt and prompt.txt. ``out/summary.json`` + ``out/summary.md`` cover all
 items; items are shared among torchrun ranks and a re-run skips the items already done. ``config`` takes an

@@ -5,7 +5,14 @@ Public API (imported lazily, so that ``featscope --help`` starts fast)::
     import featscope
     result = featscope.decode("target.png")                       # embedded world defaults
     result = featscope.decode("cat.jpg", backbone="sd:CompVis/stable-diffusion-v1-4",
-                              extractor="torchvision:resnet50", preset="reference")
+                              extractor="torchvision:resnet50", config="reference")
+    featscope.decode("cat.jpg", config="refine", guidance_weight=0.3)   # a preset name or a UniversalConfig
+
+Two layers (docs/architecture.md): cores over loaded models and tensors return result dataclasses and
+write nothing (``decode_features`` -> ``DecodeOutput``, ``solve_universal(backbone, objective, config,
+generators=...)``, ``optimize``, ``featscope.investigate.cores``, ``featscope.featinv.reconstruct``/``steer``/
+``evaluate``); orchestration loads specs and writes run folders (``decode``, ``featscope.investigate``,
+``featscope.study``). Every solver takes an objective from ``featscope.objectives``.
 """
 
 from featscope._lazy import lazy_getattr

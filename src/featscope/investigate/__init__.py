@@ -2,15 +2,22 @@
 
 ::
 
-    from featscope import investigate
+    from featscope import investigate, EndToEndConfig
     investigate.difference("world:shape-net@fc", "world:spurious-net@fc", ["square"], out="runs/diff")
+    investigate.neuron("world:shape-net@fc", None, [1, 5], out="runs/neurons", config=EndToEndConfig(iterations=20))
     investigate.counterfactual("world:shape-net@fc", "cat.png", "square", "circle", out="runs/cf")
     investigate.invert(["cat.png"], prompt="red square on dark", out="runs/inv")
 
-Each writes ``out/<item>/`` (target.png for a real image, initial.png, best.png, final.png, strip.png,
-loss.png, metrics.json, config.yaml, log.jsonl) and ``out/summary.json`` + ``out/summary.md``; items are
-sharded over torchrun ranks and a re-run skips the items already done. The methods themselves, over loaded
-models and tensors and a whole batch at a time, are :mod:`featscope.investigate.cores`.
+Each writes ``out/<item>/`` in the shared run-folder layout (config.yaml, metrics.json, log.jsonl, final.png,
+best.png, sheet.png, target.png for a real image) plus initial.png (iteration 0), strip.png, loss.png, and for a masked
+counterfactual mask.png (attention.png when the mask is found automatically); an inversion writes target.png,
+reconstruction.png, x_T.pt, null_texts.pt and prompt.txt. ``out/summary.json`` + ``out/summary.md`` cover all
+items; items are shared among torchrun ranks and a re-run skips the items already done. ``config`` takes an
+:class:`~featscope.solvers.endtoend.EndToEndConfig`; keyword settings override its fields. The methods
+themselves, over loaded models and tensors and a whole batch at a time, are :mod:`featscope.investigate.cores`
+(``difference``, ``neuron``, ``counterfactual``, ``invert``, ``null_inversion``, returning ``DifferenceResult``,
+``NeuronResult``, ``CounterfactualResult``, ``InversionResult``); the orchestration is
+:mod:`featscope.investigate.orchestration`.
 """
 
 from featscope.investigate.common import Ranks, join_ranks

@@ -114,6 +114,11 @@ def decode_features(
     (no files). Rows run ``batch_size`` at a time (all at once by default); a row's result does not
     depend on its batch. ``callback`` and ``log`` see each batch's steps, with ``first_sample`` set.
     """
+    if len(features) != len(seeds):
+        raise FeatscopeError(
+            f"{len(features)} feature rows but {len(seeds)} seeds; give one seed per row (repeat a row for several "
+            "samples of one target)"
+        )
     device = backbone.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

@@ -11,7 +11,7 @@ EPILOG = """\
 examples:
   featscope batch examples/study.yaml                          # one process; a re-run resumes
   featscope batch examples/study.yaml --dry-run                # check the file, list the jobs
-  torchrun --standalone --nproc-per-node 4 -m featscope.cli batch study.yaml   # jobs split over ranks
+  torchrun --standalone --nproc-per-node 4 -m featscope.cli batch study.yaml   # ranks share the jobs
 
 Each job writes OUT/<job>/ (the run folder of its method); a job whose folder has metrics.json is skipped,
 a failed one leaves OUT/<job>/error.json. OUT/study.jsonl logs every job's start and end; OUT/summary.json
@@ -22,7 +22,8 @@ and OUT/summary.md cover all jobs. Keys of the study file: docs/batch-and-report
 COMMAND = Command(
     "batch",
     "run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable",
-    "Run every job of a study file not done yet; under torchrun the jobs are split over ranks.",
+    "Run every job of a study file not done yet. Several processes (torchrun ranks, SLURM array tasks) share "
+    "the jobs: each takes unfinished ones as it frees up, and the job of a process that died is taken again.",
     epilog=EPILOG,
 )
 

@@ -1,9 +1,9 @@
-"""Studies: many jobs (method x targets x networks x seeds x settings) from one YAML file, sharded over ranks.
+"""Studies: many jobs (method x targets x networks x seeds x settings) from one YAML file, shared among processes.
 
 ::
 
     from featscope.study import run_study
-    result = run_study("examples/study.yaml")      # resumable; torchrun shards the jobs
+    result = run_study("examples/study.yaml")      # resumable; torchrun ranks or SLURM tasks share the jobs
     result.summary["done"], result.out
 
 See docs/batch-and-report.md for the study file's keys. Names are imported lazily (``featscope --help`` stays fast).

@@ -8,16 +8,15 @@
 Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from featscope._lazy import lazy_getattr
+from featscope._lazy import by_module, lazy_getattr
 
-_EXPORTS = {
-    "Run": "featscope.report.folders",
-    "RunSet": "featscope.report.folders",
-    "collect": "featscope.report.folders",
-    "page": "featscope.report.html",
-    "runs_html": "featscope.report.write",
-    "write_report": "featscope.report.write",
-}
+_EXPORTS = by_module(
+    {
+        "featscope.report.folders": ("Run", "RunSet", "collect"),
+        "featscope.report.html": ("page",),
+        "featscope.report.write": ("runs_html", "write_report"),
+    }
+)
 
 __all__ = list(_EXPORTS)
 

@@ -12,10 +12,10 @@ from featscope.cli.options import (
     dataset_selection,
     knobs,
     names,
+    numbers,
     pick,
     print_summary,
 )
-from featscope.errors import FeatscopeError
 
 EPILOG = """\
 examples:
@@ -155,10 +155,7 @@ def _difference(args: argparse.Namespace, investigate, common: dict) -> dict | N
 
 
 def _neuron(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    try:
-        channels = [int(c) for c in names(args.channels)]
-    except ValueError:
-        raise FeatscopeError(f"--channels takes comma-separated integers, not {args.channels!r}") from None
+    channels = numbers(args.channels, int, "--channels", "comma-separated integers")
     return investigate.neuron(
         args.net,
         args.layer,
@@ -170,10 +167,7 @@ def _neuron(args: argparse.Namespace, investigate, common: dict) -> dict | None:
 
 
 def _counterfactual(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    try:
-        weights = [float(w) for w in names(args.regularizer_weights)]
-    except ValueError:
-        raise FeatscopeError(f"--regularizer-weights takes numbers, not {args.regularizer_weights!r}") from None
+    weights = numbers(args.regularizer_weights, float, "--regularizer-weights", "numbers")
     return investigate.counterfactual(
         args.net,
         args.images,

@@ -153,14 +153,14 @@ def names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def numbers(text: str | None, kind: type, what: str) -> list | None:
-    """The numbers of a comma-separated option value (None stays None); ``what`` names the option in errors."""
+def numbers(text: str | None, kind: type, what: str, takes: str = "comma-separated numbers") -> list | None:
+    """The numbers of a comma-separated option value (None stays None); errors say ``{what} takes {takes}``."""
     if text is None:
         return None
     try:
         return [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise FeatscopeError(f"{what} takes comma-separated numbers, not {text!r}") from None
+        raise FeatscopeError(f"{what} takes {takes}, not {text!r}") from None
 
 
 def print_summary(summary: dict | None, out: str) -> None:

@@ -333,7 +333,9 @@ def summary_line(readings: dict) -> str:
     return "; ".join(r["summary"] for r in readings.values() if r.get("summary"))
 
 
-def _check_inputs(files: list, num_samples: int, config: UniversalConfig | str | None, preset: str | None) -> None:
+def _check_inputs(
+    files: list, num_samples: int, config: UniversalConfig | str | None, preset: str | None
+) -> None:
     if num_samples < 1:
         raise FeatscopeError("num_samples must be at least 1")
     if config is not None and preset is not None:

@@ -6,11 +6,6 @@ from collections.abc import Callable
 from importlib import import_module
 
 
-def by_module(names: dict[str, tuple[str, ...]]) -> dict[str, str]:
-    """The ``exports`` table of :func:`lazy_getattr` from each module's names: name -> module path, in order."""
-    return {name: module for module, module_names in names.items() for name in module_names}
-
-
 def lazy_getattr(package: str, exports: dict[str, str]) -> Callable[[str], object]:
     """A module ``__getattr__`` that imports ``exports[name]`` (a module path) on first access; a name equal
     to the module's last component is the module itself."""

@@ -8,15 +8,16 @@
 Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from featscope._lazy import by_module, lazy_getattr
+from featscope._lazy import lazy_getattr
 
-_EXPORTS = by_module(
-    {
-        "featscope.report.folders": ("Run", "RunSet", "collect"),
-        "featscope.report.html": ("page",),
-        "featscope.report.write": ("runs_html", "write_report"),
-    }
-)
+_EXPORTS = {
+    "Run": "featscope.report.folders",
+    "RunSet": "featscope.report.folders",
+    "collect": "featscope.report.folders",
+    "page": "featscope.report.html",
+    "runs_html": "featscope.report.write",
+    "write_report": "featscope.report.write",
+}
 
 __all__ = list(_EXPORTS)
 

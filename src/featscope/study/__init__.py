@@ -9,16 +9,18 @@
 See docs/batch-and-report.md for the study file's keys. Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from featscope._lazy import by_module, lazy_getattr
+from featscope._lazy import lazy_getattr
 
-_EXPORTS = by_module(
-    {
-        "featscope.study.methods": ("METHODS", "Method"),
-        "featscope.study.plan": ("Job", "Study", "load_study"),
-        "featscope.study.runner": ("StudyResult", "run_study"),
-        "featscope.study.source": ("StudyError",),
-    }
-)
+_EXPORTS = {
+    "METHODS": "featscope.study.methods",
+    "Method": "featscope.study.methods",
+    "Job": "featscope.study.plan",
+    "Study": "featscope.study.plan",
+    "load_study": "featscope.study.plan",
+    "StudyResult": "featscope.study.runner",
+    "run_study": "featscope.study.runner",
+    "StudyError": "featscope.study.source",
+}
 
 __all__ = list(_EXPORTS)
 

@@ -188,6 +188,44 @@ def _metrics(
     ]
 
 
+def _load_models(
+    backbone: str | Backbone,
+    extractor: str | Extractor,
+    device: torch.device,
+    backbone_config: str | None,
+    extractor_weights: str | None,
+    speed: SpeedOptions,
+) -> tuple[Backbone, Extractor]:
+    """The backbone and the network (loaded from their specs when given as strings) on ``device``, with ``speed``."""
+    if isinstance(backbone, str):
+        backbone = load_backbone(backbone, device=device, config=backbone_config)
+    if isinstance(extractor, str):
+        extractor = load_extractor(extractor, weights=extractor_weights, device=device)
+    backbone.to(device)
+    extractor.to(device)
+    apply_speed(backbone, extractor, speed)
+    return backbone, extractor
+
+
+def _commit_run(
+    run: RunFolder,
+    output: DecodeOutput,
+    sources: list,
+    names: list[str],
+    metrics: list[dict],
+    readings: list[dict],
+    n_targets: int,
+    num_samples: int,
+) -> Path:
+    """Write the images, sheet.png and metrics.json of a decode run and commit its folder."""
+    _write_images(run, output.final, output.best, sources, n_targets, num_samples)
+    notes = [summary_line(r) for r in readings]
+    rows = list(zip(sources, output.best, output.final, strict=True))
+    save_sheet(run.file("sheet.png"), ["target", "best", "final"], rows, row_labels=names, notes=notes)
+    run.write_json("metrics.json", {"samples": metrics, "summary": _summary(metrics)})
+    return run.commit()
+
+
 def decode(
     targets: str | Path | Sequence[str | Path] = (),
     *,
@@ -230,14 +268,8 @@ def decode(
     solver = _solver_config(config, extractor_spec, settings)
     run = RunFolder(out, overwrite=overwrite) if out is not None else None
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-    if isinstance(backbone, str):
-        backbone = load_backbone(backbone, device=torch_device, config=backbone_config)
-    if isinstance(extractor, str):
-        extractor = load_extractor(extractor, weights=extractor_weights, device=torch_device)
-    backbone.to(torch_device)
-    extractor.to(torch_device)
     speed = speed or SpeedOptions()
-    apply_speed(backbone, extractor, speed)
+    backbone, extractor = _load_models(backbone, extractor, torch_device, backbone_config, extractor_weights, speed)
     target_set = build_targets(
         extractor, backbone.image_size, files=files, texts=texts, tensors=[features] if features is not None else []
     )
@@ -282,12 +314,7 @@ def decode(
     ]
     run_dir = None
     if run is not None:
-        _write_images(run, output.final, output.best, sources, len(target_set), num_samples)
-        notes = [summary_line(r) for r in readings]
-        rows = list(zip(sources, output.best, output.final, strict=True))
-        save_sheet(run.file("sheet.png"), ["target", "best", "final"], rows, row_labels=names, notes=notes)
-        run.write_json("metrics.json", {"samples": metrics, "summary": _summary(metrics)})
-        run_dir = run.commit()
+        run_dir = _commit_run(run, output, sources, names, metrics, readings, len(target_set), num_samples)
     return DecodeResult(output.final, output.best, names, metrics, record, run_dir, sources)
 
 

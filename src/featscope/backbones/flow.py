@@ -35,6 +35,7 @@ through their guidance embedding; CFG on top of it (``guidance_scale`` > 1) is F
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from diffusers import (
@@ -53,6 +54,7 @@ from transformers.utils import logging as transformers_logging
 
 from featscope.backbones.base import Backbone
 from featscope.backbones.common import load_diffusers, pack, unpack
+from featscope.backbones.latent import vae_parts
 from featscope.errors import FeatscopeError
 
 TABLE = 1000
@@ -111,12 +113,7 @@ class FlowBackbone(Backbone):
         flow_config = {k: v for k, v in flow_config.items() if not k.startswith("_")}
         sigmas = sigma_table(flow_config, (latent_size // self.patch) ** 2)
         super().__init__(
-            transformer,
-            vp_scheduler_config(sigmas),
-            spec=spec,
-            vae=vae,
-            vae_scale=float(vae.config.scaling_factor),
-            prompt_encoder=prompt_encoder,
+            transformer, vp_scheduler_config(sigmas), spec=spec, prompt_encoder=prompt_encoder, **vae_parts(vae)
         )
         self.flow_config = flow_config
         self.vae_shift = float(vae.config.shift_factor or 0.0)
@@ -249,29 +246,44 @@ class FluxPromptEncoder(nn.Module):
 
 
 # -- loaders ------------------------------------------------------------------------------------------
+# family -> (what it is, the folder layout it takes, an example hub id), for load_diffusers's messages
+FOLDERS = {
+    "sd3": (
+        "SD3 model",
+        "a diffusers SD3 folder with transformer/, vae/, text_encoder/, text_encoder_2/ (text_encoder_3/ optional) "
+        "and their tokenizers",
+        "stabilityai/stable-diffusion-3.5-medium",
+    ),
+    "flux": (
+        "Flux model",
+        "a diffusers Flux folder with transformer/, vae/, text_encoder/ (CLIP), text_encoder_2/ (T5) and their "
+        "tokenizers",
+        "black-forest-labs/FLUX.1-schnell",
+    ),
+}
+
+
 def load_sd3(source: str, *, spec: str, dtype: torch.dtype) -> Backbone:
     """``sd3:SOURCE``: a StableDiffusion3Pipeline folder or hub id (SD3, SD3.5; with or without T5)."""
-    return load_diffusers(
-        source,
-        family="sd3",
-        what="SD3 model",
-        layout="a diffusers SD3 folder with transformer/, vae/, text_encoder/, text_encoder_2/ (text_encoder_3/ "
-        "optional) and their tokenizers",
-        example="stabilityai/stable-diffusion-3.5-medium",
-        load=lambda src, local_only: _load_sd3(src, spec=spec, dtype=dtype, local_only=local_only),
-    )
+    return _load_folder("sd3", _load_sd3, source, spec=spec, dtype=dtype)
 
 
 def load_flux(source: str, *, spec: str, dtype: torch.dtype) -> Backbone:
     """``flux:SOURCE``: a FluxPipeline folder or hub id (dev, schnell, fine-tunes); 1024 px (``at_size``)."""
+    return _load_folder("flux", _load_flux, source, spec=spec, dtype=dtype)
+
+
+def _load_folder(family: str, load: Callable, source: str, *, spec: str, dtype: torch.dtype) -> Backbone:
+    """:func:`load_diffusers` with the family's messages (:data:`FOLDERS`) and ``load(source, spec=, dtype=,
+    local_only=)``."""
+    what, layout, example = FOLDERS[family]
     return load_diffusers(
         source,
-        family="flux",
-        what="Flux model",
-        layout="a diffusers Flux folder with transformer/, vae/, text_encoder/ (CLIP), text_encoder_2/ (T5) "
-        "and their tokenizers",
-        example="black-forest-labs/FLUX.1-schnell",
-        load=lambda src, local_only: _load_flux(src, spec=spec, dtype=dtype, local_only=local_only),
+        family=family,
+        what=what,
+        layout=layout,
+        example=example,
+        load=lambda src, local_only: load(src, spec=spec, dtype=dtype, local_only=local_only),
     )
 
 

@@ -94,15 +94,14 @@ def _looks_like_path(source: str) -> bool:
     )
 
 
+def vae_parts(vae: AutoencoderKL) -> dict:
+    """The ``vae`` and ``vae_scale`` keywords of a :class:`Backbone` on a latent model's VAE."""
+    return {"vae": vae, "vae_scale": float(vae.config.scaling_factor)}
+
+
 def _backbone(unet, vae, tokenizer, text_encoder, scheduler_config: Mapping, spec: str) -> Backbone:
-    return Backbone(
-        unet,
-        dict(scheduler_config),
-        spec=spec,
-        vae=vae,
-        vae_scale=float(vae.config.scaling_factor),
-        prompt_encoder=ClipPromptEncoder(tokenizer, text_encoder),
-    )
+    encoder = ClipPromptEncoder(tokenizer, text_encoder)
+    return Backbone(unet, dict(scheduler_config), spec=spec, prompt_encoder=encoder, **vae_parts(vae))
 
 
 def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: bool) -> Backbone:

@@ -27,6 +27,7 @@ from transformers.utils import logging as transformers_logging
 
 from featscope.backbones.base import Backbone
 from featscope.backbones.common import load_diffusers, pack, unpack
+from featscope.backbones.latent import vae_parts
 from featscope.errors import FeatscopeError
 
 LAYOUT = "a diffusers SDXL folder with unet/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/"
@@ -117,11 +118,4 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
     size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     time_ids = [float(size), float(size), 0.0, 0.0, float(size), float(size)]
     encoder = SDXLPromptEncoder(tokenizers, encoders, time_ids, bool(index.get("force_zeros_for_empty_prompt", True)))
-    return SDXLBackbone(
-        unet,
-        dict(scheduler_config),
-        spec=spec,
-        vae=vae,
-        vae_scale=float(vae.config.scaling_factor),
-        prompt_encoder=encoder,
-    )
+    return SDXLBackbone(unet, dict(scheduler_config), spec=spec, prompt_encoder=encoder, **vae_parts(vae))

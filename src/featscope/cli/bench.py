@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featscope.cli.options import Command, add_knobs, add_runtime_options, command_parser, knobs, names
+from featscope.cli.options import Command, add_knobs, add_runtime_options, command_parser, knobs, names, pick
 from featscope.errors import FeatscopeError
 
 KINDS = ("decode", "investigate", "featinv")
+TARGETS = ("n", "split", "seed")  # the options of _add_common that choose the targets
 EPILOG_DECODE = """\
 what the numbers mean (one table per extractor, one row per preset):
   rel. distance   squared L2 distance between the feature of the decoded image and the target's,
@@ -174,18 +175,11 @@ def _run_decode(args: argparse.Namespace) -> int:
 
     run_bench(
         args.out,
-        n=args.n,
-        split=args.split,
-        seed=args.seed,
+        **pick(args, *TARGETS, "backbone", "device", "dtype", "quiet", "overwrite"),
         extractors=names(args.extractors),
         presets=names(args.presets),
         include_unguided=not args.no_unguided,
-        backbone=args.backbone,
         settings=knobs(args),
-        device=args.device,
-        dtype=args.dtype,
-        quiet=args.quiet,
-        overwrite=args.overwrite,
     )
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/ (results.json, results.md, agreement.png, distance_vs_evaluations.png, samples.png)")
@@ -197,17 +191,7 @@ def _run_investigate(args: argparse.Namespace) -> int:
 
     methods = {} if args.methods is None else {"methods": names(args.methods)}
     run_investigation_bench(
-        args.out,
-        **methods,
-        n=args.n,
-        split=args.split,
-        seed=args.seed,
-        backbone=args.backbone,
-        batch=args.batch,
-        device=args.device,
-        quiet=args.quiet,
-        overwrite=args.overwrite,
-        **knobs(args),
+        args.out, **methods, **pick(args, *TARGETS, "backbone", "batch", "device", "quiet", "overwrite"), **knobs(args)
     )
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/ (results.json, results.md, image grids)")
@@ -222,14 +206,9 @@ def _run_featinv(args: argparse.Namespace) -> int:
         raise FeatscopeError(f"--featinv-steps takes positive step counts like 50,10,5, not {args.featinv_steps!r}")
     run_featinv_bench(
         args.out,
-        model=args.model,
-        n=args.n,
-        split=args.split,
-        seed=args.seed,
+        **pick(args, "model", *TARGETS, "quiet", "overwrite"),
         preset=args.preset.split(",")[0].strip(),
         featinv_steps=[int(x) for x in counts],
-        quiet=args.quiet,
-        overwrite=args.overwrite,
     )
     print((Path(args.out) / "results.md").read_text())
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from featscope.cli.options import Command, add_extractor_weights, add_knobs, command_parser, knobs, numbers
+from featscope.cli.options import Command, add_extractor_weights, add_knobs, command_parser, knobs, numbers, pick
 
 if TYPE_CHECKING:
     from featscope.featinv.config import SampleSettings, TrainConfig
@@ -208,64 +208,49 @@ def _init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _set_threads(args: argparse.Namespace) -> None:
+    """--threads: torch's CPU threads, when given."""
     import torch
-
-    from featscope.featinv.config import TrainConfig
-    from featscope.featinv.training import train
 
     if args.threads:
         torch.set_num_threads(args.threads)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from featscope.featinv.config import TrainConfig
+    from featscope.featinv.training import train
+
+    _set_threads(args)
     path = train(
         args.model,
         args.out,
-        images=args.images,
-        world=args.world,
-        world_seed=args.world_seed,
+        **pick(args, "images", "world", "world_seed", "device", "overwrite", "quiet"),
         config=_train_config(args, TrainConfig()),
-        device=args.device,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
     )
     print(f"wrote {path}/ (the trained model); log.jsonl, checkpoint.pt and samples/ in {args.out}/")
     return 0
 
 
 def _world(args: argparse.Namespace) -> int:
-    import torch
-
     from featscope.featinv.config import WORLD_TRAIN
     from featscope.featinv.world import train_world
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     path = train_world(
         args.out,
         config=_train_config(args, WORLD_TRAIN),
-        n=args.n,
-        world_seed=args.world_seed,
-        layer=args.layer,
-        adapter_width=args.adapter_width,
-        export=args.export,
-        device=args.device,
-        quiet=args.quiet,
+        **pick(args, "n", "world_seed", "layer", "adapter_width", "export", "device", "quiet"),
     )
     print(f"exported the embedded FeatInv model to {path}/")
     return 0
 
 
+RUNTIME = ("device", "dtype", "overwrite", "quiet")  # what reconstruct, eval and steer pass on as given
+
+
 def _job_options(args: argparse.Namespace) -> dict:
     """What reconstruct and eval share: model, inputs from the world, sampling and runtime options."""
-    return {
-        "model": args.model,
-        "world": args.world,
-        "world_seed": args.world_seed,
-        "settings": _settings(args),
-        "device": args.device,
-        "dtype": args.dtype,
-        "overwrite": args.overwrite,
-        "quiet": args.quiet,
-    }
+    return {**pick(args, "model", "world", "world_seed", *RUNTIME), "settings": _settings(args)}
 
 
 def _reconstruct(args: argparse.Namespace) -> int:
@@ -294,18 +279,10 @@ def _steer(args: argparse.Namespace) -> int:
         args.out,
         args.source,
         args.edit,
-        model=args.model,
+        **pick(args, "model", "region", "concept", "direction", "other", *RUNTIME),
         strengths=numbers(args.strengths, float, "--strengths"),
-        region=args.region,
-        concept=args.concept,
-        direction=args.direction,
-        other=args.other,
         channels=numbers(args.channels, int, "--channels"),
         settings=_settings(args),
-        device=args.device,
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
     )
     print(f"wrote {path}/ (sheet.png, final_<i>.png, target.png, metrics.json, config.yaml)")
     return 0

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from featscope.cli.options import Command, add_images_options, add_investigate_common, names, print_summary
+from featscope.cli.options import (
+    Command,
+    add_images_options,
+    add_investigate_common,
+    dataset_selection,
+    pick,
+    print_summary,
+)
 
 COMMAND = Command(
     "invert",
@@ -29,20 +36,8 @@ def run(args: argparse.Namespace) -> int:
     """Invert the images and print the summary."""
     from featscope.investigate import invert
 
-    summary = invert(
-        args.images,
-        out=args.out,
-        backbone=args.backbone,
-        prompt=args.prompt,
-        prompt_template=args.prompt_template,
-        num_steps=args.num_steps,
-        guidance_scale=args.guidance_scale,
-        inner_steps=args.inner_steps,
-        class_names=args.class_names,
-        classes=names(args.classes) if args.classes else None,
-        images_per_class=args.images_per_class,
-        device=args.device,
-        quiet=args.quiet,
-    )
+    caption = pick(args, "prompt", "prompt_template", "num_steps", "guidance_scale", "inner_steps")
+    common = pick(args, "out", "backbone", "device", "quiet")
+    summary = invert(args.images, **caption, **dataset_selection(args), **common)
     print_summary(summary, args.out)
     return 0

@@ -9,11 +9,13 @@ from featscope.cli.options import (
     add_images_options,
     add_investigate_common,
     add_knobs,
+    dataset_selection,
     knobs,
     names,
+    numbers,
+    pick,
     print_summary,
 )
-from featscope.errors import FeatscopeError
 
 EPILOG = """\
 examples:
@@ -134,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen investigation and print its summary."""
     from featscope import investigate
 
-    common = {"out": args.out, "backbone": args.backbone, "device": args.device, "quiet": args.quiet}
+    common = pick(args, "out", "backbone", "device", "quiet")
     kind = {"difference": _difference, "neuron": _neuron, "counterfactual": _counterfactual}
     summary = kind[args.investigate_command](args, investigate, {**common, "seed": args.seed, **knobs(args)})
     print_summary(summary, args.out)
@@ -147,52 +149,34 @@ def _difference(args: argparse.Namespace, investigate, common: dict) -> dict | N
         args.net1,
         args.net2,
         classes,
-        prompt_template=args.prompt_template,
-        samples_per_class=args.samples_per_class,
-        loss=args.loss,
+        **pick(args, "prompt_template", "samples_per_class", "loss"),
         **common,
     )
 
 
 def _neuron(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    try:
-        channels = [int(c) for c in names(args.channels)]
-    except ValueError:
-        raise FeatscopeError(f"--channels takes comma-separated integers, not {args.channels!r}") from None
+    channels = numbers(args.channels, int, "--channels", "comma-separated integers")
     return investigate.neuron(
         args.net,
         args.layer,
         channels,
-        prompt=args.prompt,
-        samples=args.samples,
+        **pick(args, "prompt", "samples", "images_folder", "top_k", "namer"),
         maximise=not args.minimise,
-        images_folder=args.images_folder,
-        top_k=args.top_k,
-        namer=args.namer,
         **common,
     )
 
 
 def _counterfactual(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    try:
-        weights = [float(w) for w in names(args.regularizer_weights)]
-    except ValueError:
-        raise FeatscopeError(f"--regularizer-weights takes numbers, not {args.regularizer_weights!r}") from None
+    weights = numbers(args.regularizer_weights, float, "--regularizer-weights", "numbers")
     return investigate.counterfactual(
         args.net,
         args.images,
         investigate.parse_label(args.start) if args.start else None,
         [investigate.parse_label(t) for t in names(args.target)],
-        prompt=args.prompt,
-        prompt_template=args.prompt_template,
+        **pick(args, "prompt", "prompt_template", "mask", "loss", "inner_steps"),
         regularizers=names(args.regularizers),
         regularizer_weights=weights,
-        mask=args.mask,
         mask_postprocess=names(args.mask_postprocess),
-        loss=args.loss,
-        inner_steps=args.inner_steps,
-        class_names=args.class_names,
-        classes=names(args.classes) if args.classes else None,
-        images_per_class=args.images_per_class,
+        **dataset_selection(args),
         **common,
     )

@@ -127,6 +127,12 @@ def add_images_options(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
 
 
+def dataset_selection(args: argparse.Namespace) -> dict[str, Any]:
+    """--class-names, --classes (a list, or None) and --images-per-class of :func:`add_images_options`."""
+    classes = names(args.classes) if args.classes else None
+    return {"class_names": args.class_names, "classes": classes, "images_per_class": args.images_per_class}
+
+
 def add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None:
     """--backbone, --out, --device and --quiet of the end-to-end commands."""
     parser.add_argument(
@@ -137,19 +143,24 @@ def add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None
     parser.add_argument("--quiet", action="store_true", help="no progress bars or item lines")
 
 
+def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: args.name}`` for each name: the options a handler passes on under their own names."""
+    return {name: getattr(args, name) for name in names}
+
+
 def names(text: str) -> list[str]:
     """The items of a comma-separated option value."""
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def numbers(text: str | None, kind: type, what: str) -> list | None:
-    """The numbers of a comma-separated option value (None stays None); ``what`` names the option in errors."""
+def numbers(text: str | None, kind: type, what: str, takes: str = "comma-separated numbers") -> list | None:
+    """The numbers of a comma-separated option value (None stays None); errors say ``{what} takes {takes}``."""
     if text is None:
         return None
     try:
         return [kind(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise FeatscopeError(f"{what} takes comma-separated numbers, not {text!r}") from None
+        raise FeatscopeError(f"{what} takes {takes}, not {text!r}") from None
 
 
 def print_summary(summary: dict | None, out: str) -> None:

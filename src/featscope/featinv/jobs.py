@@ -4,7 +4,7 @@ call the core, write the folder whole or not at all)."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -91,22 +91,40 @@ def run_reconstruct(
     """Reconstruct images or feature files (and/or ``world`` world images) into a run folder: final.png or
     final_<i>.png, target(_<i>).png (when every input is an image), sheet.png, metrics.json (names, time),
     config.yaml."""
-    settings = settings or SampleSettings()
-    run = RunFolder(out, overwrite=overwrite)
-    fs_model, backbone, extractor = _open(model, device, dtype)
-    inputs = read_inputs(fs_model, extractor, files, world, world_seed)
+    job = _PairsJob.open(out, files, model, world, world_seed, settings, device, dtype, overwrite)
     tic = time.time()
-    result = reconstruct(fs_model, inputs.features, backbone=backbone, settings=settings, quiet=quiet)
-    metrics = {"names": inputs.names, "wall_seconds": round(time.time() - tic, 2)}
-    config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
-    return _commit_pairs(run, inputs.images, result.images, metrics, config)
+    result = reconstruct(job.model, job.inputs.features, backbone=job.backbone, settings=job.settings, quiet=quiet)
+    metrics = {"names": job.inputs.names, "wall_seconds": round(time.time() - tic, 2)}
+    return job.commit(result.images, metrics)
 
 
-def _commit_pairs(
-    run: RunFolder, targets: torch.Tensor | None, results: torch.Tensor, metrics: dict, config: dict
-) -> Path:
-    """A reconstruct or eval folder: the sheet has a row of targets over a row of results, up to 8 columns."""
-    return _commit(run, targets, results, metrics, config, columns=min(8, len(results)), size=256)
+@dataclass
+class _PairsJob:
+    """What reconstruct and eval share: the run folder (claimed first), the loaded models and the inputs."""
+
+    run: RunFolder
+    model: FeatInvModel
+    backbone: Backbone
+    extractor: Extractor
+    inputs: Inputs
+    settings: SampleSettings
+    config: dict
+
+    @classmethod
+    def open(cls, out, files, model, world, world_seed, settings, device, dtype, overwrite) -> _PairsJob:
+        """Claim ``out``, load the model and read the inputs (files and/or ``world`` world images)."""
+        settings = settings or SampleSettings()
+        run = RunFolder(out, overwrite=overwrite)
+        fs_model, backbone, extractor = _open(model, device, dtype)
+        inputs = read_inputs(fs_model, extractor, files, world, world_seed)
+        config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
+        return cls(run, fs_model, backbone, extractor, inputs, settings, config)
+
+    def commit(self, results: torch.Tensor, metrics: dict) -> Path:
+        """The folder: the sheet has a row of targets over a row of results, up to 8 columns."""
+        return _commit(
+            self.run, self.inputs.images, results, metrics, self.config, columns=min(8, len(results)), size=256
+        )
 
 
 def _per_image(names: list[str], per_image: dict) -> list[dict]:
@@ -129,21 +147,20 @@ def run_evaluate(
 ) -> dict:
     """Reconstruct images (files and/or world images) from their feature maps and score the reconstructions;
     writes metrics.json (summary, per image, notes), the images, sheet.png and config.yaml. Returns the metrics."""
-    settings = settings or SampleSettings()
-    run = RunFolder(out, overwrite=overwrite)
-    fs_model, backbone, extractor = _open(model, device, dtype)
-    inputs = read_inputs(fs_model, extractor, files, world, world_seed)
+    job = _PairsJob.open(out, files, model, world, world_seed, settings, device, dtype, overwrite)
+    inputs = job.inputs
     if inputs.images is None:
         raise FeatscopeError("eval compares reconstructions with images: give image files or --world N, not features")
     tic = time.time()
-    result = evaluate(fs_model, inputs.images, backbone=backbone, extractor=extractor, settings=settings, quiet=quiet)
+    result = evaluate(
+        job.model, inputs.images, backbone=job.backbone, extractor=job.extractor, settings=job.settings, quiet=quiet
+    )
     metrics = {
         "summary": {**result.summary, "images": len(inputs.names), "wall_seconds": round(time.time() - tic, 2)},
         "per_image": _per_image(inputs.names, result.per_image),
         "notes": result.notes,
     }
-    config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
-    _commit_pairs(run, inputs.images, result.images, metrics, config)
+    job.commit(result.images, metrics)
     return metrics
 
 

@@ -100,21 +100,21 @@ def backbone_spec(value: Any, root: Path) -> str:
     """A backbone spec, checked by its family (no weights are loaded)."""
     from featscope.backbones import check_spec
 
-    spec = text(value, root)
-    try:
-        check_spec(spec)
-    except FeatscopeError as error:
-        raise ValueError(str(error)) from None
-    return spec
+    return _checked_spec(value, root, check_spec)
 
 
 def network_spec(value: Any, root: Path) -> str:
     """An extractor spec, checked by its syntax and family (no weights are loaded)."""
     from featscope.extractors.spec import parse_spec
 
+    return _checked_spec(value, root, parse_spec)
+
+
+def _checked_spec(value: Any, root: Path, check: Callable[[str], object]) -> str:
+    """``value`` as text, passed by ``check`` (which raises a FeatscopeError on a bad spec, told as ValueError)."""
     spec = text(value, root)
     try:
-        parse_spec(spec)
+        check(spec)
     except FeatscopeError as error:
         raise ValueError(str(error)) from None
     return spec

@@ -274,6 +274,9 @@ def _counterfactual_headline(metrics: dict) -> dict:
 
 NET = Field(network_spec, "network(s) under study (a classifier)", axis=True, prefix="", short=spec_short)
 
+# what the end-to-end methods (difference, neuron, counterfactual) share: their settings, one item per image
+END_TO_END = {"settings": _endtoend, "config": lambda params: _endtoend()(), "items": True}
+
 DIFFERENCE = Method(
     doc="images net1 sees as a class and net2 does not (featscope.investigate.difference): one class per job",
     fields={
@@ -286,11 +289,9 @@ DIFFERENCE = Method(
         "loss": Field(choice("conf", "log_conf", "logit_margin"), "conf (published), log_conf or logit_margin", None),
         "prompt_template": Field(optional_text, "prompt with {label} (default: '{label}' on the world)", None),
     },
-    settings=_endtoend,
-    config=lambda params: _endtoend()(),
+    **END_TO_END,
     run=_difference_run,
     headline=_difference_headline,
-    items=True,
 )  # fmt: skip
 
 NEURON = Method(
@@ -304,11 +305,9 @@ NEURON = Method(
         "maximise": Field(flag, "raise the channel (false: lower it)", None),
         "prompt": Field(optional_text, "prompt of the plain samples (default: empty)", None),
     },
-    settings=_endtoend,
-    config=lambda params: _endtoend()(),
+    **END_TO_END,
     run=_neuron_run,
     headline=_neuron_headline,
-    items=True,
 )
 
 COUNTERFACTUAL = Method(
@@ -329,12 +328,10 @@ COUNTERFACTUAL = Method(
         "loss": Field(choice("ce", "conf", "log_conf"), "class loss (default: ce)", None),
         "inner_steps": Field(integer(0), "null-text inversion steps per DDIM step (default: 10)", None),
     },
-    settings=_endtoend,
-    config=lambda params: _endtoend()(),
+    **END_TO_END,
     run=_counterfactual_run,
     headline=_counterfactual_headline,
     check=_counterfactual_check,
-    items=True,
 )
 
 METHODS: dict[str, Method] = {

@@ -13,8 +13,6 @@ import os
 import re
 import subprocess
 import sys
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,47 +25,17 @@ TESTS = Path(__file__).parent
 FAST = ["--steps", "4", "-K", "1", "--quiet"]
 
 
+@pytest.fixture
+def featscope(featscope_main):
+    """``featscope ARGS`` in-process (see conftest.featscope_main)."""
+    return featscope_main
+
+
 def featscope_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "featscope.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def featscope(capsys, monkeypatch):
-    """``featscope ARGS`` in-process, in ``cwd``: its exit code, stdout and stderr (with the warnings it printed).
-
-    Warnings are recorded (pytest would otherwise swallow them) and formatted with ``warnings.formatwarning`` as
-    ``main`` left it, i.e. exactly the lines the command writes to stderr in its own process. An uncaught exception
-    propagates and fails the test, as a traceback would."""
-    from featscope.cli import main
-
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main replaces it; restored after
-
-    def run(*args: str, cwd: Path) -> Result:
-        capsys.readouterr()
-        with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as caught:
-            patch.chdir(cwd)
-            warnings.simplefilter("default")  # a fresh interpreter's filters: each warning once, these ignored
-            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
-                warnings.filterwarnings("ignore", category=category)
-            try:
-                code = main(list(args))
-            except SystemExit as exit:  # argparse: --help, or a usage error
-                code = exit.code if isinstance(exit.code, int) else 1
-        out, err = capsys.readouterr()
-        err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
-        return Result(code, out, err)
-
-    return run
 
 
 @pytest.fixture(scope="module")

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from featscope.backbones import Backbone, load_backbone
 from tiny_sd import save_single_file, save_tiny_pixel, save_tiny_sd
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: the test models are tiny, and on a shared, loaded machine two threads mostly wait."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +87,41 @@ def target_png(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(path)
     return path
+
+
+@dataclass
+class Result:
+    """What a ``featscope`` command left: its exit code, stdout and stderr."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def featscope_main(capsys, monkeypatch):
+    """``featscope ARGS`` in-process, in ``cwd``: its exit code, stdout and stderr (with the warnings it printed).
+
+    Warnings are recorded (pytest would otherwise swallow them) and formatted with ``warnings.formatwarning`` as
+    ``main`` left it, i.e. exactly the lines the command writes to stderr in its own process. An uncaught exception
+    propagates and fails the test, as a traceback would."""
+    from featscope.cli import main
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # main replaces it; restored after
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        capsys.readouterr()
+        with monkeypatch.context() as patch, warnings.catch_warnings(record=True) as caught:
+            patch.chdir(cwd or Path.cwd())
+            warnings.simplefilter("default")  # a fresh interpreter's filters: each warning once, these ignored
+            for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.filterwarnings("ignore", category=category)
+            try:
+                code = main(list(args))
+            except SystemExit as exit:  # argparse: --help, or a usage error
+                code = exit.code if isinstance(exit.code, int) else 1
+        out, err = capsys.readouterr()
+        err += "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+        return Result(code, out, err)
+
+    return run

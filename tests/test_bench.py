@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -178,17 +175,11 @@ def test_overwrite_replaces_the_whole_result(bench, tmp_path):
     assert not (out / "images" / "world-shape-net" / "fast-unguided").exists()
 
 
-def featscope(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "featscope.cli", *args]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-
-
-def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, capsys):
+def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, capsys, featscope_main):
     out = str(tmp_path / "cli")
     args = ["bench", "decode", "--n", "2", "--extractors", EXTRACTOR, "--steps", "2", "-K", "1", "--no-unguided"]
     args += ["--out", out]
-    result = featscope(*args, "--quiet")
+    result = featscope_main(*args, "--quiet")
     assert result.returncode == 0, result.stderr
     assert "| row | rel. distance (median)" in result.stdout and "| fast |" in result.stdout
     report = json.loads((tmp_path / "cli" / "results.json").read_text())
@@ -203,8 +194,8 @@ def test_cli_writes_results_prints_the_table_and_refuses_to_overwrite(tmp_path, 
     assert "--overwrite" in error and len(error.strip().splitlines()) == 1
 
 
-def test_cli_help_explains_the_numbers():
-    result = featscope("bench", "decode", "--help")
+def test_cli_help_explains_the_numbers(featscope_main):
+    result = featscope_main("bench", "decode", "--help")
     assert result.returncode == 0
     for term in (
         "rel. distance",

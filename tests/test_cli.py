@@ -1,4 +1,8 @@
-"""The command line in a subprocess: the happy path and every user mistake (one line, exit code 2)."""
+"""The command line: the happy path and every user mistake (one line, exit code 2).
+
+Commands run in-process through ``featscope.cli.main`` (exit code, stdout, stderr and the one-line warnings it
+formats), which checks what a subprocess would without paying a Python + torch start-up per call; one subprocess
+smoke test (``python -m featscope.cli decode --help``) keeps the entry point itself covered."""
 
 from __future__ import annotations
 
@@ -21,7 +25,13 @@ TESTS = Path(__file__).parent
 FAST = ["--steps", "4", "-K", "1", "--quiet"]
 
 
-def featscope(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+@pytest.fixture
+def featscope(featscope_main):
+    """``featscope ARGS`` in-process (see conftest.featscope_main)."""
+    return featscope_main
+
+
+def featscope_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HF_HUB_OFFLINE": "1"}
     return subprocess.run(
         [sys.executable, "-m", "featscope.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
@@ -40,13 +50,13 @@ def workdir(tmp_path_factory):
 
 
 def test_help_teaches_the_paper_symbols(workdir):
-    result = featscope("decode", "--help", cwd=workdir)
+    result = featscope_process("decode", "--help", cwd=workdir)  # the one subprocess: the entry point itself
     assert result.returncode == 0
     for symbol in ("w_g", "K", "T - T'", "grad_thres", "--preset", "reference", "--seed", "--num-samples"):
         assert symbol in result.stdout, symbol
 
 
-def test_decode_encode_and_layers_end_to_end(workdir, tiny_pixel_folder):
+def test_decode_encode_and_layers_end_to_end(featscope, workdir, tiny_pixel_folder):
     models = ["--backbone", f"pixel:{tiny_pixel_folder}", "--extractor", "tiny_nets:tiny_cnn"]
     result = featscope("decode", "--target", "target.png", "--out", "runs/ok", *models, *FAST, cwd=workdir)
     assert result.returncode == 0, result.stderr
@@ -87,7 +97,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_bad_input_is_one_line_exit_2_and_leaves_no_run(case, workdir, tiny_pixel_folder):
+def test_bad_input_is_one_line_exit_2_and_leaves_no_run(featscope, case, workdir, tiny_pixel_folder):
     args, fragment = BAD_INPUTS[case]
     (workdir / "existing").mkdir(exist_ok=True)
     (workdir / "existing" / "config.yaml").write_text("x: 1\n")
@@ -108,14 +118,14 @@ def test_bad_input_is_one_line_exit_2_and_leaves_no_run(case, workdir, tiny_pixe
 @pytest.mark.parametrize(
     ("channels", "fragment"), [("32,x,96", "not a list of integers"), ("30,64,96", "multiples of 16")]
 )
-def test_world_train_rejects_bad_channels_in_one_line(channels, fragment, workdir):
+def test_world_train_rejects_bad_channels_in_one_line(featscope, channels, fragment, workdir):
     result = featscope("world", "train", "ddpm", "--out", "train", "--steps", "1", "--channels", channels, cwd=workdir)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and fragment in lines[0], result.stderr
     assert not (workdir / "train").exists()
 
 
-def test_world_sample_writes_images_and_records(workdir):
+def test_world_sample_writes_images_and_records(featscope, workdir):
     result = featscope("world", "sample", "-n", "3", "--out", "world", "--shape", "star", cwd=workdir)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (workdir / "world/records.jsonl").read_text().splitlines()]
@@ -124,7 +134,7 @@ def test_world_sample_writes_images_and_records(workdir):
     assert again.returncode == 2 and "overwrite" in again.stderr
 
 
-def test_world_default_warns_about_a_resized_target(workdir):
+def test_world_default_warns_about_a_resized_target(featscope, workdir):
     Image.new("RGB", (64, 48), (20, 20, 20)).save(workdir / "big.png")
     result = featscope(
         "decode", "--target", "big.png", "--out", "runs/world", "--steps", "2", "-K", "1", "--quiet", cwd=workdir

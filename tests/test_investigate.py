@@ -191,7 +191,7 @@ def test_invert_a_dataset_class_and_neuron_with_top_images(world, tmp_path):
 
 
 # -- command line: two ranks, resume, user mistakes ------------------------------------------------
-def test_difference_on_two_ranks_then_resume_recomputes_only_the_missing_item(tmp_path):
+def test_difference_on_two_ranks_then_resume_recomputes_only_the_missing_item(tmp_path, featscope_main):
     args = ["investigate", "difference", "--net1", "world:shape-net@fc", "--net2", "world:spurious-net@fc"]
     args += ["--classes", "circle,square", "--out", "runs/diff", *TINY]
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
@@ -210,7 +210,7 @@ def test_difference_on_two_ranks_then_resume_recomputes_only_the_missing_item(tm
 
     kept = (out / items[0] / "metrics.json").stat().st_mtime_ns
     shutil.rmtree(out / items[1])
-    again = featscope(*[a for a in args if a != "--quiet"], cwd=tmp_path)
+    again = featscope_main(*[a for a in args if a != "--quiet"], cwd=tmp_path)  # resumed in-process, one rank
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"{items[0]}: already done, skipped" in again.stdout and f"{items[1]}: done" in again.stdout
     assert (out / items[0] / "metrics.json").stat().st_mtime_ns == kept
@@ -235,8 +235,8 @@ def test_difference_on_two_ranks_then_resume_recomputes_only_the_missing_item(tm
     ],
     ids=["missing-dataset", "unknown-class", "mask-size", "unknown-layer"],
 )  # fmt: skip
-def test_user_mistakes_are_one_line_errors(world, args, message):
-    result = featscope(*args, cwd=world)
+def test_user_mistakes_are_one_line_errors(world, args, message, featscope_main):
+    result = featscope_main(*args, cwd=world)
     assert result.returncode == 2, result.stderr[-2000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("featscope: error:") and message in lines[0], result.stderr

@@ -104,7 +104,7 @@ def test_cross_attention_mask_finds_the_world_object(world_backbone):
     for image, record in zip(pixels, records, strict=True):
         x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
         caption = record.caption()  # e.g. "small red circle top-left on dark"
-        x_t = ddim_invert(world_backbone, x, caption, 20)[-1]
+        x_t = ddim_invert(world_backbone, x, caption, 10)[-1]  # IoU .338 (.363 at 20 steps), shifted .048, random .123
         soft = cross_attention_map(world_backbone, x_t, caption, record.shape)
         assert soft.shape == (1, 1, 32, 32) and soft.min() == 0 and soft.max() == 1
         mask = threshold_mask(soft)[0, 0].bool()

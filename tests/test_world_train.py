@@ -20,6 +20,7 @@ from featscope.world.train import (
 )
 
 SMALL = {"batch_size": 2, "pool_size": 8, "quiet": True, "checkpoint_every": 1}
+NARROW = {**SMALL, "channels": (16, 32, 48)}  # a narrower UNet: the same training loop, a quarter of the work
 
 
 def _weights(checkpoint) -> dict[str, torch.Tensor]:
@@ -27,12 +28,12 @@ def _weights(checkpoint) -> dict[str, torch.Tensor]:
 
 
 def test_resumed_training_equals_an_uninterrupted_run(tmp_path):
-    whole = train_ddpm(tmp_path / "whole", 3, **SMALL)
-    train_ddpm(tmp_path / "split", 2, **SMALL)
-    split = train_ddpm(tmp_path / "split", 3, **SMALL)
+    whole = train_ddpm(tmp_path / "whole", 3, **NARROW)
+    train_ddpm(tmp_path / "split", 2, **NARROW)
+    split = train_ddpm(tmp_path / "split", 3, **NARROW)
     a, b = _weights(whole), _weights(split)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    first = _weights(train_ddpm(tmp_path / "once", 1, **SMALL))
+    first = _weights(train_ddpm(tmp_path / "once", 1, **NARROW))
     assert any(not torch.equal(first[k], a[k]) for k in a)  # the steps did change the weights
 
 

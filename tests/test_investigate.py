@@ -28,6 +28,7 @@ ITEM_FILES = {
     "final.png",
     "strip.png",
     "loss.png",
+    "sheet.png",
     "metrics.json",
     "config.yaml",
     "log.jsonl",
@@ -177,7 +178,8 @@ def test_invert_a_dataset_class_and_neuron_with_top_images(world, tmp_path):
         quiet=True,
     )  # fmt: skip
     files, metrics = _item(out, "square_img0")
-    inversion_files = {"x_T.pt", "null_texts.pt", "target.png", "reconstruction.png", "prompt.txt", "metrics.json"}
+    inversion_files = {"x_T.pt", "null_texts.pt", "target.png", "reconstruction.png", "sheet.png", "prompt.txt"}
+    inversion_files.add("metrics.json")
     assert inversion_files | {"config.yaml", "log.jsonl"} <= files
     assert torch.load(out / "square_img0" / "null_texts.pt").shape[0] == 3
     assert metrics["prompt"] == "square" and metrics["latent_mse"] >= 0

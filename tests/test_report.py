@@ -108,9 +108,9 @@ def test_study_report_is_self_contained_and_every_image_loads_in_chromium(study,
     assert not re.search(r"""(src|href)=["'](?!data:|#)""", text) and "<link" not in text  # nothing to fetch
     found = render(page, tmp_path)
     assert found["errors"] == [] and found["broken"] == []
-    # 2 decode runs: target, best, final, 3 intermediates, a thumbnail; difference: initial, best, final,
-    # strip and loss, and a thumbnail
-    assert found["images"] == 2 * (3 + 3 + 1) + 5 + 1
+    # 2 decode runs: target, best, final, sheet, 3 intermediates, a thumbnail; difference: initial, best, final,
+    # strip, loss and sheet, and a thumbnail
+    assert found["images"] == 2 * (4 + 3 + 1) + 6 + 1
     assert found["rows"] == 4 and found["text"] > 200
     assert found["svgs"] == 2 * 2 + 1  # decode: distance and gradient norm; difference: its losses
     seconds = [float(s) for s in found["seconds"] if s]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -47,8 +48,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
+def strict_json(obj: Any, **kwargs: Any) -> str:
+    """JSON text that any parser reads: NaN and infinities (not JSON numbers) become null."""
+    return json.dumps(_finite(obj), allow_nan=False, **kwargs)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    return atomic_write_text(path, strict_json(obj, indent=2, sort_keys=True) + "\n")
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
@@ -89,7 +105,7 @@ class RunFolder:
         return self.partial / name
 
     def log(self, record: dict) -> None:
-        self._log.write(json.dumps(record) + "\n")
+        self._log.write(strict_json(record) + "\n")
         self._log.flush()
 
     def write_json(self, name: str, obj: Any) -> Path:

@@ -12,6 +12,7 @@ re-typed elsewhere::
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Mapping
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
@@ -58,7 +59,8 @@ class Settings:
     """Mixin for frozen settings dataclasses: checked keyword overrides and derived documentation."""
 
     def with_overrides(self: S, **overrides: Any) -> S:
-        """A copy with ``overrides`` applied; unknown names are an error, None values keep the current value."""
+        """A copy with ``overrides`` applied; unknown names and non-finite numbers are an error, None values keep
+        the current value."""
         known = [f.name for f in fields(self)]
         unknown = sorted(set(overrides) - set(known))
         if unknown:
@@ -66,6 +68,10 @@ class Settings:
                 f"unknown solver setting {unknown[0]!r}{suggest(unknown[0], known)} for {type(self).__name__}; "
                 f"known: {', '.join(known)}"
             )
+        for name, value in overrides.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = knob_of({f.name: f for f in fields(self)}[name]).flag or "--" + name.replace("_", "-")
+                raise FeatscopeError(f"setting {name} ({flag}) is {value}; give a finite number")
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self) -> None:

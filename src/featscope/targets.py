@@ -65,6 +65,10 @@ def load_feature_file(path: str | Path) -> torch.Tensor:
 
 
 def _as_rows(tensor: torch.Tensor, expected: tuple[int, ...], source: str) -> torch.Tensor:
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise FeatscopeError(
+            f"target tensor {source} holds NaN or infinite values; encode the target again (featscope encode)"
+        )
     if tuple(tensor.shape) == expected:
         return tensor[None]
     if tensor.dim() == len(expected) + 1 and tuple(tensor.shape[1:]) == expected:

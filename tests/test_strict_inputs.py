@@ -56,3 +56,14 @@ def test_a_feature_target_with_nan_is_refused_in_one_line(tmp_path, capsys):
     code = main(["decode", "--target", str(tmp_path / "nan.safetensors"), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "NaN or infinite" in err[0] and not (tmp_path / "run").exists()
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = main(["decode", "--target", str(EXAMPLES / "yellow-star.png"), "--steps", "1", "-K", "1", "--quiet",
+                 "--out", str(blocker / "run")])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("featscope: error: cannot write")
+    assert "Not a directory" in err[0] and blocker.read_text() == "not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

@@ -9,6 +9,7 @@ whose options it derives import torch), so ``featscope --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import warnings
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from featscope.cli import batch, bench, decode, encode, featinv, invert, investi
 from featscope.cli.options import command_parser
 from featscope.errors import FeatscopeError
 
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
 MODULES = (decode, encode, layers, world, bench, investigate, invert, featinv, batch, report)
 COMMANDS = {module.COMMAND.name: module.run for module in MODULES}
 
@@ -55,6 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except FeatscopeError as error:
         print(f"featscope: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # an output that cannot be written: a full disk, a read-only or missing place
+        if error.errno not in WRITE_ERRORS:
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"featscope: error: cannot write{where} ({error.strerror}); choose another --out or free disk space; "
+              "no partial result was kept", file=sys.stderr)  # fmt: skip
         return 2
     except KeyboardInterrupt:
         print("featscope: interrupted; no partial result was kept", file=sys.stderr)

@@ -158,7 +158,7 @@ def test_early_stop_and_callback(tiny_sd_backbone, tiny_cnn):
     result = run(
         tiny_sd_backbone,
         neuron(tiny_cnn, "conv2", 0),
-        config=FAST.with_overrides(early_stop_loss=float("inf")),
+        config=FAST.with_overrides(early_stop_loss=1e30),
         callback=lambda info: seen.append(info.iteration),
     )
     assert result.stopped_early and seen == [0] and result.images.shape[0] == 1

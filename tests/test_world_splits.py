@@ -32,6 +32,10 @@ def test_records_are_those_of_generate_and_split_images_skip_the_excluded():
     assert first == split_records(4, "tuning") and images.shape == (4, 32, 32, 3)
     with pytest.raises(FeatscopeError, match="the test split holds 1017 images"):
         split_records(2000, "test")
+    _, circles = split_images(3, "test", shape="circle")
+    assert circles == [r for r in kept if r.shape == "circle"][:3]
+    with pytest.raises(FeatscopeError, match=r"the test split holds 218 images with shape=circle, not 500"):
+        split_images(500, "test", shape="circle")
 
 
 def test_evaluation_splits_share_no_image_with_any_training_pool():

@@ -67,9 +67,6 @@ class Claims:
             return not _pid_alive(record["pid"]) or age > self.lease_seconds
         return age > self.lease_seconds
 
-    def is_claimed(self, job: str) -> bool:
-        return self._path(job).exists()
-
     def take(self, job: str) -> bool:
         """Claim ``job``: True when this process now holds it (a stale claim is taken over)."""
         path = self._path(job)

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featscope.errors import FeatscopeError
-from featscope.world.render import WorldRecord, generate, render
-from featscope.world.splits import EXCLUDED, SPLIT_STREAM, split_records
+from featscope.world.render import WorldRecord, generate
+from featscope.world.splits import split_images
 
 DEFAULT_SPLIT = "test"
 
@@ -38,9 +37,4 @@ class TargetSource:
         select from a split, or are drawn so from a seed's stream."""
         if self.seed is not None:
             return generate(n, self.seed, **fixed)
-        pool = split_records(SPLIT_STREAM - len(EXCLUDED[self.split]), self.split)
-        chosen = [r for r in pool if all(getattr(r, k) == v for k, v in fixed.items())][:n]
-        if len(chosen) < n:
-            what = " with " + ", ".join(f"{k}={v}" for k, v in fixed.items()) if fixed else ""
-            raise FeatscopeError(f"the {self.split} split holds {len(chosen)} images{what}, not {n}; ask for fewer")
-        return np.stack([render(r) for r in chosen]), chosen
+        return split_images(n, self.split, **fixed)

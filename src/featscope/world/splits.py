@@ -48,9 +48,17 @@ def split_records(n: int, split: str) -> list[WorldRecord]:
     return [r for i, r in enumerate(records(SPLIT_STREAM, SPLITS[split])) if i not in skipped][:n]
 
 
-def split_images(n: int, split: str) -> tuple[np.ndarray, list[WorldRecord]]:
-    """``n`` images (n, 32, 32, 3) uint8 of an evaluation split and their records (like ``generate``)."""
-    drawn = split_records(n, split)
+def split_images(n: int, split: str, **fixed: str) -> tuple[np.ndarray, list[WorldRecord]]:
+    """``n`` images (n, 32, 32, 3) uint8 of an evaluation split and their records (like ``generate``); with
+    ``fixed`` attributes (``shape="circle"``), the split's first ``n`` images that have them."""
+    if fixed:
+        pool = split_records(SPLIT_STREAM - len(EXCLUDED.get(split, ())), split)
+        drawn = [r for r in pool if all(getattr(r, k) == v for k, v in fixed.items())][:n]
+        if len(drawn) < n:
+            what = ", ".join(f"{k}={v}" for k, v in fixed.items())
+            raise FeatscopeError(f"the {split} split holds {len(drawn)} images with {what}, not {n}; ask for fewer")
+    else:
+        drawn = split_records(n, split)
     images = np.stack([render(r) for r in drawn]) if drawn else np.zeros((0, 32, 32, 3), np.uint8)
     return images, drawn
 

@@ -30,7 +30,6 @@ from diffusers import (
 )
 from safetensors.torch import save_file
 from transformers import (
-    CLIPTextConfig,
     CLIPTextModel,
     CLIPTextModelWithProjection,
     T5Config,
@@ -38,22 +37,7 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from tiny_sd import MAX_TOKENS, SD_BETAS, TEXT_DIM, build_tokenizer, randomize, sd_to_ldm
-
-
-def clip_config(tokenizer, hidden: int = TEXT_DIM, **extra) -> CLIPTextConfig:
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden,
-        intermediate_size=2 * hidden,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=MAX_TOKENS,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **extra,
-    )
+from tiny_sd import SD_BETAS, TEXT_DIM, build_tokenizer, clip_config, randomize, sd_to_ldm
 
 
 def tiny_vae(latent_channels: int = 4, **extra) -> AutoencoderKL:

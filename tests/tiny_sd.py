@@ -58,6 +58,22 @@ def build_tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
+def clip_config(tokenizer: CLIPTokenizer, hidden: int = TEXT_DIM, **extra) -> CLIPTextConfig:
+    """A 2-layer CLIP text encoder config of width ``hidden`` for ``tokenizer`` (``extra``: more fields)."""
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
 def build_tiny_sd(seed: int = 0) -> StableDiffusionPipeline:
     """A random-weight Stable Diffusion pipeline: 16 px images, 8x8x4 latents, 16-dim text embeddings."""
     tokenizer = build_tokenizer()
@@ -85,19 +101,7 @@ def build_tiny_sd(seed: int = 0) -> StableDiffusionPipeline:
         norm_num_groups=4,
         sample_size=16,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=TEXT_DIM,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=MAX_TOKENS,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = CLIPTextModel(clip_config(tokenizer))
     for i, module in enumerate((unet, vae, text_encoder)):
         randomize(module, seed + i, std=0.1)
     scheduler = PNDMScheduler(**SD_BETAS, skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)

@@ -51,13 +51,15 @@ def modules() -> dict[str, Path]:
 
 
 def lazy_exports(found: dict[str, Path]) -> dict[str, dict[str, str]]:
-    """Per package, its ``_EXPORTS`` (name -> module imported on first access; see ``featscope._lazy``)."""
+    """Per package, its ``_EXPORTS`` as name -> module imported on first access (the literal maps module -> names;
+    see ``featscope._lazy``)."""
     exports = {}
     for name, path in found.items():
         if path.name == "__init__.py":
             for node in ast.parse(path.read_text()).body:
                 if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "_EXPORTS":
-                    exports[name] = ast.literal_eval(node.value)
+                    by_module = ast.literal_eval(node.value)
+                    exports[name] = {n: module for module, names in by_module.items() for n in names}
     return exports
 
 

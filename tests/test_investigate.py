@@ -154,8 +154,8 @@ def test_counterfactual_from_a_real_image_with_a_mask(world, tmp_path):
 
 
 def test_an_interrupted_item_leaves_nothing_that_looks_done(tmp_path):
-    from featscope.investigate.common import Item, Ranks
-    from featscope.investigate.orchestration import run_items
+    from featscope.orchestration import Item, run_items
+    from featscope.ranks import Ranks
 
     def work(run, item):
         run.write_json("partial.json", {"started": True})

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from featscope.cli import main
-from featscope.investigate.common import Ranks
+from featscope.ranks import Ranks
 from featscope.study import StudyError, load_study, run_study
 
 TESTS = Path(__file__).parent

@@ -15,32 +15,24 @@ generators=...)``, ``optimize``, ``featscope.investigate.cores``, ``featscope.fe
 ``featscope.study``). Every solver takes an objective from ``featscope.objectives``.
 """
 
-from featscope._lazy import lazy_getattr
+from featscope._lazy import exported_names, lazy_getattr
 from featscope._version import __version__
 
-_EXPORTS = {
-    "decode": "featscope.decoding",
-    "DecodeResult": "featscope.decoding",
-    "decode_features": "featscope.decoding",
-    "DecodeOutput": "featscope.decoding",
-    "solve_universal": "featscope.solvers.universal",
-    "FeatscopeError": "featscope.errors",
-    "load_backbone": "featscope.backbones",
-    "load_extractor": "featscope.extractors",
-    "list_layers": "featscope.extractors",
-    "PRESETS": "featscope.solvers.configs",
-    "UniversalConfig": "featscope.solvers.configs",
-    "preset": "featscope.solvers.configs",
-    "build_targets": "featscope.targets",
-    "save_feature": "featscope.targets",
-    "run_bench": "featscope.bench",
-    "optimize": "featscope.solvers.endtoend",
-    "EndToEndConfig": "featscope.solvers.configs",
-    "null_text_invert": "featscope.inversion",
-    "objectives": "featscope.objectives",
+_EXPORTS = {  # module -> the names it exports, imported on first access
+    "featscope.decoding": ("decode", "DecodeResult", "decode_features", "DecodeOutput"),
+    "featscope.solvers.universal": ("solve_universal",),
+    "featscope.errors": ("FeatscopeError",),
+    "featscope.backbones": ("load_backbone",),
+    "featscope.extractors": ("load_extractor", "list_layers"),
+    "featscope.solvers.configs": ("PRESETS", "UniversalConfig", "preset", "EndToEndConfig"),
+    "featscope.targets": ("build_targets", "save_feature"),
+    "featscope.bench": ("run_bench",),
+    "featscope.solvers.endtoend": ("optimize",),
+    "featscope.inversion": ("null_text_invert",),
+    "featscope.objectives": ("objectives",),
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", *exported_names(_EXPORTS)]
 
 
 __getattr__ = lazy_getattr("featscope", _EXPORTS)

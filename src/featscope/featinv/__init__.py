@@ -12,32 +12,17 @@ The cores (reconstruct, steer, evaluate) take loaded models and tensors and retu
 run_reconstruct, run_steer and run_evaluate (the CLI's) load, call them and write a run folder.
 """
 
-from featscope._lazy import lazy_getattr
+from featscope._lazy import exported_names, lazy_getattr
 
-_EXPORTS = {
-    "DEFAULT_PROMPT": "featscope.featinv.model",
-    "Edit": "featscope.featinv.steering",
-    "FeatInvConfig": "featscope.featinv.model",
-    "EvaluationResult": "featscope.featinv.evaluation",
-    "FeatInvModel": "featscope.featinv.model",
-    "ReconstructionResult": "featscope.featinv.reconstruction",
-    "SampleSettings": "featscope.featinv.config",
-    "SteerResult": "featscope.featinv.steering",
-    "TrainConfig": "featscope.featinv.config",
-    "build": "featscope.featinv.model",
-    "embedded_folder": "featscope.featinv.world",
-    "encode": "featscope.featinv.reconstruction",
-    "evaluate": "featscope.featinv.evaluation",
-    "export_model": "featscope.featinv.world",
-    "load_model": "featscope.featinv.model",
-    "make_edit": "featscope.featinv.steering",
-    "reconstruct": "featscope.featinv.reconstruction",
-    "run_evaluate": "featscope.featinv.jobs",
-    "run_reconstruct": "featscope.featinv.jobs",
-    "run_steer": "featscope.featinv.jobs",
-    "steer": "featscope.featinv.steering",
-    "train": "featscope.featinv.training",
-    "train_world": "featscope.featinv.world",
+_EXPORTS = {  # module -> the names it exports, imported on first access
+    "featscope.featinv.model": ("DEFAULT_PROMPT", "FeatInvConfig", "FeatInvModel", "build", "load_model"),
+    "featscope.featinv.steering": ("Edit", "SteerResult", "make_edit", "steer"),
+    "featscope.featinv.evaluation": ("EvaluationResult", "evaluate"),
+    "featscope.featinv.reconstruction": ("ReconstructionResult", "encode", "reconstruct"),
+    "featscope.featinv.config": ("SampleSettings", "TrainConfig"),
+    "featscope.featinv.world": ("embedded_folder", "export_model", "train_world"),
+    "featscope.featinv.jobs": ("run_evaluate", "run_reconstruct", "run_steer"),
+    "featscope.featinv.training": ("train",),
 }
-__all__ = sorted(_EXPORTS)
+__all__ = exported_names(_EXPORTS)
 __getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -17,10 +17,9 @@ items; items are shared among torchrun ranks and a re-run skips the items alread
 themselves, over loaded models and tensors and a whole batch at a time, are :mod:`featscope.investigate.cores`
 (``difference``, ``neuron``, ``counterfactual``, ``invert``, ``null_inversion``, returning ``DifferenceResult``,
 ``NeuronResult``, ``CounterfactualResult``, ``InversionResult``); the orchestration is
-:mod:`featscope.investigate.orchestration`.
+:mod:`featscope.orchestration`.
 """
 
-from featscope.investigate.common import Ranks, join_ranks
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, REGULARIZERS, confidences
 from featscope.investigate.methods import (
     counterfactual,
@@ -36,6 +35,7 @@ from featscope.investigate.methods import (
     parse_label,
     postprocess_mask,
 )
+from featscope.ranks import Ranks, join_ranks
 
 __all__ = [
     "PUBLISHED_REGULARIZERS",

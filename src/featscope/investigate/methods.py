@@ -2,7 +2,7 @@
 
 Each function builds its items and a work function that calls the method's core
 (:mod:`featscope.investigate.cores`) on one item and writes the item's folder; the orchestration
-(:mod:`featscope.investigate.orchestration`) writes the folders atomically, skips items whose ``metrics.json``
+(:mod:`featscope.orchestration`) writes the folders atomically, skips items whose ``metrics.json``
 exists (resume), shards items over torchrun ranks (item i on rank i % world size) and ends with
 ``out/summary.json`` and ``out/summary.md`` (rank 0).
 
@@ -31,18 +31,16 @@ from featscope.images import load_image, save_image
 from featscope.investigate import cores
 from featscope.investigate.common import (
     DEFAULT_BACKBONE,
-    Item,
-    Ranks,
     fit_image,
     load_start_image,
     save_loss_plot,
     save_strip,
-    unique_ids,
 )
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
 from featscope.investigate.masks import foreground_mask, load_pretrained, load_sam, parse_mask, word_tokens
-from featscope.investigate.orchestration import Plan, run_plan
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
+from featscope.orchestration import Item, Plan, run_plan, unique_ids
+from featscope.ranks import Ranks
 from featscope.runs import RunFolder, atomic_torch_save
 from featscope.sheet import save_sheet
 

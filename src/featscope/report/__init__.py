@@ -8,18 +8,15 @@
 Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from featscope._lazy import lazy_getattr
+from featscope._lazy import exported_names, lazy_getattr
 
-_EXPORTS = {
-    "Run": "featscope.report.folders",
-    "RunSet": "featscope.report.folders",
-    "collect": "featscope.report.folders",
-    "page": "featscope.report.html",
-    "runs_html": "featscope.report.write",
-    "write_report": "featscope.report.write",
+_EXPORTS = {  # module -> the names it exports, imported on first access
+    "featscope.report.folders": ("Run", "RunSet", "collect"),
+    "featscope.report.html": ("page",),
+    "featscope.report.write": ("runs_html", "write_report"),
 }
 
-__all__ = list(_EXPORTS)
+__all__ = exported_names(_EXPORTS)
 
 
 __getattr__ = lazy_getattr("featscope.report", _EXPORTS)

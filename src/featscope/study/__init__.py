@@ -9,20 +9,16 @@
 See docs/batch-and-report.md for the study file's keys. Names are imported lazily (``featscope --help`` stays fast).
 """
 
-from featscope._lazy import lazy_getattr
+from featscope._lazy import exported_names, lazy_getattr
 
-_EXPORTS = {
-    "METHODS": "featscope.study.methods",
-    "Method": "featscope.study.methods",
-    "Job": "featscope.study.plan",
-    "Study": "featscope.study.plan",
-    "load_study": "featscope.study.plan",
-    "StudyResult": "featscope.study.runner",
-    "run_study": "featscope.study.runner",
-    "StudyError": "featscope.study.source",
+_EXPORTS = {  # module -> the names it exports, imported on first access
+    "featscope.study.methods": ("METHODS", "Method"),
+    "featscope.study.plan": ("Job", "Study", "load_study"),
+    "featscope.study.runner": ("StudyResult", "run_study"),
+    "featscope.study.source": ("StudyError",),
 }
 
-__all__ = list(_EXPORTS)
+__all__ = exported_names(_EXPORTS)
 
 
 __getattr__ = lazy_getattr("featscope.study", _EXPORTS)

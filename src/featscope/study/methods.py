@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from featscope.errors import FeatscopeError, suggest
-from featscope.investigate.common import Ranks
+from featscope.ranks import Ranks
 from featscope.study.fields import (
     BACKBONE,
     SEEDS,

@@ -9,7 +9,7 @@ from typing import Any
 
 from featscope.datasets import safe_id
 from featscope.errors import FeatscopeError, suggest
-from featscope.investigate.common import unique_ids
+from featscope.orchestration import unique_ids
 from featscope.study.fields import REQUIRED, Field, text
 from featscope.study.methods import METHODS, Method, check_settings
 from featscope.study.source import Problems, Source, read_source

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from featscope.claims import Claims
 from featscope.errors import FeatscopeError
-from featscope.investigate.common import Ranks, rank_device
 from featscope.progress import tqdm
+from featscope.ranks import Ranks, rank_device
 from featscope.runs import atomic_write_json
 from featscope.study.log import StudyLog
 from featscope.study.methods import METHODS

@@ -1,19 +1,21 @@
-"""How an investigation is run, the same for every method: one folder per item written atomically, resume
-(items whose ``metrics.json`` exists are skipped), sharding over torchrun ranks (item i on rank i % world
-size), progress lines and ``summary.json`` / ``summary.md``.
+"""How every method is run: one run folder written whole or not at all (:func:`write_run`, used by decode,
+FeatInv and each investigation item); for methods of many items, one folder per item, resume (items whose
+``metrics.json`` exists are skipped), sharding over torchrun ranks (item i on rank i % world size), progress lines
+and ``summary.json`` / ``summary.md``.
 
-A method describes its run as a :class:`Plan` (its items, and a work function that calls the method's core
-and writes one item's files); :func:`run_plan` joins the ranks, builds the plan on this rank's device and
-runs this rank's items; :func:`run_item` runs one item into one folder (a study job).
+A method of many items describes its run as a :class:`Plan` (its items, and a work function that calls the
+method's core and writes one item's files); :func:`run_plan` joins the ranks, builds the plan on this rank's
+device and runs this rank's items; :func:`run_item` runs one item into one folder (a study job).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +23,42 @@ import torch
 from featscope._version import __version__
 from featscope.devices import resolve_device
 from featscope.errors import FeatscopeError
-from featscope.investigate.common import Item, Ranks, join_ranks, rank_device
+from featscope.ranks import Ranks, join_ranks, rank_device
 from featscope.runs import RunFolder, atomic_write_json, atomic_write_text
+
+
+@dataclass
+class Item:
+    """One unit of work: its folder name under ``out/`` and what the method needs to compute it."""
+
+    item_id: str
+    payload: Any
+
+
+def unique_ids(ids: Sequence[str]) -> list[str]:
+    """``ids`` with repeats made unique by a ``-2``, ``-3`` ... suffix (first occurrence unchanged)."""
+    seen: dict[str, int] = {}
+    result = []
+    for i in ids:
+        seen[i] = seen.get(i, 0) + 1
+        result.append(i if seen[i] == 1 else f"{i}-{seen[i]}")
+    return result
+
+
+def write_run(run: RunFolder, config: dict, work: Callable[[RunFolder], dict]) -> tuple[Path, dict]:
+    """Write one run folder whole or not at all: ``config.yaml`` first, then ``work`` (which writes the images,
+    sheet.png and log lines and returns the metrics), then ``metrics.json``; the folder is committed in place,
+    or abandoned when anything fails. Returns the folder and the metrics."""
+    run.open()
+    try:
+        run.write_yaml("config.yaml", config)
+        metrics = work(run)
+        run.write_json("metrics.json", metrics)
+    except BaseException:
+        run.abandon()
+        raise
+    return run.commit(), metrics
+
 
 Work = Callable[[RunFolder, Item], dict]  # writes the item's files into the folder, returns its metrics
 
@@ -61,21 +97,18 @@ def run_plan(
 
 
 def run_item(folder: Path, method: str, item: Item, work: Work, config: dict, *, rank: int = 0) -> dict:
-    """Compute one item into ``folder`` atomically (config.yaml, the work's files, metrics.json, log.jsonl),
-    replacing what is there; returns its metrics."""
+    """Compute one item into ``folder`` atomically (:func:`write_run`, replacing what is there); returns its
+    metrics, which also name the item, the method and the wall time."""
     tic = time.time()
-    run = RunFolder(folder, overwrite=True).open()
-    try:
-        run.write_yaml("config.yaml", {"method": method, "item": item.item_id, "featscope": __version__, **config})
+
+    def item_work(run: RunFolder) -> dict:
         metrics = work(run, item)
         metrics = {"item": item.item_id, "method": method, "wall_seconds": round(time.time() - tic, 3), **metrics}
-        run.write_json("metrics.json", metrics)
         run.log({"item": item.item_id, "rank": rank, "wall_seconds": metrics["wall_seconds"]})
-    except BaseException:
-        run.abandon()
-        raise
-    run.commit()
-    return metrics
+        return metrics
+
+    record = {"method": method, "item": item.item_id, "featscope": __version__, **config}
+    return write_run(RunFolder(folder, overwrite=True), record, item_work)[1]
 
 
 def run_items(

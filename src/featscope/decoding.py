@@ -21,6 +21,7 @@ from featscope.extractors.base import Extractor
 from featscope.images import png_bytes, save_image
 from featscope.losses import feature_cosine, feature_loss
 from featscope.objectives import feature_match
+from featscope.orchestration import write_run
 from featscope.runs import RunFolder
 from featscope.settings import resolve
 from featscope.sheet import save_sheet
@@ -207,23 +208,45 @@ def _load_models(
     return backbone, extractor
 
 
-def _commit_run(
-    run: RunFolder,
-    output: DecodeOutput,
-    sources: list,
+def _decoded(
+    backbone: Backbone,
+    extractor: Extractor,
+    expanded: torch.Tensor,
+    solver: UniversalConfig,
+    seeds: list[int],
     names: list[str],
-    metrics: list[dict],
-    readings: list[dict],
-    n_targets: int,
+    sources: list,
+    run: RunFolder | None,
+    *,
+    dtype: torch.dtype,
+    batch_size: int | None,
+    save_every: int,
+    callback: Callable[[StepInfo], None] | None,
+    quiet: bool,
+) -> tuple[DecodeOutput, list[dict], list[dict]]:
+    """Run the core (step images and log lines into ``run`` when given); the output, per-sample metrics with
+    the oracle's readings, and the readings."""
+    output = decode_features(
+        backbone, extractor, expanded, solver, seeds, dtype=dtype, batch_size=batch_size,
+        callback=_step_saver(run, save_every, solver.num_steps, callback), log=run.log if run else None, quiet=quiet,
+    )  # fmt: skip
+    readings = read_results(sources, output.best)
+    metrics = [
+        {"name": name, **m, **({"readings": r} if r else {})}
+        for name, m, r in zip(names, output.metrics, readings, strict=True)
+    ]
+    return output, metrics, readings
+
+
+def _write_files(
+    run: RunFolder, output: DecodeOutput, sources: list, names: list[str], readings: list[dict], n_targets: int,
     num_samples: int,
-) -> Path:
-    """Write the images, sheet.png and metrics.json of a decode run and commit its folder."""
+) -> None:  # fmt: skip
+    """The images and sheet.png of a decode run."""
     _write_images(run, output.final, output.best, sources, n_targets, num_samples)
     notes = [summary_line(r) for r in readings]
     rows = list(zip(sources, output.best, output.final, strict=True))
     save_sheet(run.file("sheet.png"), ["target", "best", "final"], rows, row_labels=names, notes=notes)
-    run.write_json("metrics.json", {"samples": metrics, "summary": _summary(metrics)})
-    return run.commit()
 
 
 def decode(
@@ -294,28 +317,22 @@ def decode(
         "names": names,
         "seeds": seeds,
     }
-    if run is not None:
-        run.open()
-        run.write_yaml("config.yaml", record)
-    try:
-        output = decode_features(
-            backbone, extractor, expanded, solver, seeds, dtype=torch_dtype, batch_size=batch_size,
-            callback=_step_saver(run, save_every, solver.num_steps, callback), log=run.log if run else None,
-            quiet=quiet,
-        )  # fmt: skip
-    except BaseException:
-        if run is not None:
-            run.abandon()
-        raise
-    readings = read_results(sources, output.best)
-    metrics = [
-        {"name": name, **m, **({"readings": r} if r else {})}
-        for name, m, r in zip(names, output.metrics, readings, strict=True)
-    ]
-    run_dir = None
-    if run is not None:
-        run_dir = _commit_run(run, output, sources, names, metrics, readings, len(target_set), num_samples)
-    return DecodeResult(output.final, output.best, names, metrics, record, run_dir, sources)
+    core = {"dtype": torch_dtype, "batch_size": batch_size, "save_every": save_every, "callback": callback}
+    core_args = (backbone, extractor, expanded, solver, seeds, names, sources)
+    if run is None:
+        output, metrics, _ = _decoded(*core_args, None, **core, quiet=quiet)
+        return DecodeResult(output.final, output.best, names, metrics, record, None, sources)
+
+    decoded: list[DecodeOutput] = []
+
+    def work(run: RunFolder) -> dict:
+        output, metrics, readings = _decoded(*core_args, run, **core, quiet=quiet)
+        _write_files(run, output, sources, names, readings, len(target_set), num_samples)
+        decoded.append(output)
+        return {"samples": metrics, "summary": _summary(metrics)}
+
+    run_dir, written = write_run(run, record, work)
+    return DecodeResult(decoded[0].final, decoded[0].best, names, written["samples"], record, run_dir, sources)
 
 
 def read_results(targets: Sequence[torch.Tensor | None], results: torch.Tensor) -> list[dict]:

@@ -1,7 +1,7 @@
 """The ``featscope`` command line: one entry point with sub-commands, one module per command.
 
-Each command module has ``COMMAND`` (its name, help, description and examples), ``add_arguments(parser)`` and
-``run(args) -> int``; it imports
+Each command module is named after its command; its docstring gives the help line and the description, its
+``EPILOG`` (when it has one) the examples, and it has ``add_arguments(parser)`` and ``run(args) -> int``. It imports
 nothing heavy at module level, and only the command being run builds its full parser (the solver settings
 whose options it derives import torch), so ``featscope --help`` stays fast.
 """
@@ -15,12 +15,12 @@ import warnings
 from collections.abc import Sequence
 
 from featscope.cli import batch, bench, decode, encode, featinv, invert, investigate, layers, report, world
-from featscope.cli.options import command_parser
+from featscope.cli.options import Command, command_parser
 from featscope.errors import FeatscopeError
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
 MODULES = (decode, encode, layers, world, bench, investigate, invert, featinv, batch, report)
-COMMANDS = {module.COMMAND.name: module.run for module in MODULES}
+COMMANDS = {Command.of(module).name: module for module in MODULES}
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -34,8 +34,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"featscope {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in MODULES:
-        c = module.COMMAND
+    for c, module in ((Command.of(m), m) for m in MODULES):
         if command is None or command == c.name:
             module.add_arguments(command_parser(sub, c.name, c.help, c.description, c.epilog))
         else:
@@ -54,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = argv[0] if argv and not argv[0].startswith("-") else ""
         args = build_parser(command).parse_args(argv)
         warnings.formatwarning = _one_line_warning
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command].run(args)
     except FeatscopeError as error:
         print(f"featscope: error: {error}", file=sys.stderr)
         return 2

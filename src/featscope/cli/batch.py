@@ -1,11 +1,15 @@
-"""``featscope batch STUDY.yaml``: run a study (argparse only here; the work is imported when it runs)."""
+"""``featscope batch``: run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable.
+
+Run every job of a study file not done yet. Several processes (torchrun ranks, SLURM array tasks) share the jobs:
+each takes unfinished ones as it frees up, and the job of a process that died is taken again.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from featscope.cli.options import Command
+from featscope.cli.options import add_output
 
 EPILOG = """\
 examples:
@@ -19,19 +23,10 @@ and OUT/summary.md cover all jobs. Keys of the study file: docs/batch-and-report
 """
 
 
-COMMAND = Command(
-    "batch",
-    "run a study: a YAML file of jobs (grid of targets, networks, seeds, settings), resumable",
-    "Run every job of a study file not done yet. Several processes (torchrun ranks, SLURM array tasks) share "
-    "the jobs: each takes unfinished ones as it frees up, and the job of a process that died is taken again.",
-    epilog=EPILOG,
-)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``batch``: the study file, its output folder and device, a dry run and the report."""
     p.add_argument("study", metavar="STUDY.yaml", help="the study file (keys: docs/batch-and-report.md)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default: the study's out:)")
+    add_output(p, "output folder (default: the study's out:)", required=False)
     p.add_argument("--device", help="replaces the study's device: auto, cpu, cuda, cuda:N, mps")
     p.add_argument("--dry-run", action="store_true", help="check the study and list its jobs; run nothing")
     p.add_argument("--report", action="store_true", help="write OUT/report.html at the end")

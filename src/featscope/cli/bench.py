@@ -1,11 +1,25 @@
-"""``featscope bench decode|investigate|featinv``: measurements on the embedded world, one sub-command each."""
+"""``featscope bench``: measure decoding, investigations or FeatInv on world images, scored by the world's oracle.
+
+Benchmarks on fresh world images, whose attributes the world's oracle reads back: `decode` (the universal decoder),
+`investigate` (counterfactuals, differences, neurons), `featinv` (the embedded FeatInv model next to the universal
+decoder).
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from featscope.cli.options import Command, add_knobs, add_runtime_options, command_parser, knobs, names, pick
+from featscope.cli.options import (
+    add_backbone,
+    add_knobs,
+    add_output,
+    add_runtime_options,
+    knobs,
+    names,
+    pick,
+    sub_command,
+)
 from featscope.errors import FeatscopeError
 
 KINDS = ("decode", "investigate", "featinv")
@@ -43,15 +57,6 @@ example:
 """
 
 
-COMMAND = Command(
-    "bench",
-    "measure decoding, investigations or FeatInv on world images, scored by the world's oracle",
-    "Benchmarks on fresh world images, whose attributes the world's oracle reads back: "
-    "`decode` (the universal decoder), `investigate` (counterfactuals, differences, neurons), `featinv` "
-    "(the embedded FeatInv model next to the universal decoder).",
-)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``bench`` with its ``decode``, ``investigate`` and ``featinv`` sub-commands."""
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="KIND")
@@ -78,24 +83,21 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
         "also the first decoding seed",
     )
     o = parser.add_argument_group("output")
-    o.add_argument("--out", required=True, metavar="DIR", help="folder for results.json, results.md and the plots")
-    o.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    add_output(o, "folder for results.json, results.md and the plots", overwrite="replace the results already in --out")
 
 
 def _add_decode(bsub: argparse._SubParsersAction) -> None:
+    """the universal decoder: feature distance and attributes read back by the oracle.
+
+    Decode fresh world images from their features with each extractor and preset (and an unguided baseline), then
+    score the decoded images against the targets.
+    """
     from featscope.solvers.configs import PRESETS, UniversalConfig
 
-    p = command_parser(
-        bsub,
-        "decode",
-        "the universal decoder: feature distance and attributes read back by the oracle",
-        "Decode fresh world images from their features with each extractor and preset (and an "
-        "unguided baseline), then score the decoded images against the targets.",
-        EPILOG_DECODE,
-    )
+    p = sub_command(bsub, _add_decode, EPILOG_DECODE)
     _add_common(p, "world target images")
     m = p.add_argument_group("models")
-    m.add_argument("--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)")
+    add_backbone(m)
     m.add_argument(
         "--extractors",
         default="world:shape-net,world:color-net",
@@ -115,38 +117,35 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_investigate(bsub: argparse._SubParsersAction) -> None:
+    """counterfactuals, classifier differences and neurons (end-to-end solver).
+
+    The investigation measurements: counterfactuals circle -> square of -n images, with and without background
+    regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, n/8 each.
+    """
     from featscope.solvers.configs import EndToEndConfig
 
-    p = command_parser(
-        bsub,
-        "investigate",
-        "counterfactuals, classifier differences and neurons (end-to-end solver)",
-        "The investigation measurements: counterfactuals circle -> square of -n images, with and "
-        "without background regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, "
-        "n/8 each.",
-    )
+    p = sub_command(bsub, _add_investigate)
     _add_common(p, "counterfactual images; n/8 difference and neuron samples")
     p.add_argument(
         "--methods",
         metavar="NAME,NAME",
         help="any of counterfactual, difference, neuron, comma-separated (default: all three)",
     )
-    p.add_argument("--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)")
+    add_backbone(p)
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     add_knobs(p, p.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)"), EndToEndConfig)
     add_runtime_options(p)
 
 
 def _add_featinv(bsub: argparse._SubParsersAction) -> None:
+    """the embedded FeatInv model next to the universal decoder on the same targets.
+
+    Decode world targets from a FeatInv model's layer with FeatInv (one row per step count) and with the universal
+    decoder's --preset, in one process.
+    """
     from featscope.solvers.configs import PRESETS
 
-    p = command_parser(
-        bsub,
-        "featinv",
-        "the embedded FeatInv model next to the universal decoder on the same targets",
-        "Decode world targets from a FeatInv model's layer with FeatInv (one row per step count) "
-        "and with the universal decoder's --preset, in one process.",
-    )
+    p = sub_command(bsub, _add_featinv)
     _add_common(p, "world target images")
     p.add_argument("--model", metavar="DIR", help="FeatInv model folder (default: the embedded world model)")
     p.add_argument(

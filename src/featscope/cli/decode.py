@@ -1,4 +1,7 @@
-"""``featscope decode``: images whose feature matches a target feature (the universal solver)."""
+"""``featscope decode``: generate images whose feature matches a target feature (universal solver).
+
+Decode a feature into images by guided diffusion (training-free).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +10,9 @@ import json
 from pathlib import Path
 
 from featscope.cli.options import (
-    Command,
     add_knobs,
     add_model_options,
+    add_output,
     add_runtime_options,
     add_speed_options,
     knobs,
@@ -38,14 +41,6 @@ PRESET_HELP = (
 )
 
 
-COMMAND = Command(
-    "decode",
-    "generate images whose feature matches a target feature (universal solver)",
-    "Decode a feature into images by guided diffusion (training-free).",
-    epilog=EPILOG,
-)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``decode``: targets, models, the preset and one option per :class:`UniversalConfig` knob."""
     from featscope.solvers.configs import PRESETS, UniversalConfig
@@ -70,8 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     s.add_argument("--preset", default=None, choices=list(PRESETS), help=PRESET_HELP)
     add_knobs(p, s, UniversalConfig, defaults=PRESETS["fast"])
     o = p.add_argument_group("output")
-    o.add_argument("--out", default=None, metavar="DIR", help="run folder (default: runs/decode-<first target>)")
-    o.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    add_output(o, "run folder (default: runs/decode-<first target>)", required=False, overwrite="replace a run folder")
     o.add_argument("--num-samples", type=int, default=1, help="images per target, seeds seed..seed+N-1")
     o.add_argument("--seed", type=int, default=0, help="random seed: same seed and settings give the same image")
     o.add_argument("--batch-size", type=int, default=None, help="samples per batch (default: all at once)")

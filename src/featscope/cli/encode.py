@@ -1,23 +1,19 @@
-"""``featscope encode``: save a network's feature of images as a target tensor."""
+"""``featscope encode``: save the feature of an image as a target tensor.
+
+Compute a network's feature of one or more images and save it (.safetensors, .pt or .npy), to use later as --target.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from featscope.cli.options import Command, add_model_options, add_runtime_options
-
-COMMAND = Command(
-    "encode",
-    "save the feature of an image as a target tensor",
-    "Compute a network's feature of one or more images and save it "
-    "(.safetensors, .pt or .npy), to use later as --target.",
-)
+from featscope.cli.options import add_model_options, add_output, add_runtime_options
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``encode``: images, the feature file to write, the extractor and the runtime."""
     p.add_argument("images", nargs="+", metavar="IMAGE", help="images (PNG/JPEG); several give a batch of features")
-    p.add_argument("--out", required=True, metavar="FILE", help="feature file to write (.safetensors/.pt/.npy)")
+    add_output(p, "feature file to write (.safetensors/.pt/.npy)", metavar="FILE")
     p.add_argument(
         "--image-size",
         type=int,

@@ -1,4 +1,8 @@
-"""The ``featscope featinv`` command: init, train, reconstruct, eval, steer and world."""
+"""``featscope featinv``: feature-map inversion with a trained ControlNet (FeatInv).
+
+Train a ControlNet that turns a network's spatial feature maps into images, then reconstruct, evaluate and steer
+feature maps with it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,16 @@ import argparse
 import json
 from typing import TYPE_CHECKING
 
-from featscope.cli.options import Command, add_extractor_weights, add_knobs, command_parser, knobs, numbers, pick
+from featscope.cli.options import (
+    add_backbone,
+    add_extractor_weights,
+    add_knobs,
+    add_output,
+    knobs,
+    numbers,
+    pick,
+    sub_command,
+)
 
 if TYPE_CHECKING:
     from featscope.featinv.config import SampleSettings, TrainConfig
@@ -30,15 +43,6 @@ The model: diffusers ControlNetModel.from_unet(backbone UNet) whose conditioning
 Training: eps-prediction MSE with the UNet frozen; 15% of samples get a zero map AND an empty prompt.
 Sampling: DDIM (eta 0), eps = eps(z, f, "") + w (eps(z, f, prompt) - eps(z, f, "")), w = 1.75.
 """
-
-
-COMMAND = Command(
-    "featinv",
-    "feature-map inversion with a trained ControlNet (FeatInv)",
-    "Train a ControlNet that turns a network's spatial feature maps into images, then "
-    "reconstruct, evaluate and steer feature maps with it.",
-    epilog=EPILOG,
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,8 +69,7 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="FeatInv model folder (from init or RUN/model; default: the embedded world model)",
     )
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    add_output(parser, "output folder", overwrite="replace an existing output folder")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="backbone precision")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -92,32 +95,29 @@ def _add_training(parser: argparse.ArgumentParser, defaults: TrainConfig, title:
 
 def _add_init(fsub: argparse._SubParsersAction) -> None:
     i = fsub.add_parser("init", help="build an untrained model from a backbone and a network layer")
-    i.add_argument("--backbone", required=True, metavar="SPEC", help="sd:..., world:ddpm or pixel:FOLDER")
+    add_backbone(i, required=True)
     i.add_argument("--extractor", required=True, metavar="SPEC@LAYER", help="network and a layer with a spatial map")
     add_extractor_weights(i)
     i.add_argument("--adapter-width", type=int, default=512, help="adapter channels (default: %(default)s)")
     i.add_argument("--prompt", help="fixed training prompt (default: the published one; empty for world models)")
     i.add_argument("--seed", type=int, default=0, help="adapter init seed")
-    i.add_argument("--out", required=True, metavar="DIR", help="model folder to write")
-    i.add_argument("--overwrite", action="store_true", help="write into a folder that already holds files")
+    add_output(i, "model folder to write", overwrite="write into a folder that already holds files")
 
 
 def _add_train(fsub: argparse._SubParsersAction) -> None:
+    """train (or resume) a model on an image folder or world images.
+
+    Train with accelerate (run under `accelerate launch` for several GPUs); OUT/checkpoint.pt is resumed exactly.
+    """
     from featscope.featinv.config import TrainConfig
 
-    t = command_parser(
-        fsub,
-        "train",
-        "train (or resume) a model on an image folder or world images",
-        "Train with accelerate (run under `accelerate launch` for several GPUs); OUT/checkpoint.pt is resumed exactly.",
-    )
+    t = sub_command(fsub, _add_train)
     t.add_argument("--model", required=True, metavar="DIR", help="model folder from `featinv init`")
     data = t.add_mutually_exclusive_group(required=True)
     data.add_argument("--images", metavar="DIR", help="folder of training images (recursive)")
     data.add_argument("--world", type=int, metavar="N", help="N generated world images instead")
     t.add_argument("--world-seed", type=int, default=0, help="seed of those world images (default: %(default)s)")
-    t.add_argument("--out", required=True, metavar="DIR", help="training folder (resumed when it holds a checkpoint)")
-    t.add_argument("--overwrite", action="store_true", help="start afresh instead of resuming")
+    add_output(t, "training folder (resumed when it holds a checkpoint)", overwrite="start afresh instead of resuming")
     t.add_argument("--device", default="auto", help="auto or cpu (accelerate picks the GPU)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_training(t, TrainConfig(), "training (defaults: FeatInv's published ones)")
@@ -155,7 +155,7 @@ def _add_world(fsub: argparse._SubParsersAction) -> None:
     from featscope.featinv.config import WORLD_ADAPTER_WIDTH, WORLD_EXTRACTOR, WORLD_IMAGES, WORLD_TRAIN
 
     w = fsub.add_parser("world", help="train and export the embedded world model (world:ddpm + world:shape-net)")
-    w.add_argument("--out", required=True, metavar="DIR", help="training folder (resumed when it holds a checkpoint)")
+    add_output(w, "training folder (resumed when it holds a checkpoint)")
     w.add_argument("--export", metavar="DIR", help="where to export (default: the package's weights folder)")
     w.add_argument("--world-seed", type=int, default=0, help="seed of the training images (default: 0)")
     w.add_argument("-n", type=int, default=WORLD_IMAGES, help="world images to train on (default: %(default)s)")

@@ -1,23 +1,19 @@
-"""``featscope invert``: null-text inversion of real images (for counterfactuals)."""
+"""``featscope invert``: null-text inversion of real images (x_T and per-step null texts, for counterfactuals).
+
+Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, target.png, reconstruction.png, prompt.txt,
+metrics.json (reconstruction error) and config.yaml.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from featscope.cli.options import (
-    Command,
     add_images_options,
     add_investigate_common,
     dataset_selection,
     pick,
     print_summary,
-)
-
-COMMAND = Command(
-    "invert",
-    "null-text inversion of real images (x_T and per-step null texts, for counterfactuals)",
-    "Null-text inversion: per image out/<item>/x_T.pt, null_texts.pt, target.png, "
-    "reconstruction.png, prompt.txt, metrics.json (reconstruction error) and config.yaml.",
 )
 
 

@@ -1,11 +1,13 @@
-"""``featscope investigate difference|neuron|counterfactual``: end-to-end optimisation of generated images."""
+"""``featscope investigate``: classifier differences, neurons and counterfactuals by end-to-end optimisation (DiG-IN).
+
+Investigate a network by optimising generated images end to end (DiG-IN).
+"""
 
 from __future__ import annotations
 
 import argparse
 
 from featscope.cli.options import (
-    Command,
     add_images_options,
     add_investigate_common,
     add_knobs,
@@ -33,14 +35,6 @@ MASK_HELP = (
     "foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start class word's "
     "cross-attention scaled to [0, 1], cut at T, default 0.3); sam:DIR (a local SAM/SAM-HQ folder, prompted with "
     "that map's box and peak)"
-)
-
-
-COMMAND = Command(
-    "investigate",
-    "classifier differences, neurons and counterfactuals by end-to-end optimisation (DiG-IN)",
-    "Investigate a network by optimising generated images end to end (DiG-IN).",
-    epilog=EPILOG,
 )
 
 

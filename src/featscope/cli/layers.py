@@ -1,16 +1,13 @@
-"""``featscope layers SPEC``: a network's layer names and output shapes, to pick SPEC@layer."""
+"""``featscope layers``: list a network's layer names (for SPEC@layer).
+
+List the layers of a network, with output shapes, to pick SPEC@layer.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from featscope.cli.options import Command, add_extractor_weights
-
-COMMAND = Command(
-    "layers",
-    "list a network's layer names (for SPEC@layer)",
-    "List the layers of a network, with output shapes, to pick SPEC@layer.",
-)
+from featscope.cli.options import add_extractor_weights
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from featscope.errors import FeatscopeError
@@ -23,6 +26,17 @@ class Command:
     description: str
     epilog: str | None = None
 
+    @classmethod
+    def of(cls, declared: ModuleType | Callable) -> Command:
+        """The record of a command module or of the function that declares a sub-command (``_add_NAME``): the
+        name, the help line (the docstring's first line, after its ``featscope NAME``: label), the description
+        (the docstring's other paragraphs) and the examples (the module's ``EPILOG``)."""
+        first, _, description = inspect.cleandoc(declared.__doc__).partition("\n\n")
+        if first.startswith("``featscope"):
+            first = first.partition(": ")[2]
+        name = declared.__name__.rsplit(".", 1)[-1].removeprefix("_add_")
+        return cls(name, first.removesuffix("."), " ".join(description.split()), getattr(declared, "EPILOG", None))
+
 
 def command_parser(
     sub: argparse._SubParsersAction, name: str, help: str, description: str, epilog: str | None = None
@@ -36,6 +50,14 @@ def command_parser(
     )
 
 
+def sub_command(
+    sub: argparse._SubParsersAction, declare: Callable, epilog: str | None = None
+) -> argparse.ArgumentParser:
+    """The parser of the sub-command that ``declare`` (``_add_NAME``) declares, from its docstring."""
+    c = Command.of(declare)
+    return command_parser(sub, c.name, c.help, c.description, epilog)
+
+
 def add_knobs(parser: argparse.ArgumentParser, group: Parser, cls: type[Settings], **kwargs: Any) -> None:
     """One option per knob of ``cls`` in ``group`` (see :func:`featscope.settings.add_options`); :func:`knobs`
     reads back the ones the user set."""
@@ -47,17 +69,43 @@ def knobs(args: argparse.Namespace) -> dict[str, Any]:
     return given_options(args, list(args.knobs))
 
 
+BACKBONE_HELP = (
+    "diffusion model: sd:HUB_ID_OR_FOLDER, sd:FILE.ckpt|.safetensors, sdxl:..., sd3:..., flux:..., pixel:FOLDER, "
+    "world:ddpm (the embedded model)"
+)
+
+
+def add_backbone(parser: Parser, *, required: bool = False) -> None:
+    """--backbone SPEC (default: world:ddpm unless ``required``)."""
+    default = {"required": True} if required else {"default": "world:ddpm"}
+    suffix = "" if required else " (default: %(default)s)"
+    parser.add_argument("--backbone", **default, metavar="SPEC", help=BACKBONE_HELP + suffix)
+
+
+def add_output(
+    parser: Parser,
+    help: str,
+    *,
+    overwrite: str | None = None,
+    metavar: str = "DIR",
+    default: str | None = None,
+    required: bool = True,
+) -> None:
+    """--out (required unless it has a ``default`` or ``required`` is off) and, when ``overwrite`` (its help) is
+    given, --overwrite."""
+    shown = " (default: %(default)s)" if default is not None else ""
+    parser.add_argument(
+        "--out", default=default, required=required and default is None, metavar=metavar, help=help + shown
+    )
+    if overwrite is not None:
+        parser.add_argument("--overwrite", action="store_true", help=overwrite)
+
+
 def add_model_options(parser: argparse.ArgumentParser, *, backbone: bool = True) -> None:
     """--backbone, --backbone-config (with ``backbone``), --extractor and --extractor-weights."""
     group = parser.add_argument_group("models")
     if backbone:
-        group.add_argument(
-            "--backbone",
-            default="world:ddpm",
-            metavar="SPEC",
-            help="diffusion model: sd:HUB_ID_OR_FOLDER, sd:FILE.ckpt|.safetensors, pixel:FOLDER, "
-            "world:ddpm (default: %(default)s, the embedded model)",
-        )
+        add_backbone(group)
         group.add_argument(
             "--backbone-config",
             metavar="FOLDER_OR_ID",
@@ -135,10 +183,8 @@ def dataset_selection(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None:
     """--backbone, --out, --device and --quiet of the end-to-end commands."""
-    parser.add_argument(
-        "--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)"
-    )
-    parser.add_argument("--out", default=out, metavar="DIR", help="one folder per item in here (default: %(default)s)")
+    add_backbone(parser)
+    add_output(parser, "one folder per item in here", default=out)
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or item lines")
 

@@ -1,4 +1,7 @@
-"""``featscope world sample|train``: the embedded shapes world's images and models."""
+"""``featscope world``: the embedded shapes world: sample images, train its models.
+
+The embedded world: small images with known attributes and models trained on it.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +9,10 @@ import argparse
 import json
 from pathlib import Path
 
-from featscope.cli.options import Command, command_parser
+from featscope.cli.options import add_output, sub_command
 from featscope.errors import FeatscopeError
 
 ATTRIBUTES = ("shape", "color", "size", "position", "background")
-
-
-COMMAND = Command(
-    "world",
-    "the embedded shapes world: sample images, train its models",
-    "The embedded world: small images with known attributes and models trained on it.",
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,26 +20,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     wsub = p.add_subparsers(dest="world_command", required=True)
     s = wsub.add_parser("sample", help="write world images and their attribute records")
     s.add_argument("-n", type=int, default=16, help="number of images (default: %(default)s)")
-    s.add_argument("--out", required=True, metavar="DIR", help="folder for the images and records.jsonl")
+    add_output(
+        s, "folder for the images and records.jsonl", overwrite="replace the images and records already in --out"
+    )
     s.add_argument(
         "--seed",
         type=int,
         default=0,
         help="seed of the images: the same seed gives the same images (default: %(default)s)",
     )
-    s.add_argument("--overwrite", action="store_true", help="replace the images and records already in --out")
     for name in ATTRIBUTES:
         s.add_argument(f"--{name}", help=f"fix the {name} of every image")
-    _add_train_parser(wsub)
+    _add_train(wsub)
 
 
-def _add_train_parser(wsub: argparse._SubParsersAction) -> None:
-    t = command_parser(
-        wsub,
-        "train",
-        "train (or resume training of) a world model",
-        "Train a world model reproducibly from a seed; ddpm training resumes from DIR/checkpoint.pt when it exists.",
-    )
+def _add_train(wsub: argparse._SubParsersAction) -> None:
+    """train (or resume training of) a world model.
+
+    Train a world model reproducibly from a seed; ddpm training resumes from DIR/checkpoint.pt when it exists.
+    """
+    t = sub_command(wsub, _add_train)
     t.add_argument("model", choices=["ddpm", "shape-net", "color-net", "spurious-net"], help="the model to train")
     t.add_argument(
         "--out",

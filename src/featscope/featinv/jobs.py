@@ -22,6 +22,7 @@ from featscope.featinv.reconstruction import load_parts, reconstruct
 from featscope.featinv.steering import DEFAULT_STRENGTHS, make_edit, steer
 from featscope.featinv.world import resolve_model
 from featscope.images import image_grid, save_image
+from featscope.orchestration import write_run
 from featscope.runs import RunFolder
 from featscope.targets import load_feature_file
 
@@ -56,8 +57,8 @@ def _commit(
     """Write a run folder and commit it (abandoned on error): final.png/final_<i>.png (the results),
     target.png/target_<i>.png (the input images, when there are), sheet.png (the targets above or before the
     results in ``columns`` columns, each scaled up to about ``size`` px), metrics.json and config.yaml."""
-    run.open()
-    try:
+
+    def work(run: RunFolder) -> dict:
         for i, image in enumerate(results):
             save_image(image, run.file(_numbered("final", i, len(results))))
         sheet = [results]
@@ -67,12 +68,9 @@ def _commit(
                 save_image(image, run.file(_numbered("target", i, len(targets))))
         scale = max(1, size // results.shape[-1])
         save_image(image_grid(torch.cat(sheet), columns=columns, scale=scale), run.file("sheet.png"))
-        run.write_json("metrics.json", metrics)
-        run.write_yaml("config.yaml", config)
-    except BaseException:
-        run.abandon()
-        raise
-    return run.commit()
+        return metrics
+
+    return write_run(run, config, work)[0]
 
 
 def run_reconstruct(

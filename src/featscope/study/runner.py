@@ -69,6 +69,8 @@ def run_study(
     pending = []
     for job in order:
         if job_status(plan.out / job.job_id) == "done":
+            if claims.is_stale(job.job_id):  # a process killed between the job's commit and its release
+                claims.release(job.job_id)
             if ranks.mine(job.index):
                 log.event("skip", job=job.job_id, index=job.index)
                 _say(f"[rank {ranks.rank}] {job.job_id}: already done, skipped", quiet)

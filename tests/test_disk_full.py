@@ -21,26 +21,26 @@ from featscope.cli import main
 TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"
 
-# featscope ARGS, whose writes start failing once a file matching TRIGGER (a glob) is non-empty
+# featscope ARGS, whose writes past LIMIT bytes in a file fail once a file matching TRIGGER (a glob) is non-empty
 FILL_DISK_WHEN = """
 import resource, sys, threading, time
 from pathlib import Path
 from featscope.cli import main
 
-def fill(pattern: str) -> None:
+def fill(pattern: str, limit: int) -> None:
     while not any(p.stat().st_size > 0 for p in Path().glob(pattern) if p.is_file()):
         time.sleep(0.002)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
-threading.Thread(target=fill, args=(sys.argv[1],), daemon=True).start()
-sys.exit(main(sys.argv[2:]))
+threading.Thread(target=fill, args=(sys.argv[1], int(sys.argv[2])), daemon=True).start()
+sys.exit(main(sys.argv[3:]))
 """
 
 
-def run_until_the_disk_is_full(trigger: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def run_until_the_disk_is_full(trigger: str, args: list[str], cwd: Path, limit: int = 1) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
            "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}  # fmt: skip
-    return subprocess.run([sys.executable, "-c", FILL_DISK_WHEN, trigger, *args], cwd=cwd, env=env,
+    return subprocess.run([sys.executable, "-c", FILL_DISK_WHEN, trigger, str(limit), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
@@ -112,6 +112,17 @@ def test_a_study_on_a_full_disk_stops_at_once_and_a_rerun_resumes(tmp_path, caps
     assert main(["batch", str(tmp_path / "study.yaml")]) == 0
     assert f"{done[0]}: already done, skipped" in capsys.readouterr().out
     assert len(list(out.glob("*/metrics.json"))) == 3 and leftovers(tmp_path) == []
+
+
+def test_a_study_does_not_go_on_to_fail_every_job_on_a_full_disk(tmp_path):
+    """Small files still fit, result images do not: the first job's failure stops the study (no error.json for
+    each job, as an ordinary failure would leave)."""
+    shutil.copy(EXAMPLES / "yellow-star.png", tmp_path)
+    (tmp_path / "study.yaml").write_text(STUDY.lstrip())
+    result = run_until_the_disk_is_full("study.yaml", ["batch", "study.yaml", "--quiet"], tmp_path, limit=10_000)
+    assert "sheet.png" in assert_one_error_line(result)  # the largest file of a decode run
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["study.jsonl"]
 
 
 @pytest.mark.parametrize("suffix", [".npy", ".pt"])

@@ -64,7 +64,7 @@ def test_difference_finds_the_colour_shortcut_of_the_spurious_network(tmp_path):
                                      iterations=2, **TRAINED)  # fmt: skip
     result = report["results"]["difference"]
     # measured: every class disagrees (5/5; 3/5 before optimising), and every disagreeing image has the colour
-    # spurious-net was trained to call the class it predicts (chance: 1 in 5 colours)
+    # spurious-net was trained to call the class it predicts (chance: 1 in 6 colours)
     assert result["disagreement"]["successes"] >= 4
     assert result["disagreement"]["successes"] >= result["disagreement_plain"]["successes"]
     follows = result["disagreeing_color_of_second_prediction"]

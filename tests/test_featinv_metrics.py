@@ -9,9 +9,12 @@ import pytest
 import torch
 from torch import nn
 
+from featscope import featinv
 from featscope.bench.featinv import _row
+from featscope.errors import FeatscopeError
 from featscope.extractors import Extractor, load_extractor
 from featscope.featinv.metrics import compare, pooled_cosine, position_cosine, ssim
+from featscope.featinv.world import embedded_folder
 from featscope.images import to_tensor
 from featscope.world.render import COLORS, render
 from featscope.world.splits import split_images
@@ -117,3 +120,13 @@ def test_featinv_rows_see_a_colour_that_was_not_kept(targets):
     assert agreement == {"shape": 6, "color": 0, "size": 6, "position": 6, "background": 6}
     assert row["agreement"]["color"]["high"] < 0.5  # the Wilson interval of 0 / 6
     assert row["seconds_per_image"] == pytest.approx(2 / 6)
+
+
+def test_evaluating_images_with_nan_is_a_one_line_error():
+    model = featinv.load_model(embedded_folder())
+    images = torch.rand(2, 3, 32, 32)
+    images[1, 0, 3, 3] = float("nan")
+    with pytest.raises(FeatscopeError, match="images to evaluate hold NaN or infinite values"):
+        featinv.evaluate(model, images)
+    with pytest.raises(FeatscopeError, match="reconstructions to evaluate hold NaN"):
+        featinv.evaluate(model, images[:1], reconstructions=images.flip(0)[:1] * float("inf"))

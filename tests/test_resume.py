@@ -123,5 +123,5 @@ def test_a_killed_investigation_resumes_to_the_uninterrupted_result(tmp_path, ca
     capsys.readouterr()
     assert main([*NEURON, "--out", str(out)]) == 0  # without --quiet: it says what it skipped
     said = capsys.readouterr().out
-    assert all(f"{item}: already done, skipped" in said for item in done)
+    assert all(f"{item}: already done, skipped" in said for item in done), (said, done)
     assert_same_run(out, reference)

@@ -100,7 +100,7 @@ def run_items(
         if not ranks.mine(index):
             continue
         folder = out / item.item_id
-        if False:
+        if (folder / "metrics.json").is_file():
             _say(f"[rank {ranks.rank}] {item.item_id}: already done, skipped", quiet)
             continue
         tic = time.time()

@@ -117,6 +117,7 @@ EXPECTED = [  # (line, fragment): every problem of BAD_STUDY
     (17, "jobs[2].method: unknown method 'decodr'; did you mean decode?"),
     (21, "jobs[3].settings: iterations must be >= 0"),
     (24, "jobs[4].extractor: unknown world network 'world:shape-nett'"),
+    (26, "jobs[4].sweep: num_steps must be at least 1"),  # a bad spec does not hide the entry's other problems
 ]
 
 
@@ -138,6 +139,54 @@ def test_every_problem_is_listed_with_its_line_and_nothing_runs(folder, capsys):
     _write(folder / "syntax.yaml", "jobs:\n  - method: decode\n    targets: [a.png\n")
     with pytest.raises(StudyError, match=r"syntax.yaml:4: not valid YAML"):
         load_study(folder / "syntax.yaml")
+
+
+SEVERAL_BAD_JOBS = """
+jobs:
+  - method: neuron
+    net: world:shape-nett
+    channels: [1, -2]
+    settings: {iterations: -1}
+  - method: counterfactual
+    net: torchvisoin:resnet50
+    images: missing.png
+    start: circle
+    target_classes: square
+    sweep: {num_steps: [0, 2]}
+  - method: difference
+    net1: world:shape-net
+    net2: world:spurious-nett
+    classes: circle
+    settings: {guidance_scale: high, cutouts: 1}
+  - method: decode
+    backbone: sdxxl:foo
+    targets: yellow-star.png
+    preset: fast
+    settings: {recurrence: 0.5}
+"""
+
+
+def test_every_problem_of_every_bad_job_is_listed(folder):
+    """Each job has a bad network or backbone and other problems: the one error lists all of them."""
+    path = _write(folder / "several.yaml", SEVERAL_BAD_JOBS)
+    with pytest.raises(StudyError) as caught:
+        load_study(path)
+    expected = [
+        (3, "jobs[0].net: unknown world network 'world:shape-nett'"),
+        (4, "jobs[0].channels[1]: must be at least 0, not -2"),
+        (5, "jobs[0].settings: iterations must be >= 0"),
+        (7, "jobs[1].net: unknown extractor family 'torchvisoin'"),
+        (8, "jobs[1].images: file 'missing.png' does not exist"),
+        (11, "jobs[1].sweep: num_steps must be at least 1"),
+        (14, "jobs[2].net2: unknown world network 'world:spurious-nett'"),
+        (16, "jobs[2].settings: setting guidance_scale must be float, not 'high'"),
+        (18, "jobs[3].backbone: unknown backbone family in 'sdxxl:foo'"),
+        (21, "jobs[3].settings: setting recurrence must be int, not 0.5"),
+    ]
+    lines = str(caught.value).splitlines()
+    assert lines[0] == f"{path}: {len(expected)} problems, nothing was run:"
+    for (line, fragment), text in zip(expected, lines[1:], strict=True):
+        assert text.strip().startswith(f"{path}:{line}: {fragment}"), (line, fragment, text)
 
 
 def test_one_process_runs_decode_and_investigations_records_failures_and_logs(folder):

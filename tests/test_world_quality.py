@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from featscope.backbones import load_backbone
+from featscope.bench.stats import chance_levels, proportion
 from featscope.world.oracle import read_batch
 from featscope.world.quality import evaluate_world_model, frequency_report
 from featscope.world.render import render, sample_record
@@ -46,4 +47,21 @@ def test_shipped_world_ddpm_samples_valid_objects_and_follows_captions():
     caption match over 256 and 128 samples at DDIM 25); the frequency bar needs thousands of samples."""
     record = evaluate_world_model(load_backbone("world:ddpm"), n=32, n_captioned=16, num_steps=25, seed=4242)
     assert record["valid_rate"] >= 0.9, record["valid_rate"]
-    assert record["caption_match_rate"] >= 0.85, record["caption_match_per_attribute"]
+    assert record["caption_match_rate"] >= 15 / 16, record["caption_match_per_attribute"]  # measured: 16 of 16
+
+
+def test_caption_match_fails_a_model_that_ignores_its_captions():
+    """The same measurement on world:ddpm with its prompt encoder zeroed (every caption encodes alike): its images
+    stay valid, so only the caption match can tell it from the shipped model."""
+    healthy = evaluate_world_model(load_backbone("world:ddpm"), n=1, n_captioned=16, num_steps=10, seed=4242)
+    deaf = load_backbone("world:ddpm")
+    for parameter in deaf.prompt_encoder.parameters():
+        parameter.data.zero_()
+    broken = evaluate_world_model(deaf, n=1, n_captioned=16, num_steps=10, seed=4242)
+    assert broken["captioned_valid_rate"] >= 0.9  # measured: 16 of 16 valid
+    match, no_match = (proportion(round(r["caption_match_rate"] * 16), 16) for r in (healthy, broken))
+    # measured: 16 of 16 against 0 of 16; per attribute the deaf model is near chance (shape 2, colour 4 of 16)
+    assert match["successes"] >= 15 and no_match["successes"] <= 2 and match["low"] > no_match["high"]
+    for name, chance in chance_levels().items():
+        assert healthy["caption_match_per_attribute"][name] >= 15 / 16, name
+        assert broken["caption_match_per_attribute"][name] < chance + 0.35, name

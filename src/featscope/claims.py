@@ -49,8 +49,13 @@ class Claims:
         except FileExistsError:
             return False
         record = {"owner": self.owner, "host": self.host, "pid": os.getpid(), "time": time.time()}
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(record))
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps(record))
+        except OSError as error:  # a full disk: a half-written claim would hold the job for ever
+            path.unlink(missing_ok=True)
+            error.filename = error.filename or str(path)
+            raise
         return True
 
     def is_stale(self, job: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,10 +34,17 @@ def _atomic(path: str | Path, write) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        _name_file(error, path)
         raise
     return path
+
+
+def _name_file(error: BaseException, path: Path) -> None:
+    """Give an OSError of a write (which names no file) ``path`` as its file name, for the error line."""
+    if isinstance(error, OSError) and error.filename is None:
+        error.filename = str(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -105,8 +113,12 @@ class RunFolder:
         return self.partial / name
 
     def log(self, record: dict) -> None:
-        self._log.write(strict_json(record) + "\n")
-        self._log.flush()
+        try:
+            self._log.write(strict_json(record) + "\n")
+            self._log.flush()
+        except OSError as error:  # a full disk: say which file
+            _name_file(error, self.file("log.jsonl"))
+            raise
 
     def write_json(self, name: str, obj: Any) -> Path:
         return atomic_write_json(self.file(name), obj)
@@ -115,9 +127,9 @@ class RunFolder:
         return atomic_write_text(self.file(name), yaml.safe_dump(obj, sort_keys=False))
 
     def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
 
     def commit(self) -> Path:
         """Move the finished run into place (replacing an old one when overwriting)."""
@@ -131,5 +143,7 @@ class RunFolder:
         return self.path
 
     def abandon(self) -> None:
-        self.close()
+        """Throw the unfinished run away (a log that cannot be flushed, e.g. on a full disk, goes with it)."""
+        with contextlib.suppress(OSError):
+            self.close()
         shutil.rmtree(self.partial, ignore_errors=True)

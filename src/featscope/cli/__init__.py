@@ -18,7 +18,8 @@ from featscope.cli import batch, bench, decode, encode, featinv, invert, investi
 from featscope.cli.options import Command, command_parser
 from featscope.errors import FeatscopeError
 
-WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EISDIR}
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                errno.EISDIR}  # fmt: skip
 MODULES = (decode, encode, layers, world, bench, investigate, invert, featinv, batch, report)
 COMMANDS = {Command.of(module).name: module for module in MODULES}
 

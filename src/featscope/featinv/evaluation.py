@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from featscope.backbones import Backbone
+from featscope.errors import FeatscopeError
 from featscope.extractors import Extractor
 from featscope.featinv.config import SampleSettings
 from featscope.featinv.data import square
@@ -47,6 +48,9 @@ def evaluate(
     Metrics: cosine_median (per-position cosine of the feature maps, median over positions), cosine_pooled,
     top1/top5_agreement (classifiers only), mse, ssim, lpips (when available).
     """
+    for name, tensor in (("images", images), ("reconstructions", reconstructions)):
+        if tensor is not None and not bool(torch.isfinite(tensor).all()):
+            raise FeatscopeError(f"the {name} to evaluate hold NaN or infinite values; give images in [0, 1]")
     backbone, extractor = load_parts(model, backbone=backbone, extractor=extractor)
     check_extractor(model, extractor)
     originals = square(images.float(), model.config.image_size)

@@ -24,6 +24,9 @@ class StudyLog:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             os.write(fd, line)
+        except OSError as error:  # a full disk: say which file
+            error.filename = error.filename or str(self.path)
+            raise
         finally:
             os.close(fd)
 

@@ -125,8 +125,7 @@ def _expand(source: Source, problems: Problems, i: int, entry: Any) -> list[tupl
     sweep = _settings(problems, where, entry.get("sweep", {}), method, "sweep", sweep=True)
     for key in set(settings) & set(sweep):
         problems.add((*where, "sweep", key), f"{key!r} is in both settings and sweep; keep it in one", key=True)
-    if len(problems.found) > before:
-        return []
+    complete = len(problems.found) == before  # else the entry's settings are still checked, but it makes no job
     jobs = []
     symbols = method.settings().symbols()  # a swept setting's part of the job name: w_g, K, T, ...
     grid = [values for _, values, _ in axes] + list(sweep.values())
@@ -134,12 +133,11 @@ def _expand(source: Source, problems: Problems, i: int, entry: Any) -> list[tupl
         chosen, swept = combination[: len(axes)], dict(zip(sweep, combination[len(axes) :], strict=True))
         params = {**fixed, **{key: value for (key, _, _), value in zip(axes, chosen, strict=True)}}
         job_settings = {**settings, **swept}
-        try:
-            method.check(params, job_settings)
-            check_settings(method.config(params), job_settings)
-        except FeatscopeError as error:  # a bad combination is one more problem
+        problem = _job_problem(method, params, job_settings, complete)
+        if problem is not None:  # a bad combination is one more problem
             place = (*where, "sweep") if swept else (*where, "settings") if settings else where
-            problems.add(place, str(error))
+            problems.add(place, problem)
+        if problem is not None or not complete:
             continue
         parts = [label] + [
             _part(field.prefix if field.prefix is not None else key, field.short(value))
@@ -149,6 +147,22 @@ def _expand(source: Source, problems: Problems, i: int, entry: Any) -> list[tupl
         parts += [_part(symbols.get(key, key), _value_text(value)) for key, value in swept.items()]
         jobs.append((params, job_settings, parts, name))
     return jobs
+
+
+def _job_problem(method: Method, params: dict, settings: dict, complete: bool) -> str | None:
+    """The first problem of one job: the method's check of its values (only when every key of its entry parsed),
+    then its settings against the solver's config (skipped when the config needs a value that did not parse)."""
+    try:
+        if complete:
+            method.check(params, settings)
+        config = method.config(params)
+    except FeatscopeError as error:
+        return str(error) if complete else None  # an incomplete entry's problem is reported already
+    try:
+        check_settings(config, settings)
+    except FeatscopeError as error:
+        return str(error)
+    return None
 
 
 def _label(entry: dict, where: tuple, method: str, problems: Problems) -> str:

@@ -3,6 +3,7 @@ then the summary."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -69,6 +70,8 @@ def run_study(
     pending = []
     for job in order:
         if job_status(plan.out / job.job_id) == "done":
+            if claims.is_stale(job.job_id):  # a process killed between the job's commit and its release
+                claims.release(job.job_id)
             if ranks.mine(job.index):
                 log.event("skip", job=job.job_id, index=job.index)
                 _say(f"[rank {ranks.rank}] {job.job_id}: already done, skipped", quiet)
@@ -94,6 +97,7 @@ def run_study(
 
 
 POLL_SECONDS = 0.5
+DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write that fails for every job alike
 
 
 def _next_job(out: Path, pending: list[Job], claims: Claims, launch: str, bar) -> Job | None:
@@ -158,6 +162,8 @@ def _run_job(out: Path, job: Job, device: str, log: StudyLog, ranks: Ranks, laun
     try:
         METHODS[job.method].run(job.params, job.settings, folder, device, quiet)
     except Exception as error:  # one failing job (a user mistake or a bug) must not stop the others
+        if isinstance(error, OSError) and error.errno in DISK_FULL:  # every later job would fail too: stop here
+            raise  # (a rerun resumes)
         seconds = round(time.time() - tic, 3)
         message = f"{type(error).__name__}: {error}" if not isinstance(error, FeatscopeError) else str(error)
         record = {

@@ -3,15 +3,19 @@ through load_backbone, decoded with guidance, optimised end to end and inverted.
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from huggingface_hub import constants
 
 import featscope
+from featscope import featinv
 from featscope.backbones import load_backbone
 from featscope.backbones.flow import FluxBackbone, SD3Backbone
 from featscope.backbones.sdxl import SDXLBackbone
@@ -198,11 +202,51 @@ def test_a_cached_hub_model_of_another_family_names_the_right_spec(folders, offl
         assert "load it as sdxl:made-up-org/tiny-sdxl" in one_line_error(excinfo)
 
 
-def test_featinv_builds_on_sd2_and_refuses_sdxl_in_one_line(backbones):
-    from featscope.featinv.model import build
-
-    model = build(backbones["sd2"], f"{EXTRACTOR}@conv2")
+def test_featinv_builds_on_sd2(backbones):
+    model = featinv.build(backbones["sd2"], f"{EXTRACTOR}@conv2")
     assert model.config.backbone == backbones["sd2"].spec
-    with pytest.raises(FeatscopeError, match="SDXL-style UNet") as error:
-        build(backbones["sdxl"], f"{EXTRACTOR}@conv2")
-    assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def sdxl_featinv(backbones, tmp_path_factory) -> Path:
+    """A FeatInv model on the tiny SDXL, trained 30 steps on 16 world images."""
+    out = tmp_path_factory.mktemp("featinv-sdxl") / "run"
+    model = featinv.build(backbones["sdxl"], f"{EXTRACTOR}@conv2", adapter_width=16)
+    config = featinv.TrainConfig(steps=30, batch_size=8, lr=1e-2, sample_every=0, checkpoint_every=1000)
+    featinv.train(model, out, world=16, config=config, backbone=backbones["sdxl"], device="cpu", quiet=True)
+    return out
+
+
+def test_featinv_on_sdxl_copies_the_added_conditioning_and_training_lowers_the_loss(backbones, sdxl_featinv):
+    controlnet = featinv.build(backbones["sdxl"], f"{EXTRACTOR}@conv2", adapter_width=16).controlnet
+    assert controlnet.config.addition_embed_type == "text_time"  # pooled text and time ids, as the UNet
+    assert torch.equal(controlnet.add_embedding.linear_1.weight, backbones["sdxl"].unet.add_embedding.linear_1.weight)
+    trained = featinv.load_model(sdxl_featinv / "model").controlnet
+    assert trained.config.addition_embed_type == "text_time" and trained.config.cross_attention_dim == 32
+    loss = [json.loads(line)["loss"] for line in (sdxl_featinv / "log.jsonl").read_text().splitlines()]
+    assert len(loss) == 30 and np.mean(loss[-10:]) < 0.85 * np.mean(loss[:10])
+
+
+def test_featinv_reconstructs_on_sdxl_and_feeds_it_the_pooled_embedding(backbones, sdxl_featinv):
+    backbone, model = backbones["sdxl"], featinv.load_model(sdxl_featinv / "model")
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    features = featinv.encode(model, images)
+    settings = featinv.SampleSettings(num_steps=3, seed=7)
+    out = featinv.reconstruct(model, features, backbone=backbone, settings=settings).images
+    again = featinv.reconstruct(model, features, backbone=backbone, settings=settings).images
+    assert out.shape == (2, 3, 16, 16) and torch.equal(out, again)
+    free = featinv.reconstruct(model, features, backbone=backbone, settings=replace(settings, conditioning_scale=0.0))
+    assert not torch.allclose(out, free.images, atol=1e-4)  # the trained ControlNet steers the SDXL UNet
+    cond = backbone.encode_prompt(["red cat"])
+    other = cond.clone()
+    other[:, -2] = 0  # the pooled embedding row
+    z, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+    _, mid = model(z, t, *_split(backbone, cond, features[:1]))
+    _, mid_other = model(z, t, *_split(backbone, other, features[:1]))
+    assert not torch.allclose(mid, mid_other, atol=1e-6)
+
+
+def _split(backbone, cond: torch.Tensor, features: torch.Tensor) -> tuple:
+    """FeatInvModel's text, features, scale and added conditioning for the packed SDXL ``cond``."""
+    kwargs = backbone.unet_kwargs(cond)
+    return kwargs["encoder_hidden_states"], features, 1.0, kwargs["added_cond_kwargs"]

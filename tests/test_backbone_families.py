@@ -20,13 +20,21 @@ from featscope.backbones import load_backbone
 from featscope.backbones.flow import FluxBackbone, SD3Backbone
 from featscope.backbones.sdxl import SDXLBackbone
 from featscope.devices import generators_for
-from featscope.errors import FeatscopeError, InputFileError
+from featscope.errors import FeatscopeError, InputFileError, SpecError
 from featscope.inversion import null_text_invert, regenerate
 from featscope.objectives import neuron
 from featscope.solvers.configs import EndToEndConfig
 from featscope.solvers.endtoend import optimize
 from test_backbones import offline_empty_cache, one_line_error  # noqa: F401 (a fixture)
-from tiny_families import save_sd2_single_file, save_tiny_flux, save_tiny_sd2, save_tiny_sd3, save_tiny_sdxl
+from tiny_families import (
+    save_sd2_single_file,
+    save_sdxl_single_file,
+    save_tiny_flux,
+    save_tiny_sd2,
+    save_tiny_sd3,
+    save_tiny_sdxl,
+)
+from tiny_sd import save_single_file
 
 EXTRACTOR = "tiny_nets:tiny_cnn"
 FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0}
@@ -126,6 +134,33 @@ def test_sd2_single_file_with_its_config_keeps_v_prediction(backbones, folders, 
     torch.testing.assert_close(backbone.eps(z, 600, cond), backbones["sd2"].eps(z, 600, cond), rtol=0, atol=1e-5)
 
 
+def test_sdxl_single_file_with_its_config_is_the_folders_model(backbones, folders, tmp_path):
+    pipe = StableDiffusionXLPipeline.from_pretrained(folders["sdxl"])
+    path = save_sdxl_single_file(pipe, tmp_path / "sdxl-tiny.safetensors")  # Stability's key layout
+    backbone = load_backbone(f"sdxl:{path}", config=folders["sdxl"])
+    assert type(backbone) is SDXLBackbone and backbone.image_size == (16, 16)
+    z, cond = torch.randn(1, 4, 8, 8), backbone.encode_prompt(["red cat"])
+    torch.testing.assert_close(cond, backbones["sdxl"].encode_prompt(["red cat"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(backbone.eps(z, 600, cond), backbones["sdxl"].eps(z, 600, cond), rtol=0, atol=1e-5)
+    image = backbone.decode(z)
+    torch.testing.assert_close(image, backbones["sdxl"].decode(z), rtol=0, atol=1e-5)
+
+
+def test_sdxl_single_file_errors_are_one_line(folders, tiny_sd_folder, tmp_path, offline_empty_cache):  # noqa: F811
+    pipe = StableDiffusionXLPipeline.from_pretrained(folders["sdxl"])
+    path = save_sdxl_single_file(pipe, tmp_path / "sdxl-tiny.safetensors")
+    with pytest.raises(FeatscopeError) as excinfo:  # a 1-layer text encoder: diffusers cannot tell it is SDXL
+        load_backbone(f"sdxl:{path}")
+    assert "--backbone-config" in one_line_error(excinfo)
+    sd_file = save_single_file(StableDiffusionPipeline.from_pretrained(tiny_sd_folder), tmp_path / "sd.safetensors")
+    with pytest.raises(FeatscopeError) as excinfo:
+        load_backbone(f"sdxl:{sd_file}")
+    assert "not an SDXL checkpoint" in one_line_error(excinfo)
+    with pytest.raises(SpecError) as excinfo:
+        load_backbone(f"sdxl:{folders['sdxl']}", config=folders["sdxl"])
+    assert "only applies to single-file checkpoints" in one_line_error(excinfo)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_guided_distance_is_at_most_half_the_unguided(backbones, name, target_png):
     guided = featscope.decode(target_png, backbone=backbones[name], extractor=EXTRACTOR, quiet=True, **FAST)
@@ -174,9 +209,12 @@ def test_missing_folder_and_single_file_are_one_line_errors(family, tmp_path):
     assert "does not exist" in one_line_error(excinfo)
     single = tmp_path / "model.safetensors"
     single.write_bytes(b"")
-    with pytest.raises(InputFileError) as excinfo:
+    with pytest.raises(FeatscopeError) as excinfo:
         load_backbone(f"{family}:{single}")
-    assert "from_single_file" in one_line_error(excinfo)
+    if family == "sdxl":  # read as an original SDXL checkpoint
+        assert "sdxl: expects an SDXL" in one_line_error(excinfo)
+    else:
+        assert "from_single_file" in one_line_error(excinfo) and isinstance(excinfo.value, InputFileError)
 
 
 @pytest.mark.parametrize(
@@ -222,7 +260,7 @@ def test_featinv_on_sdxl_copies_the_added_conditioning_and_training_lowers_the_l
     assert controlnet.config.addition_embed_type == "text_time"  # pooled text and time ids, as the UNet
     assert torch.equal(controlnet.add_embedding.linear_1.weight, backbones["sdxl"].unet.add_embedding.linear_1.weight)
     trained = featinv.load_model(sdxl_featinv / "model").controlnet
-    assert trained.config.addition_embed_type == "text_time" and trained.config.cross_attention_dim == 32
+    assert trained.config.addition_embed_type == "text_time" and trained.config.cross_attention_dim == 40
     loss = [json.loads(line)["loss"] for line in (sdxl_featinv / "log.jsonl").read_text().splitlines()]
     assert len(loss) == 30 and np.mean(loss[-10:]) < 0.85 * np.mean(loss[:10])
 

@@ -23,7 +23,7 @@ def test_switch_gives_the_same_decoded_image(switch, tiny_sd_folder, target_png,
         out=tmp_path / "run", quiet=True, **FAST,
     )  # fmt: skip
     if switch == "low_memory":
-        assert backbone.unet.is_gradient_checkpointing
+        assert backbone.unet.is_gradient_checkpointing and backbone.vae.is_gradient_checkpointing
     else:
         weight = backbone.unet.conv_in.weight
         assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
@@ -49,8 +49,9 @@ def test_low_memory_recomputes_the_vae_layers_and_keeps_the_gradient(tiny_sd_fol
         conv.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
     z = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(_guided_gradient(low, z), _guided_gradient(plain, z), atol=1e-5, rtol=0)
-    assert calls == {"plain": 1, "low": 2}  # run again in the backward pass: its activations were not kept
+    assert calls["plain"] == 1 and calls["low"] >= 2  # run again in the backward pass: its activations were not kept
     assert set(low.state_dict()) == set(plain.state_dict())
+    before = calls["low"]
     with torch.no_grad():
         low.decode(z)
-    assert calls["low"] == 3  # no recomputation without gradients
+    assert calls["low"] == before + 1  # no recomputation without gradients

@@ -6,8 +6,9 @@
   cost, then faster iterations; needs a C++ compiler on CPU).
 - ``low_memory``: gradient checkpointing, so the activations of one guided pass are recomputed in the backward
   pass instead of kept: less peak memory, more time. The UNet uses diffusers' own (per resnet and transformer
-  block); the VAE, whose activations at 512 px dominate, is checkpointed per resnet, attention and
-  up/downsampling layer (:func:`checkpoint_layers`), finer than diffusers' per-block checkpointing.
+  block); the VAE, whose activations at 512 px dominate, is checkpointed twice over: per block (diffusers'),
+  and inside each block per resnet, attention and up/downsampling layer (:func:`checkpoint_layers`), so its
+  backward pass holds one block's layer inputs and one layer's activations at a time.
 
 They change the models in place, so the same loaded backbone and extractor keep them.
 """
@@ -53,7 +54,8 @@ def apply_speed(backbone: Backbone, extractor: Extractor | None, options: SpeedO
     if options.low_memory:
         if hasattr(backbone.unet, "enable_gradient_checkpointing"):
             backbone.unet.enable_gradient_checkpointing()
-        if backbone.vae is not None:
+        if backbone.vae is not None:  # per block (diffusers), and inside each block per layer
+            backbone.vae.enable_gradient_checkpointing()
             checkpoint_layers(backbone.vae, VAE_LAYERS)
     if options.compile:
         for module in _networks(backbone, extractor):

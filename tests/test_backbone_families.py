@@ -3,26 +3,38 @@ through load_backbone, decoded with guidance, optimised end to end and inverted.
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import FluxPipeline, StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 from huggingface_hub import constants
 
 import featscope
+from featscope import featinv
 from featscope.backbones import load_backbone
 from featscope.backbones.flow import FluxBackbone, SD3Backbone
 from featscope.backbones.sdxl import SDXLBackbone
 from featscope.devices import generators_for
-from featscope.errors import FeatscopeError, InputFileError
+from featscope.errors import FeatscopeError, InputFileError, SpecError
 from featscope.inversion import null_text_invert, regenerate
 from featscope.objectives import neuron
 from featscope.solvers.configs import EndToEndConfig
 from featscope.solvers.endtoend import optimize
 from test_backbones import offline_empty_cache, one_line_error  # noqa: F401 (a fixture)
-from tiny_families import save_sd2_single_file, save_tiny_flux, save_tiny_sd2, save_tiny_sd3, save_tiny_sdxl
+from tiny_families import (
+    save_sd2_single_file,
+    save_sdxl_single_file,
+    save_tiny_flux,
+    save_tiny_sd2,
+    save_tiny_sd3,
+    save_tiny_sdxl,
+)
+from tiny_sd import save_single_file
 
 EXTRACTOR = "tiny_nets:tiny_cnn"
 FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0}
@@ -122,6 +134,33 @@ def test_sd2_single_file_with_its_config_keeps_v_prediction(backbones, folders, 
     torch.testing.assert_close(backbone.eps(z, 600, cond), backbones["sd2"].eps(z, 600, cond), rtol=0, atol=1e-5)
 
 
+def test_sdxl_single_file_with_its_config_is_the_folders_model(backbones, folders, tmp_path):
+    pipe = StableDiffusionXLPipeline.from_pretrained(folders["sdxl"])
+    path = save_sdxl_single_file(pipe, tmp_path / "sdxl-tiny.safetensors")  # Stability's key layout
+    backbone = load_backbone(f"sdxl:{path}", config=folders["sdxl"])
+    assert type(backbone) is SDXLBackbone and backbone.image_size == (16, 16)
+    z, cond = torch.randn(1, 4, 8, 8), backbone.encode_prompt(["red cat"])
+    torch.testing.assert_close(cond, backbones["sdxl"].encode_prompt(["red cat"]), rtol=0, atol=1e-5)
+    torch.testing.assert_close(backbone.eps(z, 600, cond), backbones["sdxl"].eps(z, 600, cond), rtol=0, atol=1e-5)
+    image = backbone.decode(z)
+    torch.testing.assert_close(image, backbones["sdxl"].decode(z), rtol=0, atol=1e-5)
+
+
+def test_sdxl_single_file_errors_are_one_line(folders, tiny_sd_folder, tmp_path, offline_empty_cache):  # noqa: F811
+    pipe = StableDiffusionXLPipeline.from_pretrained(folders["sdxl"])
+    path = save_sdxl_single_file(pipe, tmp_path / "sdxl-tiny.safetensors")
+    with pytest.raises(FeatscopeError) as excinfo:  # a 1-layer text encoder: diffusers cannot tell it is SDXL
+        load_backbone(f"sdxl:{path}")
+    assert "--backbone-config" in one_line_error(excinfo)
+    sd_file = save_single_file(StableDiffusionPipeline.from_pretrained(tiny_sd_folder), tmp_path / "sd.safetensors")
+    with pytest.raises(FeatscopeError) as excinfo:
+        load_backbone(f"sdxl:{sd_file}")
+    assert "not an SDXL checkpoint" in one_line_error(excinfo)
+    with pytest.raises(SpecError) as excinfo:
+        load_backbone(f"sdxl:{folders['sdxl']}", config=folders["sdxl"])
+    assert "only applies to single-file checkpoints" in one_line_error(excinfo)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 def test_guided_distance_is_at_most_half_the_unguided(backbones, name, target_png):
     guided = featscope.decode(target_png, backbone=backbones[name], extractor=EXTRACTOR, quiet=True, **FAST)
@@ -170,9 +209,12 @@ def test_missing_folder_and_single_file_are_one_line_errors(family, tmp_path):
     assert "does not exist" in one_line_error(excinfo)
     single = tmp_path / "model.safetensors"
     single.write_bytes(b"")
-    with pytest.raises(InputFileError) as excinfo:
+    with pytest.raises(FeatscopeError) as excinfo:
         load_backbone(f"{family}:{single}")
-    assert "from_single_file" in one_line_error(excinfo)
+    if family == "sdxl":  # read as an original SDXL checkpoint
+        assert "sdxl: expects an SDXL" in one_line_error(excinfo)
+    else:
+        assert "from_single_file" in one_line_error(excinfo) and isinstance(excinfo.value, InputFileError)
 
 
 @pytest.mark.parametrize(
@@ -198,11 +240,51 @@ def test_a_cached_hub_model_of_another_family_names_the_right_spec(folders, offl
         assert "load it as sdxl:made-up-org/tiny-sdxl" in one_line_error(excinfo)
 
 
-def test_featinv_builds_on_sd2_and_refuses_sdxl_in_one_line(backbones):
-    from featscope.featinv.model import build
-
-    model = build(backbones["sd2"], f"{EXTRACTOR}@conv2")
+def test_featinv_builds_on_sd2(backbones):
+    model = featinv.build(backbones["sd2"], f"{EXTRACTOR}@conv2")
     assert model.config.backbone == backbones["sd2"].spec
-    with pytest.raises(FeatscopeError, match="SDXL-style UNet") as error:
-        build(backbones["sdxl"], f"{EXTRACTOR}@conv2")
-    assert "\n" not in str(error.value)
+
+
+@pytest.fixture(scope="module")
+def sdxl_featinv(backbones, tmp_path_factory) -> Path:
+    """A FeatInv model on the tiny SDXL, trained 30 steps on 16 world images."""
+    out = tmp_path_factory.mktemp("featinv-sdxl") / "run"
+    model = featinv.build(backbones["sdxl"], f"{EXTRACTOR}@conv2", adapter_width=16)
+    config = featinv.TrainConfig(steps=30, batch_size=8, lr=1e-2, sample_every=0, checkpoint_every=1000)
+    featinv.train(model, out, world=16, config=config, backbone=backbones["sdxl"], device="cpu", quiet=True)
+    return out
+
+
+def test_featinv_on_sdxl_copies_the_added_conditioning_and_training_lowers_the_loss(backbones, sdxl_featinv):
+    controlnet = featinv.build(backbones["sdxl"], f"{EXTRACTOR}@conv2", adapter_width=16).controlnet
+    assert controlnet.config.addition_embed_type == "text_time"  # pooled text and time ids, as the UNet
+    assert torch.equal(controlnet.add_embedding.linear_1.weight, backbones["sdxl"].unet.add_embedding.linear_1.weight)
+    trained = featinv.load_model(sdxl_featinv / "model").controlnet
+    assert trained.config.addition_embed_type == "text_time" and trained.config.cross_attention_dim == 40
+    loss = [json.loads(line)["loss"] for line in (sdxl_featinv / "log.jsonl").read_text().splitlines()]
+    assert len(loss) == 30 and np.mean(loss[-10:]) < 0.85 * np.mean(loss[:10])
+
+
+def test_featinv_reconstructs_on_sdxl_and_feeds_it_the_pooled_embedding(backbones, sdxl_featinv):
+    backbone, model = backbones["sdxl"], featinv.load_model(sdxl_featinv / "model")
+    images = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    features = featinv.encode(model, images)
+    settings = featinv.SampleSettings(num_steps=3, seed=7)
+    out = featinv.reconstruct(model, features, backbone=backbone, settings=settings).images
+    again = featinv.reconstruct(model, features, backbone=backbone, settings=settings).images
+    assert out.shape == (2, 3, 16, 16) and torch.equal(out, again)
+    free = featinv.reconstruct(model, features, backbone=backbone, settings=replace(settings, conditioning_scale=0.0))
+    assert not torch.allclose(out, free.images, atol=1e-4)  # the trained ControlNet steers the SDXL UNet
+    cond = backbone.encode_prompt(["red cat"])
+    other = cond.clone()
+    other[:, -2] = 0  # the pooled embedding row
+    z, t = torch.randn(1, 4, 8, 8), torch.tensor([500])
+    _, mid = model(z, t, *_split(backbone, cond, features[:1]))
+    _, mid_other = model(z, t, *_split(backbone, other, features[:1]))
+    assert not torch.allclose(mid, mid_other, atol=1e-6)
+
+
+def _split(backbone, cond: torch.Tensor, features: torch.Tensor) -> tuple:
+    """FeatInvModel's text, features, scale and added conditioning for the packed SDXL ``cond``."""
+    kwargs = backbone.unet_kwargs(cond)
+    return kwargs["encoder_hidden_states"], features, 1.0, kwargs["added_cond_kwargs"]

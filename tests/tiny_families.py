@@ -4,7 +4,8 @@
   projections in the UNet's transformers); ``save_sd2_single_file``: its weights as an original SD 2.x
   checkpoint, the text encoder under OpenCLIP keys (``cond_stage_model.model.*``).
 * ``save_tiny_sdxl``: an SDXL pipeline (CLIPTextModel + CLIPTextModelWithProjection, text-time embedding);
-  ``turbo=True`` gives Turbo's trailing-timestep scheduler.
+  ``turbo=True`` gives Turbo's trailing-timestep scheduler; ``save_sdxl_single_file``: its weights as one original
+  SDXL checkpoint (Stability's layout).
 * ``save_tiny_sd3``: StableDiffusion3Pipeline (SD3Transformer2DModel, two CLIPs with projection, no T5).
 * ``save_tiny_flux``: FluxPipeline (FluxTransformer2DModel with guidance embedding, CLIP + a tiny T5).
 """
@@ -37,7 +38,9 @@ from transformers import (
     T5TokenizerFast,
 )
 
-from tiny_sd import SD_BETAS, TEXT_DIM, build_tokenizer, clip_config, randomize, sd_to_ldm
+from tiny_sd import SD_BETAS, TEXT_DIM, build_tokenizer, clip_config, randomize, sd_to_ldm, unet_to_ldm, vae_to_ldm
+
+SDXL_TEXT_2 = 24  # width of the tiny SDXL's second text encoder
 
 
 def tiny_vae(latent_channels: int = 4, **extra) -> AutoencoderKL:
@@ -125,11 +128,12 @@ def save_sd2_single_file(pipe: StableDiffusionPipeline, path: str | Path) -> Pat
 
 
 def save_tiny_sdxl(folder: str | Path, seed: int = 0, turbo: bool = False) -> Path:
-    """SDXL in miniature: 16 px, text dims 16 + 16, pooled 16, time-id embedding 8 per id."""
+    """SDXL in miniature: 16 px, text dims 16 + 24, pooled 16, time-id embedding 8 per id (the encoders' widths
+    differ, as in SDXL, so that diffusers' single-file loader tells them apart)."""
     tokenizer = build_tokenizer()
     torch.manual_seed(seed)
     unet = tiny_unet(
-        cross_attention_dim=2 * TEXT_DIM,
+        cross_attention_dim=TEXT_DIM + SDXL_TEXT_2,
         attention_head_dim=4,
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
@@ -137,7 +141,7 @@ def save_tiny_sdxl(folder: str | Path, seed: int = 0, turbo: bool = False) -> Pa
     )
     vae = tiny_vae(scaling_factor=0.13025)
     text_encoder = CLIPTextModel(clip_config(tokenizer))
-    text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer, projection_dim=TEXT_DIM))
+    text_encoder_2 = CLIPTextModelWithProjection(clip_config(tokenizer, SDXL_TEXT_2, projection_dim=TEXT_DIM))
     _randomized(seed, unet, vae, text_encoder, text_encoder_2)
     if turbo:
         scheduler = EulerAncestralDiscreteScheduler(**SD_BETAS, timestep_spacing="trailing")
@@ -154,6 +158,23 @@ def save_tiny_sdxl(folder: str | Path, seed: int = 0, turbo: bool = False) -> Pa
     )
     pipe.save_pretrained(folder, safe_serialization=True)
     return Path(folder)
+
+
+def save_sdxl_single_file(pipe: StableDiffusionXLPipeline, path: str | Path) -> Path:
+    """The SDXL pipeline as one original ``.safetensors`` file in Stability's layout: the UNet and VAE under
+    LDM keys, CLIP-L under ``conditioner.embedders.0.transformer.``, the second encoder under OpenCLIP keys
+    (``conditioner.embedders.1.model.``, its projection transposed as OpenCLIP stores it)."""
+    state = {f"model.diffusion_model.{k}": v for k, v in unet_to_ldm(pipe.unet).items()}
+    state.update({f"first_stage_model.{k}": v for k, v in vae_to_ldm(pipe.vae).items()})
+    text = pipe.text_encoder.state_dict()
+    prefix = "conditioner.embedders.0.transformer.text_model."
+    state.update({prefix + k.removeprefix("text_model."): v for k, v in text.items()})
+    second = openclip_text(pipe.text_encoder_2)
+    second["cond_stage_model.model.text_projection"] = pipe.text_encoder_2.text_projection.weight.T
+    prefix = "conditioner.embedders.1.model."
+    state.update({prefix + k.removeprefix("cond_stage_model.model."): v for k, v in second.items()})
+    save_file({k: v.detach().clone().contiguous() for k, v in state.items()}, str(path))
+    return Path(path)
 
 
 def save_tiny_sd3(folder: str | Path, seed: int = 0) -> Path:

@@ -15,38 +15,50 @@ import json
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from featscope.backbones import load_backbone  # noqa: E402
+from sd_random import random_sd  # noqa: E402
+
+from featscope.backbones import Backbone, load_backbone  # noqa: E402
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype  # noqa: E402
-from featscope.extractors import load_extractor  # noqa: E402
+from featscope.extractors import Extractor, load_extractor  # noqa: E402
 from featscope.objectives import feature_match  # noqa: E402
 from featscope.solvers.configs import UniversalConfig  # noqa: E402
 from featscope.solvers.universal import solve_universal  # noqa: E402
 from featscope.speed import SpeedOptions, apply_speed  # noqa: E402
 
 
-def measure(args: argparse.Namespace) -> dict:
-    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-    if args.backbone == "random:sd-v1":
-        from sd_random import random_sd_v1
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's kind and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
-        backbone = random_sd_v1(args.resolution)
-    else:
-        backbone = load_backbone(args.backbone)
-    backbone.to(device)
-    extractor = load_extractor(args.extractor, device=device, pretrained=not args.random_extractor)
-    speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
-    apply_speed(backbone, extractor, speed)
+
+def time_guided(
+    backbone: Backbone,
+    extractor: Extractor,
+    *,
+    batch: int,
+    dtype: torch.dtype,
+    iterations: int,
+    warmup: int,
+    config: UniversalConfig | None = None,
+) -> dict:
+    """Median seconds per guided iteration of ``solve_universal`` (after ``warmup`` iterations) and peak memory.
+
+    ``config`` (default: DDIM, K 1, w_g 0.3) is run for ``iterations + warmup`` iterations.
+    """
+    device = backbone.device
     with torch.no_grad():
-        target = extractor(torch.rand(args.batch, 3, *backbone.image_size, device=device))
-    config = UniversalConfig(
-        sampler="ddim", num_steps=args.iterations + args.warmup, recurrence=1, guidance_weight=0.3, stop_distance=None
-    )
+        target = extractor(torch.rand(batch, 3, *backbone.image_size, device=device))
+    base = config or UniversalConfig(sampler="ddim", num_steps=1, recurrence=1, guidance_weight=0.3)
+    config = replace(base, num_steps=iterations + warmup, recurrence=1, early_steps=0, stop_distance=None)
     times: list[float] = []
     last = [time.perf_counter()]
 
@@ -63,13 +75,35 @@ def measure(args: argparse.Namespace) -> dict:
         backbone,
         feature_match(extractor, target, config.loss),
         config,
-        generators=generators_for(list(range(args.batch)), device),
+        generators=generators_for(list(range(batch)), device),
         dtype=dtype,
         callback=tick,
         quiet=True,
     )
-    timed = times[args.warmup :]
+    timed = times[warmup:]
     per_iteration = sorted(timed)[len(timed) // 2]
+    return {
+        "seconds_per_iteration_median": round(per_iteration, 4),
+        "seconds_per_image_iteration": round(per_iteration / batch, 4),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "iterations_timed": len(timed),
+        "warmup_seconds": round(sum(times[:warmup]), 2),  # includes torch.compile's one-off cost
+    }
+
+
+def measure(args: argparse.Namespace) -> dict:
+    device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
+    if args.backbone == "random:sd-v1":
+        backbone = random_sd("v1", args.resolution)
+    else:
+        backbone = load_backbone(args.backbone)
+    backbone.to(device)
+    extractor = load_extractor(args.extractor, device=device, pretrained=not args.random_extractor)
+    speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
+    apply_speed(backbone, extractor, speed)
+    timing = time_guided(
+        backbone, extractor, batch=args.batch, dtype=dtype, iterations=args.iterations, warmup=args.warmup
+    )
     return {
         "backbone": args.backbone,
         "extractor": args.extractor,
@@ -77,14 +111,8 @@ def measure(args: argparse.Namespace) -> dict:
         "dtype": args.dtype,
         "speed": speed.names(),
         "batch": args.batch,
-        "device": torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
-        "seconds_per_iteration_median": round(per_iteration, 4),
-        "seconds_per_image_iteration": round(per_iteration / args.batch, 4),
-        "peak_memory_mb": round(peak_memory_mb(device), 1),
-        "iterations_timed": len(timed),
-        "warmup_seconds": round(sum(times[: args.warmup]), 2),  # includes torch.compile's one-off cost
+        "device": device_name(device),
+        **timing,
         "torch": str(torch.__version__),
         "date": time.strftime("%Y-%m-%d"),
     }

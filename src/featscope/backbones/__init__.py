@@ -1,5 +1,5 @@
-"""Diffusion backbones from spec strings: ``sd:HUB_ID|FOLDER|FILE``, ``sdxl:``, ``sd3:``, ``flux:`` (HUB_ID|FOLDER),
-``pixel:FOLDER`` and plugins' families (``world:NAME`` from the embedded world's plugin; see
+"""Diffusion backbones from spec strings: ``sd:`` and ``sdxl:`` (HUB_ID|FOLDER|FILE), ``sd3:`` and ``flux:``
+(HUB_ID|FOLDER), ``pixel:FOLDER`` and plugins' families (``world:NAME`` from the embedded world's plugin; see
 ``featscope.registry``)."""
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from featscope.errors import SpecError, suggest
 
 FAMILIES = {
     "sd": "sd:HUB_ID, sd:FOLDER or sd:FILE.ckpt|.safetensors (Stable Diffusion)",
-    "sdxl": "sdxl:HUB_ID or sdxl:FOLDER (SDXL, Turbo, fine-tunes)",
+    "sdxl": "sdxl:HUB_ID, sdxl:FOLDER or sdxl:FILE.safetensors (SDXL, Turbo, fine-tunes)",
     "sd3": "sd3:HUB_ID or sd3:FOLDER (Stable Diffusion 3 / 3.5)",
     "flux": "flux:HUB_ID or flux:FOLDER (Flux.1)",
     "pixel": "pixel:FOLDER (a pixel-space diffusers model)",
 }
 
-_LOADERS = {"sdxl": load_sdxl, "sd3": load_sd3, "flux": load_flux, "pixel": load_pixel}
+_LOADERS = {"sd3": load_sd3, "flux": load_flux, "pixel": load_pixel}
 
 __all__ = ["FAMILIES", "Backbone", "check_spec", "families", "load_backbone"]
 
@@ -63,13 +63,17 @@ def load_backbone(
     """Load the diffusion model named by ``spec`` (see ``families()``) onto ``device`` with weights in ``dtype``.
 
     ``config`` (CLI ``--backbone-config``): a diffusers folder or hub id with the component configs of an
-    ``sd:`` single-file checkpoint, for checkpoints whose architecture diffusers cannot infer.
+    ``sd:`` or ``sdxl:`` single-file checkpoint, for checkpoints whose architecture diffusers cannot infer.
     """
     family, source = check_spec(spec)
-    if config is not None and family != "sd":
-        raise SpecError(f"a backbone config (--backbone-config) only applies to sd: checkpoints, not {spec!r}")
+    if config is not None and family not in ("sd", "sdxl"):
+        raise SpecError(
+            f"a backbone config (--backbone-config) only applies to sd: and sdxl: checkpoints, not {spec!r}"
+        )
     if family == "sd":
         backbone = load_sd(source, spec=spec, dtype=dtype, config=config)
+    elif family == "sdxl":
+        backbone = load_sdxl(source, spec=spec, dtype=dtype, config=config)
     elif family in _LOADERS:
         backbone = _LOADERS[family](source, spec=spec, dtype=dtype)
     else:

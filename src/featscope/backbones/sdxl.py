@@ -1,4 +1,4 @@
-"""SDXL backbones (``sdxl:HUB_ID|FOLDER``): two CLIP text encoders, pooled text embeddings, added time ids.
+"""SDXL backbones (``sdxl:HUB_ID|FOLDER|FILE``): two CLIP text encoders, pooled text embeddings, added time ids.
 
 The solvers pass one conditioning tensor around (concatenated for CFG, indexed, shifted by learned deltas,
 optimised by null-text inversion), so SDXL's three conditioning inputs travel packed in one
@@ -19,16 +19,28 @@ UNet's sample size come from the folder. In fp16 the VAE stays fp32 where its co
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
+from huggingface_hub import snapshot_download
 from torch import nn
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from featscope.backbones.base import Backbone
 from featscope.backbones.common import load_diffusers, pack, unpack
-from featscope.backbones.latent import vae_parts
-from featscope.errors import FeatscopeError
+from featscope.backbones.latent import (
+    CONFIG_PATTERNS,
+    _from_hub,
+    _inert_globals,
+    _looks_like_path,
+    _read_checkpoint,
+    reason,
+    vae_parts,
+)
+from featscope.errors import FeatscopeError, InputFileError, SpecError
 
 LAYOUT = "a diffusers SDXL folder with unet/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/"
 TIME_IDS = 6  # original (h, w), crop top-left (y, x), target (h, w)
@@ -85,8 +97,16 @@ class SDXLBackbone(Backbone):
         return int(self.prompt_encoder.text_encoders[-1].config.projection_dim)
 
 
-def load_sdxl(source: str, *, spec: str, dtype: torch.dtype) -> Backbone:
-    """``sdxl:SOURCE``: an SDXL diffusers folder or hub id (base, Turbo, fine-tunes at any UNet sample size)."""
+def load_sdxl(source: str, *, spec: str, dtype: torch.dtype, config: str | Path | None = None) -> Backbone:
+    """``sdxl:SOURCE``: an SDXL diffusers folder or hub id (base, Turbo, fine-tunes at any UNet sample size), or
+    an original single-file checkpoint (``.safetensors``/``.ckpt``, Stability's layout), whose component configs
+    come from ``config`` (a diffusers SDXL folder or hub id) or, without it, from the cached hub model diffusers
+    infers for it."""
+    path = Path(source).expanduser()
+    if path.is_file():
+        return _load_single_file(path, spec=spec, dtype=dtype, config=config)
+    if config is not None:
+        raise SpecError(f"a backbone config (--backbone-config) only applies to single-file checkpoints, not {spec!r}")
     return load_diffusers(
         source,
         family="sdxl",
@@ -106,8 +126,6 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
         )
     unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **local)
-    if dtype == torch.float16 and vae.config.force_upcast:  # SDXL's VAE overflows in fp16 (the pipeline upcasts too)
-        vae = vae.float()
     transformers_logging.disable_progress_bar()
     encoders = [
         CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype),
@@ -115,7 +133,80 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
     ]
     tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder=f, **local) for f in ("tokenizer", "tokenizer_2")]
     scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)
+    zeros_for_empty = bool(index.get("force_zeros_for_empty_prompt", True))
+    return _backbone(unet, vae, encoders, tokenizers, scheduler_config, zeros_for_empty, spec=spec, dtype=dtype)
+
+
+def _backbone(unet, vae, encoders, tokenizers, scheduler_config, zeros_for_empty: bool, *, spec, dtype) -> SDXLBackbone:
+    if dtype == torch.float16 and vae.config.force_upcast:  # SDXL's VAE overflows in fp16 (the pipeline upcasts too)
+        vae = vae.float()
     size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     time_ids = [float(size), float(size), 0.0, 0.0, float(size), float(size)]
-    encoder = SDXLPromptEncoder(tokenizers, encoders, time_ids, bool(index.get("force_zeros_for_empty_prompt", True)))
+    encoder = SDXLPromptEncoder(tokenizers, encoders, time_ids, zeros_for_empty)
     return SDXLBackbone(unet, dict(scheduler_config), spec=spec, prompt_encoder=encoder, **vae_parts(vae))
+
+
+# -- original single-file checkpoints (Stability's layout: model.diffusion_model.*, conditioner.embedders.*) ----
+def _single_file_config(state, path: Path, config: str | Path | None) -> str:
+    """A local folder with the diffusers SDXL configs (and tokenizers) for a single-file checkpoint."""
+    fix = "download it once with network access, or pass a local diffusers SDXL folder as config "
+    fix += "(CLI: --backbone-config FOLDER)"
+    if config is not None:
+        folder = Path(config).expanduser()
+        if folder.is_dir():
+            return str(folder)
+        if _looks_like_path(str(config)):
+            raise InputFileError(f"backbone config {config} does not exist; give a diffusers SDXL folder")
+        repo = str(config)
+    else:
+        try:
+            kind = infer_diffusers_model_type(state)
+        except Exception:
+            kind = "unknown"
+        if kind != "xl_base":
+            raise FeatscopeError(
+                f"diffusers does not recognise {path} as an SDXL base checkpoint (it reads it as {kind}); pass the "
+                "diffusers SDXL folder it was made from as config (CLI: --backbone-config FOLDER)"
+            )
+        repo = fetch_diffusers_config(state)["pretrained_model_name_or_path"]
+    return _from_hub(
+        repo,
+        lambda local_only: snapshot_download(repo, allow_patterns=CONFIG_PATTERNS, local_files_only=local_only),
+        what="the diffusers config of this checkpoint,",
+        fix=fix,
+    )
+
+
+def _load_single_file(path: Path, *, spec: str, dtype: torch.dtype, config: str | Path | None) -> SDXLBackbone:
+    with torch.serialization.safe_globals(_inert_globals(path)):
+        try:
+            state = _read_checkpoint(path)
+        except FeatscopeError as error:
+            raise FeatscopeError(
+                str(error).replace("sd: expects an original Stable Diffusion", "sdxl: expects an SDXL")
+            ) from None
+        if not any(key.startswith("conditioner.embedders.") for key in state):
+            raise FeatscopeError(
+                f"{path} is not an SDXL checkpoint: it holds no conditioner.embedders.* text encoders "
+                "(expected an original SDXL file such as sd_xl_base_1.0.safetensors; SD 1.x/2.x files load as sd:)"
+            )
+        config_dir = _single_file_config(state, path, config)
+        del state
+        try:
+            pipe = StableDiffusionXLPipeline.from_single_file(
+                str(path), config=config_dir, torch_dtype=dtype, local_files_only=True
+            )
+        except Exception as exc:
+            raise FeatscopeError(f"cannot load {path} as SDXL with the config {config_dir}: {reason(exc)}") from exc
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        missing = [n for n, p in getattr(pipe, name).named_parameters() if p.is_meta]
+        if missing:
+            raise FeatscopeError(
+                f"{path} has no weights for the {name} (e.g. {missing[0]}): the file is truncated or does not "
+                f"match the config {config_dir}"
+            )
+    encoders, tokenizers = [pipe.text_encoder, pipe.text_encoder_2], [pipe.tokenizer, pipe.tokenizer_2]
+    zeros_for_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", True))
+    return _backbone(
+        pipe.unet, pipe.vae, encoders, tokenizers, pipe.scheduler.config, zeros_for_empty, spec=spec, dtype=dtype
+    )

@@ -109,8 +109,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, backbone: bool = True)
         group.add_argument(
             "--backbone-config",
             metavar="FOLDER_OR_ID",
-            help="diffusers config (folder or hub id) for a single-file checkpoint that diffusers "
-            "cannot infer, e.g. a fine-tuned SD 1.x",
+            help="diffusers config (folder or hub id) for an sd: or sdxl: single-file checkpoint that "
+            "diffusers cannot infer, e.g. a fine-tuned SD 1.x",
         )
     group.add_argument(
         "--extractor",

@@ -68,11 +68,27 @@ class FeatInvModel(nn.Module):
         self.config = config
 
     def forward(
-        self, z: torch.Tensor, t: torch.Tensor, text: torch.Tensor, features: torch.Tensor, scale: float = 1.0
+        self,
+        z: torch.Tensor,
+        t: torch.Tensor,
+        text: torch.Tensor,
+        features: torch.Tensor,
+        scale: float = 1.0,
+        added_cond_kwargs: dict | None = None,
     ) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
-        """The 13-style down residuals and the mid residual for the UNet, scaled by ``scale``."""
+        """The 13-style down residuals and the mid residual for the UNet, scaled by ``scale``.
+
+        ``text``: the UNet's ``encoder_hidden_states``; ``added_cond_kwargs``: SDXL's pooled text embedding and
+        time ids (``Backbone.unet_kwargs`` unpacks both), which the ControlNet copied from the UNet takes too.
+        """
         return self.controlnet(
-            z, t, encoder_hidden_states=text, controlnet_cond=features, conditioning_scale=scale, return_dict=False
+            z,
+            t,
+            encoder_hidden_states=text,
+            controlnet_cond=features,
+            conditioning_scale=scale,
+            added_cond_kwargs=added_cond_kwargs,
+            return_dict=False,
         )
 
     def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -143,15 +159,10 @@ def build(
         backbone = load_backbone(backbone)
     if isinstance(extractor, str):
         extractor = load_extractor(extractor, weights=extractor_weights)
-    if isinstance(backbone.unet, UNet2DConditionModel) and backbone.unet.config.addition_embed_type is not None:
-        raise FeatscopeError(
-            f"{backbone.spec} is an SDXL-style UNet (pooled text and time-id conditioning), which FeatInv's ControlNet "
-            "does not feed yet; use an SD 1.x/2.x (sd:...), world:ddpm or caption-conditioned pixel: backbone"
-        )
     if not isinstance(backbone.unet, UNet2DConditionModel):
         raise FeatscopeError(
             f"{backbone.spec} has a {type(backbone.unet).__name__}; a ControlNet needs a text-conditioned "
-            "UNet2DConditionModel backbone (sd:..., world:ddpm or a caption-conditioned pixel: folder)"
+            "UNet2DConditionModel backbone (sd:..., sdxl:..., world:ddpm or a caption-conditioned pixel: folder)"
         )
     if extractor.layer is None:
         raise FeatscopeError(
@@ -184,7 +195,7 @@ def build(
 
 def check_backbone(model: FeatInvModel, backbone: Backbone) -> None:
     """Refuse a backbone whose UNet is not the one the ControlNet was copied from (by architecture)."""
-    keys = ("in_channels", "block_out_channels", "cross_attention_dim", "down_block_types")
+    keys = ("in_channels", "block_out_channels", "cross_attention_dim", "down_block_types", "addition_embed_type")
     ours = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in model.controlnet.config.items() if k in keys}
     theirs = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in backbone.unet.config.items() if k in keys}
     if ours != theirs or list(backbone.latent_shape[1:]) != list(model.config.grid):

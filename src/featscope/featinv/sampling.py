@@ -21,16 +21,26 @@ def controlled_output(
     features: torch.Tensor,
     scale: float = 1.0,
 ) -> torch.Tensor:
-    """The frozen UNet's raw output (its prediction type) with the ControlNet's residuals added."""
-    down, mid = model(z, t, text, features, scale)
+    """The frozen UNet's raw output (its prediction type) with the ControlNet's residuals added.
+
+    ``text`` is the backbone's conditioning (``Backbone.encode_prompt``; SDXL's packs pooled embedding and time
+    ids), unpacked by ``Backbone.unet_kwargs`` for the ControlNet (in ``z``'s dtype) and the UNet alike.
+    """
+    control = _cast(backbone.unet_kwargs(text), z.dtype)
+    down, mid = model(z, t, control.pop("encoder_hidden_states"), features, scale, **control)
     dtype = backbone.dtype
     return backbone.unet(
         z.to(dtype),
         t,
-        encoder_hidden_states=text.to(dtype),
+        **_cast(backbone.unet_kwargs(text), dtype),
         down_block_additional_residuals=[d.to(dtype) for d in down],
         mid_block_additional_residual=mid.to(dtype),
     ).sample.to(z.dtype)
+
+
+def _cast(kwargs: dict, dtype: torch.dtype) -> dict:
+    """The UNet's conditioning keywords (tensors, and dicts of tensors) in ``dtype``."""
+    return {k: _cast(v, dtype) if isinstance(v, dict) else v.to(dtype) for k, v in kwargs.items()}
 
 
 def initial_noise(backbone: Backbone, generators: list[torch.Generator]) -> torch.Tensor:

@@ -168,8 +168,11 @@ def _inert_globals(path: Path) -> list[tuple[type, str]]:
     return [(_Inert, name) for name in names]
 
 
-def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    """The checkpoint's tensors by name without reading them all (meta tensors for safetensors, mmap for zip)."""
+def read_checkpoint(
+    path: Path, expects: str = "sd: expects an original Stable Diffusion"
+) -> Mapping[str, torch.Tensor]:
+    """The checkpoint's tensors by name without reading them all (meta tensors for safetensors, mmap for zip);
+    ``expects`` names the family in the error for an unreadable file."""
     try:
         if path.suffix == ".safetensors":
             with safe_open(str(path), "pt") as handle:
@@ -177,34 +180,43 @@ def _read_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as exc:
         raise FeatscopeError(
-            f"{path} is not a readable checkpoint ({reason(exc)}); sd: expects an original Stable Diffusion "
-            ".ckpt or .safetensors file"
+            f"{path} is not a readable checkpoint ({reason(exc)}); {expects} .ckpt or .safetensors file"
         ) from None
     while isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     return state if isinstance(state, Mapping) else {}
 
 
-def _single_file_config(state: Mapping[str, torch.Tensor], path: Path, config: str | Path | None) -> str:
-    """A local folder with the diffusers configs (and tokenizer) for a single-file checkpoint."""
-    fix = "download it once with network access, or pass a local diffusers Stable Diffusion folder as config "
+def single_file_config(
+    state: Mapping[str, torch.Tensor],
+    path: Path,
+    config: str | Path | None,
+    *,
+    family: str = "Stable Diffusion",
+    kinds: tuple[str, ...] = SD_KINDS,
+    kind_name: str = "Stable Diffusion 1.x/2.x",
+) -> str:
+    """A local folder with the diffusers configs (and tokenizers) of ``family`` for a single-file checkpoint:
+    ``config`` (a folder or hub id), else the one diffusers infers from the checkpoint, whose type must be one of
+    ``kinds``."""
+    fix = f"download it once with network access, or pass a local diffusers {family} folder as config "
     fix += "(CLI: --backbone-config FOLDER)"
     if config is not None:
         folder = Path(config).expanduser()
         if folder.is_dir():
             return str(folder)
         if _looks_like_path(str(config)):
-            raise InputFileError(f"backbone config {config} does not exist; give a diffusers Stable Diffusion folder")
+            raise InputFileError(f"backbone config {config} does not exist; give a diffusers {family} folder")
         repo = str(config)
     else:
         try:
             kind = infer_diffusers_model_type(state)
         except Exception:
             kind = "unknown"
-        if kind not in SD_KINDS:
+        if kind not in kinds:
             raise FeatscopeError(
-                f"{path} is a {kind} checkpoint, not Stable Diffusion 1.x/2.x; to try it anyway pass a matching "
-                "diffusers folder as config (CLI: --backbone-config FOLDER)"
+                f"{path} is a {kind} checkpoint, not {kind_name}; to try it anyway pass a matching diffusers "
+                f"{family} folder as config (CLI: --backbone-config FOLDER)"
             )
         repo = fetch_diffusers_config(state)["pretrained_model_name_or_path"]
     return _from_hub(
@@ -217,13 +229,13 @@ def _single_file_config(state: Mapping[str, torch.Tensor], path: Path, config: s
 
 def _load_single_file(path: Path, *, spec: str, dtype: torch.dtype, config: str | Path | None) -> Backbone:
     with torch.serialization.safe_globals(_inert_globals(path)):
-        state = _read_checkpoint(path)
+        state = read_checkpoint(path)
         if not any(key.startswith("model.diffusion_model.") for key in state):
             raise FeatscopeError(
                 f"{path} is not a Stable Diffusion checkpoint: it holds no model.diffusion_model.* weights "
                 "(expected an original LDM checkpoint such as sd-v1-4.ckpt)"
             )
-        config_dir = _single_file_config(state, path, config)
+        config_dir = single_file_config(state, path, config)
         del state
         try:
             pipe = StableDiffusionPipeline.from_single_file(

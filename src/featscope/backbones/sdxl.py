@@ -23,8 +23,6 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
-from diffusers.loaders.single_file_utils import fetch_diffusers_config, infer_diffusers_model_type
-from huggingface_hub import snapshot_download
 from torch import nn
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
@@ -32,15 +30,13 @@ from transformers.utils import logging as transformers_logging
 from featscope.backbones.base import Backbone
 from featscope.backbones.common import load_diffusers, pack, unpack
 from featscope.backbones.latent import (
-    CONFIG_PATTERNS,
-    _from_hub,
     _inert_globals,
-    _looks_like_path,
-    _read_checkpoint,
+    read_checkpoint,
     reason,
+    single_file_config,
     vae_parts,
 )
-from featscope.errors import FeatscopeError, InputFileError, SpecError
+from featscope.errors import FeatscopeError, SpecError
 
 LAYOUT = "a diffusers SDXL folder with unet/, vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/"
 TIME_IDS = 6  # original (h, w), crop top-left (y, x), target (h, w)
@@ -147,50 +143,17 @@ def _backbone(unet, vae, encoders, tokenizers, scheduler_config, zeros_for_empty
 
 
 # -- original single-file checkpoints (Stability's layout: model.diffusion_model.*, conditioner.embedders.*) ----
-def _single_file_config(state, path: Path, config: str | Path | None) -> str:
-    """A local folder with the diffusers SDXL configs (and tokenizers) for a single-file checkpoint."""
-    fix = "download it once with network access, or pass a local diffusers SDXL folder as config "
-    fix += "(CLI: --backbone-config FOLDER)"
-    if config is not None:
-        folder = Path(config).expanduser()
-        if folder.is_dir():
-            return str(folder)
-        if _looks_like_path(str(config)):
-            raise InputFileError(f"backbone config {config} does not exist; give a diffusers SDXL folder")
-        repo = str(config)
-    else:
-        try:
-            kind = infer_diffusers_model_type(state)
-        except Exception:
-            kind = "unknown"
-        if kind != "xl_base":
-            raise FeatscopeError(
-                f"diffusers does not recognise {path} as an SDXL base checkpoint (it reads it as {kind}); pass the "
-                "diffusers SDXL folder it was made from as config (CLI: --backbone-config FOLDER)"
-            )
-        repo = fetch_diffusers_config(state)["pretrained_model_name_or_path"]
-    return _from_hub(
-        repo,
-        lambda local_only: snapshot_download(repo, allow_patterns=CONFIG_PATTERNS, local_files_only=local_only),
-        what="the diffusers config of this checkpoint,",
-        fix=fix,
-    )
-
-
 def _load_single_file(path: Path, *, spec: str, dtype: torch.dtype, config: str | Path | None) -> SDXLBackbone:
     with torch.serialization.safe_globals(_inert_globals(path)):
-        try:
-            state = _read_checkpoint(path)
-        except FeatscopeError as error:
-            raise FeatscopeError(
-                str(error).replace("sd: expects an original Stable Diffusion", "sdxl: expects an SDXL")
-            ) from None
+        state = read_checkpoint(path, expects="sdxl: expects an SDXL")
         if not any(key.startswith("conditioner.embedders.") for key in state):
             raise FeatscopeError(
                 f"{path} is not an SDXL checkpoint: it holds no conditioner.embedders.* text encoders "
                 "(expected an original SDXL file such as sd_xl_base_1.0.safetensors; SD 1.x/2.x files load as sd:)"
             )
-        config_dir = _single_file_config(state, path, config)
+        config_dir = single_file_config(
+            state, path, config, family="SDXL", kinds=("xl_base",), kind_name="an SDXL base"
+        )
         del state
         try:
             pipe = StableDiffusionXLPipeline.from_single_file(

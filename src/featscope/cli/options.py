@@ -127,6 +127,16 @@ def add_images_options(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
 
 
+def add_caption_model(parser: Parser) -> None:
+    """--caption-model SPEC: captions of the images from an image-to-text model (after --prompt and IMAGE.txt)."""
+    parser.add_argument(
+        "--caption-model",
+        metavar="SPEC",
+        help="caption each image with this image-to-text model (e.g. BLIP): a folder saved with save_pretrained, "
+        "or a hub id from the local cache; used when there is no --prompt and no IMAGE.txt",
+    )
+
+
 def dataset_selection(args: argparse.Namespace) -> dict[str, Any]:
     """--class-names, --classes (a list, or None) and --images-per-class of :func:`add_images_options`."""
     classes = names(args.classes) if args.classes else None

@@ -92,8 +92,8 @@ def token_mapper(backbone: Backbone, source: str, edited: str, word: str, new: s
     over the old word's tokens; positions the edit pushes past the end take the last source position."""
     length = backbone.encode_prompt([source]).shape[1]
     old, fresh = _runs(word_tokens(backbone, source, word)), _runs(word_tokens(backbone, edited, new))
-    if len(old) != len(fresh):
-        raise FeatscopeError(f"{word!r} and {new!r} split differently in {source!r} and {edited!r}")
+    if len(old) != len(fresh):  # the new word was in the caption already
+        raise FeatscopeError(f"cannot align {source!r} with {edited!r}: {new!r} is in the caption already")
     starts = {o[0]: (o, f) for o, f in zip(old, fresh, strict=True)}
     mapper = torch.zeros(length, length)
     i = j = 0

@@ -173,7 +173,7 @@ def _add_word_swap(isub: argparse._SubParsersAction) -> None:
     add_caption_model(w)
     s = w.add_argument_group("inversion, regeneration and the search over tau")
     add_knobs(w, s, WordSwapConfig)
-    s.add_argument("--taus", default="0,0.2,0.4,0.6,0.8,1", metavar="T,T",
+    s.add_argument("--taus", dest="tau_grid", default="0,0.2,0.4,0.6,0.8,1", metavar="T,T",
                    help="[tau] fractions of the steps with the caption's cross-attention re-injected, searched per "
                    "image (default: %(default)s)")  # fmt: skip
     add_images_options(w)
@@ -260,7 +260,7 @@ def _word_swap(args: argparse.Namespace, investigate, common: dict) -> dict | No
         investigate.parse_label(args.start) if args.start else None,
         [investigate.parse_label(t) for t in names(args.target)],
         **pick(args, "prompt", "prompt_template", "caption_model", "word", "new_word"),
-        taus=tuple(numbers(args.taus, float, "--taus")),
+        taus=tuple(numbers(args.tau_grid, float, "--taus")),
         **dataset_selection(args),
         **common,
     )

@@ -137,3 +137,15 @@ def test_word_swap_bad_input_is_one_line_and_exit_2(featscope_main, circle, tmp_
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "circle_to_square").exists()
+
+
+def test_word_swap_runs_on_tiny_sd_with_a_word_of_another_token_length(featscope_main, tiny_sd_folder, target_png,
+                                                                       tmp_path):  # fmt: skip
+    """The user's own network (class indices), CLIP BPE tokens: one-token "cat" becomes two-token "red"."""
+    out = tmp_path / "sd"
+    result = featscope_main("investigate", "word-swap", "--net", "tiny_nets:tiny_cnn", "--backbone",
+                            f"sd:{tiny_sd_folder}", str(target_png), "--start", "0", "--target", "1", "--word", "cat",
+                            "--new-word", "red", "--prompt", "a cat on dog", "--out", str(out), *TINY)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "noise_to_1" / "metrics.json").read_text())
+    assert metrics["edited_prompt"] == "a red on dog" and len(metrics["confidence"]["target_class"]["per_tau"]) == 2

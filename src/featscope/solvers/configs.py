@@ -50,24 +50,19 @@ class UniversalConfig(Settings):
         None, "stop early once every sample's best squared distance is at most D", metavar="D"
     )
     candidates: int = knob(
-        1,
-        "trajectories started per image; the nearest after --select-after steps goes on (published: 1)",
+        1, "trajectories started per image; the nearest after --select-after steps goes on (published: 1)",
         metavar="N",
     )
     select_after: int = knob(0, "steps all candidates run before the nearest is kept", metavar="STEPS")
     backward_steps: int = knob(
-        0,
-        "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
-        "(universal guidance's m; published decoder: 0)",
-        symbol="m",
+        0, "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
+        "(universal guidance's m; published decoder: 0)", symbol="m",
     )
     backward_lr: float = knob(0.01, "Adam step size of backward guidance, in the backbone's x0 units", metavar="LR")
     backward_from: int = knob(0, "first sampling step (0 = the noisiest) with backward guidance", metavar="STEP")
     backward_blur: float = knob(
-        0.0,
-        "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
-        "instead (featscope's; published: 0)",
-        metavar="SIGMA",
+        0.0, "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
+        "instead (featscope's; published: 0)", metavar="SIGMA",
     )
 
     def validate(self) -> None:
@@ -173,29 +168,22 @@ class EndToEndConfig(Settings):
     num_steps: int = knob(20, "DDIM steps (eta 0) of the sampling chain", symbol="T", flag="--steps")
     guidance_scale: float = knob(3.0, "classifier-free guidance; 1 = conditional UNet call only", symbol="cfg")
     iterations: int = knob(20, "Adam steps; iterations + 1 images (iteration 0 = the plain sample)", symbol="iters")
-    latent_lr: float = knob(
-        1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed", metavar="LR"
-    )
+    latent_lr: float = knob(1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed",
+                            metavar="LR")
     cond_lr: float = knob(1e-2, "learning rate of the prompt-embedding delta; 0 = fixed", metavar="LR")
-    uncond_lr: float = knob(
-        1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed", metavar="LR"
-    )
+    uncond_lr: float = knob(1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed",
+                            metavar="LR")
     per_timestep_deltas: bool = knob(True, "one embedding delta per DDIM step (else one shared by all steps)")
     loss_steps: int = knob(3, "the loss is taken on the x0 predictions of the last N steps", metavar="N")
-    loss_weighting: str = knob(
-        "linear",
-        "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
-        choices=("linear", "uniform"),
-    )
-    cutouts: int = knob(
-        16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none", metavar="N"
-    )
+    loss_weighting: str = knob("linear", "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
+                               choices=("linear", "uniform"))
+    cutouts: int = knob(16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none",
+                        metavar="N")
     cut_power: float = knob(0.3, "crop side u^power * (max - min) + min with u ~ U(0, 1)", metavar="P")
     noise_sd: float = knob(0.005, "standard deviation of the Gaussian noise added to each view", metavar="SD")
     renormalize_latent: bool = knob(True, "re-project x_T to its initial L2 norm after each step")
-    early_stop_loss: float | None = knob(
-        None, "stop once every sample's (non-augmented) loss is below this", metavar="LOSS"
-    )
+    early_stop_loss: float | None = knob(None, "stop once every sample's (non-augmented) loss is below this",
+                                         metavar="LOSS")
     checkpointing: bool = knob(True, "recompute each DDIM step and the decoder in the backward pass (less memory)")
 
     def validate(self) -> None:

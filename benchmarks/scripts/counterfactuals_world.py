@@ -127,8 +127,14 @@ def summarise_wordswap(rows: list[dict]) -> tuple[dict, str]:
                                     "l2_to_image_mean": l2}  # fmt: skip
         lines.append(f"| {name} | {format_proportion(flips)} | {format_proportion(oracle)} | "
                      f"{change.mean():.4f} [{low:.4f}, {high:.4f}] | {l2:.4f} |")  # fmt: skip
+    paired = np.array([r["word swap"]["background_change"] - r["optimised"]["background_change"] for r in rows])
+    low, high = _mean_interval(paired)
+    summary["background_change_word_swap_minus_optimised"] = {"mean": float(paired.mean()), "low": low, "high": high}
+    lines.append(f"\nbackground change, word swap minus optimised (paired, per image): {paired.mean():+.4f} "
+                 f"[{low:+.4f}, {high:+.4f}]")  # fmt: skip
     taus = [r["chosen_tau"] for r in rows]
     summary["chosen_tau_counts"] = {f"{t:g}": taus.count(t) for t in sorted(set(taus))}
+    lines.append(f"chosen tau (images): {summary['chosen_tau_counts']}")
     return summary, "\n".join(lines)
 
 

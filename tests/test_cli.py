@@ -178,7 +178,7 @@ def test_every_option_of_every_command_has_a_help_line():
 def test_solver_options_are_derived_from_the_settings_dataclasses():
     from featscope.cli import build_parser
     from featscope.settings import knob_of
-    from featscope.solvers.configs import EndToEndConfig, UniversalConfig
+    from featscope.solvers.configs import EndToEndConfig, UniversalConfig, WordSwapConfig
 
     parsers = dict(_parsers(build_parser()))
     for path, cls, excluded in [
@@ -187,6 +187,7 @@ def test_solver_options_are_derived_from_the_settings_dataclasses():
         ("featscope investigate difference", EndToEndConfig, ()),
         ("featscope investigate neuron", EndToEndConfig, ()),
         ("featscope investigate counterfactual", EndToEndConfig, ()),
+        ("featscope investigate word-swap", WordSwapConfig, ()),
         ("featscope bench investigate", EndToEndConfig, ()),
     ]:
         options = {a.dest: a for a in parsers[path]._actions}

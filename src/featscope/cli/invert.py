@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from featscope.cli.options import (
+    add_caption_model,
     add_images_options,
     add_investigate_common,
     dataset_selection,
@@ -22,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_images_options(p)
     p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or template")
     p.add_argument("--prompt-template", metavar="TEXT", help="caption from a dataset's class name, with {label}")
+    add_caption_model(p)
     p.add_argument("--steps", type=int, default=20, dest="num_steps", help="DDIM steps (default: %(default)s)")
     p.add_argument("--guidance-scale", type=float, default=3.0, help="CFG scale (default: %(default)s)")
     p.add_argument("--inner-steps", type=int, default=10, help="Adam steps per DDIM step (default: %(default)s)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     """Invert the images and print the summary."""
     from featscope.investigate import invert
 
-    caption = pick(args, "prompt", "prompt_template", "num_steps", "guidance_scale", "inner_steps")
+    caption = pick(args, "prompt", "prompt_template", "caption_model", "num_steps", "guidance_scale", "inner_steps")
     common = pick(args, "out", "backbone", "device", "quiet")
     summary = invert(args.images, **caption, **dataset_selection(args), **common)
     print_summary(summary, args.out)

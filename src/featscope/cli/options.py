@@ -35,7 +35,8 @@ class Command:
         if first.startswith("``featscope"):
             first = first.partition(": ")[2]
         name = declared.__name__.rsplit(".", 1)[-1].removeprefix("_add_")
-        return cls(name, first.removesuffix("."), " ".join(description.split()), getattr(declared, "EPILOG", None))
+        help = " ".join(first.split()).removesuffix(".")
+        return cls(name, help, " ".join(description.split()), getattr(declared, "EPILOG", None))
 
 
 def command_parser(
@@ -173,6 +174,16 @@ def add_images_options(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--class-names", metavar="FILE", help="class names: one per line (folder order) or dir<TAB>name")
     d.add_argument("--classes", metavar="A,B", help="only these classes of the dataset (names or folder names)")
     d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
+
+
+def add_caption_model(parser: Parser) -> None:
+    """--caption-model SPEC: captions of the images from an image-to-text model (after --prompt and IMAGE.txt)."""
+    parser.add_argument(
+        "--caption-model",
+        metavar="SPEC",
+        help="caption each image with this image-to-text model (e.g. BLIP): a folder saved with save_pretrained, "
+        "or a hub id from the local cache; used when there is no --prompt and no IMAGE.txt",
+    )
 
 
 def dataset_selection(args: argparse.Namespace) -> dict[str, Any]:

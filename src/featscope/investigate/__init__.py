@@ -7,6 +7,8 @@
     investigate.neuron("world:shape-net@fc", None, [1, 5], out="runs/neurons", config=EndToEndConfig(iterations=20))
     investigate.counterfactual("world:shape-net@fc", "cat.png", "square", "circle", out="runs/cf")
     investigate.invert(["cat.png"], prompt="red square on dark", out="runs/inv")
+    investigate.word_swap("world:shape-net@fc", "circle.png", "circle", "square", out="runs/swap")
+    investigate.neuron_images("world:shape-net@fc", ["circle.png"], None, [3], out="runs/neuron-images")
 
 Each writes ``out/<item>/`` in the shared run-folder layout (config.yaml, metrics.json, log.jsonl, final.png,
 best.png, sheet.png, target.png for a real image) plus initial.png (iteration 0), strip.png, loss.png, and for a masked
@@ -35,13 +37,17 @@ from featscope.investigate.methods import (
     parse_label,
     postprocess_mask,
 )
+from featscope.investigate.neuron_images import neuron_images, neuron_images_row
+from featscope.investigate.wordswap import word_swap, word_swap_row
 from featscope.ranks import Ranks, join_ranks
+from featscope.solvers.configs import WordSwapConfig
 
 __all__ = [
     "PUBLISHED_REGULARIZERS",
     "PUBLISHED_WEIGHTS",
     "REGULARIZERS",
     "Ranks",
+    "WordSwapConfig",
     "confidences",
     "counterfactual",
     "counterfactual_row",
@@ -53,7 +59,11 @@ __all__ = [
     "join_ranks",
     "load_mask",
     "neuron",
+    "neuron_images",
+    "neuron_images_row",
     "neuron_row",
     "parse_label",
     "postprocess_mask",
+    "word_swap",
+    "word_swap_row",
 ]

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from featscope.errors import FeatscopeError, InputFileError
+from featscope.investigate.attention import explicit_attention, on_cross_attention
 
 if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a mask is made
     from featscope.backbones.base import Backbone
@@ -109,41 +110,18 @@ class CrossAttentionCapture:
         self.active = True
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        image_input = hidden_states.ndim == 4
-        if image_input:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        batch, length = context.shape[0], context.shape[1]
-        attention_mask = attn.prepare_attention_mask(attention_mask, length, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, attention_mask)  # (B * heads, N, L)
-        if self.active:
-            self._keep(probs, batch)
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if image_input:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, edit=self._keep)
 
-    def _keep(self, probs: torch.Tensor, batch: int) -> None:
+    def _keep(self, probs: torch.Tensor, batch: int) -> torch.Tensor:
+        if not self.active:
+            return probs
         n = probs.shape[1]
         lh, lw = self.latent_hw
         factor = (lh * lw / n) ** 0.5
         h, w = round(lh / factor), round(lw / factor)
         chosen = probs[..., self.tokens].float().mean(-1)
         self.maps.append(chosen.reshape(batch, -1, h, w).detach())
+        return probs
 
 
 @contextmanager
@@ -151,16 +129,9 @@ def capture_cross_attention(
     unet: torch.nn.Module, tokens: Sequence[int], latent_hw: tuple[int, int]
 ) -> Iterator[CrossAttentionCapture]:
     """Replace the processors of the ``attn2`` layers by one :class:`CrossAttentionCapture`; restore them after."""
-    original = unet.attn_processors
     capture = CrossAttentionCapture(tokens, latent_hw, [])
-    names = [n for n in original if n.endswith("attn2.processor")]
-    if not names:
-        raise FeatscopeError("the backbone's UNet has no cross-attention layers; use a PNG mask")
-    unet.set_attn_processor({n: capture if n in names else p for n, p in original.items()})
-    try:
+    with on_cross_attention(unet, capture):
         yield capture
-    finally:
-        unet.set_attn_processor(original)
 
 
 def _average(maps: list[torch.Tensor]) -> torch.Tensor:

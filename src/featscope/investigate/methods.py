@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from featscope.captioning import Captioner, load_captioner
 from featscope.datasets import ClassFolderDataset, ImageItem, image_items, safe_id
 from featscope.errors import FeatscopeError, InputFileError, suggest
 from featscope.extractors.base import Extractor
@@ -37,7 +38,7 @@ from featscope.investigate.common import (
     save_strip,
 )
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
-from featscope.investigate.masks import foreground_mask, load_pretrained, load_sam, parse_mask, word_tokens
+from featscope.investigate.masks import foreground_mask, load_sam, parse_mask, word_tokens
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
 from featscope.orchestration import Item, Plan, run_plan, unique_ids
 from featscope.ranks import Ranks
@@ -278,7 +279,7 @@ def neuron(
         name = _check_channels(network, layer, channels, size)  # before importing the solver: a quick error
         solver = _config(config, settings)
         model = _backbone(backbone, torch_device)
-        captioner = _load_captioner(namer[4:], torch_device) if namer is not None else None
+        captioner = load_captioner(namer[4:], torch_device) if namer is not None else None
         items = [
             Item(safe_id(f"neuron{c}_s{k}"), {"channel": c, "sample": k, "seed": seed + k})
             for c in channels
@@ -333,7 +334,7 @@ def _top_k(run: RunFolder, dataset: ClassFolderDataset, column: torch.Tensor, to
     tops = [{"file": str(dataset[i].path), "class": dataset[i].class_name, "activation": float(column[i])}
             for i in order]  # fmt: skip
     if captioner is not None:
-        for top, caption in zip(tops, _captions(captioner, [dataset[i].path for i in order]), strict=True):
+        for top, caption in zip(tops, captioner.caption([dataset[i].path for i in order]), strict=True):
             top["caption"] = caption
         name = _neuron_name([_content_words(t["caption"]) for t in tops], namer)
     else:
@@ -342,32 +343,8 @@ def _top_k(run: RunFolder, dataset: ClassFolderDataset, column: torch.Tensor, to
     return {"name": name, "dataset_top_activation": float(column[order[0]])}
 
 
-CAPTIONER_LAYOUT = "a folder saved with save_pretrained: an image-to-text model (e.g. BLIP) and its processor"
 STOPWORDS = frozenset("a an and are at by for from image in is it its of on or photo photograph picture some that "
                       "the there this to with".split())  # fmt: skip
-
-
-def _load_captioner(source: str, device: torch.device):
-    from transformers import AutoModelForImageTextToText
-
-    model, processor = load_pretrained(source, AutoModelForImageTextToText, what="captioning model",
-                                       layout=CAPTIONER_LAYOUT)  # fmt: skip
-    return model.to(device), processor
-
-
-@torch.no_grad()
-def _captions(captioner, files: Sequence[Path], max_new_tokens: int = 20) -> list[str]:
-    """One caption per image file, by an image-to-text model without a text prompt."""
-    from PIL import Image
-
-    model, processor = captioner
-    images = []
-    for path in files:
-        with Image.open(path) as image:
-            images.append(image.convert("RGB"))
-    inputs = processor(images=images, return_tensors="pt").to(next(model.parameters()).device)
-    out = model.generate(**inputs, max_new_tokens=max_new_tokens)
-    return [text.strip() for text in processor.batch_decode(out, skip_special_tokens=True)]
 
 
 def _content_words(caption: str) -> list[str]:
@@ -414,14 +391,17 @@ def image_list(
     return image_items(files)
 
 
-def _caption(item: ImageItem, prompt: str | None, template: str, label: str) -> str:
+def _caption(item: ImageItem, prompt: str | None, template: str, label: str, captioner: Captioner | None = None) -> str:
     """The prompt of a real image: ``prompt`` (``{label}`` filled in), else a ``<image>.txt`` caption beside
-    the image (like DiG-IN's Open-Flamingo captions), else the template with the class name."""
+    the image (like DiG-IN's Open-Flamingo captions), else the ``captioner``'s caption of the image, else the
+    template with the class name."""
     if prompt is not None:
         return prompt.replace("{label}", label)
     sidecar = item.path.with_suffix(".txt")
     if sidecar.is_file():
         return sidecar.read_text(encoding="utf-8").strip()
+    if captioner is not None:
+        return captioner.caption([item.path])[0]
     return template.format(label=label)
 
 
@@ -494,6 +474,7 @@ def counterfactual(
     backbone: str | Backbone = DEFAULT_BACKBONE,
     prompt: str | None = None,
     prompt_template: str | None = None,
+    caption_model: str | None = None,
     regularizers: Sequence[str] = PUBLISHED_REGULARIZERS,
     regularizer_weights: Sequence[float] = PUBLISHED_WEIGHTS,
     mask: str | Path | None = None,
@@ -515,7 +496,9 @@ def counterfactual(
     and null texts. Item ``<image id>_to_<target>``, one per image and target class, seed ``seed + i``.
 
     ``images``: image files, a dataset folder (``class_names``/``classes``/``images_per_class`` select from
-    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``mask``, the
+    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. The caption is
+    ``prompt``, else ``IMAGE.txt``, else the ``caption_model``'s (:func:`featscope.captioning.load_captioner`),
+    else ``prompt_template`` with the start class. ``mask``, the
     foreground of the background regularisers: a PNG (white = foreground; the image's or the backbone's size),
     or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's cross-attention in the
     caption while the inverted image is regenerated) or ``"sam:FOLDER"`` (SAM / SAM-HQ prompted from that map),
@@ -538,7 +521,9 @@ def counterfactual(
         template = _template(prompt_template, model)
         sam = load_sam(spec.source, torch_device) if spec is not None and spec.kind == "sam" else None
         user_mask = _user_mask(mask, entries, size, mask_postprocess) if mask is not None and spec is None else None
-        items = _counterfactual_items(network, model, entries, start_label, targets, prompt, template, spec is not None)
+        captioner = load_captioner(caption_model, torch_device) if caption_model is not None else None
+        items = _counterfactual_items(network, model, entries, start_label, targets, prompt, template, spec is not None,
+                                      captioner)  # fmt: skip
         for target in targets:
             regularized(class_loss(network, target, loss), regularizers, regularizer_weights)  # checks early
         seeds = {item.item_id: seed + i for i, item in enumerate(items)}
@@ -547,7 +532,7 @@ def counterfactual(
             p = item.payload
             entry: ImageItem = p["entry"]
             start_name, target_name = _label_name(network, p["start"]), _label_name(network, p["target"])
-            prompt_text = _caption(entry, prompt, template, start_name)
+            prompt_text = _caption(entry, prompt, template, start_name, captioner)
             image = load_start_image(entry.path, size)
             save_image(image[0], run.file("target.png"))
             inverted = cores.null_inversion(model, image, prompt_text, num_steps=solver.num_steps,
@@ -571,7 +556,7 @@ def counterfactual(
             return _counterfactual_files(run, result, entry, start_name, target_name, prompt_text, mask)
 
         record = {"net": network.name, "start_label": start_label, "target_labels": targets, "prompt": prompt,
-                  "prompt_template": template, "regularizers": list(regularizers),
+                  "prompt_template": template, "caption_model": caption_model, "regularizers": list(regularizers),
                   "regularizer_weights": [float(w) for w in regularizer_weights],
                   "mask": str(mask) if mask is not None else None, "mask_postprocess": list(mask_postprocess),
                   "loss": loss, "inner_steps": inner_steps, "seed": seed,
@@ -582,7 +567,8 @@ def counterfactual(
 
 
 def _counterfactual_items(network: Extractor, model: Backbone, entries: list[ImageItem], start_label, targets: list,
-                          prompt: str | None, template: str, word_in_caption: bool) -> list[Item]:  # fmt: skip
+                          prompt: str | None, template: str, word_in_caption: bool,
+                          captioner: Captioner | None = None) -> list[Item]:  # fmt: skip
     """One item per image and target class; fails on a missing or unknown class before any work."""
     items = []
     for entry, item_id in zip(entries, unique_ids([e.item_id for e in entries]), strict=True):
@@ -592,7 +578,7 @@ def _counterfactual_items(network: Extractor, model: Backbone, entries: list[Ima
         class_index(network, start)  # an unknown class fails here
         if word_in_caption:  # a generated mask needs the class word in the caption
             start_name = _label_name(network, start)
-            word_tokens(model, _caption(entry, prompt, template, start_name), start_name)
+            word_tokens(model, _caption(entry, prompt, template, start_name, captioner), start_name)
         for target in targets:
             class_index(network, target)
             payload = {"entry": entry, "start": start, "target": target}
@@ -665,6 +651,7 @@ def invert(
     backbone: str | Backbone = DEFAULT_BACKBONE,
     prompt: str | None = None,
     prompt_template: str | None = None,
+    caption_model: str | None = None,
     num_steps: int = 20,
     guidance_scale: float = 3.0,
     inner_steps: int = 10,
@@ -677,8 +664,9 @@ def invert(
 ) -> dict | None:
     """Null-text inversion of real images (DiG-IN §4): per item ``x_T.pt``, ``null_texts.pt`` (num_steps, 1, L, D),
     ``target.png``, ``reconstruction.png``, ``prompt.txt`` and the reconstruction error (also of plain DDIM
-    inversion) in ``metrics.json``. The prompt is ``prompt``, else a ``<image>.txt`` caption, else the template
-    with the class name (dataset folders; loose files without a prompt get the empty caption)."""
+    inversion) in ``metrics.json``. The prompt is ``prompt``, else a ``<image>.txt`` caption, else the
+    ``caption_model``'s caption, else the template with the class name (dataset folders; loose files without a
+    prompt get the empty caption)."""
     if num_steps < 1 or inner_steps < 0:
         raise FeatscopeError("num_steps must be at least 1 and inner_steps at least 0")
     if guidance_scale <= 1.0:
@@ -691,12 +679,13 @@ def invert(
             raise FeatscopeError(f"null-text inversion needs a backbone with prompts; {model.spec} has none")
         size = tuple(model.image_size)
         template = _template(prompt_template, model)
+        captioner = load_captioner(caption_model, torch_device) if caption_model is not None else None
         ids = unique_ids([e.item_id for e in entries])
         items = [Item(i, e) for i, e in zip(ids, entries, strict=True)]
 
         def work(run: RunFolder, item: Item) -> dict:
             entry: ImageItem = item.payload
-            text = _caption(entry, prompt, template if entry.class_name else "{label}", entry.class_name)
+            text = _caption(entry, prompt, template if entry.class_name else "{label}", entry.class_name, captioner)
             image = load_start_image(entry.path, size)
             save_image(image[0], run.file("target.png"))
             result = cores.invert(model, image, text, num_steps=num_steps, guidance_scale=guidance_scale,
@@ -723,7 +712,7 @@ def invert(
                 "ddim_only": {"latent_mse": result.ddim_latent_mse[0], **result.ddim_distance[0]},
             }
 
-        record = {"prompt": prompt, "prompt_template": template, "num_steps": num_steps,
+        record = {"prompt": prompt, "prompt_template": template, "caption_model": caption_model, "num_steps": num_steps,
                   "guidance_scale": guidance_scale, "inner_steps": inner_steps, "backbone": model.spec,
                   "device": str(torch_device)}  # fmt: skip
         return Plan("invert", items, work, record, invert_row)

@@ -207,3 +207,33 @@ class EndToEndConfig(Settings):
         if self.loss_weighting == "uniform":
             return [1 / n] * n
         return [k / (n * (n + 1) / 2) for k in range(1, n + 1)]
+
+
+WORD_SWAP_TAUS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+@dataclass(frozen=True)
+class WordSwapConfig(Settings):
+    """Settings of word-swap counterfactuals: the inversion, the regeneration and the search over tau."""
+
+    num_steps: int = knob(20, "DDIM steps of the inversion and of the regeneration", symbol="T", flag="--steps")
+    guidance_scale: float = knob(3.0, "classifier-free guidance of the inversion and the regeneration (> 1)",
+                                 symbol="cfg")  # fmt: skip
+    inner_steps: int = knob(10, "null-text inversion steps per DDIM step", metavar="N")
+    taus: tuple[float, ...] = knob(WORD_SWAP_TAUS, "fractions of the steps with the source's cross-attention "
+                                   "re-injected, searched per image (command line: --taus)", symbol="tau",
+                                   cli=False)  # fmt: skip
+    flip: float = knob(0.5, "a result flips when the classifier's target-class probability is above this",
+                       metavar="P")  # fmt: skip
+
+    def validate(self) -> None:
+        checks = [
+            (self.num_steps >= 1, "num_steps must be at least 1"),
+            (self.guidance_scale > 1.0, "word swap regenerates a null-text inversion, which needs guidance_scale > 1"),
+            (self.inner_steps >= 0, "inner_steps must be at least 0"),
+            (len(self.taus) >= 1 and all(0 <= t <= 1 for t in self.taus), "taus must be fractions in [0, 1]"),
+            (0 < self.flip < 1, "flip must be a probability in (0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise FeatscopeError(message)

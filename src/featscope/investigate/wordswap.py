@@ -1,0 +1,326 @@
+"""Word-swap counterfactuals (prompt-to-prompt on an inverted real image; DiG-IN's baseline for counterfactuals).
+
+A real image is null-text inverted with its caption; then the source caption and the edited caption (the class
+word replaced by the target class word) are regenerated together from the same x_T with the same null texts.
+For the first ``tau * T`` of the T DDIM steps the edited caption's cross-attention probabilities are replaced by
+the source caption's (:class:`~featscope.investigate.attention.CrossAttentionReplace`), which keeps the layout of
+the image; after them the edited word acts freely. The search over tau (one regeneration, every tau of the grid
+in one batch) keeps, per image, among the results the classifier gives the target class with probability above
+``flip``, the one nearest the image (L2 in pixels), else the one with the highest target probability.
+
+:func:`word_swap_core` is the core (loaded models and tensors in, :class:`WordSwapResult` out);
+:func:`word_swap` runs it over image files into one run folder per image and target class.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from featscope.errors import FeatscopeError
+from featscope.extractors.base import Extractor
+from featscope.images import save_image
+from featscope.investigate import cores
+from featscope.investigate.attention import CrossAttentionReplace, on_cross_attention
+from featscope.investigate.common import DEFAULT_BACKBONE, distances, load_start_image
+from featscope.investigate.masks import word_tokens
+from featscope.investigate.methods import _backbone, _caption, _counterfactual_items, _network, _template, image_list
+from featscope.objectives import class_index
+from featscope.orchestration import Item, Plan, run_plan
+from featscope.ranks import Ranks
+from featscope.solvers.configs import WordSwapConfig
+
+if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a run starts
+    from featscope.backbones.base import Backbone
+    from featscope.runs import RunFolder
+
+
+@dataclass
+class WordSwapResult:
+    """Per image b: the edited caption, the source caption's regeneration (the reconstruction), the result of
+    every tau (``images[k, b]``), the classifier's start / target probabilities of the image and every result
+    (``start_confidence[b] = [image, tau_0, ...]``), the pixel distances of every result to the image and the
+    chosen tau's index."""
+
+    taus: list[float]
+    prompts: list[str]
+    edited_prompts: list[str]
+    reconstruction: torch.Tensor  # (B, 3, H, W)
+    images: torch.Tensor  # (K, B, 3, H, W)
+    start_confidence: list[list[float]]
+    target_confidence: list[list[float]]
+    distance: list[dict[str, list[float]]]
+    chosen: list[int]
+    flipped: list[bool]
+
+    @property
+    def best(self) -> torch.Tensor:
+        """(B, 3, H, W): each image's chosen result."""
+        return torch.stack([self.images[k, b] for b, k in enumerate(self.chosen)])
+
+    @property
+    def chosen_tau(self) -> list[float]:
+        return [self.taus[k] for k in self.chosen]
+
+
+# -- prompts and tokens ----------------------------------------------------------------------------
+def swap_word(prompt: str, word: str, new: str) -> str:
+    """``prompt`` with every whole-word occurrence of ``word`` (any case) replaced by ``new``."""
+    pattern = re.compile(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", re.IGNORECASE)
+    if not pattern.search(prompt):
+        raise FeatscopeError(f"the word {word!r} is not in the caption {prompt!r}; give a caption with it (--prompt)")
+    return pattern.sub(new, prompt)
+
+
+def _runs(positions: Sequence[int]) -> list[list[int]]:
+    runs: list[list[int]] = []
+    for p in positions:
+        if runs and p == runs[-1][-1] + 1:
+            runs[-1].append(p)
+        else:
+            runs.append([p])
+    return runs
+
+
+def token_mapper(backbone: Backbone, source: str, edited: str, word: str, new: str) -> torch.Tensor:
+    """(L, L) map of the source caption's token positions to the edited caption's (prompt-to-prompt's word-swap
+    mapper): tokens outside the swapped word map one to one in order, each token of the new word takes the mean
+    over the old word's tokens; positions the edit pushes past the end take the last source position."""
+    length = backbone.encode_prompt([source]).shape[1]
+    old, fresh = _runs(word_tokens(backbone, source, word)), _runs(word_tokens(backbone, edited, new))
+    if len(old) != len(fresh):  # the new word was in the caption already
+        raise FeatscopeError(f"cannot align {source!r} with {edited!r}: {new!r} is in the caption already")
+    starts = {o[0]: (o, f) for o, f in zip(old, fresh, strict=True)}
+    mapper = torch.zeros(length, length)
+    i = j = 0
+    while i < length and j < length:
+        if i in starts and starts[i][1][0] == j:
+            o, f = starts[i]
+            mapper[o[0] : o[-1] + 1, f[0] : min(f[-1] + 1, length)] = 1 / len(o)
+            i, j = o[-1] + 1, f[-1] + 1
+        else:
+            mapper[i, j] = 1.0
+            i, j = i + 1, j + 1
+    mapper[length - 1, j:] = 1.0
+    return mapper
+
+
+# -- the core --------------------------------------------------------------------------------------
+@torch.no_grad()
+def prompt_to_prompt(
+    backbone: Backbone,
+    x_t: torch.Tensor,
+    null_texts: torch.Tensor,
+    source: str,
+    edited: str,
+    taus: Sequence[float],
+    *,
+    mapper: torch.Tensor,
+    guidance_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Regenerate one inverted image (x_T (1, C, h, w), null texts (T, 1, L, D)) with ``source`` and, for each
+    tau, with ``edited`` re-injecting the source's cross-attention for the first round(tau * T) steps, all in one
+    batch. Returns the decoded source regeneration (1, 3, H, W) and the edited ones (K, 3, H, W), in [0, 1]."""
+    from featscope.inversion import ddim_move, ddim_schedule, guided_eps, null_embeddings
+
+    num_steps = len(null_texts)
+    streams = 1 + len(taus)
+    schedule = ddim_schedule(backbone, num_steps, inverted=True)
+    cond = backbone.encode_prompt([source] + [edited] * len(taus)).float()
+    uncond = null_embeddings(backbone, streams, num_steps, null_texts)
+    z = x_t.to(backbone.device, torch.float32).expand(streams, *x_t.shape[1:]).clone()
+    processor = CrossAttentionReplace(streams, [round(tau * num_steps) for tau in taus], mapper)
+    with on_cross_attention(backbone.unet, processor):
+        for i, t in enumerate(schedule.timesteps):
+            processor.step = i
+            eps = guided_eps(backbone, z, t, cond, uncond[i], guidance_scale)
+            z, _ = ddim_move(z, eps, schedule.abar[i], schedule.abar_prev[i])
+    images = backbone.decode(z).float().clamp(0, 1).cpu()
+    return images[:1], images[1:]
+
+
+def word_swap_core(
+    backbone: Backbone,
+    net: Extractor,
+    images: torch.Tensor,
+    start: cores.Label,
+    target: cores.Label,
+    *,
+    prompts: str | Sequence[str],
+    word: str | None = None,
+    new_word: str | None = None,
+    inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
+    config: WordSwapConfig | None = None,
+    quiet: bool = True,
+) -> WordSwapResult:
+    """Word-swap counterfactuals of real images (B, 3, H, W) at the backbone's size: ``word`` (default: the
+    start class name) is replaced by ``new_word`` (default: the target class name) in each caption, and the
+    tau search keeps each image's nearest flipped result (see the module). ``inverted`` = (x_T, null texts)
+    when the null-text inversion is already computed."""
+    config = config or WordSwapConfig()
+    config.validate()
+    word = word or cores._label_name(net, start)
+    new_word = new_word or cores._label_name(net, target)
+    text = cores._prompts(prompts, len(images))
+    text = [text] * len(images) if isinstance(text, str) else text
+    edited = [swap_word(p, word, new_word) for p in text]
+    if inverted is None:
+        inverted = cores.null_inversion(backbone, images, text, num_steps=config.num_steps,
+                                        guidance_scale=config.guidance_scale, inner_steps=config.inner_steps,
+                                        quiet=quiet)  # fmt: skip
+    x_t, null_texts = inverted
+    y_start, y_target = class_index(net, start), class_index(net, target)
+    recon, results, start_conf, target_conf, dist, chosen = [], [], [], [], [], []
+    for b in range(len(images)):
+        mapper = token_mapper(backbone, text[b], edited[b], word, new_word)
+        source, swapped = prompt_to_prompt(
+            backbone, x_t[b : b + 1], null_texts[:, b : b + 1], text[b], edited[b], config.taus, mapper=mapper,
+            guidance_scale=config.guidance_scale,
+        )  # fmt: skip
+        everything = torch.cat([images[b : b + 1].cpu(), swapped])
+        start_conf.append(cores.confidences(net, everything, y_start))
+        target_conf.append(cores.confidences(net, everything, y_target))
+        dist.append(distances(swapped, images[b : b + 1].cpu()))
+        chosen.append(_choose(target_conf[-1][1:], dist[-1]["l2"], config.flip))
+        recon.append(source)
+        results.append(swapped)
+    flipped = [target_conf[b][1 + k] > config.flip for b, k in enumerate(chosen)]
+    return WordSwapResult(list(config.taus), text, edited, torch.cat(recon), torch.stack(results, 1), start_conf,
+                          target_conf, dist, chosen, flipped)  # fmt: skip
+
+
+def _choose(target_confidence: list[float], l2: list[float], flip: float) -> int:
+    """The index of the nearest result above ``flip``, else of the highest target confidence."""
+    flipped = [k for k, c in enumerate(target_confidence) if c > flip]
+    if flipped:
+        return min(flipped, key=lambda k: l2[k])
+    return max(range(len(target_confidence)), key=lambda k: target_confidence[k])
+
+
+# -- orchestration ---------------------------------------------------------------------------------
+def word_swap(
+    net: str | Extractor,
+    images,
+    start_label: int | str | None = None,
+    target_label: int | str | Sequence[int | str] = (),
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    prompt: str | None = None,
+    prompt_template: str | None = None,
+    caption_model: str | None = None,
+    word: str | None = None,
+    new_word: str | None = None,
+    class_names: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    images_per_class: int | None = None,
+    device: str = "auto",
+    quiet: bool = False,
+    config: WordSwapConfig | None = None,
+    ranks: Ranks | None = None,
+    **settings,
+) -> dict | None:
+    """Word-swap counterfactuals of real images, one item ``<image id>_to_<target>`` per image and target class.
+
+    ``images``, ``start_label`` and the caption (``prompt`` > ``IMAGE.txt`` > ``caption_model`` > template) as in
+    :func:`featscope.investigate.counterfactual`; ``word`` / ``new_word`` default to the start / target class
+    names. ``config`` (a :class:`WordSwapConfig`; ``settings`` override its fields, e.g. ``taus=(0, 0.5, 1)``).
+    An item folder: ``target.png``, ``initial.png`` (the caption's regeneration), ``best.png`` and ``final.png``
+    (the chosen result), ``sheet.png`` (every tau), ``config.yaml``, ``log.jsonl`` (one line per tau) and
+    ``metrics.json``."""
+    from featscope.settings import resolve
+
+    solver = resolve(WordSwapConfig, config, settings)
+    targets = [target_label] if isinstance(target_label, (int, str)) else list(target_label)
+    if not targets:
+        raise FeatscopeError("no target class given; name the class the image should become")
+    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+
+    def build(torch_device: torch.device) -> Plan:
+        from featscope.captioning import load_captioner
+
+        network = _network(net, torch_device)
+        model = _backbone(backbone, torch_device)
+        if not model.has_prompts:
+            raise FeatscopeError(f"word swap needs a backbone with prompts; {model.spec} has none")
+        template = _template(prompt_template, model)
+        captioner = load_captioner(caption_model, torch_device) if caption_model is not None else None
+        items = _counterfactual_items(network, model, entries, start_label, targets, prompt, template, False)
+        for item in items:  # every caption and edit is checked before any work
+            p = item.payload
+            p["start_word"] = word or cores._label_name(network, p["start"])
+            p["new_word"] = new_word or cores._label_name(network, p["target"])
+            p["prompt"] = _caption(p["entry"], prompt, template, p["start_word"], captioner)
+            edited = swap_word(p["prompt"], p["start_word"], p["new_word"])
+            model.encode_prompt([edited])  # a word the backbone's text encoder does not know fails here
+            token_mapper(model, p["prompt"], edited, p["start_word"], p["new_word"])
+
+        def work(run: RunFolder, item: Item) -> dict:
+            p = item.payload
+            image = load_start_image(p["entry"].path, tuple(model.image_size))
+            save_image(image[0], run.file("target.png"))
+            result = word_swap_core(
+                model, network, image, p["start"], p["target"], prompts=p["prompt"], word=p["start_word"],
+                new_word=p["new_word"], config=solver, quiet=quiet,
+            )  # fmt: skip
+            return _files(run, result, image, p, network)
+
+        record = {"net": network.name, "start_label": start_label, "target_labels": targets, "prompt": prompt,
+                  "prompt_template": template, "caption_model": caption_model, "word": word, "new_word": new_word,
+                  "backbone": model.spec, "device": str(torch_device), "solver": solver.to_dict()}  # fmt: skip
+        return Plan("word-swap", items, work, record, word_swap_row)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+
+
+def _files(run: RunFolder, result: WordSwapResult, image: torch.Tensor, p: dict, network: Extractor) -> dict:
+    """initial.png, best.png, final.png, sheet.png and log.jsonl of one item; returns its metrics."""
+    from featscope.sheet import save_sheet
+
+    start_name, target_name = cores._label_name(network, p["start"]), cores._label_name(network, p["target"])
+    k, cs, ct, d = result.chosen[0], result.start_confidence[0], result.target_confidence[0], result.distance[0]
+    for i, tau in enumerate(result.taus):
+        run.log({"tau": tau, "start_confidence": cs[1 + i], "target_confidence": ct[1 + i], "l1": d["l1"][i],
+                 "l2": d["l2"][i]})  # fmt: skip
+    save_image(result.reconstruction[0], run.file("initial.png"))
+    save_image(result.best[0], run.file("best.png"))
+    save_image(result.best[0], run.file("final.png"))
+    columns = ["target", "reconstruction"] + [f"tau {tau:g}" + (" *" if i == k else "") for i, tau in
+                                              enumerate(result.taus)]  # fmt: skip
+    note = (f"'{result.edited_prompts[0]}', chosen tau {result.taus[k]:g}: {target_name} {ct[1 + k]:.3f} "
+            f"({'flipped' if result.flipped[0] else 'not flipped'}), L2 {d['l2'][k]:.4f}")  # fmt: skip
+    save_sheet(run.file("sheet.png"), columns, [[image[0], result.reconstruction[0], *result.images[:, 0]]],
+               notes=[note])  # fmt: skip
+    return {
+        "image": str(p["entry"].path),
+        "start_class": start_name,
+        "target_class": target_name,
+        "prompt": result.prompts[0],
+        "edited_prompt": result.edited_prompts[0],
+        "taus": result.taus,
+        "chosen_tau": result.taus[k],
+        "flipped": result.flipped[0],
+        "confidence": {
+            "start_class": {"image": cs[0], "after": cs[1 + k], "per_tau": cs[1:]},
+            "target_class": {"image": ct[0], "after": ct[1 + k], "per_tau": ct[1:]},
+        },
+        "distance_to_image": {"l1_after": d["l1"][k], "l2_after": d["l2"][k], "per_tau": d},
+    }
+
+
+def word_swap_row(m: dict) -> dict:
+    """The headline numbers of a word-swap item's metrics (a summary row)."""
+    c = m["confidence"]
+    return {
+        "target": m["target_class"],
+        "chosen tau": m["chosen_tau"],
+        "flipped": m["flipped"],
+        "start conf after": c["start_class"]["after"],
+        "target conf after": c["target_class"]["after"],
+        "L2 after": m["distance_to_image"]["l2_after"],
+    }

@@ -10,7 +10,9 @@ device and runs this rank's items; :func:`run_item` runs one item into one folde
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -143,6 +145,17 @@ def run_items(
     if ranks.rank != 0:
         return None
     return write_summary(out, method, items, config, headline)
+
+
+def summary_row(spec: str) -> Callable[[dict], dict]:
+    """A method's summary row (one line of summary.md per item) from ``spec``: ``;``-separated
+    ``column = dotted.path`` pairs, each path a key path into the item's metrics."""
+    columns = [(name.strip(), path.strip().split(".")) for name, _, path in (c.partition("=") for c in spec.split(";"))]
+
+    def row(metrics: dict) -> dict:
+        return {name: functools.reduce(operator.getitem, keys, metrics) for name, keys in columns}
+
+    return row
 
 
 def _say(text: str, quiet: bool) -> None:

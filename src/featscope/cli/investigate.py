@@ -236,12 +236,17 @@ def _background(args: argparse.Namespace) -> dict:
     }
 
 
+def _labels(args: argparse.Namespace, investigate) -> tuple:
+    """--start (None: each image's dataset class) and the classes of --target."""
+    start = investigate.parse_label(args.start) if args.start else None
+    return start, [investigate.parse_label(t) for t in names(args.target)]
+
+
 def _counterfactual(args: argparse.Namespace, investigate, common: dict) -> dict | None:
     return investigate.counterfactual(
         args.net,
         args.images,
-        investigate.parse_label(args.start) if args.start else None,
-        [investigate.parse_label(t) for t in names(args.target)],
+        *_labels(args, investigate),
         **pick(args, "prompt", "prompt_template", "caption_model", "mask", "loss", "inner_steps"),
         **_background(args),
         **dataset_selection(args),
@@ -253,8 +258,7 @@ def _word_swap(args: argparse.Namespace, investigate, common: dict) -> dict | No
     return investigate.word_swap(
         args.net,
         args.images,
-        investigate.parse_label(args.start) if args.start else None,
-        [investigate.parse_label(t) for t in names(args.target)],
+        *_labels(args, investigate),
         **pick(args, "prompt", "prompt_template", "caption_model", "word", "new_word"),
         taus=tuple(numbers(args.tau_grid, float, "--taus")),
         **dataset_selection(args),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 
@@ -25,6 +26,9 @@ from featscope.images import image_grid, save_image
 from featscope.orchestration import write_run
 from featscope.runs import RunFolder
 from featscope.targets import load_feature_file
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _open(model_dir: str | Path | None, device: str, dtype: str) -> tuple[FeatInvModel, Backbone, Extractor]:
@@ -73,25 +77,35 @@ def _commit(
     return write_run(run, config, work)[0]
 
 
-def run_reconstruct(
-    out: str | Path,
-    files: list[str | Path] = (),
-    *,
-    model: str | Path | None = None,
-    world: int | None = None,
-    world_seed: int = 10_000,
-    settings: SampleSettings | None = None,
-    device: str = "auto",
-    dtype: str = "fp32",
-    overwrite: bool = False,
-    quiet: bool = False,
-) -> Path:
+class JobOptions(TypedDict, total=False):
+    """The options of :func:`run_reconstruct` and :func:`run_evaluate` besides the output and the input files:
+    ``model`` (a FeatInv model folder; default: the embedded world model), ``world`` (also N fresh world images,
+    from ``world_seed``, default 10,000), ``settings`` (:class:`SampleSettings`; default: the published ones),
+    ``device`` ("auto"), ``dtype`` ("fp32"), ``overwrite`` and ``quiet`` (False)."""
+
+    model: str | Path | None
+    world: int | None
+    world_seed: int
+    settings: SampleSettings | None
+    device: str
+    dtype: str
+    overwrite: bool
+    quiet: bool
+
+
+JOB_DEFAULTS: JobOptions = {
+    "model": None, "world": None, "world_seed": 10_000, "settings": None, "device": "auto", "dtype": "fp32",
+    "overwrite": False, "quiet": False,
+}  # fmt: skip
+
+
+def run_reconstruct(out: str | Path, files: list[str | Path] = (), **options: Unpack[JobOptions]) -> Path:
     """Reconstruct images or feature files (and/or ``world`` world images) into a run folder: final.png or
     final_<i>.png, target(_<i>).png (when every input is an image), sheet.png, metrics.json (names, time),
-    config.yaml."""
-    job = _PairsJob.open(out, files, model, world, world_seed, settings, device, dtype, overwrite)
+    config.yaml. ``options``: :class:`JobOptions`."""
+    job = _PairsJob.open(out, files, options)
     tic = time.time()
-    result = reconstruct(job.model, job.inputs.features, backbone=job.backbone, settings=job.settings, quiet=quiet)
+    result = reconstruct(job.model, job.inputs.features, backbone=job.backbone, settings=job.settings, quiet=job.quiet)
     metrics = {"names": job.inputs.names, "wall_seconds": round(time.time() - tic, 2)}
     return job.commit(result.images, metrics)
 
@@ -107,16 +121,24 @@ class _PairsJob:
     inputs: Inputs
     settings: SampleSettings
     config: dict
+    quiet: bool
 
     @classmethod
-    def open(cls, out, files, model, world, world_seed, settings, device, dtype, overwrite) -> _PairsJob:
-        """Claim ``out``, load the model and read the inputs (files and/or ``world`` world images)."""
+    def open(cls, out: str | Path, files: list[str | Path], options: JobOptions) -> _PairsJob:
+        """Claim ``out``, load the model and read the inputs (files and/or world images); ``options`` over
+        :data:`JOB_DEFAULTS`."""
+        unknown = sorted(set(options) - set(JOB_DEFAULTS))
+        if unknown:
+            raise TypeError(f"unexpected FeatInv job option(s): {', '.join(unknown)}")
+        o = {**JOB_DEFAULTS, **options}
+        model, world, world_seed, settings = o["model"], o["world"], o["world_seed"], o["settings"]
+        device, dtype, overwrite, quiet = o["device"], o["dtype"], o["overwrite"], o["quiet"]
         settings = settings or SampleSettings()
         run = RunFolder(out, overwrite=overwrite)
         fs_model, backbone, extractor = _open(model, device, dtype)
         inputs = read_inputs(fs_model, extractor, files, world, world_seed)
         config = _config(fs_model, settings, inputs=[str(f) for f in files], world=world)
-        return cls(run, fs_model, backbone, extractor, inputs, settings, config)
+        return cls(run, fs_model, backbone, extractor, inputs, settings, config, quiet)
 
     def commit(self, results: torch.Tensor, metrics: dict) -> Path:
         """The folder: the sheet has a row of targets over a row of results, up to 8 columns."""
@@ -130,28 +152,17 @@ def _per_image(names: list[str], per_image: dict) -> list[dict]:
     return [{"name": n, **{k: (v[i] if v else None) for k, v in per_image.items()}} for i, n in enumerate(names)]
 
 
-def run_evaluate(
-    out: str | Path,
-    files: list[str | Path] = (),
-    *,
-    model: str | Path | None = None,
-    world: int | None = None,
-    world_seed: int = 10_000,
-    settings: SampleSettings | None = None,
-    device: str = "auto",
-    dtype: str = "fp32",
-    overwrite: bool = False,
-    quiet: bool = False,
-) -> dict:
+def run_evaluate(out: str | Path, files: list[str | Path] = (), **options: Unpack[JobOptions]) -> dict:
     """Reconstruct images (files and/or world images) from their feature maps and score the reconstructions;
-    writes metrics.json (summary, per image, notes), the images, sheet.png and config.yaml. Returns the metrics."""
-    job = _PairsJob.open(out, files, model, world, world_seed, settings, device, dtype, overwrite)
+    writes metrics.json (summary, per image, notes), the images, sheet.png and config.yaml. Returns the metrics.
+    ``options``: :class:`JobOptions`."""
+    job = _PairsJob.open(out, files, options)
     inputs = job.inputs
     if inputs.images is None:
         raise FeatscopeError("eval compares reconstructions with images: give image files or --world N, not features")
     tic = time.time()
     result = evaluate(
-        job.model, inputs.images, backbone=job.backbone, extractor=job.extractor, settings=job.settings, quiet=quiet
+        job.model, inputs.images, backbone=job.backbone, extractor=job.extractor, settings=job.settings, quiet=job.quiet
     )
     metrics = {
         "summary": {**result.summary, "images": len(inputs.names), "wall_seconds": round(time.time() - tic, 2)},

@@ -40,7 +40,7 @@ from featscope.investigate.common import (
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
 from featscope.investigate.masks import foreground_mask, load_sam, parse_mask, word_tokens
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
-from featscope.orchestration import Item, Plan, run_plan, unique_ids
+from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
 from featscope.ranks import Ranks
 from featscope.runs import RunFolder, atomic_torch_save
 from featscope.sheet import save_sheet
@@ -196,17 +196,12 @@ def difference(
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
 
-def difference_row(m: dict) -> dict:
-    """The headline numbers of a difference item's metrics (a summary row)."""
-    c = m["confidence"]
-    return {
-        "class": m["class"],
-        "net1 before": c["net1"]["before"],
-        "net1 after": c["net1"]["after"],
-        "net2 before": c["net2"]["before"],
-        "net2 after": c["net2"]["after"],
-        "best iteration": m["best_iteration"],
-    }
+difference_row = summary_row(
+    "class = class; net1 before = confidence.net1.before; net1 after = confidence.net1.after; "
+    "net2 before = confidence.net2.before; net2 after = confidence.net2.after; best iteration = best_iteration"
+)
+
+
 
 
 # -- neurons ---------------------------------------------------------------------------------------
@@ -357,14 +352,12 @@ def _neuron_name(names: list[list[str]], by: str) -> dict:
     return {"by": by, "name": counts[0][0] if counts else None, "counts": dict(counts)}
 
 
-def neuron_row(m: dict) -> dict:
-    """The headline numbers of a neuron item's metrics (a summary row)."""
-    return {
-        "channel": m["channel"],
-        "activation before": m["activation"]["before"],
-        "activation after": m["activation"]["after"],
-        "best iteration": m["best_iteration"],
-    }
+neuron_row = summary_row(
+    "channel = channel; activation before = activation.before; activation after = activation.after; "
+    "best iteration = best_iteration"
+)
+
+
 
 
 # -- real images: files or a dataset ---------------------------------------------------------------
@@ -629,18 +622,14 @@ def _counterfactual_files(run: RunFolder, result: cores.CounterfactualResult, en
     }
 
 
-def counterfactual_row(m: dict) -> dict:
-    """The headline numbers of a counterfactual item's metrics (a summary row)."""
-    c, d = m["confidence"], m["distance_to_image"]
-    return {
-        "target": m["target_class"],
-        "start conf before": c["start_class"]["before"],
-        "start conf after": c["start_class"]["after"],
-        "target conf before": c["target_class"]["before"],
-        "target conf after": c["target_class"]["after"],
-        "L2 after": d["l2_after"],
-        "best iteration": m["best_iteration"],
-    }
+counterfactual_row = summary_row(
+    "target = target_class; start conf before = confidence.start_class.before; "
+    "start conf after = confidence.start_class.after; target conf before = confidence.target_class.before; "
+    "target conf after = confidence.target_class.after; L2 after = distance_to_image.l2_after; "
+    "best iteration = best_iteration"
+)
+
+
 
 
 # -- null-text inversion ---------------------------------------------------------------------------
@@ -720,10 +709,6 @@ def invert(
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
 
-def invert_row(m: dict) -> dict:
-    """The headline numbers of an inversion item's metrics (a summary row)."""
-    return {
-        "latent MSE": m["latent_mse"],
-        "L2": m["l2"],
-        "L2 plain DDIM": m["ddim_only"]["l2"],
-    }
+invert_row = summary_row("latent MSE = latent_mse; L2 = l2; L2 plain DDIM = ddim_only.l2")
+
+

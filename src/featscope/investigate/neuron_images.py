@@ -44,7 +44,7 @@ from featscope.investigate.methods import (
 )
 from featscope.objectives import activation, last_linear, pick_channel
 from featscope.objectives import neuron as neuron_objective
-from featscope.orchestration import Item, Plan, run_plan, unique_ids
+from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
 from featscope.ranks import Ranks
 from featscope.runs import RunFolder
 
@@ -230,14 +230,9 @@ def neuron_images(
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
 
-def neuron_images_row(m: dict) -> dict:
-    """The headline numbers of a neuron-on-images item's metrics (a summary row)."""
-    a = m["activation"]
-    return {
-        "channel": m["channel"],
-        "activation image": a["image"],
-        "activation before": a["before"],
-        "activation after": a["after"],
-        "L2 after": m["distance_to_image"]["l2_after"],
-        "best iteration": m["best_iteration"],
-    }
+neuron_images_row = summary_row(
+    "channel = channel; activation image = activation.image; activation before = activation.before; "
+    "activation after = activation.after; L2 after = distance_to_image.l2_after; best iteration = best_iteration"
+)
+
+

@@ -31,7 +31,7 @@ from featscope.investigate.common import DEFAULT_BACKBONE, distances, load_start
 from featscope.investigate.masks import word_tokens
 from featscope.investigate.methods import _backbone, _caption, _counterfactual_items, _network, _template, image_list
 from featscope.objectives import class_index
-from featscope.orchestration import Item, Plan, run_plan
+from featscope.orchestration import Item, Plan, run_plan, summary_row
 from featscope.ranks import Ranks
 from featscope.solvers.configs import WordSwapConfig
 
@@ -313,14 +313,10 @@ def _files(run: RunFolder, result: WordSwapResult, image: torch.Tensor, p: dict,
     }
 
 
-def word_swap_row(m: dict) -> dict:
-    """The headline numbers of a word-swap item's metrics (a summary row)."""
-    c = m["confidence"]
-    return {
-        "target": m["target_class"],
-        "chosen tau": m["chosen_tau"],
-        "flipped": m["flipped"],
-        "start conf after": c["start_class"]["after"],
-        "target conf after": c["target_class"]["after"],
-        "L2 after": m["distance_to_image"]["l2_after"],
-    }
+word_swap_row = summary_row(
+    "target = target_class; chosen tau = chosen_tau; flipped = flipped; "
+    "start conf after = confidence.start_class.after; target conf after = confidence.target_class.after; "
+    "L2 after = distance_to_image.l2_after"
+)
+
+

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from featscope.errors import FeatscopeError, suggest
+from featscope.orchestration import summary_row
 from featscope.ranks import Ranks
 from featscope.study.fields import (
     BACKBONE,
@@ -115,14 +116,10 @@ def _decode_run(params: dict, settings: dict, folder: Path, device: str, quiet: 
     )
 
 
-def _decode_headline(metrics: dict) -> dict:
-    s = metrics["summary"]
-    return {
-        "best distance": s["mean_best_distance"],
-        "final distance": s["mean_final_distance"],
-        "best cosine": s["mean_best_cosine"],
-        "evaluations": s["network_evaluations"],
-    }
+_decode_headline = summary_row(
+    "best distance = summary.mean_best_distance; final distance = summary.mean_final_distance; "
+    "best cosine = summary.mean_best_cosine; evaluations = summary.network_evaluations"
+)
 
 
 def _presets() -> Callable[[Any, Path], str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from featscope.cli.investigate import SOLVER_GROUP
 from featscope.cli.options import Command, add_knobs, add_runtime_options, command_parser, knobs, names, pick
 from featscope.errors import FeatscopeError
 
@@ -133,7 +134,7 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
-    add_knobs(p, p.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)"), EndToEndConfig)
+    add_knobs(p, p.add_argument_group(SOLVER_GROUP), EndToEndConfig)
     add_runtime_options(p)
 
 

@@ -40,6 +40,13 @@ from featscope.world.render import COLORS, SHAPES, object_mask
 
 METHODS = ("counterfactual", "difference", "neuron")
 RESULTS = "results.json"
+# counterfactual rows: (regularizers, weights, whether they get the true object mask); without a mask the whole
+# image is background, as for `featscope investigate counterfactual` without --mask
+ROWS = {
+    "no regulariser": ((), (), True),
+    "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, True),
+    "background regularisers, no mask": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, False),
+}
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
 
 
@@ -81,26 +88,27 @@ def counterfactual_bench(
     batch: int,
     out: Path,
     quiet: bool,
+    rows: Sequence[str] = tuple(ROWS),
 ) -> dict:
-    """Counterfactuals ``start`` -> ``target`` of ``n`` world images, with and without the background regularisers."""
+    """Counterfactuals ``start`` -> ``target`` of ``n`` world images, one optimisation per row of :data:`ROWS`
+    (without regularisers; with the background regularisers outside the true object; with them and no mask)."""
     arrays, records = source.images(n, shape=start)
     seed = source.noise_seed
     images = to_tensor(arrays)
     masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
     y = net.labels.index(target)
-    settings = {"no regulariser": ((), ()),
-                "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS)}  # fmt: skip
+    settings = {name: ROWS[name] for name in rows}
     results = {name: [] for name in settings}
     for part in tqdm(_batches(n, batch), desc="counterfactual", disable=quiet):
         idx = list(part)
         captions = [records[i].caption() for i in idx]
         inverted = cores.null_inversion(backbone, images[idx], captions, num_steps=config.num_steps,
                                         guidance_scale=config.guidance_scale)  # fmt: skip
-        for name, (regularizers, weights) in settings.items():
+        for name, (regularizers, weights, masked) in settings.items():
             result = cores.counterfactual(
                 backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
-                regularizers=regularizers, regularizer_weights=weights, mask=masks[idx], inverted=inverted,
-                config=config,
+                regularizers=regularizers, regularizer_weights=weights, mask=masks[idx] if masked else None,
+                inverted=inverted, config=config,
             )  # fmt: skip
             results[name].append((result.images[0], result.best))
     rows = {}

@@ -4,7 +4,7 @@
 Used to add the "background regularisers, no mask" row to a bench run that had only the other two:
 
     OMP_NUM_THREADS=1 python benchmarks/scripts/investigate_counterfactual_rows.py --split test --n 8 \\
-        --rows "background regularisers, no mask" --out DIR
+        --row "background regularisers, no mask" --out DIR
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", default="test", choices=("test", "tuning"))
     p.add_argument("--n", type=int, default=8)
-    p.add_argument("--rows", default=",".join(ROWS), help="comma-separated row names")
+    p.add_argument("--row", action="append", choices=tuple(ROWS), help="a row to run (repeat; default: every row)")
     p.add_argument("--backbone", default="world:ddpm")
     p.add_argument("--out", required=True)
     args = p.parse_args()
@@ -40,7 +40,7 @@ def main() -> None:
     source = TargetSource(args.split, None)
     tic = time.time()
     entry = counterfactual_bench(backbone, net, n=args.n, source=source, start="circle", target="square",
-                                 config=config, batch=8, out=out, quiet=True, rows=args.rows.split(","))  # fmt: skip
+                                 config=config, batch=8, out=out, quiet=True, rows=args.row or tuple(ROWS))  # fmt: skip
     entry["seconds"] = time.time() - tic
     config_record = {"n": args.n, **source.record(), "backbone": args.backbone, "solver": asdict(config)}
     atomic_write_json(out / "results.json", {"config": config_record, "results": {"counterfactual": entry}})

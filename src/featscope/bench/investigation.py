@@ -128,7 +128,7 @@ def counterfactual_bench(
             "background_change_mean_abs": float(change.mean()),
             "background_change_of_inversion_mean_abs": float(plain_change.mean()),
         }
-        save_grid(best, out / f"counterfactual-{name.replace(' ', '-')}.png")
+        save_grid(best, out / f"counterfactual-{name.replace(',', '').replace(' ', '-')}.png")
     save_grid(images, out / "counterfactual-start.png")
     return {"start": start, "target": target, "n": n, "rows": rows}
 

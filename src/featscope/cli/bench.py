@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from featscope.cli.investigate import SOLVER_GROUP
 from featscope.cli.options import Command, add_knobs, add_runtime_options, command_parser, knobs, names, pick
 from featscope.errors import FeatscopeError
 
@@ -116,6 +115,7 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_investigate(bsub: argparse._SubParsersAction) -> None:
+    from featscope.cli.investigate import SOLVER_GROUP
     from featscope.solvers.configs import EndToEndConfig
 
     p = command_parser(

@@ -115,7 +115,6 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
 
 
 def _add_investigate(bsub: argparse._SubParsersAction) -> None:
-    from featscope.cli.investigate import SOLVER_GROUP
     from featscope.solvers.configs import EndToEndConfig
 
     p = command_parser(
@@ -134,7 +133,7 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--backbone", default="world:ddpm", metavar="SPEC", help="diffusion model (default: %(default)s)")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
-    add_knobs(p, p.add_argument_group(SOLVER_GROUP), EndToEndConfig)
+    add_knobs(p, p.add_argument_group("end-to-end solver (defaults: the backbone's, as investigate)"), EndToEndConfig)
     add_runtime_options(p)
 
 

@@ -29,10 +29,13 @@ def test_investigation_bench_writes_every_measurement(tmp_path, capsys):
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     counterfactual = results["counterfactual"]["rows"]
-    assert set(counterfactual) == {"no regulariser", "background regularisers"}
+    assert set(counterfactual) == {"no regulariser", "background regularisers", "background regularisers, no mask"}
     assert all(row["target_confidence_above_0.5"]["total"] == 2 for row in counterfactual.values())
     difference = results["difference"]
     assert difference["disagreement"]["total"] == 5 and len(difference["per_class"]) == 5
+    baseline = difference["selection_baseline"]  # the same selection on n unguided samples per shape
+    assert baseline["disagreement"]["total"] == 10
+    assert baseline["disagreeing_color_of_second_prediction"]["total"] == baseline["disagreement"]["successes"]
     neuron = results["neuron"]["per_channel"]
     for channel in neuron.values():  # the best iterate includes the plain sample, so it never loses activation
         assert all(a >= b - 1e-6 for a, b in zip(channel["after"], channel["before"], strict=True))

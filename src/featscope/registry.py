@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import re
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
@@ -29,6 +29,7 @@ from featscope.errors import FeatscopeError
 
 ENTRY_POINT_GROUP = "featscope.plugins"
 BUILTIN_PLUGINS = ("featscope.world.plugin",)
+BUILTIN_FAMILIES = ("sd", "sdxl", "sd3", "flux", "pixel")  # featscope's own backbone families win over plugins
 FAMILY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 Loader = Callable[..., Any] | str  # a callable or "module.path:function"
 
@@ -42,6 +43,7 @@ class Family:
     loader: Loader
     usage: str
     names: tuple[str, ...] | None = None
+    settings: Mapping[str, Mapping[str, Any]] | None = None
 
     def load(self, *args: Any, **kwargs: Any) -> Any:
         """Call the loader (importing it first when it is given as ``"module.path:function"``)."""
@@ -55,13 +57,22 @@ _readers: dict[str, Loader] = {}
 _loaded = False
 
 
-def register_backbone(family: str, loader: Loader, usage: str, names: Iterable[str] | None = None) -> None:
+def register_backbone(
+    family: str,
+    loader: Loader,
+    usage: str,
+    names: Iterable[str] | None = None,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Make ``family:NAME`` a backbone spec: ``loader(NAME, *, spec, dtype)`` returns a ``Backbone`` (on CPU).
 
     ``usage`` (e.g. ``"world:ddpm (the embedded world model)"``) is listed by unknown-family errors; with
-    ``names``, any other NAME is refused (with a did-you-mean) without calling ``loader``.
+    ``names``, any other NAME is refused (with a did-you-mean) without calling ``loader``. ``settings`` are the
+    family's own solver defaults by solver (``{"endtoend": {"latent_lr": 0.01}}``; see :func:`backbone_settings`).
     """
-    _backbones[_checked(family)] = Family(family, loader, usage, None if names is None else tuple(names))
+    _backbones[_checked(family)] = Family(
+        family, loader, usage, None if names is None else tuple(names), None if settings is None else dict(settings)
+    )
 
 
 def register_extractor(family: str, loader: Loader, usage: str, names: Iterable[str] | None = None) -> None:
@@ -100,6 +111,16 @@ def extractor_families() -> dict[str, Family]:
     """The plugins' extractor families by name (imports the plugins on first use)."""
     load_plugins()
     return dict(_extractors)
+
+
+def backbone_settings(spec: str, solver: str) -> dict[str, Any]:
+    """The defaults that the backbone family of ``spec`` registered for ``solver`` (e.g. ``"endtoend"``); empty
+    for the built-in families (``sd:`` ...: the published settings) and for a family that registered none."""
+    family = spec.partition(":")[0]
+    if family in BUILTIN_FAMILIES:
+        return {}
+    entry = backbone_families().get(family)
+    return dict((entry.settings or {}).get(solver, {})) if entry is not None else {}
 
 
 def text_encoder_loader() -> Callable[..., Any] | None:

@@ -34,17 +34,25 @@ from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
-from featscope.solvers.configs import EndToEndConfig
+from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 from featscope.world.oracle import read_batch
 from featscope.world.render import COLORS, SHAPES, object_mask
 
 METHODS = ("counterfactual", "difference", "neuron")
 RESULTS = "results.json"
+# counterfactual rows: (regularizers, weights, whether they get the true object mask); without a mask the whole
+# image is background, as for `featscope investigate counterfactual` without --mask
+ROWS = {
+    "no regulariser": ((), (), True),
+    "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, True),
+    "background regularisers, no mask": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, False),
+}
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
 
 
-def _config(settings: dict) -> EndToEndConfig:
-    config = EndToEndConfig().with_overrides(**settings)
+def _config(settings: dict, backbone: str) -> EndToEndConfig:
+    """The backbone's defaults (what ``featscope investigate`` runs with) with ``settings`` on top."""
+    config = endtoend_defaults(backbone).with_overrides(**settings)
     config.validate()
     return config
 
@@ -80,26 +88,27 @@ def counterfactual_bench(
     batch: int,
     out: Path,
     quiet: bool,
+    rows: Sequence[str] = tuple(ROWS),
 ) -> dict:
-    """Counterfactuals ``start`` -> ``target`` of ``n`` world images, with and without the background regularisers."""
+    """Counterfactuals ``start`` -> ``target`` of ``n`` world images, one optimisation per row of :data:`ROWS`
+    (without regularisers; with the background regularisers outside the true object; with them and no mask)."""
     arrays, records = source.images(n, shape=start)
     seed = source.noise_seed
     images = to_tensor(arrays)
     masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
     y = net.labels.index(target)
-    settings = {"no regulariser": ((), ()),
-                "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS)}  # fmt: skip
+    settings = {name: ROWS[name] for name in rows}
     results = {name: [] for name in settings}
     for part in tqdm(_batches(n, batch), desc="counterfactual", disable=quiet):
         idx = list(part)
         captions = [records[i].caption() for i in idx]
         inverted = cores.null_inversion(backbone, images[idx], captions, num_steps=config.num_steps,
                                         guidance_scale=config.guidance_scale)  # fmt: skip
-        for name, (regularizers, weights) in settings.items():
+        for name, (regularizers, weights, masked) in settings.items():
             result = cores.counterfactual(
                 backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
-                regularizers=regularizers, regularizer_weights=weights, mask=masks[idx], inverted=inverted,
-                config=config,
+                regularizers=regularizers, regularizer_weights=weights, mask=masks[idx] if masked else None,
+                inverted=inverted, config=config,
             )  # fmt: skip
             results[name].append((result.images[0], result.best))
     rows = {}
@@ -119,15 +128,58 @@ def counterfactual_bench(
             "background_change_mean_abs": float(change.mean()),
             "background_change_of_inversion_mean_abs": float(plain_change.mean()),
         }
-        save_grid(best, out / f"counterfactual-{name.replace(' ', '-')}.png")
+        save_grid(best, out / f"counterfactual-{name.replace(',', '').replace(' ', '-')}.png")
     save_grid(images, out / "counterfactual-start.png")
     return {"start": start, "target": target, "n": n, "rows": rows}
 
 
+def _shortcut_selection(first, second, y: int, images: torch.Tensor) -> tuple[int, int]:
+    """(images ``first`` calls class ``y`` and ``second`` does not, those of them whose oracle colour is the
+    shortcut colour of the shape ``second`` predicts)."""
+    p1, p2 = _probs(first, images), _probs(second, images)
+    chosen = ((p1.argmax(1) == y) & (p2.argmax(1) != y)).tolist()
+    says = [second.labels[int(i)] for i in p2.argmax(1)]
+    colors = [r.color if r.valid else None for r in read_batch(images)]
+    follows = [d and c is not None and c == SHORTCUT_COLOR.get(s) for c, s, d in zip(colors, says, chosen, strict=True)]
+    return sum(chosen), sum(follows)
+
+
+def selection_baseline(backbone, first, second, *, samples: int, seed: int, config: EndToEndConfig) -> dict:
+    """The difference bench's selection applied to unguided samples: per shape, ``samples`` plain samples of its
+    prompt (the solver's iteration 0, seeds ``seed + 1000 * y + k``), kept where ``first`` says the shape and
+    ``second`` does not; how many are kept and how many of those carry the shortcut colour of the shape ``second``
+    predicts. A shortcut reading of the guided images counts only above this rate."""
+    plain = config.with_overrides(iterations=0)
+    kept = follows = 0
+    for y, shape in enumerate(first.labels):
+        seeds = [seed + 1000 * y + k for k in range(samples)]
+        images = cores.difference(backbone, first, second, shape, seeds=seeds, prompt=shape, config=plain).images[0]
+        k, f = _shortcut_selection(first, second, y, images)
+        kept, follows = kept + k, follows + f
+    total = samples * len(first.labels)
+    return {
+        "samples_per_class": samples,
+        "seed": seed,
+        "disagreement": proportion(kept, total),
+        "disagreeing_color_of_second_prediction": proportion(follows, kept),
+    }
+
+
 def difference_bench(
-    backbone, first, second, *, samples: int, seed: int, config: EndToEndConfig, out: Path, quiet: bool
+    backbone,
+    first,
+    second,
+    *,
+    samples: int,
+    seed: int,
+    config: EndToEndConfig,
+    out: Path,
+    quiet: bool,
+    baseline_samples: int = 0,
 ) -> dict:
-    """Per shape, images ``first`` sees as the shape and ``second`` does not; the oracle reads their colour."""
+    """Per shape, images ``first`` sees as the shape and ``second`` does not; the oracle reads their colour.
+    With ``baseline_samples``, the same selection on that many unguided samples per shape (from seeds the
+    guided samples do not use) is the baseline of the shortcut reading (:func:`selection_baseline`)."""
     per_class, images_all = {}, []
     for y, shape in enumerate(tqdm(first.labels, desc="difference", disable=quiet)):
         result = cores.difference(backbone, first, second, shape, seeds=[seed + 1000 * y + k for k in range(samples)],
@@ -175,8 +227,10 @@ def difference_bench(
             sum(c["disagreeing_color_of_second_prediction"] for c in per_class.values()), disagree
         ),
         "plain_off_shortcut_color": proportion(sum(c["plain_off_shortcut_color"] for c in per_class.values()), total),
+        "selection_baseline": selection_baseline(backbone, first, second, samples=baseline_samples,
+                                                 seed=seed + 500, config=config) if baseline_samples else None,
         "per_class": per_class,
-    }
+    }  # fmt: skip
 
 
 def neuron_bench(
@@ -225,12 +279,13 @@ def run_investigation_bench(
 
     ``n`` is the number of counterfactual images (from the evaluation ``split``, or ``seed``'s stream; see
     :class:`~featscope.bench.targets.TargetSource`), and the number of difference samples per shape and neuron
-    samples per channel is ``max(1, n // 8)``. ``settings`` override :class:`EndToEndConfig`.
+    samples per channel is ``max(1, n // 8)``. ``settings`` override the backbone's
+    end-to-end defaults (:func:`~featscope.solvers.configs.endtoend_defaults`).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise FeatscopeError(f"unknown investigation method(s) {unknown}; choose from {', '.join(METHODS)}")
-    config = _config(settings)
+    config = _config(settings, backbone)
     out = Path(out)
     check_out(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
@@ -250,7 +305,7 @@ def run_investigation_bench(
         elif method == "difference":
             spurious = load_extractor("world:spurious-net", device=torch_device)
             entry = difference_bench(model, shape_net, spurious, samples=small, seed=seed, config=config, out=out,
-                                     quiet=quiet)  # fmt: skip
+                                     quiet=quiet, baseline_samples=n)  # fmt: skip
         else:
             entry = neuron_bench(model, shape_net, channels=range(4), samples=small, seed=seed, config=config,
                                  out=out, quiet=quiet)  # fmt: skip
@@ -306,8 +361,15 @@ def investigation_markdown(report: dict) -> str:
             f"- disagreeing images whose colour is the shortcut colour of the shape {r['second']} predicts: "
             f"{_rate(r['disagreeing_color_of_second_prediction'])}",
             f"- plain samples off the shortcut colour: {_rate(r['plain_off_shortcut_color'])}",
-            _cost(r, r["disagreement"]["total"]), "",
         ]  # fmt: skip
+        b = r.get("selection_baseline")
+        if b:
+            lines += [
+                f"- the same selection on {b['samples_per_class']} unguided samples per shape: kept "
+                f"{_rate(b['disagreement'])}; of those, the shortcut colour of the shape {r['second']} predicts: "
+                f"{_rate(b['disagreeing_color_of_second_prediction'])}",
+            ]
+        lines += [_cost(r, r["disagreement"]["total"]), ""]
     if "neuron" in results:
         r = results["neuron"]
         lines += [

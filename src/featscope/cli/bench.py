@@ -133,7 +133,7 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     )
     add_backbone(p)
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
-    add_knobs(p, p.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)"), EndToEndConfig)
+    add_knobs(p, p.add_argument_group("end-to-end solver (defaults: the backbone's, as investigate)"), EndToEndConfig)
     add_runtime_options(p)
 
 

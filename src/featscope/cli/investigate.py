@@ -37,6 +37,10 @@ Each item gets out/<item>/ (target.png for a real image, initial.png = iteration
 iterate, final.png = last iterate, strip.png, loss.png, metrics.json, config.yaml, log.jsonl), written
 atomically; a re-run skips items whose metrics.json exists. out/summary.json and out/summary.md cover all items.
 """
+SOLVER_GROUP = (
+    "end-to-end solver (defaults: DiG-IN's published settings; on world: backbones 10x its learning rates; "
+    "config.yaml records the values used)"
+)
 MASK_HELP = (
     "foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start class word's "
     "cross-attention scaled to [0, 1], cut at T, default 0.3); sam:DIR (a local SAM/SAM-HQ folder, prompted with "
@@ -56,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _add_solver_options(parser: argparse.ArgumentParser) -> None:
     from featscope.solvers.configs import EndToEndConfig
 
-    s = parser.add_argument_group("end-to-end solver (defaults: DiG-IN's published settings)")
+    s = parser.add_argument_group(SOLVER_GROUP)
     add_knobs(parser, s, EndToEndConfig)
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 

@@ -65,11 +65,14 @@ def _network(net: str | Extractor, device: torch.device, weights: str | None = N
     return model.to(device).eval()
 
 
-def _config(config: EndToEndConfig | None, settings: dict) -> EndToEndConfig:
+def _config(config: EndToEndConfig | None, settings: dict, backbone: str | Backbone) -> EndToEndConfig:
+    """``config``, else the backbone family's defaults (:func:`~featscope.solvers.configs.endtoend_defaults`),
+    with the user's ``settings`` on top."""
     from featscope.settings import resolve
-    from featscope.solvers.configs import EndToEndConfig
+    from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 
-    return resolve(EndToEndConfig, config, settings)
+    spec = backbone if isinstance(backbone, str) else backbone.spec
+    return resolve(EndToEndConfig, config if config is not None else endtoend_defaults(spec), settings)
 
 
 def _template(prompt_template: str | None, backbone: Backbone) -> str:
@@ -141,12 +144,12 @@ def difference(
     """Images that ``net1`` recognises as each class and ``net2`` does not (DiG-IN §3, loss ``conf`` as published).
 
     Item ``<index>_<class>_s<k>`` is sample k of a class: prompt ``prompt_template`` with the class name,
-    x_T from seed ``seed + 1000 * index + k``. ``config`` (None: the defaults) and ``settings`` set the
+    x_T from seed ``seed + 1000 * index + k``. ``config`` (None: the backbone's defaults) and ``settings`` set the
     :class:`EndToEndConfig`; ``ranks`` None shares the items among torchrun's ranks. Returns the summary (rank 0).
     """
     if samples_per_class < 1:
         raise FeatscopeError("samples_per_class must be at least 1")
-    solver = _config(config, settings)
+    solver = _config(config, settings, backbone)
 
     def build(torch_device: torch.device) -> Plan:
         first, second = _network(net1, torch_device), _network(net2, torch_device)
@@ -272,7 +275,7 @@ def neuron(
         network = _network(net, torch_device)
         size = tuple(network.input_size or (224, 224))
         name = _check_channels(network, layer, channels, size)  # before importing the solver: a quick error
-        solver = _config(config, settings)
+        solver = _config(config, settings, backbone)
         model = _backbone(backbone, torch_device)
         captioner = load_captioner(namer[4:], torch_device) if namer is not None else None
         items = [
@@ -498,7 +501,7 @@ def counterfactual(
     see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess`` (``erosion_3``,
     ``dilation_20``, ``blur_45_30``). Without one, the whole image counts as background.
     """
-    solver = _config(config, settings)
+    solver = _config(config, settings, backbone)
     if solver.guidance_scale == 1.0:
         raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
     targets = [target_label] if isinstance(target_label, (int, str)) else list(target_label)

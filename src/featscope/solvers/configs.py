@@ -163,7 +163,10 @@ def preset(name: str) -> UniversalConfig:
 
 @dataclass(frozen=True)
 class EndToEndConfig(Settings):
-    """Settings of the end-to-end solver; defaults are the published ones (DiG-IN's OptimParams)."""
+    """Settings of the end-to-end solver; the field defaults are the published ones (DiG-IN's OptimParams).
+
+    A backbone family may register its own defaults (the world's are calibrated: see :func:`endtoend_defaults`).
+    """
 
     num_steps: int = knob(20, "DDIM steps (eta 0) of the sampling chain", symbol="T", flag="--steps")
     guidance_scale: float = knob(3.0, "classifier-free guidance; 1 = conditional UNet call only", symbol="cfg")
@@ -207,6 +210,15 @@ class EndToEndConfig(Settings):
         if self.loss_weighting == "uniform":
             return [1 / n] * n
         return [k / (n * (n + 1) / 2) for k in range(1, n + 1)]
+
+
+def endtoend_defaults(backbone: str) -> EndToEndConfig:
+    """The end-to-end solver's defaults on the backbone ``backbone`` (a spec): the published ones (Stable
+    Diffusion and every built-in family), with the values its plugin family registered on top (the world's
+    calibrated learning rates: ``featscope.world.plugin``)."""
+    from featscope.registry import backbone_settings
+
+    return EndToEndConfig().with_overrides(**backbone_settings(backbone, "endtoend"))
 
 
 WORD_SWAP_TAUS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

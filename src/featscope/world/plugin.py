@@ -1,12 +1,25 @@
 """The embedded world as a featscope plugin (see ``featscope.registry``): the ``world:ddpm`` backbone, the
 ``world:shape-net``, ``world:color-net`` and ``world:spurious-net`` extractors, the word-level text encoder
 of ``pixel:`` folders, and the oracle as a reader of decoded world images. Registering imports no model code:
-the loaders in ``featscope.world.loaders`` are imported when a world spec is first loaded."""
+the loaders in ``featscope.world.loaders`` are imported when a world spec is first loaded.
+
+The world's end-to-end defaults (``featscope investigate`` on ``world:ddpm``) are DiG-IN's published settings
+with 10x its learning rates: at the published ones the robust world classifiers barely move in 20 iterations.
+Chosen on the tuning split (``benchmarks/scripts/investigate_defaults_search.py``, records in
+``benchmarks/records/investigate-world/``)."""
 
 from featscope.registry import register_backbone, register_extractor, register_reader, register_text_encoder
 from featscope.world import BACKBONES, CLASSIFIER_TASKS
 
-register_backbone("world", "featscope.world.loaders:load_world", "world:ddpm (the embedded world model)", BACKBONES)
+ENDTOEND_DEFAULTS = {"latent_lr": 1e-2, "cond_lr": 1e-1, "uncond_lr": 1e-1}
+
+register_backbone(
+    "world",
+    "featscope.world.loaders:load_world",
+    "world:ddpm (the embedded world model)",
+    BACKBONES,
+    settings={"endtoend": ENDTOEND_DEFAULTS},
+)
 register_extractor(
     "world", "featscope.world.loaders:build", "world:shape-net, world:color-net or world:spurious-net", CLASSIFIER_TASKS
 )

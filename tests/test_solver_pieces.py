@@ -7,10 +7,13 @@ import math
 import pytest
 import torch
 
+from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
-from featscope.solvers.configs import UniversalConfig
+from featscope.objectives import feature_match
+from featscope.solvers.configs import PRESETS, UniversalConfig
 from featscope.solvers.pieces import Patience, dpmpp_step, unit_rms, warped_timesteps, x0_guidance
-from test_universal import _solve, tiny_pixel_backbone
+from featscope.solvers.universal import solve_universal
+from test_universal import CPU, _solve, tiny_extractor, tiny_pixel_backbone
 
 
 def test_warped_schedule_matches_hand_computation():
@@ -115,3 +118,26 @@ def test_bad_piece_settings_are_user_errors():
     ):
         with pytest.raises(FeatscopeError):
             UniversalConfig(**bad).validate()
+
+
+def test_fast_preset_is_the_warped_ddim_chain_within_one_percent_of_reference():
+    fast, reference = PRESETS["fast"], PRESETS["reference"]
+    assert (fast.sampler, fast.num_steps, fast.recurrence, fast.guidance_weight) == ("ddim", 50, 2, 0.1)
+    assert fast.schedule_power == 1.5
+    assert fast.network_evaluations() == 200 <= reference.network_evaluations() // 100
+    assert PRESETS["refine"].schedule_power == 1.0  # refine keeps the chain it was chosen with
+
+
+def test_the_solver_samples_on_the_warped_schedule():
+    config = UniversalConfig(num_steps=5, recurrence=1, early_recurrence=1, guidance_weight=0.5, schedule_power=2.0)
+    first = int(tiny_pixel_backbone().make_scheduler("ddim", 5).timesteps[0])
+    records = []
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    target = extractor(torch.rand(1, 3, 8, 8))
+    solve_universal(
+        backbone, feature_match(extractor, target), config, generators=generators_for([0], CPU), log=records.append,
+        quiet=True,
+    )  # fmt: skip
+    steps = [r["timestep"] for r in records if "timestep" in r and "event" not in r]
+    plain = [int(t) for t in tiny_pixel_backbone().make_scheduler("ddim", 5).timesteps]
+    assert steps == warped_timesteps(first, 5, 2.0) != plain

@@ -19,6 +19,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from decode_search import summarise  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from featscope.solvers.configs import PRESETS  # noqa: E402
+
+REFERENCE = PRESETS["reference"]
 
 FAMILIES = {  # name prefix -> (label, marker)
     "mpgd": ("MPGD: x0 guidance only", "s"),
@@ -51,7 +56,7 @@ def main() -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     points = rows + tests
     colours = [r["background_deviation"]["median"] for r in points]
-    low, high = min(colours), max(colours)
+    norm = LogNorm(vmin=max(min(colours), 0.1), vmax=max(colours))
     costs = ("network_evaluations", "unet_equivalents")
     labels = ("network evaluations per image", "UNet-forward-equivalents per image")
     for ax, cost, label in zip(axes, costs, labels, strict=True):
@@ -61,22 +66,28 @@ def main() -> None:
             is_test = r in tests
             scatter = ax.scatter(
                 r[cost], r["relative_distance"]["median"], c=[r["background_deviation"]["median"]],
-                cmap="viridis", vmin=low, vmax=high, marker=marker, s=160 if is_test else 50,
+                cmap="viridis", norm=norm, marker=marker, s=160 if is_test else 50,
                 edgecolors="red" if is_test else "black", label=None if name in seen else name,
             )  # fmt: skip
             seen.add(name)
             if is_test:
                 ax.annotate(f"{r['config']} (test, n={r['n']})", (r[cost], r["relative_distance"]["median"]),
                             fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
-        ax.axvline(259, color="grey", ls=":", lw=1) if cost == "network_evaluations" else None
+        ref_cost = REFERENCE.network_evaluations() if cost == "network_evaluations" else REFERENCE.unet_equivalents()
+        ax.axvline(ref_cost, color="red", ls="--", lw=1)
+        ax.annotate(f"reference: {ref_cost:,}", (ref_cost, 0.5), xycoords=("data", "axes fraction"), rotation=90,
+                    fontsize=7, ha="right", color="red")  # fmt: skip
+        ax.axvline(ref_cost / 100, color="grey", ls=":", lw=1)
+        ax.annotate("1% of reference", (ref_cost / 100, 0.5), xycoords=("data", "axes fraction"), rotation=90,
+                    fontsize=7, ha="right", color="grey")  # fmt: skip
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(label)
     axes[0].set_ylabel("median relative feature distance")
-    axes[0].legend(fontsize=7, loc="lower left")
+    axes[0].legend(fontsize=7, loc="center right")
     fig.colorbar(scatter, ax=axes, label="median background deviation (0-255)")
     fig.suptitle("Search points: tuning split (shape-net + color-net); presets: test split", fontsize=9)
-    fig.savefig(args.out, dpi=90)
+    fig.savefig(args.out, dpi=90, bbox_inches="tight")
 
 
 if __name__ == "__main__":

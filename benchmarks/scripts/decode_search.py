@@ -54,8 +54,16 @@ SEARCH: dict[str, dict] = {
     "mpgd-ddim50-mu0.1-N2-from20": dict(_MPGD, num_steps=50, x0_weight=0.1, x0_steps=2, x0_from=20),
     "mpgd-ddim50-mu0.3-N4-from30": dict(_MPGD, num_steps=50, x0_weight=0.3, x0_steps=4, x0_from=30),
     "tfg-ddim50-K2-wg0.1-mu0.1-N1-from40": dict(_D, x0_weight=0.1, x0_steps=1, x0_from=40),
+    "tfg-ddim50-K2-wg0.1-mu0.02-N5-from45": dict(_D, x0_weight=0.02, x0_steps=5, x0_from=45),
+    "tfg-ddim50-K2-wg0.1-mu0.05-N2-from38": dict(_D, x0_weight=0.05, x0_steps=2, x0_from=38),
     "tfg-ddim25-K2-wg0.1-mu0.05-N3-from15": dict(_D, num_steps=25, x0_weight=0.05, x0_steps=3, x0_from=15),
     "tfg-dpmpp25-K2-wg0.1-mu0.1-N2-from15": dict(_DPM, num_steps=25, x0_weight=0.1, x0_steps=2, x0_from=15),
+    "bwd-ddim25-K2-wg0.1-m25-lr0.003-from22": dict(
+        _D, num_steps=25, backward_steps=25, backward_lr=0.003, backward_from=22
+    ),
+    "bwd-ddim25-K2-wg0.1-m25-lr0.001-from22": dict(
+        _D, num_steps=25, backward_steps=25, backward_lr=0.001, backward_from=22
+    ),
     "bwd-ddim25-K1-wg0.1-m40-lr0.003-blur1-from20": dict(
         _D,
         num_steps=25,

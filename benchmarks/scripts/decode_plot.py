@@ -84,7 +84,7 @@ def main() -> None:
         ax.set_yscale("log")
         ax.set_xlabel(label)
     axes[0].set_ylabel("median relative feature distance")
-    axes[0].legend(fontsize=7, loc="lower right")
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15), ncol=3)
     fig.colorbar(scatter, ax=axes, label="median background deviation (0-255)")
     fig.suptitle("Search points: tuning split (shape-net + color-net); presets: test split", fontsize=9)
     fig.savefig(args.out, dpi=90, bbox_inches="tight")

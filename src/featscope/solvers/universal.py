@@ -13,6 +13,11 @@ At each sampling step t, for k = 1..K (self-recurrence):
     z_t      = sqrt(abar_t / abar_{t-1}) z_{t-1} + sqrt(1 - abar_t / abar_{t-1}) n   (if k < K)
 
 The best image over every (t, k, before/after guidance) is kept. See docs/methods/universal.md.
+
+Beyond the published update (``featscope.solvers.pieces``, docs/speed.md): x0 guidance (mu > 0: N normalised
+gradient steps on x0_g, applied through eps like backward guidance, no UNet pass); the step z_t -> z_{t-1} by
+DPM-Solver++(2M) on the guided x0 (``sampler="dpmpp"``) or on a warped schedule (``schedule_power``); and
+adaptive stopping (``patience``): a stopped sample leaves the batch and keeps its best image.
 """
 
 from __future__ import annotations

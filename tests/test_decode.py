@@ -132,7 +132,8 @@ def test_reduced_precision_keeps_guidance_working(dtype, tiny_pixel_folder, targ
 
 def test_config_is_a_preset_or_settings_and_the_core_gives_the_same_numbers(tiny_pixel_folder, target_png):
     kwargs = dict(backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True)
-    config = featscope.UniversalConfig(num_steps=3, recurrence=1, guidance_weight=4.0)
+    # `fast` is the settings' defaults on the step schedule rho 1.5
+    config = featscope.UniversalConfig(num_steps=3, recurrence=1, guidance_weight=4.0, schedule_power=1.5)
     by_config = featscope.decode(target_png, config=config, **kwargs)
     by_preset = featscope.decode(target_png, preset="fast", num_steps=3, recurrence=1, guidance_weight=4.0, **kwargs)
     assert by_config.config["preset"] is None and by_preset.config["preset"] == "fast"

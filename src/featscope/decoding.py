@@ -76,9 +76,10 @@ class DecodeOutput:
     best: torch.Tensor
     metrics: list[dict]  # per item: seed, distances and cosines of final and best, cost
     trace: list[dict]  # the solver's log records (each with ``first_sample``: its batch's first item)
-    evaluations: int  # the solver's network evaluations per image (``metrics`` add the two measuring passes)
+    evaluations: int | float  # the solver's network evaluations per image (``metrics`` add the two measuring passes)
     seconds: float  # wall time of the solve
     peak_memory_mb: float
+    unet_equivalents: int | float = 0  # UNet-forward-equivalents per image (a UNet backward = 2 forwards)
 
 
 def _measure(extractor: Extractor, images: torch.Tensor, target: torch.Tensor) -> tuple[list[float], list[float]]:
@@ -125,7 +126,7 @@ def decode_features(
         torch.cuda.reset_peak_memory_stats(device)
     tic = time.perf_counter()
     batch_size = batch_size or len(seeds)
-    finals, bests, where, trace, evaluations = [], [], [], [], 0
+    finals, bests, where, trace, evaluated, unet = [], [], [], [], 0.0, 0.0
     for start in range(0, len(seeds), batch_size):
         chunk = slice(start, start + batch_size)
 
@@ -150,13 +151,20 @@ def decode_features(
         finals.append(output.final.cpu())
         bests.append(output.best.cpu())
         where += output.best_where
-        evaluations = output.evaluations
+        evaluated += output.evaluations * len(output.best)
+        unet += output.unet_equivalents * len(output.best)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds, memory = time.perf_counter() - tic, peak_memory_mb(device)
     final, best = torch.cat(finals), torch.cat(bests)
+    evaluations, unet = _whole(evaluated / len(seeds)), _whole(unet / len(seeds))
     metrics = _metrics(extractor, final, best, features, seeds, where, evaluations, seconds, memory)
-    return DecodeOutput(final, best, metrics, trace, evaluations, seconds, memory)
+    return DecodeOutput(final, best, metrics, trace, evaluations, seconds, memory, unet)
+
+
+def _whole(value: float) -> int | float:
+    """An integral per-image count as int (a mean over images with adaptive stopping may not be)."""
+    return int(value) if value == int(value) else round(value, 2)
 
 
 def _metrics(
@@ -355,9 +363,7 @@ def summary_line(readings: dict) -> str:
     return "; ".join(r["summary"] for r in readings.values() if r.get("summary"))
 
 
-def _check_inputs(
-    files: list, num_samples: int, config: UniversalConfig | str | None, preset: str | None
-) -> None:
+def _check_inputs(files: list, num_samples: int, config: UniversalConfig | str | None, preset: str | None) -> None:
     if num_samples < 1:
         raise FeatscopeError("num_samples must be at least 1")
     if config is not None and preset is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import binom
 
 
 def pixel_noise(images: np.ndarray) -> np.ndarray:
@@ -44,3 +45,22 @@ def background_deviation(images: np.ndarray, object_distance: float = 60.0, marg
     kept = (~near_object).sum((1, 2))
     with np.errstate(invalid="ignore"):
         return np.where(kept > 0, (deviation * ~near_object).sum((1, 2)) / kept, np.nan)
+
+
+def median_interval(values: list[float]) -> dict:
+    """Median with its distribution-free 95% interval: the order statistics x_(l), x_(n+1-l) with l the
+    2.5% quantile of Binomial(n, 1/2) (at least 1); ``coverage`` is the interval's exact coverage, below 0.95
+    only when n < 6. NaN values are dropped first."""
+    data = np.sort(np.asarray([v for v in values if v == v], dtype=float))
+    n = len(data)
+    if n == 0:
+        return {"median": None, "low": None, "high": None, "n": 0, "coverage": None}
+    low_rank = max(1, int(binom.ppf(0.025, n, 0.5)))
+    coverage = 1 - 2 * float(binom.cdf(low_rank - 1, n, 0.5))
+    return {
+        "median": float(np.median(data)),
+        "low": float(data[low_rank - 1]),
+        "high": float(data[n - low_rank]),
+        "n": n,
+        "coverage": round(coverage, 4),
+    }

@@ -108,14 +108,15 @@ def solve(
     seeds: list[int],
     dtype: torch.dtype,
     quiet: bool,
-) -> tuple[np.ndarray, int, float, float]:
+) -> tuple[np.ndarray, dict, float, float]:
     """Decode every target in one batch, target ``i`` from seed ``seeds[i]``, with the decode core users run.
 
-    Returns the best images as uint8 (what is saved and scored), the network evaluations per image,
-    the wall seconds of the batch and the peak memory (MB).
+    Returns the best images as uint8 (what is saved and scored), the cost per image (network evaluations and
+    UNet-forward-equivalents), the wall seconds of the batch and the peak memory (MB).
     """
     output = decode_features(backbone, extractor, features, config, seeds, dtype=dtype, quiet=quiet)
-    return to_uint8(output.best), output.evaluations, output.seconds, output.peak_memory_mb
+    cost = {"network_evaluations": output.evaluations, "unet_equivalents": output.unet_equivalents}
+    return to_uint8(output.best), cost, output.seconds, output.peak_memory_mb
 
 
 def score_samples(
@@ -171,7 +172,7 @@ def oracle_summary(samples: list[dict]) -> dict:
     }
 
 
-def summarise_row(row: Row, samples: list[dict], evaluations: int, seconds: float, memory: float, folder: str) -> dict:
+def summarise_row(row: Row, samples: list[dict], cost: dict, seconds: float, memory: float, folder: str) -> dict:
     """The numbers of one (extractor, row): distances, cosine, oracle agreement, cost per image."""
     relative = [s["relative_distance"] for s in samples]
     return {
@@ -185,7 +186,8 @@ def summarise_row(row: Row, samples: list[dict], evaluations: int, seconds: floa
         "pixel_noise": {"median": float(np.median([s["pixel_noise"] for s in samples]))},
         "background_deviation": {"median": float(np.nanmedian([s["background_deviation"] for s in samples]))},
         **oracle_summary(samples),
-        "network_evaluations_per_image": evaluations,
+        "network_evaluations_per_image": cost["network_evaluations"],
+        "unet_equivalents_per_image": cost["unet_equivalents"],
         "wall_seconds_per_image": seconds / len(samples),
         "peak_memory_mb": round(memory, 1),
         "samples": samples,
@@ -301,12 +303,12 @@ def run_bench(
             entry = {"extractor": spec, "layer": extractor.layer, "pair_median_distance": reference, "rows": []}
             for row in rows:
                 bar.set_postfix(extractor=spec, row=row.label)
-                best, evaluations, seconds, memory = solve(
+                best, cost, seconds, memory = solve(
                     model, extractor, target_features, row.config, seeds=seeds, dtype=torch_dtype, quiet=quiet
                 )
                 samples = score_samples(best, target_features, records, extractor, reference)
                 folder = f"images/{spec_slug(spec)}/{row.slug}"
-                entry["rows"].append(summarise_row(row, samples, evaluations, seconds, memory, folder))
+                entry["rows"].append(summarise_row(row, samples, cost, seconds, memory, folder))
                 decoded[spec, row.label] = best
                 bar.update(1)
             report["extractors"].append(entry)

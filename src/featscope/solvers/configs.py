@@ -15,8 +15,19 @@ from featscope.settings import Settings, knob
 class UniversalConfig(Settings):
     """Settings of the universal solver; each field's help names the paper's symbol."""
 
-    sampler: str = knob("ddim", "ddpm = ancestral, as published; ddim = eta 0", choices=("ddpm", "ddim"))
+    sampler: str = knob(
+        "ddim",
+        "ddpm = ancestral, as published; ddim = eta 0; dpmpp = DPM-Solver++(2M), eta 0, second order multistep",
+        choices=("ddpm", "ddim", "dpmpp"),
+    )
     num_steps: int = knob(50, "number of sampling steps", symbol="T", flag="--steps")
+    schedule_power: float = knob(
+        1.0,
+        "step schedule t_i = t_max (1 - i/T)^RHO (ddim, dpmpp): 1 = the model's spacing, > 1 more steps near the "
+        "clean image, < 1 more near pure noise",
+        symbol="rho",
+        metavar="RHO",
+    )
     guidance_weight: float = knob(
         0.1, "weight of the rescaled feature gradient added to eps", symbol="w_g", aliases=("--wg",)
     )
@@ -50,24 +61,56 @@ class UniversalConfig(Settings):
         None, "stop early once every sample's best squared distance is at most D", metavar="D"
     )
     candidates: int = knob(
-        1, "trajectories started per image; the nearest after --select-after steps goes on (published: 1)",
+        1,
+        "trajectories started per image; the nearest after --select-after steps goes on (published: 1)",
         metavar="N",
     )
     select_after: int = knob(0, "steps all candidates run before the nearest is kept", metavar="STEPS")
     backward_steps: int = knob(
-        0, "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
-        "(universal guidance's m; published decoder: 0)", symbol="m",
+        0,
+        "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
+        "(universal guidance's m; published decoder: 0)",
+        symbol="m",
     )
     backward_lr: float = knob(0.01, "Adam step size of backward guidance, in the backbone's x0 units", metavar="LR")
     backward_from: int = knob(0, "first sampling step (0 = the noisiest) with backward guidance", metavar="STEP")
     backward_blur: float = knob(
-        0.0, "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
-        "instead (featscope's; published: 0)", metavar="SIGMA",
+        0.0,
+        "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
+        "instead (featscope's; published: 0)",
+        metavar="SIGMA",
+    )
+    x0_weight: float = knob(
+        0.0,
+        "guidance on the clean estimate x0 (MPGD; TFG's mean guidance on x0): each inner step moves x0 by MU "
+        "against the distance's gradient, normalised to unit RMS; no UNet backward pass; 0 = off",
+        symbol="mu",
+        metavar="MU",
+    )
+    x0_steps: int = knob(1, "inner iterations of the x0 guidance, one network evaluation each", symbol="N_iter")
+    x0_from: int = knob(0, "first sampling step (0 = the noisiest) with x0 guidance", metavar="STEP")
+    patience: int = knob(
+        0,
+        "adaptive per-sample stopping: a sample stops once its best distance has not dropped by 1% for P "
+        "sampling steps (its best image is its result); 0 = off",
+        metavar="P",
     )
 
     def validate(self) -> None:
         checks = [
-            (self.sampler in ("ddpm", "ddim"), f"sampler must be ddpm or ddim, not {self.sampler!r}"),
+            (self.sampler in ("ddpm", "ddim", "dpmpp"), f"sampler must be ddpm, ddim or dpmpp, not {self.sampler!r}"),
+            (self.schedule_power > 0, "schedule_power (--schedule-power) must be > 0"),
+            (
+                self.schedule_power == 1 or self.sampler != "ddpm",
+                "schedule_power (--schedule-power) needs --sampler ddim or dpmpp",
+            ),
+            (self.x0_weight >= 0 and self.x0_steps >= 1, "x0_weight must be >= 0 and x0_steps at least 1"),
+            (
+                0 <= self.x0_from < self.num_steps,
+                f"x0_from (--x0-from) must be a sampling step in 0..{self.num_steps - 1}",
+            ),
+            (self.patience >= 0, "patience (--patience) must be >= 0 (0 = off)"),
+            (self.patience == 0 or self.candidates == 1, "patience (--patience) needs a single candidate"),
             (self.num_steps >= 1, "num_steps must be at least 1"),
             (
                 min(self.recurrence, self.early_recurrence, self.late_recurrence) >= 1,
@@ -111,9 +154,14 @@ class UniversalConfig(Settings):
         """Backward guidance steps (m) per iteration at sampling step ``step``."""
         return self.backward_steps if step >= self.backward_from else 0
 
+    def x0_at(self, step: int) -> int:
+        """Inner steps of x0 guidance per iteration at sampling step ``step``."""
+        return self.x0_steps if self.x0_weight > 0 and step >= self.x0_from else 0
+
     def tracked_at(self, step: int) -> bool:
         """Whether each iteration at ``step`` scores the updated x0 estimate too (one more network pass)."""
-        return self.track_after_guidance and (self.guidance_weight > 0 or self.backward_at(step) > 0)
+        guided = self.guidance_weight > 0 or self.backward_at(step) > 0 or self.x0_at(step) > 0
+        return self.track_after_guidance and guided
 
     def total_iterations(self) -> int:
         """Guided iterations per image, every candidate counted."""
@@ -123,14 +171,25 @@ class UniversalConfig(Settings):
         """Network passes per image for a full run: one per iteration, one more after each guided update
         (best-image tracking), and ``backward_at`` per iteration for backward guidance."""
         return sum(
-            self.recurrence_at(i) * self.rows_at(i) * (1 + self.tracked_at(i) + self.backward_at(i))
+            self.recurrence_at(i) * self.rows_at(i) * (1 + self.tracked_at(i) + self.backward_at(i) + self.x0_at(i))
             for i in range(self.num_steps)
         )
+
+    def unet_equivalents(self) -> int:
+        """UNet cost per image for a full run in UNet-forward-equivalents: each iteration's forward pass (two with
+        classifier-free guidance) and, with w_g > 0, its backward pass counted as two forwards. The decoder and
+        the network under study are not included (``network_evaluations`` counts the network)."""
+        calls = 1 if self.guidance_scale == 1.0 else 2
+        return self.total_iterations() * calls * (1 + 2 * (self.guidance_weight > 0))
 
 
 # DDIM with few steps; w_g 0.1 was calibrated on the embedded v-prediction world model, whose DDIM chains start
 # at zero SNR (on world targets from its training pool: docs/speed.md).
-_FAST = UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2)
+_DDIM50 = UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2)
+# `fast`: the same chain on a step schedule t_i = 999 (1 - i/50)^1.5 (more steps near the clean image), chosen on
+# the tuning split among 15 guided settings of the design space within 1% of reference's evaluations
+# (benchmarks/records/decode-search/, docs/speed.md).
+_FAST = replace(_DDIM50, schedule_power=1.5)
 
 PRESETS: dict[str, UniversalConfig] = {
     # The published setting: 1000-step DDPM, empty prompt, no CFG, K=1000 for t >= 995 then 8, w_g=4, thr 3.
@@ -144,13 +203,13 @@ PRESETS: dict[str, UniversalConfig] = {
         grad_clip=3.0,
     ),
     "fast": _FAST,
-    "faster": replace(_FAST, num_steps=25),
-    # Reference's distance at under 5% of its evaluations: the `fast` chain (DDIM 50, K 2, w_g 0.1), then
+    "faster": replace(_DDIM50, num_steps=25),
+    # Reference's distance at under 5% of its evaluations: the former `fast` chain (DDIM 50, K 2, w_g 0.1), then
     # backward guidance in the last 6 steps: 80 Adam steps at lr 0.003 on each x0 estimate (1,160 network
     # evaluations, 4.5% of reference's). Chosen on the embedded world (docs/speed.md): 0.32x reference's median
     # distance over 12 targets with world:shape-net, 0.63x over 6 with world:color-net, with visible background
     # artifacts; those targets came from world:ddpm's training pool (test-split numbers: docs/evaluation.md).
-    "refine": replace(_FAST, backward_steps=80, backward_lr=0.003, backward_from=44),
+    "refine": replace(_DDIM50, backward_steps=80, backward_lr=0.003, backward_from=44),
 }
 
 
@@ -171,22 +230,29 @@ class EndToEndConfig(Settings):
     num_steps: int = knob(20, "DDIM steps (eta 0) of the sampling chain", symbol="T", flag="--steps")
     guidance_scale: float = knob(3.0, "classifier-free guidance; 1 = conditional UNet call only", symbol="cfg")
     iterations: int = knob(20, "Adam steps; iterations + 1 images (iteration 0 = the plain sample)", symbol="iters")
-    latent_lr: float = knob(1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed",
-                            metavar="LR")
+    latent_lr: float = knob(
+        1e-3, "learning rate of x_T (sgd_stepsize 0.01 x latent_lr_factor 0.1); 0 = fixed", metavar="LR"
+    )
     cond_lr: float = knob(1e-2, "learning rate of the prompt-embedding delta; 0 = fixed", metavar="LR")
-    uncond_lr: float = knob(1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed",
-                            metavar="LR")
+    uncond_lr: float = knob(
+        1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed", metavar="LR"
+    )
     per_timestep_deltas: bool = knob(True, "one embedding delta per DDIM step (else one shared by all steps)")
     loss_steps: int = knob(3, "the loss is taken on the x0 predictions of the last N steps", metavar="N")
-    loss_weighting: str = knob("linear", "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
-                               choices=("linear", "uniform"))
-    cutouts: int = knob(16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none",
-                        metavar="N")
+    loss_weighting: str = knob(
+        "linear",
+        "weights of those steps: linear (k / sum(1..n) for the k-th) or uniform",
+        choices=("linear", "uniform"),
+    )
+    cutouts: int = knob(
+        16, "augmented views (random crops + noise) per image in the gradient pass; 0 = none", metavar="N"
+    )
     cut_power: float = knob(0.3, "crop side u^power * (max - min) + min with u ~ U(0, 1)", metavar="P")
     noise_sd: float = knob(0.005, "standard deviation of the Gaussian noise added to each view", metavar="SD")
     renormalize_latent: bool = knob(True, "re-project x_T to its initial L2 norm after each step")
-    early_stop_loss: float | None = knob(None, "stop once every sample's (non-augmented) loss is below this",
-                                         metavar="LOSS")
+    early_stop_loss: float | None = knob(
+        None, "stop once every sample's (non-augmented) loss is below this", metavar="LOSS"
+    )
     checkpointing: bool = knob(True, "recompute each DDIM step and the decoder in the backward pass (less memory)")
 
     def validate(self) -> None:

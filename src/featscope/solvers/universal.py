@@ -13,6 +13,11 @@ At each sampling step t, for k = 1..K (self-recurrence):
     z_t      = sqrt(abar_t / abar_{t-1}) z_{t-1} + sqrt(1 - abar_t / abar_{t-1}) n   (if k < K)
 
 The best image over every (t, k, before/after guidance) is kept. See docs/methods/universal.md.
+
+Beyond the published update (``featscope.solvers.pieces``, docs/speed.md): x0 guidance (mu > 0: N normalised
+gradient steps on x0_g, applied through eps like backward guidance, no UNet pass); the step z_t -> z_{t-1} by
+DPM-Solver++(2M) on the guided x0 (``sampler="dpmpp"``) or on a warped schedule (``schedule_power``); and
+adaptive stopping (``patience``): a stopped sample leaves the batch and keeps its best image.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ import torchvision.transforms.functional as TF
 from diffusers.utils.torch_utils import randn_tensor
 
 from featscope.backbones.base import Backbone
+from featscope.errors import FeatscopeError
 from featscope.objectives import Context, Objective
 from featscope.progress import tqdm
 from featscope.sampling import cfg_blend
 from featscope.solvers.configs import UniversalConfig
+from featscope.solvers.pieces import Patience, dpmpp_step, warped_timesteps, x0_guidance
 
 
 # -- the pieces of one update (each checked against a hand computation in the tests) ----------
@@ -119,8 +126,9 @@ class SolverOutput:
     final: torch.Tensor  # (B, 3, H, W) in [0, 1]
     best: torch.Tensor
     best_where: list[dict] = field(default_factory=list)
-    evaluations: int = 0  # network evaluations per sample
+    evaluations: int | float = 0  # network evaluations per sample (a mean with adaptive stopping)
     stopped_early: bool = False
+    unet_equivalents: int | float = 0  # UNet-forward-equivalents per sample (backward = 2 forwards)
 
 
 class _BestTracker:
@@ -129,17 +137,19 @@ class _BestTracker:
         self.images: torch.Tensor | None = None
         self.where: list[dict] = [{} for _ in range(batch)]
 
-    def update(self, distance: torch.Tensor, images: torch.Tensor, **where) -> None:
+    def update(self, distance: torch.Tensor, images: torch.Tensor, rows: torch.Tensor | None = None, **where) -> None:
+        """Keep the images nearer than the best so far; ``rows``: the tracked rows these are (default: all)."""
         distance = distance.detach().float().cpu()
-        better = torch.isfinite(distance) & (distance < self.distance)
+        rows = torch.arange(len(distance)) if rows is None else rows.cpu()
+        better = torch.isfinite(distance) & (distance < self.distance[rows])
         if self.images is None:
             self.images = images.detach().clone()
         if better.any():
             idx = better.nonzero().flatten()
-            self.images[idx] = images.detach()[idx.to(images.device)]
-            self.distance[idx] = distance[idx]
-            for i in idx.tolist():
-                self.where[i] = dict(where, distance=float(distance[i]))
+            self.images[rows[idx].to(images.device)] = images.detach()[idx.to(images.device)]
+            self.distance[rows[idx]] = distance[idx]
+            for i, row in zip(idx.tolist(), rows[idx].tolist(), strict=True):
+                self.where[row] = dict(where, distance=float(distance[i]))
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only these rows (the selected candidates), in this order."""
@@ -194,13 +204,29 @@ class _GuidedSampling:
             if config.guidance_scale != 1.0:
                 self.uncond = backbone.encode_prompt([""] * self.batch * self.rows)
         self.best = _BestTracker(self.batch * self.rows)
-        self.evaluations = 0
+        self.evaluated = 0  # network passes, summed over rows
+        self.unet_evaluated = 0  # UNet-forward-equivalents, summed over rows (a backward pass = 2 forwards)
+        self.sel: torch.Tensor | None = None  # the rows still sampling (adaptive stopping); None = all
+
+    @property
+    def evaluations(self) -> int | float:
+        """Network evaluations per image (a mean where adaptive stopping ended some images early)."""
+        return _per_image(self.evaluated, self.batch)
+
+    @property
+    def unet_equivalents(self) -> int | float:
+        """UNet-forward-equivalents per image (UniversalConfig.unet_equivalents for a full run)."""
+        return _per_image(self.unet_evaluated, self.batch)
+
+    def pick(self, rows: torch.Tensor | None) -> torch.Tensor | None:
+        """The rows of a per-row tensor that are still sampling."""
+        return rows if rows is None or self.sel is None else rows[self.sel.to(rows.device)]
 
     def predict_eps(self, z_in: torch.Tensor, t: int) -> torch.Tensor:
         with _autocast(self.device, self.dtype):
-            eps = self.backbone.eps(z_in, t, self.cond)
+            eps = self.backbone.eps(z_in, t, self.pick(self.cond))
             if self.uncond is not None:
-                eps_u = self.backbone.eps(z_in, t, self.uncond)
+                eps_u = self.backbone.eps(z_in, t, self.pick(self.uncond))
                 eps = cfg_blend(eps_u, eps, self.config.guidance_scale)
         return eps.float()
 
@@ -210,7 +236,7 @@ class _GuidedSampling:
             images = self.backbone.decode(x0)
             if self.config.clamp:
                 images = straight_through_clamp(images)
-            loss = self.objective(Context(images, x0, index=self.index))
+            loss = self.objective(Context(images, x0, index=self.pick(self.index)))
         return loss.float(), images.float()
 
     def forward_guidance(
@@ -225,15 +251,18 @@ class _GuidedSampling:
         return eps_guided, grad.flatten(1).norm(dim=1), int((~finite).sum())
 
     def iterate(self, z: torch.Tensor, i: int, t: int, k: int, abar_t: torch.Tensor) -> _Iteration:
-        """One iteration at step i: forward guidance, backward guidance where m > 0, best-image tracking."""
+        """One iteration at step i on the rows still sampling: forward guidance, backward guidance where m > 0,
+        x0 guidance where mu > 0, best-image tracking."""
         config, backbone, guided = self.config, self.backbone, self.config.guidance_weight > 0
+        rows, where = z.shape[0], {"step": i, "timestep": t, "k": k}
         z_in = z.detach().requires_grad_(guided)
         with torch.set_grad_enabled(guided):
             eps = self.predict_eps(z_in, t)
             x0 = backbone.x0_from_eps(z_in, t, eps)
             loss, images = self.loss_of(x0)
-        self.evaluations += self.rows
-        self.best.update(loss, images, step=i, timestep=t, k=k, after_guidance=False)
+        self.evaluated += rows
+        self.unet_evaluated += rows * (1 + (self.uncond is not None)) * (1 + 2 * guided)
+        self.best.update(loss, images, self.sel, **where, after_guidance=False)
         eps = eps.detach()
         if guided:
             eps_guided, grad_norm, skipped = self.forward_guidance(z_in, eps, loss)
@@ -247,15 +276,34 @@ class _GuidedSampling:
                 delta = backward_delta(
                     x0_guided, lambda x: self.loss_of(x)[0], m_steps, config.backward_lr, config.backward_blur
                 )
-            self.evaluations += self.rows * m_steps
+            self.evaluated += rows * m_steps
+            eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
+            x0_guided = backbone.x0_from_eps(z, t, eps_guided)
+        if config.x0_at(i):
+            with torch.enable_grad():
+                delta = self.x0_delta(x0_guided, config.x0_at(i), where)
+            self.evaluated += rows * config.x0_at(i)
             eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta
             x0_guided = backbone.x0_from_eps(z, t, eps_guided)
         if config.tracked_at(i):
             with torch.no_grad():
                 loss_after, images_after = self.loss_of(x0_guided)
-            self.evaluations += self.rows
-            self.best.update(loss_after, images_after, step=i, timestep=t, k=k, after_guidance=True)
+            self.evaluated += rows
+            self.best.update(loss_after, images_after, self.sel, **where, after_guidance=True)
         return _Iteration(eps_guided, x0_guided, loss, grad_norm, skipped)
+
+    def x0_delta(self, x0: torch.Tensor, steps: int, where: dict) -> torch.Tensor:
+        """x0 guidance's change of x0; every point its inner steps evaluate is tracked for the best image."""
+        seen: dict[str, torch.Tensor] = {}
+
+        def distance(x: torch.Tensor) -> torch.Tensor:
+            loss, seen["images"] = self.loss_of(x)
+            return loss
+
+        def track(_: torch.Tensor, loss: torch.Tensor) -> None:
+            self.best.update(loss, seen["images"], self.sel, **where, after_guidance=True)
+
+        return x0_guidance(x0, distance, steps, self.config.x0_weight, on_evaluation=track)
 
     def select(self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None) -> torch.Tensor:
         """Keep each sample's candidate nearest the objective after step i; returns the kept rows of z."""
@@ -310,10 +358,68 @@ class _GuidedSampling:
         return bool((self.best.distance.view(self.batch, self.rows).min(1).values <= stop).all())
 
 
+def _per_image(total: int, batch: int) -> int | float:
+    per_image = total / batch
+    return int(per_image) if per_image == int(per_image) else per_image
+
+
 def _log_skipped(log: Logger | None, i: int, t: int, k: int, skipped: int) -> None:
     if skipped and log is not None:
         log({"event": "guidance_skipped", "step": i, "timestep": t, "k": k, "samples": skipped,
              "reason": "non-finite loss or gradient"})  # fmt: skip
+
+
+class _Stepper:
+    """The sampler's step from t to the next timestep: the diffusers scheduler (ddpm; ddim on the model's
+    spacing) or DPM-Solver++ on the guided x0 (dpmpp, order 2; ddim with a warped schedule, order 1)."""
+
+    def __init__(self, backbone: Backbone, config: UniversalConfig) -> None:
+        kind = "ddpm" if config.sampler == "ddpm" else "ddim"
+        self.scheduler = backbone.make_scheduler(kind, config.num_steps)
+        self.final_abar = torch.as_tensor(
+            float(getattr(self.scheduler, "final_alpha_cumprod", 1.0)), device=backbone.device
+        )
+        self.timesteps = [int(t) for t in self.scheduler.timesteps]
+        if config.schedule_power != 1:
+            self.timesteps = warped_timesteps(self.timesteps[0], config.num_steps, config.schedule_power)
+            if self.timesteps[-1] < 0:
+                raise FeatscopeError(
+                    f"{config.num_steps} steps do not fit a schedule of power {config.schedule_power}; "
+                    "use fewer steps or a smaller --schedule-power"
+                )
+        self.explicit = config.sampler == "dpmpp" or config.schedule_power != 1
+        self.order = 2 if config.sampler == "dpmpp" else 1
+        clip = self.scheduler.config.clip_sample
+        self.clip = float(self.scheduler.config.clip_sample_range) if clip else None
+        self.history: tuple[torch.Tensor, torch.Tensor] | None = None  # (x0 of every row, abar) at the last step
+        self.abar = backbone.alphas_cumprod.to(backbone.device)
+
+    def step(
+        self,
+        last: _Iteration,
+        t: int,
+        z: torch.Tensor,
+        abar_t: torch.Tensor,
+        abar_s: torch.Tensor,
+        generators: list[torch.Generator],
+        rows: torch.Tensor | None,
+        keep: bool,
+    ) -> torch.Tensor:
+        """z at the next timestep for these ``rows`` (None = all); ``keep``: remember this x0 for order 2."""
+        if not self.explicit:
+            return self.scheduler.step(last.eps, t, z, generator=generators).prev_sample
+        x0 = last.x0 if self.clip is None else last.x0.clamp(-self.clip, self.clip)
+        previous = None
+        if self.order == 2 and self.history is not None:
+            x0_all, abar_before = self.history
+            previous = (x0_all if rows is None else x0_all[rows.to(x0_all.device)], abar_before)
+        z_s = dpmpp_step(z, x0, abar_t, abar_s, previous)
+        if keep and self.order == 2:
+            x0_all = x0.detach().clone() if self.history is None or rows is None else self.history[0].clone()
+            if rows is not None:
+                x0_all[rows.to(x0_all.device)] = x0.detach()
+            self.history = (x0_all, abar_t)
+        return z_s
 
 
 def solve_universal(
@@ -339,42 +445,54 @@ def solve_universal(
     config.validate()
     device = backbone.device
     run = _GuidedSampling(backbone, objective, config, generators, dtype)
-    scheduler = backbone.make_scheduler(config.sampler, config.num_steps)
-    timesteps = [int(t) for t in scheduler.timesteps]
+    stepper = _Stepper(backbone, config)
+    timesteps = stepper.timesteps
     abar = backbone.alphas_cumprod.to(device)
-    final_abar = torch.as_tensor(float(getattr(scheduler, "final_alpha_cumprod", 1.0)), device=device)
     z = randn_tensor((run.batch * run.rows, *backbone.latent_shape), generator=run.row_generators, device=device)
-    z = z * scheduler.init_noise_sigma
-    stopped = False
+    z = z * stepper.scheduler.init_noise_sigma
+    stopped, patience = False, Patience(run.batch, config.patience)
     bar = tqdm(total=config.total_iterations(), disable=quiet, desc="decode", unit="it", dynamic_ncols=True)
     tic = time.time()
     for i, t in enumerate(timesteps):
         abar_t = abar[t]
-        abar_prev = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else final_abar
+        abar_prev = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else stepper.final_abar
         k_steps = config.recurrence_at(i)
+        rows = None if bool(patience.active.all()) else patience.active.nonzero().flatten()
+        run.sel = rows
+        gens = run.row_generators if rows is None else [run.row_generators[j] for j in rows.tolist()]
+        z_rows = z if rows is None else z[rows.to(device)]
         for k in range(k_steps):
-            last = run.iterate(z, i, t, k, abar_t)
-            z = z.detach()
-            z_prev = scheduler.step(last.eps, t, z, generator=run.row_generators).prev_sample
+            last = run.iterate(z_rows, i, t, k, abar_t)
+            z_rows = z_rows.detach()
+            z_prev = stepper.step(last, t, z_rows, abar_t, abar_prev, gens, rows, k == k_steps - 1)
             if k < k_steps - 1:
-                noise = randn_tensor(z.shape, generator=run.row_generators, device=device, dtype=z.dtype)
-                z = renoise(z_prev, abar_t, abar_prev, noise)
+                noise = randn_tensor(z_rows.shape, generator=gens, device=device, dtype=z_rows.dtype)
+                z_rows = renoise(z_prev, abar_t, abar_prev, noise)
             else:
-                z = z_prev
+                z_rows = z_prev
             bar.update(run.rows)
             bar.set_postfix(step=f"{i + 1}/{len(timesteps)}", dist=f"{last.loss.detach().mean().item():.4g}",
                             best=f"{run.best.distance.mean().item():.4g}")  # fmt: skip
             _log_skipped(log, i, t, k, last.skipped)
+        if rows is None:
+            z = z_rows
+        else:
+            z = z.clone()
+            z[rows.to(device)] = z_rows
         if run.rows > 1 and i == config.select_after - 1:
             z = run.select(i, z, last, log)
-        run.report(i, t, last, tic, log, callback)
-        if run.reached(config.stop_distance):
+        if rows is None:
+            run.report(i, t, last, tic, log, callback)
+        patience.update(run.best.distance)
+        if run.reached(config.stop_distance) or not patience.active.any():
             stopped = True
             break
     bar.close()
+    run.sel = None
     if run.rows > 1:  # stopped before the selection: each image's best candidate
         run.best.keep(leading_rows(run.best.distance, run.rows))
     best = run.best.images.clamp(0, 1)
     with torch.no_grad():
         final = backbone.decode(z).float().clamp(0, 1) if not stopped else best
-    return SolverOutput(final, best, run.best.where, run.evaluations, stopped)
+    final = torch.where(patience.active.to(device).view(-1, 1, 1, 1), final, best)
+    return SolverOutput(final, best, run.best.where, run.evaluations, stopped, run.unet_equivalents)

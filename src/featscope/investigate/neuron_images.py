@@ -153,7 +153,7 @@ def neuron_images(
     """
     from featscope.captioning import load_captioner
 
-    solver = _config(config, settings)
+    solver = _config(config, settings, backbone)
     if solver.guidance_scale == 1.0:
         raise FeatscopeError("neuron counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
     if mask is not None and parse_mask(mask) is not None:

@@ -98,6 +98,7 @@ class UniversalConfig(Settings):
 
     def validate(self) -> None:
         checks = [
+            (self.num_steps >= 1, "num_steps must be at least 1"),
             (self.sampler in ("ddpm", "ddim", "dpmpp"), f"sampler must be ddpm, ddim or dpmpp, not {self.sampler!r}"),
             (self.schedule_power > 0, "schedule_power (--schedule-power) must be > 0"),
             (
@@ -111,7 +112,6 @@ class UniversalConfig(Settings):
             ),
             (self.patience >= 0, "patience (--patience) must be >= 0 (0 = off)"),
             (self.patience == 0 or self.candidates == 1, "patience (--patience) needs a single candidate"),
-            (self.num_steps >= 1, "num_steps must be at least 1"),
             (
                 min(self.recurrence, self.early_recurrence, self.late_recurrence) >= 1,
                 "K (recurrence) must be at least 1",

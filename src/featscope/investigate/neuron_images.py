@@ -191,33 +191,12 @@ def neuron_images(
                 regularizers=regularizers, regularizer_weights=regularizer_weights, mask=user_mask,
                 inner_steps=inner_steps, config=solver, quiet=quiet,
             )  # fmt: skip
-            acts, d = result.activation[0], result.distance[0]
             captions = [[f"activation {a:.3g}", f"loss {float(v):.4g}"] for a, v in
-                        zip(acts, result.solver.losses[:, 0], strict=True)]  # fmt: skip
+                        zip(result.activation[0], result.solver.losses[:, 0], strict=True)]  # fmt: skip
             best = _save_iterates(run, result, captions, result.objective)
-            return {
-                "image": str(entry.path),
-                "prompt": text,
-                "layer": name,
-                "channel": c,
-                "maximise": maximise,
-                "seed": seeds[item.item_id],
-                "best_iteration": best,
-                "activation": {
-                    "image": result.image_activation[0],
-                    "before": acts[0],
-                    "after": acts[best],
-                    "per_iteration": acts,
-                },  # fmt: skip
-                "distance_to_image": {
-                    "l1_before": d["l1"][0],
-                    "l2_before": d["l2"][0],
-                    "l1_after": d["l1"][best],
-                    "l2_after": d["l2"][best],
-                    "per_iteration": d,
-                },  # fmt: skip
-                **_loss_record(result),
-            }
+            record = {"image": str(entry.path), "prompt": text, "layer": name, "channel": c, "maximise": maximise,
+                      "seed": seeds[item.item_id]}  # fmt: skip
+            return {**record, **_item_metrics(result, best)}
 
         record = {"net": network.name, "layer": name, "channels": channels, "maximise": maximise, "prompt": prompt,
                   "prompt_template": template, "caption_model": caption_model, "regularizers": list(regularizers),
@@ -228,6 +207,20 @@ def neuron_images(
         return Plan("neuron-images", items, work, record, neuron_images_row)
 
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+
+
+def _item_metrics(result: NeuronImagesResult, best: int) -> dict:
+    """An item's numbers: its best iteration, the channel's activation (on the image, before, after) and the
+    distance to the image, with the loss record."""
+    acts, d = result.activation[0], result.distance[0]
+    return {
+        "best_iteration": best,
+        "activation": {"image": result.image_activation[0], "before": acts[0], "after": acts[best],
+                       "per_iteration": acts},
+        "distance_to_image": {"l1_before": d["l1"][0], "l2_before": d["l2"][0], "l1_after": d["l1"][best],
+                              "l2_after": d["l2"][best], "per_iteration": d},
+        **_loss_record(result),
+    }  # fmt: skip
 
 
 neuron_images_row = summary_row(

@@ -125,3 +125,12 @@ def featscope_main(capsys, monkeypatch):
         return Result(code, out, err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def world():
+    """The shipped world:ddpm and world:shape-net@fc on the CPU."""
+    from featscope.extractors import load_extractor
+
+    return load_backbone("world:ddpm", device="cpu"), load_extractor("world:shape-net@fc", device="cpu")
+

@@ -7,8 +7,6 @@ import json
 import pytest
 from PIL import Image
 
-from featscope.backbones import load_backbone
-from featscope.extractors import load_extractor
 from featscope.images import to_tensor
 from featscope.investigate.neuron_images import channel_activation, neuron_images_core
 from featscope.solvers.configs import EndToEndConfig
@@ -17,11 +15,6 @@ from featscope.world.render import generate
 FAST = EndToEndConfig(num_steps=4, iterations=2, cutouts=1, latent_lr=0.01, cond_lr=0.1, uncond_lr=0.1)
 TINY = ["--steps", "3", "--iterations", "1", "--cutouts", "1", "--inner-steps", "1", "--device", "cpu", "--quiet"]
 LAYOUT = ("target.png", "initial.png", "best.png", "final.png", "sheet.png", "metrics.json", "config.yaml", "log.jsonl")
-
-
-@pytest.fixture(scope="module")
-def world():
-    return load_backbone("world:ddpm", device="cpu"), load_extractor("world:shape-net@fc", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError
-from featscope.extractors import load_extractor
 from featscope.images import to_tensor
 from featscope.investigate import cores
 from featscope.investigate.attention import CrossAttentionReplace
@@ -20,11 +18,6 @@ from featscope.world.render import generate
 
 TINY = ["--steps", "3", "--inner-steps", "1", "--taus", "0,1", "--device", "cpu", "--quiet"]
 LAYOUT = ("target.png", "initial.png", "best.png", "final.png", "sheet.png", "metrics.json", "config.yaml", "log.jsonl")
-
-
-@pytest.fixture(scope="module")
-def world():
-    return load_backbone("world:ddpm", device="cpu"), load_extractor("world:shape-net@fc", device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
 from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
+from featscope.investigate.masks import foreground_mask, parse_mask
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
@@ -40,12 +41,16 @@ from featscope.world.render import COLORS, SHAPES, object_mask
 
 METHODS = ("counterfactual", "difference", "neuron")
 RESULTS = "results.json"
-# counterfactual rows: (regularizers, weights, whether they get the true object mask); without a mask the whole
-# image is background, as for `featscope investigate counterfactual` without --mask
+# counterfactual rows: (regularizers, weights, foreground mask): "object" is the renderer's true object mask,
+# a mask spec (``cross-attention:otsu``) is made from each image's inversion as `featscope investigate
+# counterfactual --mask SPEC` makes it, None counts the whole image as background
 ROWS = {
-    "no regulariser": ((), (), True),
-    "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, True),
-    "background regularisers, no mask": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, False),
+    "no regulariser": ((), (), "object"),
+    "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, "object"),
+    "background regularisers, no mask": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, None),
+    "background regularisers, cross-attention mask": (
+        cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, "cross-attention:otsu"
+    ),
 }
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
 
@@ -76,6 +81,18 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
     save_image(torch.cat(rows, dim=1), path)
 
 
+def _row_mask(mask: str | None, true_masks, backbone, images, inverted, captions, start, config) -> torch.Tensor | None:
+    """A row's foreground masks (B, 1, H, W): the true object masks, generated ones (``mask`` a spec), or None."""
+    if mask is None or mask == "object":
+        return true_masks if mask else None
+    spec = parse_mask(mask)
+    x_t, nulls = inverted
+    found = [foreground_mask(spec, backbone, images[i : i + 1], x_t[i : i + 1], captions[i], start,
+                             null_texts=nulls[:, i : i + 1], guidance_scale=config.guidance_scale)[1]
+             for i in range(len(images))]  # fmt: skip
+    return torch.cat(found)
+
+
 def counterfactual_bench(
     backbone,
     net,
@@ -104,10 +121,11 @@ def counterfactual_bench(
         captions = [records[i].caption() for i in idx]
         inverted = cores.null_inversion(backbone, images[idx], captions, num_steps=config.num_steps,
                                         guidance_scale=config.guidance_scale)  # fmt: skip
-        for name, (regularizers, weights, masked) in settings.items():
+        for name, (regularizers, weights, mask) in settings.items():
             result = cores.counterfactual(
                 backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
-                regularizers=regularizers, regularizer_weights=weights, mask=masks[idx] if masked else None,
+                regularizers=regularizers, regularizer_weights=weights,
+                mask=_row_mask(mask, masks[idx], backbone, images[idx], inverted, captions, start, config),
                 inverted=inverted, config=config,
             )  # fmt: skip
             results[name].append((result.images[0], result.best))

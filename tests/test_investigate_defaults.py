@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
+import numpy as np
 import yaml
 from PIL import Image
 
 from featscope import investigate, registry
 from featscope.backbones import FAMILIES
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
-from featscope.world.plugin import ENDTOEND_DEFAULTS
+from featscope.investigate.methods import default_mask
+from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS
 from featscope.world.render import generate
 
 PUBLISHED = EndToEndConfig()
@@ -72,3 +74,22 @@ def test_counterfactuals_at_the_world_defaults_flip_shape_net(tmp_path):
     (metrics,) = summary["results"].values()
     assert metrics["confidence"]["target_class"]["after"] > 0.5
     assert {name: _solver(out)[name] for name in LEARNING_RATES} == ENDTOEND_DEFAULTS
+
+
+def test_world_counterfactuals_default_to_the_cross_attention_mask_and_record_it(tmp_path):
+    assert default_mask(None, "world:ddpm") == COUNTERFACTUAL_DEFAULTS["mask"] == "cross-attention:otsu"
+    assert default_mask("none", "world:ddpm") is None  # the user's way out: the whole image is background
+    assert default_mask("cross-attention:0.4", "world:ddpm") == "cross-attention:0.4"
+    for spec in ("sd:runwayml/stable-diffusion-v1-5", "sdxl:x", "pixel:/a/folder"):
+        assert default_mask(None, spec) is None  # the published runs give a mask or none
+    pixels, records = generate(1, seed=5, shape="circle")
+    image = tmp_path / "circle.png"
+    Image.fromarray(pixels[0]).save(image)
+    image.with_suffix(".txt").write_text(records[0].caption())
+    out = tmp_path / "cf"
+    investigate.counterfactual("world:shape-net@fc", [image], "circle", "square", out=out, num_steps=2,
+                               iterations=1, cutouts=1, inner_steps=1, device="cpu", quiet=True)  # fmt: skip
+    (item,) = out.glob("*/config.yaml")
+    assert yaml.safe_load(item.read_text())["mask"] == "cross-attention:otsu"
+    mask = np.asarray(Image.open(item.parent / "mask.png").convert("L")) / 255
+    assert 0 < mask.mean() < 1  # a foreground and a background, not the whole image either way

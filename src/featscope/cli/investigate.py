@@ -44,7 +44,8 @@ SOLVER_GROUP = (
 MASK_HELP = (
     "foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start class word's "
     "cross-attention scaled to [0, 1], cut at T, default 0.3); sam:DIR (a local SAM/SAM-HQ folder, prompted with "
-    "that map's box and peak)"
+    "that map's box and peak); none (the whole image is background). Default: the backbone's (world: "
+    "cross-attention:otsu; others: none)"
 )
 
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a mask is m
 
 CROSS_ATTENTION = "cross-attention"
 DEFAULT_THRESHOLD = 0.3
+NO_MASK = "none"
 MASK_KINDS = "a PNG file, 'cross-attention[:THRESHOLD|:otsu]' or 'sam:FOLDER_OR_ID'"
 
 
@@ -80,7 +81,7 @@ def word_tokens(backbone: Backbone, prompt: str, label: str) -> list[int]:
     if not words:
         raise FeatscopeError(
             f"the class word {label!r} is not in the caption {prompt!r}; cross-attention masks need it "
-            "(give --prompt with the class name)"
+            "(give --prompt with the class name, or --mask none)"
         )
     if tokenizer is not None:
         ids = tokenizer(prompt, truncation=True, max_length=tokenizer.model_max_length).input_ids

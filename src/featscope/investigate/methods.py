@@ -38,7 +38,7 @@ from featscope.investigate.common import (
     save_strip,
 )
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
-from featscope.investigate.masks import foreground_mask, load_sam, parse_mask, word_tokens
+from featscope.investigate.masks import NO_MASK, foreground_mask, load_sam, parse_mask, word_tokens
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
 from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
 from featscope.ranks import Ranks
@@ -82,6 +82,16 @@ def _template(prompt_template: str | None, backbone: Backbone) -> str:
     if "{label}" not in prompt_template:
         raise FeatscopeError(f"prompt template {prompt_template!r} has no {{label}}; e.g. 'a photo of a {{label}}'")
     return prompt_template
+
+
+def default_mask(mask: str | Path | None, backbone: str | Backbone) -> str | Path | None:
+    """The counterfactual's foreground mask: ``mask``; ``"none"`` for no mask; None for the backbone family's
+    default (the world: ``cross-attention:otsu``, chosen on the tuning split; the built-in families: none)."""
+    from featscope.registry import backbone_settings
+
+    if mask is None:
+        mask = backbone_settings(backbone if isinstance(backbone, str) else backbone.spec, "counterfactual").get("mask")
+    return None if mask is None or str(mask) == NO_MASK else mask
 
 
 def parse_label(text: int | str) -> int | str:
@@ -499,9 +509,11 @@ def counterfactual(
     or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's cross-attention in the
     caption while the inverted image is regenerated) or ``"sam:FOLDER"`` (SAM / SAM-HQ prompted from that map),
     see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess`` (``erosion_3``,
-    ``dilation_20``, ``blur_45_30``). Without one, the whole image counts as background.
+    ``dilation_20``, ``blur_45_30``). ``"none"``: the whole image counts as background. None: the backbone
+    family's default (:func:`default_mask`); config.yaml records the mask used.
     """
     solver = _config(config, settings, backbone)
+    mask = default_mask(mask, backbone)
     if solver.guidance_scale == 1.0:
         raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
     targets = [target_label] if isinstance(target_label, (int, str)) else list(target_label)

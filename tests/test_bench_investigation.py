@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
 
-from featscope.bench.investigation import run_investigation_bench
+from featscope.bench.investigation import channel_means, run_investigation_bench
 from featscope.cli import main
+from featscope.extractors import load_extractor
+from featscope.images import to_tensor
 from featscope.world.render import COLORS, generate, object_mask
 
 
@@ -19,6 +23,18 @@ def test_object_mask_covers_exactly_the_object_pixels():
         assert mask.shape == image.shape[:2]
         assert np.array_equal(mask > 0.999, inside & (mask > 0.999))  # full coverage is the object colour
         assert (inside & (mask < 0.001)).sum() == 0  # no object colour outside the mask
+
+
+def test_channel_means_are_the_mean_inputs_of_the_last_linear_layer():
+    net = load_extractor("world:shape-net", device="cpu")
+    images = to_tensor(generate(8, seed=1)[0])
+    seen = []
+    handle = net.network.fc.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    with torch.no_grad():
+        net.network(net.preprocess(images))
+    handle.remove()
+    by_hand = seen[0].mean(0)
+    assert channel_means(net, images, [0, 5, 127]) == pytest.approx([float(by_hand[c]) for c in (0, 5, 127)])
 
 
 def test_investigation_bench_writes_every_measurement(tmp_path, capsys):
@@ -37,6 +53,8 @@ def test_investigation_bench_writes_every_measurement(tmp_path, capsys):
     baseline = difference["selection_baseline"]  # the same selection on n unguided samples per shape
     assert baseline["disagreement"]["total"] == 10
     assert baseline["disagreeing_color_of_second_prediction"]["total"] == baseline["disagreement"]["successes"]
+    assert results["neuron"]["gain_over_held_out_mean_at_least_3"]["total"] == 4  # 4 channels x 1 sample
+    assert results["neuron"]["held_out_images"] == 512
     neuron = results["neuron"]["per_channel"]
     for channel in neuron.values():  # the best iterate includes the plain sample, so it never loses activation
         assert all(a >= b - 1e-6 for a, b in zip(channel["after"], channel["before"], strict=True))

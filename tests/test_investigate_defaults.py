@@ -12,8 +12,8 @@ from PIL import Image
 
 from featscope import investigate, registry
 from featscope.backbones import FAMILIES
-from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 from featscope.investigate.methods import default_mask
+from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS
 from featscope.world.render import generate
 

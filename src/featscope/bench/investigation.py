@@ -8,7 +8,8 @@ Three measurements, one per use case of the end-to-end solver (issue #5's accept
 - ``difference``: for every shape, images that ``world:shape-net`` calls that shape and ``world:spurious-net``
   does not; the oracle then reads their colour, to see whether the disagreement comes from the colour
   shortcut spurious-net was trained with.
-- ``neuron``: images that raise a channel of the penultimate layer, as a ratio over the plain sample.
+- ``neuron``: images that raise a channel of the penultimate layer: the activation over the plain sample's
+  and over the channel's mean on 512 held-out images.
 
 Each calls the cores users run (:mod:`featscope.investigate.cores`), in batches.
 """
@@ -33,6 +34,7 @@ from featscope.extractors import load_extractor
 from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
 from featscope.investigate.masks import foreground_mask, parse_mask
+from featscope.objectives import activation, last_linear
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
@@ -41,6 +43,7 @@ from featscope.world.render import COLORS, SHAPES, object_mask
 
 METHODS = ("counterfactual", "difference", "neuron")
 RESULTS = "results.json"
+HELD_OUT_IMAGES = 512  # the split's images over which a neuron's mean activation is taken
 # counterfactual rows: (regularizers, weights, foreground mask): "object" is the renderer's true object mask,
 # a mask spec (``cross-attention:otsu``) is made from each image's inversion as `featscope investigate
 # counterfactual --mask SPEC` makes it, None counts the whole image as background
@@ -251,10 +254,21 @@ def difference_bench(
     }  # fmt: skip
 
 
+@torch.no_grad()
+def channel_means(net, images: torch.Tensor, channels: Sequence[int]) -> list[float]:
+    """Mean activation of ``channels`` of the penultimate layer over ``images`` (held-out world images)."""
+    device = next(net.parameters()).device
+    acts = activation(net.network, net.preprocess(images.to(device)), last_linear(net.network), True).float()
+    return [float(acts[:, c].mean()) for c in channels]
+
+
 def neuron_bench(
-    backbone, net, *, channels: Sequence[int], samples: int, seed: int, config: EndToEndConfig, out: Path, quiet: bool
-) -> dict:
-    """Maximise each channel of the penultimate layer from ``samples`` plain samples; activation ratios."""
+    backbone, net, *, channels: Sequence[int], samples: int, seed: int, config: EndToEndConfig, out: Path, quiet: bool,
+    held_out: torch.Tensor | None = None,
+) -> dict:  # fmt: skip
+    """Maximise each channel of the penultimate layer from ``samples`` plain samples. Two gains: over the plain
+    sample (the ratio; it explodes when the sample barely fires the channel and stalls when it already fires it
+    strongly) and over the channel's mean activation on ``held_out`` images (scale-free, the bar's measure)."""
     per_channel, images_all = {}, []
     for c in tqdm(channels, desc="neuron", disable=quiet):
         result = cores.neuron(backbone, net, c, seeds=[seed + k for k in range(samples)], prompt="", config=config)
@@ -266,6 +280,14 @@ def neuron_bench(
     before = torch.tensor([v for c in per_channel.values() for v in c["before"]])
     after = torch.tensor([v for c in per_channel.values() for v in c["after"]])
     ratio = after / before.clamp_min(1e-6)
+    gains = {}
+    if held_out is not None:
+        means = channel_means(net, held_out, list(per_channel))
+        for entry, mean in zip(per_channel.values(), means, strict=True):
+            entry["held_out_mean"] = mean
+        gain = torch.tensor([a / max(c["held_out_mean"], 1e-6) for c in per_channel.values() for a in c["after"]])
+        gains = {"held_out_images": len(held_out), "gain_over_held_out_mean_median": float(gain.median()),
+                 "gain_over_held_out_mean_at_least_3": proportion(int((gain >= 3).sum()), len(gain))}  # fmt: skip
     return {
         "network": net.name,
         "layer": "input of the last linear layer",
@@ -275,6 +297,7 @@ def neuron_bench(
         "activation_after_mean": float(after.mean()),
         "ratio_median": float(ratio.median()),
         "ratio_at_least_3": proportion(int((ratio >= 3).sum()), len(ratio)),
+        **gains,
         "per_channel": per_channel,
     }
 
@@ -325,8 +348,9 @@ def run_investigation_bench(
             entry = difference_bench(model, shape_net, spurious, samples=small, seed=seed, config=config, out=out,
                                      quiet=quiet, baseline_samples=n)  # fmt: skip
         else:
+            held_out = to_tensor(source.images(HELD_OUT_IMAGES)[0])
             entry = neuron_bench(model, shape_net, channels=range(4), samples=small, seed=seed, config=config,
-                                 out=out, quiet=quiet)  # fmt: skip
+                                 out=out, quiet=quiet, held_out=held_out)  # fmt: skip
         entry["seconds"] = time.time() - tic
         entry["peak_memory_mb"] = peak_memory_mb(torch_device)
         report["results"][method] = entry
@@ -395,6 +419,10 @@ def investigation_markdown(report: dict) -> str:
             f"- mean activation: plain sample {r['activation_before_mean']:.3g}, "
             f"after {r['activation_after_mean']:.3g}",
             f"- median ratio after / before: {r['ratio_median']:.2f}; at least 3x: {_rate(r['ratio_at_least_3'])}",
-            _cost(r, r["ratio_at_least_3"]["total"]), "",
         ]  # fmt: skip
+        if "gain_over_held_out_mean_median" in r:
+            lines.append(f"- median gain over the channel's mean on {r['held_out_images']} held-out images: "
+                         f"{r['gain_over_held_out_mean_median']:.2f}; at least 3x: "
+                         f"{_rate(r['gain_over_held_out_mean_at_least_3'])}")  # fmt: skip
+        lines += [_cost(r, r["ratio_at_least_3"]["total"]), ""]
     return "\n".join(lines)

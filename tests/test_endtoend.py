@@ -19,7 +19,7 @@ from featscope.objectives import (
 )
 from featscope.sampling import sample
 from featscope.solvers.configs import EndToEndConfig
-from featscope.solvers.endtoend import best_iterates, optimize, warmup_factor
+from featscope.solvers.endtoend import best_iterates, optimize
 from featscope.world.render import generate
 
 CPU = torch.device("cpu")
@@ -122,17 +122,6 @@ def test_latent_is_reprojected_to_its_initial_norm(tiny_sd_backbone, tiny_cnn):
     torch.testing.assert_close(norms, norms[:1].expand_as(norms), rtol=1e-5, atol=0)
     free = run(tiny_sd_backbone, objective, seeds=(0, 1), config=config.with_overrides(renormalize_latent=False))
     assert not torch.allclose(free.latents.flatten(2).norm(dim=2)[-1], norms[0], rtol=1e-4)
-
-
-def test_warmup_shrinks_the_first_steps_geometrically(tiny_sd_backbone, tiny_cnn):
-    assert [round(warmup_factor(k, 4), 6) for k in range(6)] == [0.01, 0.031623, 0.1, 0.316228, 1.0, 1.0]
-    assert warmup_factor(0, 0) == 1.0
-    objective = neuron(tiny_cnn, "conv2", 0)
-    config = FAST.with_overrides(latent_lr=0.05, cond_lr=0, uncond_lr=0, iterations=1, renormalize_latent=False)
-    steps = [run(tiny_sd_backbone, objective, config=config.with_overrides(warmup=w)).latents for w in (0, 3)]
-    full, warm = ((z[1] - z[0]).abs().max().item() for z in steps)
-    # Adam's first step moves every coordinate by its learning rate: 0.05 in full, 1% of it with the warm-up
-    assert full == pytest.approx(0.05, rel=1e-3) and warm == pytest.approx(0.0005, rel=1e-3)
 
 
 def test_seeded_runs_are_identical_and_samples_do_not_depend_on_the_batch(tiny_sd_backbone, tiny_cnn):

@@ -237,8 +237,6 @@ class EndToEndConfig(Settings):
     uncond_lr: float = knob(
         1e-2, "learning rate of the unconditional (null-text) embedding delta; 0 = fixed", metavar="LR"
     )
-    warmup: int = knob(0, "learning rates grow geometrically from 1% to 100% over the first N Adam steps; 0 = none "
-                       "(featscope's: a full first step can throw a sensitive chain off its sample)", metavar="N")
     per_timestep_deltas: bool = knob(True, "one embedding delta per DDIM step (else one shared by all steps)")
     loss_steps: int = knob(3, "the loss is taken on the x0 predictions of the last N steps", metavar="N")
     loss_weighting: str = knob(
@@ -262,7 +260,6 @@ class EndToEndConfig(Settings):
             (self.num_steps >= 1, "num_steps must be at least 1"),
             (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
             (self.iterations >= 0, "iterations must be >= 0"),
-            (self.warmup >= 0, "warmup must be >= 0 (0 = no warm-up)"),
             (min(self.latent_lr, self.cond_lr, self.uncond_lr) >= 0, "learning rates must be >= 0"),
             (self.loss_steps >= 1, "loss_steps must be at least 1"),
             (self.loss_weighting in ("linear", "uniform"), f"loss_weighting must be linear or uniform, not "

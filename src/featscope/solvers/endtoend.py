@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -126,12 +125,6 @@ def _start_image(backbone: Backbone, image: torch.Tensor | None) -> torch.Tensor
     return image
 
 
-def warmup_factor(step: int, warmup: int) -> float:
-    """The learning-rate factor of Adam step ``step`` (0-based): 0.01 ** (1 - step / warmup) while ``step <
-    warmup``, then 1 (``warmup`` 0: always 1)."""
-    return 0.01 ** max(0.0, 1 - step / warmup) if warmup > 0 else 1.0
-
-
 class _History:
     """Every iterate's x_T, image and (non-augmented) losses, turned into the result at the end."""
 
@@ -213,8 +206,6 @@ def optimize(
     if not groups and config.iterations > 0:
         raise FeatscopeError("nothing to optimise: every learning rate is 0 (or the backbone takes no prompts)")
     optimizer = torch.optim.Adam(groups) if groups else None
-    warm = partial(warmup_factor, warmup=config.warmup)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warm) if optimizer is not None else None
     initial_norm = z_t.detach().flatten(1).norm(dim=1)
     reference = _start_image(backbone, start_image)
     with torch.no_grad():
@@ -254,7 +245,6 @@ def optimize(
         optimizer.zero_grad()
         total.sum().backward()
         optimizer.step()
-        schedule.step()
         if config.renormalize_latent:
             with torch.no_grad():
                 z_t.mul_((initial_norm / z_t.flatten(1).norm(dim=1)).view(-1, *[1] * (z_t.dim() - 1)))

@@ -311,6 +311,7 @@ def run_investigation_bench(
     seed: int | None = None,
     backbone: str = "world:ddpm",
     batch: int = 8,
+    channels: Sequence[int] = (0, 1, 2, 3),
     device: str = "auto",
     quiet: bool = False,
     overwrite: bool = False,
@@ -320,7 +321,7 @@ def run_investigation_bench(
 
     ``n`` is the number of counterfactual images (from the evaluation ``split``, or ``seed``'s stream; see
     :class:`~featscope.bench.targets.TargetSource`), and the number of difference samples per shape and neuron
-    samples per channel is ``max(1, n // 8)``. ``settings`` override the backbone's
+    samples per neuron (each of ``channels``) is ``max(1, n // 8)``. ``settings`` override the backbone's
     end-to-end defaults (:func:`~featscope.solvers.configs.endtoend_defaults`).
     """
     unknown = [m for m in methods if m not in METHODS]
@@ -349,7 +350,7 @@ def run_investigation_bench(
                                      quiet=quiet, baseline_samples=n)  # fmt: skip
         else:
             held_out = to_tensor(source.images(HELD_OUT_IMAGES)[0])
-            entry = neuron_bench(model, shape_net, channels=range(4), samples=small, seed=seed, config=config,
+            entry = neuron_bench(model, shape_net, channels=channels, samples=small, seed=seed, config=config,
                                  out=out, quiet=quiet, held_out=held_out)  # fmt: skip
         entry["seconds"] = time.time() - tic
         entry["peak_memory_mb"] = peak_memory_mb(torch_device)

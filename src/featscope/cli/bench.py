@@ -17,6 +17,7 @@ from featscope.cli.options import (
     add_runtime_options,
     knobs,
     names,
+    numbers,
     pick,
     sub_command,
 )
@@ -120,7 +121,8 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     """counterfactuals, classifier differences and neurons (end-to-end solver).
 
     The investigation measurements: counterfactuals circle -> square of -n images, with and without background
-    regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons 0-3, n/8 each.
+    regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons (--channels, default 0-3), n/8
+    each.
     """
     from featscope.solvers.configs import EndToEndConfig
 
@@ -133,6 +135,8 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     )
     add_backbone(p)
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
+    p.add_argument("--channels", default="0,1,2,3", metavar="C,C",
+                   help="neurons: channels of shape-net's penultimate layer, 0-127 (default: 0,1,2,3)")  # fmt: skip
     add_knobs(p, p.add_argument_group("end-to-end solver (defaults: the backbone's, as investigate)"), EndToEndConfig)
     add_runtime_options(p)
 
@@ -190,8 +194,9 @@ def _run_investigate(args: argparse.Namespace) -> int:
 
     methods = {} if args.methods is None else {"methods": names(args.methods)}
     run_investigation_bench(
-        args.out, **methods, **pick(args, *TARGETS, "backbone", "batch", "device", "quiet", "overwrite"), **knobs(args)
-    )
+        args.out, **methods, **pick(args, *TARGETS, "backbone", "batch", "device", "quiet", "overwrite"),
+        channels=numbers(args.channels, int, "--channels", "channel numbers like 0,1,2,3"), **knobs(args),
+    )  # fmt: skip
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/ (results.json, results.md, image grids)")
     return 0

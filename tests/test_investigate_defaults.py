@@ -14,7 +14,7 @@ from featscope import investigate, registry
 from featscope.backbones import FAMILIES
 from featscope.investigate.methods import default_mask
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
-from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS
+from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS, NEURON_DEFAULTS
 from featscope.world.render import generate
 
 PUBLISHED = EndToEndConfig()
@@ -37,6 +37,18 @@ def test_world_backbones_get_calibrated_learning_rates_and_sd_keeps_the_publishe
     for spec in ("sd:runwayml/stable-diffusion-v1-5", "sd:/models/model.safetensors", "sdxl:x", "pixel:/a/folder"):
         assert endtoend_defaults(spec) == PUBLISHED
     assert set(registry.BUILTIN_FAMILIES) == set(FAMILIES)  # the registry's list of families that plugins cannot own
+
+
+def test_world_neurons_get_their_own_iterations_on_top_of_the_world_defaults(tmp_path):
+    world = endtoend_defaults("world:ddpm")
+    assert endtoend_defaults("world:ddpm", "neuron") == world.with_overrides(**NEURON_DEFAULTS)
+    assert NEURON_DEFAULTS == {"iterations": 40} and world.iterations == PUBLISHED.iterations == 20
+    assert endtoend_defaults("world:ddpm", "counterfactual") == world  # no defaults of its own
+    assert endtoend_defaults("sd:runwayml/stable-diffusion-v1-5", "neuron") == PUBLISHED
+    out = tmp_path / "neuron"
+    investigate.neuron("world:shape-net@fc", None, [0], out=out, num_steps=1, cutouts=1, device="cpu", quiet=True)
+    solver = _solver(out)
+    assert solver["iterations"] == 40 and solver["latent_lr"] == ENDTOEND_DEFAULTS["latent_lr"]
 
 
 def test_a_flag_overrides_the_world_defaults_and_config_yaml_records_the_values(tmp_path, featscope_main):

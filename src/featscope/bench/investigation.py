@@ -58,9 +58,9 @@ ROWS = {
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
 
 
-def _config(settings: dict, backbone: str) -> EndToEndConfig:
-    """The backbone's defaults (what ``featscope investigate`` runs with) with ``settings`` on top."""
-    config = endtoend_defaults(backbone).with_overrides(**settings)
+def _config(settings: dict, backbone: str, method: str | None = None) -> EndToEndConfig:
+    """The backbone's defaults for ``method`` (what ``featscope investigate`` runs with) with ``settings`` on top."""
+    config = endtoend_defaults(backbone, method).with_overrides(**settings)
     config.validate()
     return config
 
@@ -350,8 +350,10 @@ def run_investigation_bench(
                                      quiet=quiet, baseline_samples=n)  # fmt: skip
         else:
             held_out = to_tensor(source.images(HELD_OUT_IMAGES)[0])
-            entry = neuron_bench(model, shape_net, channels=channels, samples=small, seed=seed, config=config,
+            neuron_config = _config(settings, backbone, "neuron")
+            entry = neuron_bench(model, shape_net, channels=channels, samples=small, seed=seed, config=neuron_config,
                                  out=out, quiet=quiet, held_out=held_out)  # fmt: skip
+            entry["solver"] = asdict(neuron_config)  # the neurons' own defaults (more iterations on the world)
         entry["seconds"] = time.time() - tic
         entry["peak_memory_mb"] = peak_memory_mb(torch_device)
         report["results"][method] = entry

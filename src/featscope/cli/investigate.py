@@ -38,8 +38,8 @@ iterate, final.png = last iterate, strip.png, loss.png, metrics.json, config.yam
 atomically; a re-run skips items whose metrics.json exists. out/summary.json and out/summary.md cover all items.
 """
 SOLVER_GROUP = (
-    "end-to-end solver (defaults: DiG-IN's published settings; on world: backbones 10x its learning rates; "
-    "config.yaml records the values used)"
+    "end-to-end solver (defaults: DiG-IN's published settings; on world: backbones 10x its learning rates, and "
+    "40 iterations for neurons; config.yaml records the values used)"
 )
 MASK_HELP = (
     "foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start class word's "

@@ -65,14 +65,16 @@ def _network(net: str | Extractor, device: torch.device, weights: str | None = N
     return model.to(device).eval()
 
 
-def _config(config: EndToEndConfig | None, settings: dict, backbone: str | Backbone) -> EndToEndConfig:
-    """``config``, else the backbone family's defaults (:func:`~featscope.solvers.configs.endtoend_defaults`),
-    with the user's ``settings`` on top."""
+def _config(
+    config: EndToEndConfig | None, settings: dict, backbone: str | Backbone, method: str | None = None
+) -> EndToEndConfig:
+    """``config``, else the backbone family's defaults for ``method`` (:func:`~featscope.solvers.configs.
+    endtoend_defaults`), with the user's ``settings`` on top."""
     from featscope.settings import resolve
     from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 
     spec = backbone if isinstance(backbone, str) else backbone.spec
-    return resolve(EndToEndConfig, config if config is not None else endtoend_defaults(spec), settings)
+    return resolve(EndToEndConfig, config if config is not None else endtoend_defaults(spec, method), settings)
 
 
 def _template(prompt_template: str | None, backbone: Backbone) -> str:
@@ -285,7 +287,7 @@ def neuron(
         network = _network(net, torch_device)
         size = tuple(network.input_size or (224, 224))
         name = _check_channels(network, layer, channels, size)  # before importing the solver: a quick error
-        solver = _config(config, settings, backbone)
+        solver = _config(config, settings, backbone, "neuron")
         model = _backbone(backbone, torch_device)
         captioner = load_captioner(namer[4:], torch_device) if namer is not None else None
         items = [

@@ -278,13 +278,15 @@ class EndToEndConfig(Settings):
         return [k / (n * (n + 1) / 2) for k in range(1, n + 1)]
 
 
-def endtoend_defaults(backbone: str) -> EndToEndConfig:
-    """The end-to-end solver's defaults on the backbone ``backbone`` (a spec): the published ones (Stable
-    Diffusion and every built-in family), with the values its plugin family registered on top (the world's
-    calibrated learning rates: ``featscope.world.plugin``)."""
+def endtoend_defaults(backbone: str, method: str | None = None) -> EndToEndConfig:
+    """The end-to-end solver's defaults on the backbone ``backbone`` (a spec) for ``method`` (e.g. ``"neuron"``):
+    the published ones (Stable Diffusion and every built-in family), with the values its plugin family
+    registered on top, for every method (``"endtoend"``) and then for this one (``"endtoend:METHOD"``): the
+    world's calibrated learning rates and its neurons' 40 iterations (``featscope.world.plugin``)."""
     from featscope.registry import backbone_settings
 
-    return EndToEndConfig().with_overrides(**backbone_settings(backbone, "endtoend"))
+    method_settings = backbone_settings(backbone, f"endtoend:{method}") if method else {}
+    return EndToEndConfig().with_overrides(**{**backbone_settings(backbone, "endtoend"), **method_settings})
 
 
 WORD_SWAP_TAUS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)

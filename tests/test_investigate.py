@@ -150,7 +150,8 @@ def test_counterfactual_from_a_real_image_with_a_mask(world, tmp_path):
         regularizers=["pixel_l2"], regularizer_weights=[10.0], inner_steps=1, **TINY_API,
     )  # fmt: skip
     files, metrics = _item(out, "circle_img0_to_square")
-    assert metrics["start_class"] == "circle" and metrics["prompt"] == "circle" and "mask.png" not in files
+    assert metrics["start_class"] == "circle" and metrics["prompt"] == "circle"
+    assert "mask.png" in files and "attention.png" in files  # no --mask: the world's cross-attention default
 
 
 def test_an_interrupted_item_leaves_nothing_that_looks_done(tmp_path):

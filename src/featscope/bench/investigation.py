@@ -86,8 +86,10 @@ def save_grid(images: torch.Tensor, path: Path) -> None:
 
 def _row_mask(mask: str | None, true_masks, backbone, images, inverted, captions, start, config) -> torch.Tensor | None:
     """A row's foreground masks (B, 1, H, W): the true object masks, generated ones (``mask`` a spec), or None."""
-    if mask is None or mask == "object":
-        return true_masks if mask else None
+    if mask is None:
+        return None
+    if mask == "object":
+        return true_masks
     spec = parse_mask(mask)
     x_t, nulls = inverted
     found = [foreground_mask(spec, backbone, images[i : i + 1], x_t[i : i + 1], captions[i], start,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from featscope.cli import main
+from shared_inputs import DECODE_STUDY
 
 TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"
@@ -86,17 +87,7 @@ def test_an_investigation_on_a_full_disk_keeps_finished_items_and_resumes(tmp_pa
                                                      "summary.md"]  # fmt: skip
 
 
-STUDY = """
-name: full
-out: out
-device: cpu
-jobs:
-  - method: decode
-    targets: yellow-star.png
-    seeds: [0, 1, 2]
-    preset: faster
-    settings: {num_steps: 4, recurrence: 1}
-"""
+STUDY = DECODE_STUDY.format(name="full")
 
 
 def test_a_study_on_a_full_disk_stops_at_once_and_a_rerun_resumes(tmp_path, capsys):

@@ -18,6 +18,7 @@ from featscope import investigate
 from featscope.datasets import ClassFolderDataset
 from featscope.errors import FeatscopeError
 from featscope.world.render import generate
+from shared_inputs import save_world_image
 
 TESTS = Path(__file__).parent
 TINY = ["--steps", "3", "--iterations", "1", "--cutouts", "1", "--device", "cpu", "--quiet"]
@@ -64,9 +65,7 @@ def world(tmp_path_factory):
         for i, image in enumerate(pixels):
             _save(root / "shapes" / shape / f"img{i}.png", image)
     (root / "names.tsv").write_text("circle\tround thing\nsquare\tbox\n")
-    pixels, records = generate(1, seed=5, shape="square")
-    _save(root / "square.png", pixels[0])
-    (root / "square.txt").write_text(records[0].caption())
+    save_world_image(root / "square.png", seed=5, shape="square")
     mask = np.zeros((32, 32), np.uint8)
     mask[8:24, 8:24] = 255
     Image.fromarray(mask).save(root / "mask.png")

@@ -15,7 +15,7 @@ from featscope.backbones import FAMILIES
 from featscope.investigate.methods import default_mask
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS, NEURON_DEFAULTS
-from featscope.world.render import generate
+from shared_inputs import save_world_image
 
 PUBLISHED = EndToEndConfig()
 LEARNING_RATES = ("latent_lr", "cond_lr", "uncond_lr")
@@ -75,10 +75,8 @@ def test_counterfactuals_at_the_world_defaults_flip_shape_net(tmp_path):
     """A circle becomes a square for world:shape-net with only the learning rates left at their defaults (a
     shorter chain and fewer iterations than the defaults, to stay fast); at DiG-IN's published rates the same run
     leaves the square at a confidence of 0.04 (checked by hand), so this fails if the defaults regress to them."""
-    pixels, records = generate(2, seed=5, shape="circle")
     image = tmp_path / "circle.png"
-    Image.fromarray(pixels[1]).save(image)
-    image.with_suffix(".txt").write_text(records[1].caption())
+    save_world_image(image, seed=5, shape="circle", index=1)
     out = tmp_path / "cf"
     summary = investigate.counterfactual("world:shape-net@fc", [image], "circle", "square", out=out,
                                          regularizers=(), regularizer_weights=(), num_steps=5, iterations=5,
@@ -94,10 +92,8 @@ def test_world_counterfactuals_default_to_the_cross_attention_mask_and_record_it
     assert default_mask("cross-attention:0.4", "world:ddpm") == "cross-attention:0.4"
     for spec in ("sd:runwayml/stable-diffusion-v1-5", "sdxl:x", "pixel:/a/folder"):
         assert default_mask(None, spec) is None  # the published runs give a mask or none
-    pixels, records = generate(1, seed=5, shape="circle")
     image = tmp_path / "circle.png"
-    Image.fromarray(pixels[0]).save(image)
-    image.with_suffix(".txt").write_text(records[0].caption())
+    save_world_image(image, seed=5, shape="circle")
     out = tmp_path / "cf"
     investigate.counterfactual("world:shape-net@fc", [image], "circle", "square", out=out, num_steps=2,
                                iterations=1, cutouts=1, inner_steps=1, device="cpu", quiet=True)  # fmt: skip

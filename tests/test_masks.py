@@ -23,6 +23,7 @@ from featscope.investigate.masks import (
     word_tokens,
 )
 from featscope.world.render import generate, object_mask
+from shared_inputs import save_world_image
 
 TINY = ["--steps", "3", "--iterations", "1", "--cutouts", "1", "--inner-steps", "1", "--device", "cpu", "--quiet"]
 
@@ -43,9 +44,7 @@ def folder(tmp_path_factory):
     from transformers import SamConfig, SamImageProcessor, SamModel, SamProcessor
 
     root = tmp_path_factory.mktemp("masks")
-    pixels, records = generate(1, seed=5, shape="square")
-    Image.fromarray(pixels[0]).save(root / "square.png")
-    (root / "square.txt").write_text(records[0].caption())
+    save_world_image(root / "square.png", seed=5, shape="square")
     for shape in ("circle", "square"):
         (root / "shapes" / shape).mkdir(parents=True)
         for i, image in enumerate(generate(2, seed=3, shape=shape)[0]):

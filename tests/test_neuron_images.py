@@ -5,25 +5,21 @@ from __future__ import annotations
 import json
 
 import pytest
-from PIL import Image
 
 from featscope.images import to_tensor
 from featscope.investigate.neuron_images import channel_activation, neuron_images_core
 from featscope.solvers.configs import EndToEndConfig
-from featscope.world.render import generate
+from shared_inputs import ITEM_LAYOUT, save_world_image
 
 FAST = EndToEndConfig(num_steps=4, iterations=2, cutouts=1, latent_lr=0.01, cond_lr=0.1, uncond_lr=0.1)
 TINY = ["--steps", "3", "--iterations", "1", "--cutouts", "1", "--inner-steps", "1", "--device", "cpu", "--quiet"]
-LAYOUT = ("target.png", "initial.png", "best.png", "final.png", "sheet.png", "metrics.json", "config.yaml", "log.jsonl")
 
 
 @pytest.fixture(scope="module")
 def star(tmp_path_factory):
     root = tmp_path_factory.mktemp("neuron-images")
-    pixels, records = generate(1, seed=9, shape="star")
-    Image.fromarray(pixels[0]).save(root / "star.png")
-    (root / "star.txt").write_text(records[0].caption())
-    return root, to_tensor(pixels), records[0].caption()
+    pixels, caption = save_world_image(root / "star.png", seed=9, shape="star")
+    return root, to_tensor(pixels[None]), caption
 
 
 @pytest.mark.parametrize("maximise", [True, False], ids=["up", "down"])
@@ -49,7 +45,7 @@ def test_neuron_images_cli_writes_one_folder_per_image_and_channel(featscope_mai
     assert result.returncode == 0, result.stderr
     for c in (3, 5):
         folder = out / f"star_neuron{c}"
-        assert all((folder / name).is_file() for name in LAYOUT)
+        assert all((folder / name).is_file() for name in ITEM_LAYOUT)
         metrics = json.loads((folder / "metrics.json").read_text())
         assert metrics["prompt"] == caption and metrics["channel"] == c and metrics["maximise"] is False
         assert set(metrics["activation"]) == {"image", "before", "after", "per_iteration"}

@@ -16,22 +16,13 @@ from pathlib import Path
 import pytest
 
 from featscope.cli import main
+from shared_inputs import DECODE_STUDY
 
 TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"
 TIMING = {"wall_seconds", "seconds", "peak_memory_mb", "time", "elapsed"}  # the only fields allowed to differ
 
-STUDY = """
-name: resume
-out: out
-device: cpu
-jobs:
-  - method: decode
-    targets: yellow-star.png
-    seeds: [0, 1, 2]
-    preset: faster
-    settings: {num_steps: 4, recurrence: 1}
-"""
+STUDY = DECODE_STUDY.format(name="resume")
 NEURON = ["investigate", "neuron", "--net", "world:shape-net@fc", "--channels", "1,5,7", "--steps", "2",
           "--iterations", "1", "--cutouts", "1", "--device", "cpu"]  # fmt: skip
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from PIL import Image
 
 from featscope.errors import FeatscopeError
 from featscope.images import to_tensor
@@ -15,18 +14,16 @@ from featscope.investigate.attention import CrossAttentionReplace
 from featscope.investigate.wordswap import prompt_to_prompt, swap_word, token_mapper, word_swap_core
 from featscope.solvers.configs import WordSwapConfig
 from featscope.world.render import generate
+from shared_inputs import ITEM_LAYOUT, save_world_image
 
 TINY = ["--steps", "3", "--inner-steps", "1", "--taus", "0,1", "--device", "cpu", "--quiet"]
-LAYOUT = ("target.png", "initial.png", "best.png", "final.png", "sheet.png", "metrics.json", "config.yaml", "log.jsonl")
 
 
 @pytest.fixture(scope="module")
 def circle(tmp_path_factory):
     """circle.png, a world circle with its caption in circle.txt."""
     root = tmp_path_factory.mktemp("wordswap")
-    pixels, records = generate(1, seed=4, shape="circle")
-    Image.fromarray(pixels[0]).save(root / "circle.png")
-    (root / "circle.txt").write_text(records[0].caption())
+    save_world_image(root / "circle.png", seed=4, shape="circle")
     return root
 
 
@@ -106,7 +103,7 @@ def test_word_swap_cli_writes_the_run_folder_layout(featscope_main, circle, tmp_
     result = featscope_main(*args)
     assert result.returncode == 0, result.stderr
     folder = out / "circle_to_square"
-    assert all((folder / name).is_file() for name in LAYOUT)
+    assert all((folder / name).is_file() for name in ITEM_LAYOUT)
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["prompt"] == (circle / "circle.txt").read_text()
     assert metrics["edited_prompt"] == metrics["prompt"].replace("circle", "square")

@@ -41,6 +41,7 @@ BUDGET = 259  # 1% of reference's 25,920 network evaluations per image
 
 _D = dict(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2)
 _DPM = dict(_D, sampler="dpmpp")
+_FAST = dict(_D, schedule_power=1.5)
 _MPGD = dict(sampler="ddim", guidance_weight=0.0, recurrence=1, early_recurrence=1, late_recurrence=1)
 # The search space: one family per line group (forward guidance on x_t, DPM-Solver++, step schedule, MPGD /
 # x0 guidance with inner iterations, recurrence, adaptive stopping, backward guidance as in `refine`).
@@ -73,6 +74,13 @@ SEARCH: dict[str, dict] = {
         backward_lr=0.003,
         backward_blur=1.0,
         backward_from=20,
+    ),
+    # Second screen: the `fast` chain (rho 1.5) with backward guidance only at its end, within the budget.
+    "bwd-fast-m29-lr0.003-from49": dict(_FAST, backward_steps=29, backward_lr=0.003, backward_from=49),
+    "bwd-fast-m29-lr0.001-from49": dict(_FAST, backward_steps=29, backward_lr=0.001, backward_from=49),
+    "bwd-fast-m14-lr0.003-from48": dict(_FAST, backward_steps=14, backward_lr=0.003, backward_from=48),
+    "bwd-fast-Klast1-m58-lr0.003-from49": dict(
+        _FAST, late_recurrence=1, late_steps=1, backward_steps=58, backward_lr=0.003, backward_from=49
     ),
 }
 

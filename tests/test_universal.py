@@ -238,6 +238,55 @@ def test_blurred_backward_delta_cannot_follow_pixel_level_detail():
     torch.testing.assert_close(gaussian_blur(smooth, 0.0), smooth)
 
 
+def test_sparse_backward_delta_matches_the_proximal_adam_steps_by_hand():
+    # a linear distance: the gradient is w at every step, so Adam's bias-corrected moments are m = w, v = w^2,
+    # each Adam step moves theta by lr sign(w) and the proximal step takes lr lambda / |w| off again, where
+    # lambda = s rms(w); elements with |w| <= lambda never move
+    w = torch.tensor([[4.0, 1.0, 0.5, -3.0]])
+    lr, s, steps = 0.01, 0.5, 3
+    lam = s * float(w.pow(2).mean().sqrt())
+    expected = -steps * lr * w.sign() * (1 - lam / w.abs()).clamp_min(0)
+    delta = backward_delta(torch.zeros(1, 4), lambda x: (w * x).sum(1), steps=steps, lr=lr, sparsity=s)
+    torch.testing.assert_close(delta, expected, rtol=1e-5, atol=1e-7)
+    assert delta[0, 1] == 0 and delta[0, 2] == 0 and delta[0, 0] < 0 < delta[0, 3]
+    dense = backward_delta(torch.zeros(1, 4), lambda x: (w * x).sum(1), steps=steps, lr=lr)
+    torch.testing.assert_close(dense, -steps * lr * w.sign(), rtol=1e-5, atol=1e-7)
+
+
+def test_sparse_backward_guidance_leaves_what_the_network_does_not_see():
+    # the network sees only the left half of the image; Adam alone moves the right half too (its tiny
+    # gradient is normalised to full steps), the L1 proximal step keeps it as it was
+    backbone, base = tiny_pixel_backbone(), tiny_extractor()
+    left = torch.ones(1, 1, 8, 8)
+    left[..., 4:] = 1e-3
+    half = Extractor(
+        torch.nn.Sequential(_Scale(left), base.network), name="test:left", mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    target = half(torch.rand(1, 3, 8, 8))
+    dense = UniversalConfig(num_steps=2, recurrence=1, guidance_weight=0.0, backward_steps=20, backward_lr=0.05)
+    changes = {}
+    for name, config in (("none", dense.with_overrides(backward_steps=0)), ("dense", dense),
+                         ("sparse", dense.with_overrides(backward_sparsity=0.5))):  # fmt: skip
+        out = solve_universal(
+            backbone, feature_match(half, target), config, generators=generators_for([0], CPU), quiet=True
+        )
+        changes[name] = out.final
+    right = (slice(None), slice(None), slice(None), slice(4, None))
+    moved_dense = (changes["dense"] - changes["none"])[right].abs().mean()
+    moved_sparse = (changes["sparse"] - changes["none"])[right].abs().mean()
+    assert moved_sparse < 0.1 * moved_dense, (moved_sparse, moved_dense)
+    assert (changes["sparse"] - changes["none"]).abs().mean() > 0  # the left half still moves
+
+
+class _Scale(torch.nn.Module):
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight
+
+
 def test_backward_guidance_is_counted_and_brings_the_estimate_closer():
     backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
     target = extractor(torch.rand(2, 3, 8, 8))
@@ -314,6 +363,8 @@ def test_bad_settings_are_user_errors():
         UniversalConfig(backward_steps=5, backward_lr=0).validate()
     with pytest.raises(FeatscopeError, match="--backward-blur"):
         UniversalConfig(backward_steps=5, backward_blur=-1).validate()
+    with pytest.raises(FeatscopeError, match="--backward-sparsity"):
+        UniversalConfig(backward_steps=5, backward_sparsity=-0.5).validate()
     with pytest.raises(FeatscopeError, match="unknown solver setting"):
         UniversalConfig().with_overrides(wg=3)
 

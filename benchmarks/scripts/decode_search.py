@@ -82,6 +82,17 @@ SEARCH: dict[str, dict] = {
     "bwd-fast-Klast1-m58-lr0.003-from49": dict(
         _FAST, late_recurrence=1, late_steps=1, backward_steps=58, backward_lr=0.003, backward_from=49
     ),
+    # ... with the L1 artifact penalty (backward_sparsity): only elements with a large gradient move.
+    **{
+        f"bwd-fast-Klast1-m58-lr0.003-from49-sparse{s}": dict(
+            _FAST, late_recurrence=1, late_steps=1, backward_steps=58, backward_lr=0.003, backward_from=49,
+            backward_sparsity=s,
+        )  # fmt: skip
+        for s in (0.5, 1.0, 2.0)
+    },
+    "bwd-fast-m29-lr0.003-from49-sparse1.0": dict(
+        _FAST, backward_steps=29, backward_lr=0.003, backward_from=49, backward_sparsity=1.0
+    ),
 }
 
 

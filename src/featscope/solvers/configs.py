@@ -80,6 +80,12 @@ class UniversalConfig(Settings):
         "instead (featscope's; published: 0)",
         metavar="SIGMA",
     )
+    backward_sparsity: float = knob(
+        0.0,
+        "artifact penalty of backward guidance: an L1 proximal step after each Adam step, so that only elements "
+        "whose gradient exceeds S times the sample's RMS gradient move (featscope's; published: 0)",
+        metavar="S",
+    )
     x0_weight: float = knob(
         0.0,
         "guidance on the clean estimate x0 (MPGD; TFG's mean guidance on x0): each inner step moves x0 by MU "
@@ -124,6 +130,7 @@ class UniversalConfig(Settings):
             (self.backward_steps >= 0, "backward_steps (--backward-steps, m) must be >= 0"),
             (self.backward_lr > 0, "backward_lr (--backward-lr) must be > 0"),
             (self.backward_blur >= 0, "backward_blur (--backward-blur) must be >= 0 (0 = no blur)"),
+            (self.backward_sparsity >= 0, "backward_sparsity (--backward-sparsity) must be >= 0 (0 = off)"),
             (
                 0 <= self.backward_from < self.num_steps,
                 f"backward_from (--backward-from) must be a sampling step in 0..{self.num_steps - 1}",

@@ -4,6 +4,8 @@
 - ``dpmpp_step``: DPM-Solver++(2M) (Lu et al. 2022) in data prediction, eta 0; order 1 is DDIM.
 - ``x0_guidance``: manifold-preserving guidance (MPGD, He et al. 2024; TFG's mean guidance on x0): normalised
   gradient steps on the clean estimate x0, no UNet backward pass.
+- ``soft_threshold_in_adam_metric``: an L1 artifact penalty on backward guidance's change (a proximal step
+  after each Adam step), so that only the elements with a large gradient move.
 - ``Patience``: adaptive per-sample stopping once a sample's best distance stops improving.
 """
 
@@ -58,10 +60,14 @@ def dpmpp_step(
     return (sigma_s / sigma_t) * z_t + (alpha_s - sigma_s * alpha_t / sigma_t) * d
 
 
+def rms_per_sample(x: torch.Tensor) -> torch.Tensor:
+    """Each sample's root mean square, shaped to broadcast against ``x``."""
+    return x.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (x.dim() - 1))
+
+
 def unit_rms(grad: torch.Tensor) -> torch.Tensor:
     """Each sample's gradient divided by its root mean square (zero stays zero)."""
-    rms = grad.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (grad.dim() - 1))
-    return grad / rms.clamp_min(1e-30)
+    return grad / rms_per_sample(grad).clamp_min(1e-30)
 
 
 def x0_guidance(
@@ -84,6 +90,17 @@ def x0_guidance(
             on_evaluation(x.detach(), values.detach())
         x = x.detach() - weight * unit_rms(grad.nan_to_num(0.0, 0.0, 0.0))
     return x - x0.detach()
+
+
+@torch.no_grad()
+def soft_threshold_in_adam_metric(theta: torch.Tensor, optimizer: torch.optim.Adam, sparsity: float) -> None:
+    """theta <- sign(theta) max(|theta| - lr lambda / (sqrt(v_hat) + eps), 0), lambda = ``sparsity`` times each
+    sample's RMS of the last gradient: the L1 proximal step after an Adam step (``backward_delta``)."""
+    group, state = optimizer.param_groups[0], optimizer.state[theta]
+    beta2, step = group["betas"][1], float(state["step"])
+    denom = (state["exp_avg_sq"] / (1 - beta2**step)).sqrt() + group["eps"]
+    threshold = group["lr"] * sparsity * rms_per_sample(theta.grad) / denom
+    theta.copy_(theta.sign() * (theta.abs() - threshold).clamp_min(0))
 
 
 class Patience:

@@ -38,7 +38,13 @@ from featscope.objectives import Context, Objective
 from featscope.progress import tqdm
 from featscope.sampling import cfg_blend
 from featscope.solvers.configs import UniversalConfig
-from featscope.solvers.pieces import Patience, dpmpp_step, warped_timesteps, x0_guidance
+from featscope.solvers.pieces import (
+    Patience,
+    dpmpp_step,
+    soft_threshold_in_adam_metric,
+    warped_timesteps,
+    x0_guidance,
+)
 
 
 # -- the pieces of one update (each checked against a hand computation in the tests) ----------
@@ -80,12 +86,17 @@ def backward_delta(
     steps: int,
     lr: float,
     blur: float = 0.0,
+    sparsity: float = 0.0,
 ) -> torch.Tensor:
     """Backward guidance: Delta ~ argmin_Delta distance(x0 + Delta), by ``steps`` Adam steps from 0.
 
     With ``blur`` > 0, Delta = G_blur * theta and Adam moves theta: Delta stays spatially smooth, so the
-    steps cannot add pixel-level speckle. ``distance`` returns one value per sample; Adam's moments are
-    element-wise, so each sample's Delta depends only on its own loss. Non-finite gradients are zeroed.
+    steps cannot add pixel-level speckle. With ``sparsity`` s > 0, each Adam step is followed by the proximal
+    step of an L1 penalty lambda |theta|_1 in Adam's metric (a soft threshold of lr lambda / (sqrt(v_hat) + eps)
+    per element), lambda = s times the sample's RMS gradient at that step: elements whose gradient stays
+    below s RMS do not move, so the change goes where the network looks, not over the whole background.
+    ``distance`` returns one value per sample; Adam's moments are element-wise, so each sample's Delta
+    depends only on its own loss. Non-finite gradients are zeroed.
     """
     theta = torch.zeros_like(x0, requires_grad=True)
     optimizer = torch.optim.Adam([theta], lr=lr)
@@ -93,6 +104,8 @@ def backward_delta(
         (grad,) = torch.autograd.grad(distance(x0 + gaussian_blur(theta, blur)).sum(), theta)
         theta.grad = grad.nan_to_num(0.0, 0.0, 0.0)
         optimizer.step()
+        if sparsity > 0:
+            soft_threshold_in_adam_metric(theta, optimizer, sparsity)
     with torch.no_grad():
         return gaussian_blur(theta, blur).detach()
 
@@ -274,7 +287,12 @@ class _GuidedSampling:
         if m_steps:
             with torch.enable_grad():
                 delta = backward_delta(
-                    x0_guided, lambda x: self.loss_of(x)[0], m_steps, config.backward_lr, config.backward_blur
+                    x0_guided,
+                    lambda x: self.loss_of(x)[0],
+                    m_steps,
+                    config.backward_lr,
+                    config.backward_blur,
+                    config.backward_sparsity,
                 )
             self.evaluated += rows * m_steps
             eps_guided = eps_guided - (abar_t / (1 - abar_t)).sqrt() * delta

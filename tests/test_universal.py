@@ -137,6 +137,11 @@ def test_evaluation_count_and_recurrence_schedule():
     out, _, _ = _solve(config, seeds=(0,))
     assert config.total_iterations() == 2 * 4 + 4 * 2
     assert out.evaluations == 2 * config.total_iterations()  # before and after each guided update
+    late = config.with_overrides(track_from=5)  # the updated estimate scored in the last step only
+    assert [late.tracked_at(i) for i in range(6)] == [False] * 5 + [True]
+    out_late, _, _ = _solve(late, seeds=(0,))
+    assert out_late.evaluations == late.network_evaluations() == config.total_iterations() + 2
+    assert all(w["step"] == 5 for w in out_late.best_where if w["after_guidance"])
 
 
 def test_late_refinement_schedule():

@@ -93,6 +93,15 @@ SEARCH: dict[str, dict] = {
     "bwd-fast-m29-lr0.003-from49-sparse1.0": dict(
         _FAST, backward_steps=29, backward_lr=0.003, backward_from=49, backward_sparsity=1.0
     ),
+    # ... scoring the updated estimate in the last step only (track_from 49): 100 evaluations more for Adam.
+    "fast-track49": dict(_FAST, track_from=49),
+    **{
+        f"bwd-fast-track49-Klast1-m159-lr{lr}-from49-sparse{s}": dict(
+            _FAST, track_from=49, late_recurrence=1, late_steps=1, backward_steps=159, backward_lr=lr,
+            backward_from=49, backward_sparsity=s,
+        )  # fmt: skip
+        for lr, s in ((0.003, 1.0), (0.003, 1.5), (0.001, 1.0), (0.001, 0.5))
+    },
 }
 
 

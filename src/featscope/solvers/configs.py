@@ -54,6 +54,12 @@ class UniversalConfig(Settings):
     track_after_guidance: bool = knob(
         True, "also score the x0 estimate after the guided update for best-image tracking", cli=False
     )
+    track_from: int = knob(
+        0,
+        "first sampling step whose guided x0 estimate is scored too (one network evaluation per iteration); "
+        "later = fewer evaluations, the estimates before the update are scored at every step (published: 0)",
+        metavar="STEP",
+    )
     clamp: bool = knob(
         True, "the network sees D(x0_hat) clamped to [0, 1] (straight-through; off as published)", cli=False
     )
@@ -117,6 +123,10 @@ class UniversalConfig(Settings):
                 f"x0_from (--x0-from) must be a sampling step in 0..{self.num_steps - 1}",
             ),
             (self.patience >= 0, "patience (--patience) must be >= 0 (0 = off)"),
+            (
+                0 <= self.track_from < self.num_steps,
+                f"track_from (--track-from) must be a sampling step in 0..{self.num_steps - 1}",
+            ),
             (self.patience == 0 or self.candidates == 1, "patience (--patience) needs a single candidate"),
             (
                 min(self.recurrence, self.early_recurrence, self.late_recurrence) >= 1,
@@ -168,7 +178,7 @@ class UniversalConfig(Settings):
     def tracked_at(self, step: int) -> bool:
         """Whether each iteration at ``step`` scores the updated x0 estimate too (one more network pass)."""
         guided = self.guidance_weight > 0 or self.backward_at(step) > 0 or self.x0_at(step) > 0
-        return self.track_after_guidance and guided
+        return self.track_after_guidance and guided and step >= self.track_from
 
     def total_iterations(self) -> int:
         """Guided iterations per image, every candidate counted."""

@@ -85,7 +85,12 @@ SEARCH: dict[str, dict] = {
     # ... with the L1 artifact penalty (backward_sparsity): only elements with a large gradient move.
     **{
         f"bwd-fast-Klast1-m58-lr0.003-from49-sparse{s}": dict(
-            _FAST, late_recurrence=1, late_steps=1, backward_steps=58, backward_lr=0.003, backward_from=49,
+            _FAST,
+            late_recurrence=1,
+            late_steps=1,
+            backward_steps=58,
+            backward_lr=0.003,
+            backward_from=49,
             backward_sparsity=s,
         )  # fmt: skip
         for s in (0.5, 1.0, 2.0)
@@ -97,10 +102,25 @@ SEARCH: dict[str, dict] = {
     "fast-track49": dict(_FAST, track_from=49),
     **{
         f"bwd-fast-track49-Klast1-m159-lr{lr}-from49-sparse{s}": dict(
-            _FAST, track_from=49, late_recurrence=1, late_steps=1, backward_steps=159, backward_lr=lr,
-            backward_from=49, backward_sparsity=s,
+            _FAST,
+            track_from=49,
+            late_recurrence=1,
+            late_steps=1,
+            backward_steps=159,
+            backward_lr=lr,
+            backward_from=49,
+            backward_sparsity=s,
         )  # fmt: skip
-        for lr, s in ((0.003, 1.0), (0.003, 1.5), (0.001, 1.0), (0.001, 0.5))
+        for lr, s in (
+            (0.003, 1.0),
+            (0.003, 1.5),
+            (0.001, 1.0),
+            (0.001, 0.5),
+            (0.003, 2.0),
+            (0.003, 2.5),
+            (0.01, 2.0),
+            (0.01, 3.0),
+        )
     },
 }
 

@@ -243,6 +243,20 @@ def test_blurred_backward_delta_cannot_follow_pixel_level_detail():
     torch.testing.assert_close(gaussian_blur(smooth, 0.0), smooth)
 
 
+def test_negative_steps_count_from_the_end():
+    from_end = UniversalConfig(
+        num_steps=6, backward_steps=3, backward_from=-2, track_from=-1, x0_weight=0.1, x0_from=-3
+    )
+    from_start = from_end.with_overrides(backward_from=4, track_from=5, x0_from=3)
+    for config in (from_end, from_start):
+        config.validate()
+        assert [config.backward_at(i) for i in range(6)] == [0, 0, 0, 0, 3, 3]
+        assert [config.tracked_at(i) for i in range(6)] == [False] * 5 + [True]
+        assert [config.x0_at(i) for i in range(6)] == [0, 0, 0, 1, 1, 1]
+    assert from_end.network_evaluations() == from_start.network_evaluations()
+    assert from_end.with_overrides(num_steps=3).backward_at(1) == 3  # still the last two steps
+
+
 def test_sparse_backward_delta_matches_the_proximal_adam_steps_by_hand():
     # a linear distance: the gradient is w at every step, so Adam's bias-corrected moments are m = w, v = w^2,
     # each Adam step moves theta by lr sign(w) and the proximal step takes lr lambda / |w| off again, where
@@ -368,6 +382,10 @@ def test_bad_settings_are_user_errors():
         UniversalConfig(backward_steps=5, backward_lr=0).validate()
     with pytest.raises(FeatscopeError, match="--backward-blur"):
         UniversalConfig(backward_steps=5, backward_blur=-1).validate()
+    with pytest.raises(FeatscopeError, match="--backward-from"):
+        UniversalConfig(num_steps=10, backward_steps=5, backward_from=-11).validate()
+    with pytest.raises(FeatscopeError, match="--track-from"):
+        UniversalConfig(num_steps=10, track_from=10).validate()
     with pytest.raises(FeatscopeError, match="--backward-sparsity"):
         UniversalConfig(backward_steps=5, backward_sparsity=-0.5).validate()
     with pytest.raises(FeatscopeError, match="unknown solver setting"):

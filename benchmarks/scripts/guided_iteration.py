@@ -1,7 +1,8 @@
 """Seconds per guided iteration and peak memory of the universal solver.
 
 One guided iteration = UNet forward+backward, x0 estimate, decoder forward+backward, network
-forward+backward, rescale/clamp, scheduler step, plus the post-guidance check (decode + network).
+forward+backward, rescale/clamp, scheduler step, plus the post-guidance check (decode + network);
+with ``--backward-steps M`` also M backward guidance steps (decoder and network forward+backward each).
 
     python benchmarks/scripts/guided_iteration.py --backbone world:ddpm --extractor world:shape-net
     python benchmarks/scripts/guided_iteration.py --backbone random:sd-v1 --resolution 512 \
@@ -101,8 +102,18 @@ def measure(args: argparse.Namespace) -> dict:
     extractor = load_extractor(args.extractor, device=device, pretrained=not args.random_extractor)
     speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
     apply_speed(backbone, extractor, speed)
+    config = UniversalConfig(
+        sampler="ddim", num_steps=1, recurrence=1, guidance_weight=0.3, backward_steps=args.backward_steps,
+        backward_lr=0.003, backward_sparsity=2.0 if args.backward_steps else 0.0,
+    )  # fmt: skip
     timing = time_guided(
-        backbone, extractor, batch=args.batch, dtype=dtype, iterations=args.iterations, warmup=args.warmup
+        backbone,
+        extractor,
+        batch=args.batch,
+        dtype=dtype,
+        iterations=args.iterations,
+        warmup=args.warmup,
+        config=config,
     )
     return {
         "backbone": args.backbone,
@@ -110,6 +121,7 @@ def measure(args: argparse.Namespace) -> dict:
         "resolution": backbone.image_size[0],
         "dtype": args.dtype,
         "speed": speed.names(),
+        "backward_steps": args.backward_steps,
         "batch": args.batch,
         "device": device_name(device),
         **timing,
@@ -133,6 +145,13 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--low-memory", action="store_true", help="gradient checkpointing of UNet and VAE")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--backward-steps",
+        type=int,
+        default=0,
+        help="backward guidance steps in each timed iteration (each a decoder and network forward and backward "
+        "pass, no UNet pass); the difference to 0 is their cost",
+    )
     parser.add_argument("--json", type=Path, help="append the result as one JSON line to this file")
     args = parser.parse_args()
     if args.threads:

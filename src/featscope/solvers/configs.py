@@ -56,8 +56,9 @@ class UniversalConfig(Settings):
     )
     track_from: int = knob(
         0,
-        "first sampling step whose guided x0 estimate is scored too (one network evaluation per iteration); "
-        "later = fewer evaluations, the estimates before the update are scored at every step (published: 0)",
+        "first sampling step whose guided x0 estimate is scored too (one network evaluation per iteration; "
+        "negative: counted from the end, -1 = the last step); the estimates before the update are scored at "
+        "every step (published: 0)",
         metavar="STEP",
     )
     clamp: bool = knob(
@@ -79,7 +80,9 @@ class UniversalConfig(Settings):
         symbol="m",
     )
     backward_lr: float = knob(0.01, "Adam step size of backward guidance, in the backbone's x0 units", metavar="LR")
-    backward_from: int = knob(0, "first sampling step (0 = the noisiest) with backward guidance", metavar="STEP")
+    backward_from: int = knob(
+        0, "first sampling step with backward guidance (0 = the noisiest; -1 = the last)", metavar="STEP"
+    )
     backward_blur: float = knob(
         0.0,
         "Gaussian blur sigma (x0 pixels) on the backward step's change: no speckle, low-frequency blotches "
@@ -100,7 +103,7 @@ class UniversalConfig(Settings):
         metavar="MU",
     )
     x0_steps: int = knob(1, "inner iterations of the x0 guidance, one network evaluation each", symbol="N_iter")
-    x0_from: int = knob(0, "first sampling step (0 = the noisiest) with x0 guidance", metavar="STEP")
+    x0_from: int = knob(0, "first sampling step with x0 guidance (0 = the noisiest; -1 = the last)", metavar="STEP")
     patience: int = knob(
         0,
         "adaptive per-sample stopping: a sample stops once its best distance has not dropped by 1% for P "
@@ -118,15 +121,9 @@ class UniversalConfig(Settings):
                 "schedule_power (--schedule-power) needs --sampler ddim or dpmpp",
             ),
             (self.x0_weight >= 0 and self.x0_steps >= 1, "x0_weight must be >= 0 and x0_steps at least 1"),
-            (
-                0 <= self.x0_from < self.num_steps,
-                f"x0_from (--x0-from) must be a sampling step in 0..{self.num_steps - 1}",
-            ),
+            self.step_check("x0_from"),
             (self.patience >= 0, "patience (--patience) must be >= 0 (0 = off)"),
-            (
-                0 <= self.track_from < self.num_steps,
-                f"track_from (--track-from) must be a sampling step in 0..{self.num_steps - 1}",
-            ),
+            self.step_check("track_from"),
             (self.patience == 0 or self.candidates == 1, "patience (--patience) needs a single candidate"),
             (
                 min(self.recurrence, self.early_recurrence, self.late_recurrence) >= 1,
@@ -141,10 +138,7 @@ class UniversalConfig(Settings):
             (self.backward_lr > 0, "backward_lr (--backward-lr) must be > 0"),
             (self.backward_blur >= 0, "backward_blur (--backward-blur) must be >= 0 (0 = no blur)"),
             (self.backward_sparsity >= 0, "backward_sparsity (--backward-sparsity) must be >= 0 (0 = off)"),
-            (
-                0 <= self.backward_from < self.num_steps,
-                f"backward_from (--backward-from) must be a sampling step in 0..{self.num_steps - 1}",
-            ),
+            self.step_check("backward_from"),
             (
                 self.candidates == 1 or 1 <= self.select_after <= self.num_steps,
                 f"with {self.candidates} candidates, pass select_after (--select-after) in 1..{self.num_steps}: "
@@ -167,18 +161,27 @@ class UniversalConfig(Settings):
         """Trajectories per image at sampling step ``step``: all candidates until the selection."""
         return self.candidates if step < self.select_after else 1
 
+    def step_check(self, name: str) -> tuple[bool, str]:
+        """A validation check that the step field ``name`` names a sampling step (negative: from the end)."""
+        n, flag = self.num_steps, "--" + name.replace("_", "-")
+        return -n <= getattr(self, name) < n, f"{name} ({flag}) must be a sampling step in 0..{n - 1} or -1..-{n}"
+
+    def step_index(self, step: int) -> int:
+        """A sampling step as given (``--backward-from`` etc.), negative ones counted from the end."""
+        return step if step >= 0 else self.num_steps + step
+
     def backward_at(self, step: int) -> int:
         """Backward guidance steps (m) per iteration at sampling step ``step``."""
-        return self.backward_steps if step >= self.backward_from else 0
+        return self.backward_steps if step >= self.step_index(self.backward_from) else 0
 
     def x0_at(self, step: int) -> int:
         """Inner steps of x0 guidance per iteration at sampling step ``step``."""
-        return self.x0_steps if self.x0_weight > 0 and step >= self.x0_from else 0
+        return self.x0_steps if self.x0_weight > 0 and step >= self.step_index(self.x0_from) else 0
 
     def tracked_at(self, step: int) -> bool:
         """Whether each iteration at ``step`` scores the updated x0 estimate too (one more network pass)."""
         guided = self.guidance_weight > 0 or self.backward_at(step) > 0 or self.x0_at(step) > 0
-        return self.track_after_guidance and guided and step >= self.track_from
+        return self.track_after_guidance and guided and step >= self.step_index(self.track_from)
 
     def total_iterations(self) -> int:
         """Guided iterations per image, every candidate counted."""

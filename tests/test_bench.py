@@ -105,8 +105,10 @@ def test_files_and_results_structure(bench):
     assert (guided["label"], unguided["label"]) == ("fast", "unguided (fast)")
     assert (guided["settings"]["guidance_weight"], unguided["settings"]["guidance_weight"]) == (0.1, 0.0)
     assert guided["settings"]["num_steps"] == unguided["settings"]["num_steps"] == 3
-    # 3 steps, K = 1: one evaluation per step, and one after the guided update when guided
-    assert (guided["network_evaluations_per_image"], unguided["network_evaluations_per_image"]) == (6, 3)
+    # 3 steps, K = 1: one evaluation per step; guided, fast scores the updated estimate in the last step and adds
+    # its 159 backward steps there; the unguided twin has no guidance of any kind
+    assert (guided["network_evaluations_per_image"], unguided["network_evaluations_per_image"]) == (3 + 1 + 159, 3)
+    assert unguided["settings"]["backward_steps"] == 0 and guided["settings"]["backward_steps"] == 159
     assert len(guided["samples"]) == N and guided["wall_seconds_per_image"] > 0
     markdown = (out / "results.md").read_text()
     assert f"## {EXTRACTOR}" in markdown and "| unguided (fast) |" in markdown

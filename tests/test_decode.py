@@ -14,7 +14,9 @@ from featscope.errors import FeatscopeError, RunExistsError
 from featscope.targets import save_feature
 
 EXTRACTOR = "tiny_nets:tiny_cnn"
-FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0}
+# the forward-guidance chain of `fast`, short (no backward steps in its last step)
+FAST = {"num_steps": 8, "recurrence": 2, "guidance_weight": 4.0, "late_steps": 0, "track_from": 0}
+FAST |= {"backward_steps": 0, "backward_sparsity": 0.0}
 
 
 @pytest.mark.parametrize("family", ["sd", "pixel"])
@@ -37,14 +39,22 @@ def test_backward_guidance_runs_through_the_vae_and_closes_the_distance(tiny_sd_
         backbone=spec,
         extractor=EXTRACTOR,
         quiet=True,
-        **FAST,
-        backward_steps=20,
-        backward_from=4,
-        backward_lr=0.1,
+        **{**FAST, "backward_steps": 20, "backward_from": 4, "backward_lr": 0.1},
     )
     assert backward.metrics[0]["network_evaluations"] == forward.metrics[0]["network_evaluations"] + 4 * 2 * 20
     f, b = forward.metrics[0]["best_distance"], backward.metrics[0]["best_distance"]
     assert b <= 0.5 * f, (f, b)
+
+
+def test_the_fast_preset_adds_sparse_backward_steps_through_the_vae(tiny_sd_folder, target_png):
+    kwargs = dict(backbone=f"sd:{tiny_sd_folder}", extractor=EXTRACTOR, quiet=True, num_steps=8, guidance_weight=4.0)
+    chain = featscope.decode(target_png, preset="fast", **kwargs, backward_steps=0)  # the same chain without them
+    shipped = featscope.decode(target_png, preset="fast", **kwargs)
+    # 7 steps x K 2 scored before the update; the last step: K 1, scored before and after, 159 backward steps;
+    # and the two passes that score the final and the best image
+    assert shipped.metrics[0]["network_evaluations"] == 7 * 2 + 1 + 1 + 159 + 2
+    c, s = chain.metrics[0]["best_distance"], shipped.metrics[0]["best_distance"]
+    assert s < c, (c, s)
 
 
 def test_run_folder_layout_and_reproducibility(tiny_sd_folder, target_png, tmp_path):
@@ -132,8 +142,11 @@ def test_reduced_precision_keeps_guidance_working(dtype, tiny_pixel_folder, targ
 
 def test_config_is_a_preset_or_settings_and_the_core_gives_the_same_numbers(tiny_pixel_folder, target_png):
     kwargs = dict(backbone=f"pixel:{tiny_pixel_folder}", extractor=EXTRACTOR, quiet=True)
-    # `fast` is the settings' defaults on the step schedule rho 1.5
-    config = featscope.UniversalConfig(num_steps=3, recurrence=1, guidance_weight=4.0, schedule_power=1.5)
+    # `fast` is the settings' defaults on the step schedule rho 1.5, with sparse backward steps in its last step
+    config = featscope.UniversalConfig(
+        num_steps=3, recurrence=1, guidance_weight=4.0, schedule_power=1.5, late_recurrence=1, late_steps=1,
+        track_from=-1, backward_steps=159, backward_lr=0.003, backward_from=-1, backward_sparsity=2.0,
+    )  # fmt: skip
     by_config = featscope.decode(target_png, config=config, **kwargs)
     by_preset = featscope.decode(target_png, preset="fast", num_steps=3, recurrence=1, guidance_weight=4.0, **kwargs)
     assert by_config.config["preset"] is None and by_preset.config["preset"] == "fast"

@@ -66,7 +66,7 @@ def bench_rows(presets: Sequence[str], include_unguided: bool, settings: dict) -
         config.validate()
         rows.append(Row(name, True, config))
         if include_unguided:
-            rows.append(Row(name, False, config.with_overrides(guidance_weight=0.0)))
+            rows.append(Row(name, False, config.unguided()))
     return rows
 
 

@@ -47,7 +47,8 @@ what the numbers mean (one table per extractor, one row per preset):
                   iteration (one with the UNet, one to track the best image), one per backward step
   s/image         wall-clock seconds per image (a batch's time / n)
   peak MB         peak memory: CUDA allocator peak on a GPU, the process's maximum resident set on a CPU
-rows: each preset, and "unguided (PRESET)": the same sampler and seeds with w_g = 0, the baseline.
+rows: each preset, and "unguided (PRESET)": the same sampler and seeds with no guidance (w_g = 0, no backward or
+x0 steps), the baseline.
 Target i is the world image i of --seed, decoded from seed --seed + i.
 
 writes into --out: results.json (every number, per target too, and the config), results.md (the tables),
@@ -105,14 +106,14 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
         metavar="SPEC,SPEC",
         help="networks under study, comma-separated (default: %(default)s)",
     )
-    s = p.add_argument_group("solver (each preset, then any override, for every row; unguided rows: w_g = 0)")
+    s = p.add_argument_group("solver (each preset, then any override, for every row; unguided rows: no guidance)")
     s.add_argument(
         "--presets",
         default="fast",
         metavar="NAME,NAME",
         help=f"{', '.join(PRESETS)} (default: %(default)s)",
     )
-    s.add_argument("--no-unguided", action="store_true", help="skip the unguided baseline rows (w_g = 0)")
+    s.add_argument("--no-unguided", action="store_true", help="skip the unguided baseline rows (no guidance)")
     add_knobs(p, s, UniversalConfig, exclude=("prompt", "guidance_scale", "stop_distance"), defaults=PRESETS["fast"])
     add_runtime_options(p)
 

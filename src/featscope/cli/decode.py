@@ -35,9 +35,11 @@ The update at every step (paper: Shirahama et al., arXiv 2509.07936):
 """
 PRESET_HELP = (
     "reference = the published setting (1000-step DDPM, K=1000 for the first 5 steps then 8, w_g=4, thr 3.0; "
-    "2.0 for ViT-H/14); fast = DDIM 50, K=2; faster = DDIM 25, K=2; refine = fast with backward guidance (80 Adam "
-    "steps on each x0 estimate) in the last 6 steps: 4.5%% of reference's evaluations, 0.32-0.63x its median "
-    "distance on the world networks, with background artifacts (docs/speed.md) (default: fast)"
+    "2.0 for ViT-H/14); fast = DDIM 50 on the schedule rho 1.5, K=2, then 159 sparse backward guidance steps in "
+    "the last step: 1%% of reference's network evaluations; faster = DDIM 25, K=2; refine = DDIM 50, K=2 with "
+    "backward guidance (80 Adam steps on each x0 estimate) in the last 6 steps: 4.5%% of reference's evaluations, "
+    "nearer than reference in feature space on the world, with background artifacts (docs/speed.md) "
+    "(default: fast)"
 )
 
 

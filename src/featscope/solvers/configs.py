@@ -161,6 +161,10 @@ class UniversalConfig(Settings):
         """Trajectories per image at sampling step ``step``: all candidates until the selection."""
         return self.candidates if step < self.select_after else 1
 
+    def unguided(self) -> UniversalConfig:
+        """The same sampler with every kind of guidance off (w_g 0, no backward or x0 steps): the baseline."""
+        return replace(self, guidance_weight=0.0, backward_steps=0, x0_weight=0.0)
+
     def step_check(self, name: str) -> tuple[bool, str]:
         """A validation check that the step field ``name`` names a sampling step (negative: from the end)."""
         n, flag = self.num_steps, "--" + name.replace("_", "-")
@@ -206,10 +210,22 @@ class UniversalConfig(Settings):
 # DDIM with few steps; w_g 0.1 was calibrated on the embedded v-prediction world model, whose DDIM chains start
 # at zero SNR (on world targets from its training pool: docs/speed.md).
 _DDIM50 = UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2)
-# `fast`: the same chain on a step schedule t_i = 999 (1 - i/50)^1.5 (more steps near the clean image), chosen on
-# the tuning split among 15 guided settings of the design space within 1% of reference's evaluations
-# (benchmarks/records/decode-search/, docs/speed.md).
-_FAST = replace(_DDIM50, schedule_power=1.5)
+# The same chain on a step schedule t_i = 999 (1 - i/50)^1.5 (more steps near the clean image), chosen on the
+# tuning split among 15 guided settings of the design space within 1% of reference's evaluations.
+_WARPED50 = replace(_DDIM50, schedule_power=1.5)
+# `fast`: that chain with its last step spent on backward guidance: K 1 there, the updated estimate scored there
+# only, 159 Adam steps (lr 0.003) under the L1 artifact penalty (sparsity 2): 259 network evaluations, 1% of
+# reference's. Chosen on the tuning split among 29 settings (benchmarks/records/decode-search/, docs/speed.md).
+_FAST = replace(
+    _WARPED50,
+    late_recurrence=1,
+    late_steps=1,
+    track_from=-1,
+    backward_steps=159,
+    backward_lr=0.003,
+    backward_from=-1,
+    backward_sparsity=2.0,
+)
 
 PRESETS: dict[str, UniversalConfig] = {
     # The published setting: 1000-step DDPM, empty prompt, no CFG, K=1000 for t >= 995 then 8, w_g=4, thr 3.

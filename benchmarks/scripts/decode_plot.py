@@ -52,7 +52,9 @@ def main() -> None:
     parser.add_argument("search", nargs="+", help="decode_search.py lines of the tuning search")
     parser.add_argument("--test", nargs="*", default=[], help="decode_search.py lines of the test split")
     parser.add_argument("--out", required=True)
+    parser.add_argument("--label", nargs="*", default=[], metavar="CONFIG=LABEL", help="names shown for test lines")
     args = parser.parse_args()
+    names = dict(x.split("=", 1) for x in args.label)
     rows = [r for r in summarise(load(args.search)) if r["extractor"] == "all" and "unguided" not in r["config"]]
     test_lines = load(args.test)
     on_reference = {(x["extractor"], x["index"]) for x in test_lines if x["config"] == "reference"}
@@ -67,8 +69,8 @@ def main() -> None:
     for ax, cost, label in zip(axes, costs, labels, strict=True):
         seen = set()
         for r in points:
-            name, marker = family(r["config"])
             is_test = r in tests
+            name, marker = ("preset (test split)", "*") if is_test else family(r["config"])
             scatter = ax.scatter(
                 r[cost], r["relative_distance"]["median"], c=[r["background_deviation"]["median"]],
                 cmap="viridis", norm=norm, marker=marker, s=160 if is_test else 50,
@@ -76,13 +78,15 @@ def main() -> None:
             )  # fmt: skip
             seen.add(name)
             if is_test:
-                ax.annotate(f"{r['config']} (test, n={r['n']})", (r[cost], r["relative_distance"]["median"]),
+                text = f"{names.get(r['config'], r['config'])} (test, n={r['n']})"
+                ax.annotate(text, (r[cost], r["relative_distance"]["median"]),
                             fontsize=7, xytext=(4, 4), textcoords="offset points")  # fmt: skip
         ref_cost = REFERENCE.network_evaluations() if cost == "network_evaluations" else REFERENCE.unet_equivalents()
         ax.axvline(ref_cost / 100, color="grey", ls=":", lw=1)
         ax.annotate("1% of reference", (ref_cost / 100, 0.5), xycoords=("data", "axes fraction"), rotation=90,
                     fontsize=7, ha="right", color="grey")  # fmt: skip
         ax.set_xscale("log")
+        ax.set_xlim(right=ref_cost * 8)  # room for the reference star's label
         ax.set_yscale("log")
         ax.set_xlabel(label)
     axes[0].set_ylabel("median relative feature distance")

@@ -42,6 +42,7 @@ BUDGET = 259  # 1% of reference's 25,920 network evaluations per image
 _D = dict(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2)
 _DPM = dict(_D, sampler="dpmpp")
 _FAST = dict(_D, schedule_power=1.5)
+_LAST = dict(_FAST, late_recurrence=1, late_steps=1, backward_from=49)  # K 1 and backward steps in the last step
 _MPGD = dict(sampler="ddim", guidance_weight=0.0, recurrence=1, early_recurrence=1, late_recurrence=1)
 # The search space: one family per line group (forward guidance on x_t, DPM-Solver++, step schedule, MPGD /
 # x0 guidance with inner iterations, recurrence, adaptive stopping, backward guidance as in `refine`).
@@ -79,20 +80,12 @@ SEARCH: dict[str, dict] = {
     "bwd-fast-m29-lr0.003-from49": dict(_FAST, backward_steps=29, backward_lr=0.003, backward_from=49),
     "bwd-fast-m29-lr0.001-from49": dict(_FAST, backward_steps=29, backward_lr=0.001, backward_from=49),
     "bwd-fast-m14-lr0.003-from48": dict(_FAST, backward_steps=14, backward_lr=0.003, backward_from=48),
-    "bwd-fast-Klast1-m58-lr0.003-from49": dict(
-        _FAST, late_recurrence=1, late_steps=1, backward_steps=58, backward_lr=0.003, backward_from=49
-    ),
+    "bwd-fast-Klast1-m58-lr0.003-from49": dict(_LAST, backward_steps=58, backward_lr=0.003),
     # ... with the L1 artifact penalty (backward_sparsity): only elements with a large gradient move.
     **{
         f"bwd-fast-Klast1-m58-lr0.003-from49-sparse{s}": dict(
-            _FAST,
-            late_recurrence=1,
-            late_steps=1,
-            backward_steps=58,
-            backward_lr=0.003,
-            backward_from=49,
-            backward_sparsity=s,
-        )  # fmt: skip
+            _LAST, backward_steps=58, backward_lr=0.003, backward_sparsity=s
+        )
         for s in (0.5, 1.0, 2.0)
     },
     "bwd-fast-m29-lr0.003-from49-sparse1.0": dict(
@@ -102,15 +95,8 @@ SEARCH: dict[str, dict] = {
     "fast-track49": dict(_FAST, track_from=49),
     **{
         f"bwd-fast-track49-Klast1-m159-lr{lr}-from49-sparse{s}": dict(
-            _FAST,
-            track_from=49,
-            late_recurrence=1,
-            late_steps=1,
-            backward_steps=159,
-            backward_lr=lr,
-            backward_from=49,
-            backward_sparsity=s,
-        )  # fmt: skip
+            _LAST, track_from=49, backward_steps=159, backward_lr=lr, backward_sparsity=s
+        )
         for lr, s in (
             (0.003, 1.0),
             (0.003, 1.5),
@@ -120,7 +106,7 @@ SEARCH: dict[str, dict] = {
             (0.003, 2.5),
             (0.01, 2.0),
             (0.01, 3.0),
-        )
+        )  # fmt: skip
     },
 }
 

@@ -145,7 +145,7 @@ def test_config_is_a_preset_or_settings_and_the_core_gives_the_same_numbers(tiny
     # `fast` is the settings' defaults on the step schedule rho 1.5, with sparse backward steps in its last step
     config = featscope.UniversalConfig(
         num_steps=3, recurrence=1, guidance_weight=4.0, schedule_power=1.5, late_recurrence=1, late_steps=1,
-        track_from=-1, backward_steps=159, backward_lr=0.003, backward_from=-1, backward_sparsity=2.0,
+        track_from=-1, backward_steps=159, backward_lr=0.003, backward_from=-1, backward_sparsity=1.0,
     )  # fmt: skip
     by_config = featscope.decode(target_png, config=config, **kwargs)
     by_preset = featscope.decode(target_png, preset="fast", num_steps=3, recurrence=1, guidance_weight=4.0, **kwargs)

@@ -104,7 +104,7 @@ def measure(args: argparse.Namespace) -> dict:
     apply_speed(backbone, extractor, speed)
     config = UniversalConfig(
         sampler="ddim", num_steps=1, recurrence=1, guidance_weight=0.3, backward_steps=args.backward_steps,
-        backward_lr=0.003, backward_sparsity=2.0 if args.backward_steps else 0.0,
+        backward_lr=0.003, backward_sparsity=1.0 if args.backward_steps else 0.0,
     )  # fmt: skip
     timing = time_guided(
         backbone,

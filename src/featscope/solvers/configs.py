@@ -214,7 +214,7 @@ _DDIM50 = UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, rec
 # tuning split among 15 guided settings of the design space within 1% of reference's evaluations.
 _WARPED50 = replace(_DDIM50, schedule_power=1.5)
 # `fast`: that chain with its last step spent on backward guidance: K 1 there, the updated estimate scored there
-# only, 159 Adam steps (lr 0.003) under the L1 artifact penalty (sparsity 2): 259 network evaluations, 1% of
+# only, 159 Adam steps (lr 0.003) under the L1 artifact penalty (sparsity 1): 259 network evaluations, 1% of
 # reference's. Chosen on the tuning split among 29 settings (benchmarks/records/decode-search/, docs/speed.md).
 _FAST = replace(
     _WARPED50,
@@ -224,7 +224,7 @@ _FAST = replace(
     backward_steps=159,
     backward_lr=0.003,
     backward_from=-1,
-    backward_sparsity=2.0,
+    backward_sparsity=1.0,
 )
 
 PRESETS: dict[str, UniversalConfig] = {

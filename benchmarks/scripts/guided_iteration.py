@@ -29,7 +29,7 @@ from featscope.backbones import Backbone, load_backbone  # noqa: E402
 from featscope.devices import generators_for, peak_memory_mb, resolve_device, resolve_dtype  # noqa: E402
 from featscope.extractors import Extractor, load_extractor  # noqa: E402
 from featscope.objectives import feature_match  # noqa: E402
-from featscope.solvers.configs import UniversalConfig  # noqa: E402
+from featscope.solvers.configs import PRESETS, UniversalConfig  # noqa: E402
 from featscope.solvers.universal import solve_universal  # noqa: E402
 from featscope.speed import SpeedOptions, apply_speed  # noqa: E402
 
@@ -102,9 +102,10 @@ def measure(args: argparse.Namespace) -> dict:
     extractor = load_extractor(args.extractor, device=device, pretrained=not args.random_extractor)
     speed = SpeedOptions(channels_last=args.channels_last, compile=args.compile, low_memory=args.low_memory)
     apply_speed(backbone, extractor, speed)
+    fast = PRESETS["fast"]  # backward steps as `fast` takes them
     config = UniversalConfig(
         sampler="ddim", num_steps=1, recurrence=1, guidance_weight=0.3, backward_steps=args.backward_steps,
-        backward_lr=0.003, backward_sparsity=1.0 if args.backward_steps else 0.0,
+        backward_lr=fast.backward_lr, backward_sparsity=fast.backward_sparsity,
     )  # fmt: skip
     timing = time_guided(
         backbone,

@@ -11,7 +11,7 @@ import open_clip
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
+import torchvision.transforms.functional as TF
 from safetensors.torch import save_file
 from torchvision import models
 
@@ -60,8 +60,8 @@ def images() -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, size: int, mean, std) -> torch.Tensor:
-    """The preprocessing of a non-quantised extractor, written out by hand."""
-    x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+    """The preprocessing of a non-quantised extractor, written out with torchvision's resize (antialiased)."""
+    x = TF.resize(x, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
 
 

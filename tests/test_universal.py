@@ -96,7 +96,8 @@ def test_ddpm_step_matches_the_published_transition():
 
 def test_reference_preset_is_the_published_setting():
     ref = PRESETS["reference"]
-    assert (ref.sampler, ref.num_steps, ref.guidance_weight, ref.grad_clip) == ("ddpm", 1000, 4.0, 3.0)
+    assert (ref.sampler, ref.num_steps, ref.guidance_weight, ref.grad_clip) == ("ddpm", 1000, 4.0, None)
+    assert ref.clip_threshold([None]) == 3.0 and ref.clip_threshold([2.0, None]) == 2.0 and not ref.clamp
     assert (ref.early_recurrence, ref.early_steps, ref.recurrence) == (1000, 5, 8)
     assert ref.total_iterations() == 12_960
     assert ref.prompt == "" and ref.guidance_scale == 1.0

@@ -33,10 +33,10 @@ def test_swap_replaces_whole_words_and_the_mapper_aligns_their_tokens(tiny_sd_ba
         swap_word("a cat", "cow", "dog")
     # one token each ("cat</w>", "dog</w>"): the map is the identity
     assert torch.equal(token_mapper(tiny_sd_backbone, "a cat on red", "a dog on red", "cat", "dog"), torch.eye(12))
-    # one-token "cat" -> two-token "red" ("re", "d</w>"): both take the old word's column, the rest shift by one
+    # one-token "cat" -> two-token "red" ("re", "d</w>"): the old token gives half to each, the rest shift by one
     mapper = token_mapper(tiny_sd_backbone, "a cat on dog", "a red on dog", "cat", "red")
-    assert mapper[1, 1] == mapper[2, 2] == mapper[2, 3] == mapper[3, 4] == 1
-    assert torch.equal(mapper.sum(0), torch.ones(12))  # every edited token takes one source column in all
+    assert mapper[1, 1] == mapper[3, 4] == 1 and mapper[2, 2] == mapper[2, 3] == 0.5
+    assert torch.equal(mapper.sum(1), torch.ones(12))  # every source token's attention is passed on whole
     with pytest.raises(FeatscopeError, match="is in the caption already"):
         token_mapper(tiny_sd_backbone, "a cat on red", "a red on red", "cat", "red")
 

@@ -88,13 +88,10 @@ def _measure(extractor: Extractor, images: torch.Tensor, target: torch.Tensor) -
     return feature_loss(features, target).tolist(), feature_cosine(features, target).tolist()
 
 
-def _solver_config(config: UniversalConfig | str | None, extractor_spec: str, settings: dict) -> UniversalConfig:
+def _solver_config(config: UniversalConfig | str | None, settings: dict) -> UniversalConfig:
     """The decode settings: ``config`` (a preset name, default ``fast``, or a UniversalConfig) with ``settings``
-    applied; the reference preset clamps at 2.0 for ViT-H/14 (the published threshold)."""
-    config = DEFAULT_PRESET if config is None else config
-    if config == "reference" and extractor_spec.startswith("torchvision:vit_h_14"):
-        config = PRESETS["reference"].with_overrides(grad_clip=2.0)
-    return resolve(UniversalConfig, config, settings, presets=PRESETS)
+    applied."""
+    return resolve(UniversalConfig, DEFAULT_PRESET if config is None else config, settings, presets=PRESETS)
 
 
 def decode_features(
@@ -295,8 +292,7 @@ def decode(
     texts = [text] if isinstance(text, str) else list(text)
     _check_inputs(files, num_samples, config, preset)
     config = config if config is not None else (preset or DEFAULT_PRESET)
-    extractor_spec = extractor if isinstance(extractor, str) else extractor.name
-    solver = _solver_config(config, extractor_spec, settings)
+    solver = _solver_config(config, settings)
     run = RunFolder(out, overwrite=overwrite) if out is not None else None
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     speed = speed or SpeedOptions()

@@ -89,9 +89,18 @@ class Cutouts:
 class Objective:
     """A per-sample loss ``fn(ctx) -> (B,)`` with a readable ``name``; compose with ``+``, ``-``, ``*``, unary ``-``."""
 
-    def __init__(self, fn: Callable[[Context], torch.Tensor], name: str) -> None:
+    def __init__(self, fn: Callable[[Context], torch.Tensor], name: str, networks: tuple[Network, ...] = ()) -> None:
         self.fn = fn
         self.name = name
+        self._networks = networks
+
+    @property
+    def networks(self) -> list[Network]:
+        """The networks the objective runs (each once), e.g. to read a network's published guidance settings."""
+        seen: dict[int, Network] = {}
+        for _, leaf in self.terms:
+            seen.update({id(net): net for net in leaf._networks})
+        return list(seen.values())
 
     def __call__(self, ctx: Context) -> torch.Tensor:
         return self.fn(ctx)
@@ -232,7 +241,7 @@ def class_loss(net: Network, label: Label, kind: str = "ce", *, augment: bool = 
         images, n = _views(net, ctx, augment)
         return _per_sample(-_score(run_network(net, images), y, kind), n)
 
-    return Objective(fn, f"class_loss({_net_name(net)}, {label}, {kind})")
+    return Objective(fn, f"class_loss({_net_name(net)}, {label}, {kind})", (net,))
 
 
 def classifier_difference(
@@ -248,7 +257,8 @@ def classifier_difference(
         first, second = run_network(net1, images1), run_network(net2, images2)
         return _per_sample(-_score(first, y1, kind) + _score(second, y2, kind), n)
 
-    return Objective(fn, f"classifier_difference({_net_name(net1)}, {_net_name(net2)}, {label}, {kind})")
+    name = f"classifier_difference({_net_name(net1)}, {_net_name(net2)}, {label}, {kind})"
+    return Objective(fn, name, (net1, net2))
 
 
 # -- neurons ----------------------------------------------------------------------------------
@@ -297,7 +307,7 @@ def neuron(net: Network, layer: str | None, channel: int, maximise: bool = True,
         return _per_sample(sign * act, n)
 
     where = f"input of {name}" if inputs else name
-    return Objective(fn, f"{'' if maximise else 'neg_'}neuron({_net_name(net)}, {where}, {channel})")
+    return Objective(fn, f"{'' if maximise else 'neg_'}neuron({_net_name(net)}, {where}, {channel})", (net,))
 
 
 # -- feature matching (feature decoding) -----------------------------------------------------
@@ -321,7 +331,7 @@ def feature_match(extractor: Extractor, target: torch.Tensor, loss: str = "l2", 
         wanted = wanted.repeat_interleave(n, 0) if n > 1 and len(wanted) > 1 else wanted
         return _per_sample(feature_loss(features, wanted, loss), n)
 
-    return Objective(fn, f"feature_match({extractor.name}, {loss})")
+    return Objective(fn, f"feature_match({extractor.name}, {loss})", (extractor,))
 
 
 # -- CLIP text --------------------------------------------------------------------------------
@@ -345,7 +355,7 @@ def clip_text(net: Extractor, text: str, kind: str = "inner_product", *, augment
             values = 2 * ((emb - target).norm(dim=-1) / 2).clamp(max=1).arcsin().pow(2)
         return _per_sample(values, n)
 
-    return Objective(fn, f"clip_text({net.name}, {text!r}, {kind})")
+    return Objective(fn, f"clip_text({net.name}, {text!r}, {kind})", (net,))
 
 
 # -- regularisers toward the start image -------------------------------------------------------

@@ -34,6 +34,8 @@ def load_diffusers(
     if path.is_dir():
         try:
             return load(str(path), True)
+        except FeatscopeError:
+            raise
         except Exception as exc:
             raise FeatscopeError(f"cannot load {path} as {what} ({layout}): {reason(exc)}") from exc
     if _looks_like_path(source):

@@ -99,6 +99,8 @@ class FlowBackbone(Backbone):
     """A flow-matching transformer behind the VP interface; subclasses call the transformer (``velocity``)."""
 
     patch = 2  # latent pixels per token side (the token count sets the dynamic shift)
+    extra_condition_rows = 1  # the pooled embedding
+    has_cross_attention = False  # joint attention over text and image tokens
 
     def __init__(
         self,

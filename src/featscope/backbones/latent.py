@@ -187,6 +187,14 @@ def read_checkpoint(
     return state if isinstance(state, Mapping) else {}
 
 
+def model_kind(state: Mapping[str, torch.Tensor]) -> str:
+    """diffusers' name of an original checkpoint's model type (``v1``, ``v2``, ``xl_base``, ...), or ``unknown``."""
+    try:
+        return infer_diffusers_model_type(state)
+    except Exception:
+        return "unknown"
+
+
 def single_file_config(
     state: Mapping[str, torch.Tensor],
     path: Path,
@@ -209,10 +217,7 @@ def single_file_config(
             raise InputFileError(f"backbone config {config} does not exist; give a diffusers {family} folder")
         repo = str(config)
     else:
-        try:
-            kind = infer_diffusers_model_type(state)
-        except Exception:
-            kind = "unknown"
+        kind = model_kind(state)
         if kind not in kinds:
             raise FeatscopeError(
                 f"{path} is a {kind} checkpoint, not {kind_name}; to try it anyway pass a matching diffusers "
@@ -234,6 +239,13 @@ def _load_single_file(path: Path, *, spec: str, dtype: torch.dtype, config: str 
             raise FeatscopeError(
                 f"{path} is not a Stable Diffusion checkpoint: it holds no model.diffusion_model.* weights "
                 "(expected an original LDM checkpoint such as sd-v1-4.ckpt)"
+            )
+        if config is None and model_kind(state) == "v2":
+            raise FeatscopeError(
+                f"{path} is a Stable Diffusion 2.x checkpoint, whose weights do not say whether it predicts v at "
+                "768 px (2.0, 2.1) or noise at 512 px (2.0-base, 2.1-base); pass its diffusers config "
+                "(CLI: --backbone-config stabilityai/stable-diffusion-2-1 or stabilityai/stable-diffusion-2-1-base, "
+                "or a local folder)"
             )
         config_dir = single_file_config(state, path, config)
         del state

@@ -81,6 +81,8 @@ class SDXLPromptEncoder(nn.Module):
 class SDXLBackbone(Backbone):
     """An SDXL UNet whose ``cond`` is the packed conditioning of :class:`SDXLPromptEncoder`."""
 
+    extra_condition_rows = 2  # the pooled embedding and the time ids
+
     def unet_kwargs(self, cond: torch.Tensor) -> dict:
         sequence, (pooled, time_ids) = unpack(cond.to(self.dtype), (self.pooled_dim, TIME_IDS))
         return {
@@ -120,17 +122,30 @@ def _load_components(source: str, *, spec: str, dtype: torch.dtype, local_only: 
         raise FeatscopeError(
             "an SDXL refiner (no text_encoder/, aesthetic-score time ids) is not supported; use an SDXL base model"
         )
-    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
+    scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)
     vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **local)
+    check_variance_preserving(scheduler_config, vae)
+    unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **local)
     transformers_logging.disable_progress_bar()
     encoders = [
         CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **local).to(dtype),
         CLIPTextModelWithProjection.from_pretrained(source, subfolder="text_encoder_2", **local).to(dtype),
     ]
     tokenizers = [CLIPTokenizer.from_pretrained(source, subfolder=f, **local) for f in ("tokenizer", "tokenizer_2")]
-    scheduler_config = DDPMScheduler.load_config(source, subfolder="scheduler", **local)
     zeros_for_empty = bool(index.get("force_zeros_for_empty_prompt", True))
     return _backbone(unet, vae, encoders, tokenizers, scheduler_config, zeros_for_empty, spec=spec, dtype=dtype)
+
+
+def check_variance_preserving(scheduler_config: dict, vae: AutoencoderKL) -> None:
+    """Refuse SDXL-architecture models trained on another noise process or latent normalisation (Playground v2.5:
+    an EDM scheduler, per-channel ``latents_mean``/``latents_std``): featscope's VP chains would silently
+    sample them on default betas with the wrong latent scale."""
+    name = str(scheduler_config.get("_class_name", ""))
+    if name.startswith("EDM") or getattr(vae.config, "latents_mean", None) is not None:
+        raise FeatscopeError(
+            f"this SDXL-architecture model uses an EDM noise schedule ({name or 'latents_mean/latents_std'}, as "
+            "Playground v2.5 does), which featscope does not support; use an SDXL base model or fine-tune"
+        )
 
 
 def _backbone(unet, vae, encoders, tokenizers, scheduler_config, zeros_for_empty: bool, *, spec, dtype) -> SDXLBackbone:
@@ -139,7 +154,10 @@ def _backbone(unet, vae, encoders, tokenizers, scheduler_config, zeros_for_empty
     size = unet.config.sample_size * 2 ** (len(vae.config.block_out_channels) - 1)
     time_ids = [float(size), float(size), 0.0, 0.0, float(size), float(size)]
     encoder = SDXLPromptEncoder(tokenizers, encoders, time_ids, zeros_for_empty)
-    return SDXLBackbone(unet, dict(scheduler_config), spec=spec, prompt_encoder=encoder, **vae_parts(vae))
+    upcast = bool(vae.config.force_upcast)
+    return SDXLBackbone(
+        unet, dict(scheduler_config), spec=spec, prompt_encoder=encoder, vae_upcast=upcast, **vae_parts(vae)
+    )
 
 
 # -- original single-file checkpoints (Stability's layout: model.diffusion_model.*, conditioner.embedders.*) ----

@@ -27,8 +27,11 @@ class Extractor(nn.Module):
 
     ``forward(images)`` takes (B, 3, H, W) in [0, 1] and returns the features (B, ...) of ``layer``
     (the network's output when ``layer`` is None). Preprocessing: optional straight-through 8-bit
-    rounding, bicubic resize to ``input_size``, rounding again, normalisation by ``mean``/``std``.
+    rounding, antialiased bicubic resize to ``input_size``, rounding again, normalisation by ``mean``/``std``.
     ``labels`` names the classes of the network's output when it is a classifier (else None).
+    ``guidance_clip`` is the published decoder's gradient-clip threshold for this network, where it used
+    another than the default (ViT-H/14: 2.0); the ``reference`` preset takes it.
+    The resize antialiases (torchvision's ``resize`` default, and what the targets' PIL resize does).
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class Extractor(nn.Module):
         quantize: bool = False,
         text_encoder: Callable[[list[str]], torch.Tensor] | None = None,
         labels: Sequence[str] | None = None,
+        guidance_clip: float | None = None,
     ) -> None:
         super().__init__()
         self.network = network.eval().requires_grad_(False)
@@ -51,6 +55,7 @@ class Extractor(nn.Module):
         self.quantize = quantize
         self.text_encoder = text_encoder
         self.labels = tuple(labels) if labels is not None else None
+        self.guidance_clip = guidance_clip
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.layer = None
@@ -80,7 +85,7 @@ class Extractor(nn.Module):
         if self.quantize:
             x = straight_through_round(x * 255) / 255
         if self.input_size is not None and tuple(x.shape[-2:]) != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bicubic", align_corners=False)
+            x = F.interpolate(x, size=self.input_size, mode="bicubic", antialias=True, align_corners=False)
             if self.quantize:
                 x = straight_through_round(x * 255) / 255
         return (x - self.mean) / self.std

@@ -18,6 +18,7 @@ PRESETS: dict[str, tuple[str, str]] = {
     "resnet50": ("IMAGENET1K_V1", "fc"),
     "vit_h_14": ("IMAGENET1K_SWAG_E2E_V1", "heads.head"),
 }
+GUIDANCE_CLIP = {"vit_h_14": 2.0}  # the published decoder's gradient-clip threshold where it is not the default
 WEIGHTS_HINT = "pass weights=PATH (--extractor-weights PATH)"
 
 
@@ -51,6 +52,7 @@ def build(spec: Spec, weights: str | None, pretrained: bool) -> Extractor:
         std=getattr(transforms, "std", IMAGENET_STD),
         quantize=spec.name in PRESETS,
         labels=None if head is not None else choice.meta.get("categories"),
+        guidance_clip=GUIDANCE_CLIP.get(spec.name),
     )
 
 

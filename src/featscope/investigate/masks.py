@@ -70,13 +70,20 @@ def _words(text: str) -> list[str]:
 def word_tokens(backbone: Backbone, prompt: str, label: str) -> list[int]:
     """Positions in the prompt embedding of the tokens of ``label``'s words (all occurrences in ``prompt``).
 
-    CLIP tokenizers (Stable Diffusion): each word's BPE tokens are looked up as a run in the tokenized prompt;
+    CLIP tokenizers (Stable Diffusion; SDXL's first, whose positions its second shares): each word's BPE tokens
+    are looked up as a run in the tokenized prompt;
     the world's word-level tokenizer: word k of the caption is token k + 1 (after ``<bos>``).
     """
     from featscope.world.text import WorldPromptEncoder
 
+    if not backbone.has_cross_attention:
+        raise FeatscopeError(
+            f"cross-attention masks and word swaps read a UNet's cross-attention, and {backbone.spec} attends to "
+            "text and image jointly (SD3, Flux); use an sd: or sdxl: backbone, or give a PNG mask (--mask FILE)"
+        )
     encoder = backbone.prompt_encoder
-    tokenizer = getattr(encoder, "tokenizer", None)
+    tokenizers = getattr(encoder, "tokenizers", None)
+    tokenizer = getattr(encoder, "tokenizer", None) or (tokenizers[0] if tokenizers else None)
     words = [w for w in _words(label) if w in _words(prompt)]
     if not words:
         raise FeatscopeError(

@@ -88,10 +88,12 @@ def _runs(positions: Sequence[int]) -> list[list[int]]:
 
 
 def token_mapper(backbone: Backbone, source: str, edited: str, word: str, new: str) -> torch.Tensor:
-    """(L, L) map of the source caption's token positions to the edited caption's (prompt-to-prompt's word-swap
-    mapper): tokens outside the swapped word map one to one in order, each token of the new word takes the mean
-    over the old word's tokens; positions the edit pushes past the end take the last source position."""
-    length = backbone.encode_prompt([source]).shape[1]
+    """(L, L) map of the source caption's token positions to the edited caption's, prompt-to-prompt's word-swap
+    mapper: tokens outside the swapped word map one to one in order; where the old and new word have as many
+    tokens they map one to one too, else each old token gives 1/len(new) to each new token. Every row sums to
+    1, so attention rows mapped through it still do: source positions past the edited caption's end go to its
+    last position, and edited positions past the source's end share the last source position."""
+    length = backbone.encode_prompt([source]).shape[1] - backbone.extra_condition_rows
     old, fresh = _runs(word_tokens(backbone, source, word)), _runs(word_tokens(backbone, edited, new))
     if len(old) != len(fresh):  # the new word was in the caption already
         raise FeatscopeError(f"cannot align {source!r} with {edited!r}: {new!r} is in the caption already")
@@ -101,12 +103,19 @@ def token_mapper(backbone: Backbone, source: str, edited: str, word: str, new: s
     while i < length and j < length:
         if i in starts and starts[i][1][0] == j:
             o, f = starts[i]
-            mapper[o[0] : o[-1] + 1, f[0] : min(f[-1] + 1, length)] = 1 / len(o)
+            f = [k for k in f if k < length]
+            if len(o) == len(f):
+                mapper[o, f] = 1.0
+            else:
+                mapper[o[0] : o[-1] + 1, f] = 1 / len(f)
             i, j = o[-1] + 1, f[-1] + 1
         else:
             mapper[i, j] = 1.0
             i, j = i + 1, j + 1
-    mapper[length - 1, j:] = 1.0
+    if i < length:
+        mapper[i:, length - 1] = 1.0
+    elif j < length:
+        mapper[length - 1, j - 1 :] = 1 / (length - j + 1)
     return mapper
 
 

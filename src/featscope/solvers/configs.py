@@ -42,9 +42,10 @@ class UniversalConfig(Settings):
         2, "K for the last --late-steps steps (refinement near the clean image; featscope's)", symbol="K_late"
     )
     late_steps: int = knob(0, "number of last steps with K_late (published: 0)", metavar="N")
-    grad_clip: float = knob(
+    grad_clip: float | None = knob(
         3.0,
-        "grad_thres: clamp the rescaled gradient to mean +- THR*std element-wise; <= 0 off",
+        "grad_thres: clamp the rescaled gradient to mean +- THR*std element-wise; <= 0 off; the reference preset "
+        "takes the network's published threshold (2.0 for ViT-H/14, else 3.0)",
         symbol="thr",
         metavar="THR",
     )
@@ -62,7 +63,10 @@ class UniversalConfig(Settings):
         metavar="STEP",
     )
     clamp: bool = knob(
-        True, "the network sees D(x0_hat) clamped to [0, 1] (straight-through; off as published)", cli=False
+        True,
+        "the network sees D(x0_hat) clamped to [0, 1] (straight-through; the reference preset does not clamp, as "
+        "published)",
+        cli=False,
     )
     stop_distance: float | None = knob(
         None, "stop early once every sample's best squared distance is at most D", metavar="D"
@@ -149,6 +153,14 @@ class UniversalConfig(Settings):
             if not ok:
                 raise FeatscopeError(message)
 
+    def clip_threshold(self, published: list[float | None]) -> float:
+        """thr: ``grad_clip``, or where it is None (the reference preset) the networks' ``published``
+        thresholds (the smallest given), else the published default 3.0."""
+        if self.grad_clip is not None:
+            return self.grad_clip
+        given = [value for value in published if value is not None]
+        return min(given) if given else PUBLISHED_GRAD_CLIP
+
     def recurrence_at(self, step: int) -> int:
         """K at sampling step ``step`` (0 = the noisiest): early emphasis wins over late refinement."""
         if step < self.early_steps:
@@ -207,6 +219,8 @@ class UniversalConfig(Settings):
         return self.total_iterations() * calls * (1 + 2 * (self.guidance_weight > 0))
 
 
+PUBLISHED_GRAD_CLIP = 3.0  # the published decoder's threshold for CLIP RN50 and ResNet-50
+
 # DDIM with few steps; w_g 0.1 was calibrated on the embedded v-prediction world model, whose DDIM chains start
 # at zero SNR (on world targets from its training pool: docs/speed.md).
 _DDIM50 = UniversalConfig(sampler="ddim", num_steps=50, guidance_weight=0.1, recurrence=2, early_recurrence=2)
@@ -228,7 +242,8 @@ _FAST = replace(
 )
 
 PRESETS: dict[str, UniversalConfig] = {
-    # The published setting: 1000-step DDPM, empty prompt, no CFG, K=1000 for t >= 995 then 8, w_g=4, thr 3.
+    # The published setting: 1000-step DDPM, empty prompt, no CFG, K=1000 for t >= 995 then 8, w_g=4, thr 3
+    # (2.0 for ViT-H/14: the network's published threshold), the decoded image unclamped.
     "reference": UniversalConfig(
         sampler="ddpm",
         num_steps=1000,
@@ -236,7 +251,8 @@ PRESETS: dict[str, UniversalConfig] = {
         recurrence=8,
         early_recurrence=1000,
         early_steps=5,
-        grad_clip=3.0,
+        grad_clip=None,
+        clamp=False,
     ),
     "fast": _FAST,
     "faster": replace(_DDIM50, num_steps=25),

@@ -207,6 +207,7 @@ class _GuidedSampling:
         dtype: torch.dtype,
     ) -> None:
         self.backbone, self.objective, self.config, self.dtype = backbone, objective, config, dtype
+        self.grad_clip = config.clip_threshold([getattr(net, "guidance_clip", None) for net in objective.networks])
         self.device = backbone.device
         self.generators, self.batch, self.rows = list(generators), len(generators), config.candidates
         self.row_generators = [g for g in generators for _ in range(self.rows)]
@@ -259,7 +260,7 @@ class _GuidedSampling:
         grad = torch.autograd.grad(loss.sum(), z_in)[0]
         finite = torch.isfinite(grad.flatten(1)).all(1) & torch.isfinite(loss.detach())
         grad = torch.where(finite.view(-1, 1, 1, 1), grad, torch.zeros_like(grad))
-        guided = clamp_by_std(rescale_to(grad, eps), self.config.grad_clip)
+        guided = clamp_by_std(rescale_to(grad, eps), self.grad_clip)
         eps_guided = torch.where(finite.view(-1, 1, 1, 1), eps + self.config.guidance_weight * guided, eps)
         return eps_guided, grad.flatten(1).norm(dim=1), int((~finite).sum())
 
@@ -411,6 +412,15 @@ class _Stepper:
         self.clip = float(self.scheduler.config.clip_sample_range) if clip else None
         self.history: tuple[torch.Tensor, torch.Tensor] | None = None  # (x0 of every row, abar) at the last step
         self.abar = backbone.alphas_cumprod.to(backbone.device)
+        self.ddim_stride = None if self.explicit or kind != "ddim" else backbone.num_train_timesteps // config.num_steps
+
+    def landing(self, i: int) -> torch.Tensor:
+        """abar of the level that step i moves to: the next timestep, or where diffusers' DDIM step lands,
+        t - T // N (one index off the next timestep with trailing spacing where N does not divide T)."""
+        if self.ddim_stride is not None:
+            t_prev = self.timesteps[i] - self.ddim_stride
+            return self.abar[t_prev] if t_prev >= 0 else self.final_abar
+        return self.abar[self.timesteps[i + 1]] if i + 1 < len(self.timesteps) else self.final_abar
 
     def step(
         self,
@@ -473,7 +483,7 @@ def solve_universal(
     tic = time.time()
     for i, t in enumerate(timesteps):
         abar_t = abar[t]
-        abar_prev = abar[timesteps[i + 1]] if i + 1 < len(timesteps) else stepper.final_abar
+        abar_prev = stepper.landing(i)
         k_steps = config.recurrence_at(i)
         rows = None if bool(patience.active.all()) else patience.active.nonzero().flatten()
         run.sel = rows

@@ -20,7 +20,7 @@ from featscope.backbones import load_backbone
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.inversion import ddim_schedule
-from featscope.investigate.masks import word_tokens
+from featscope.investigate.masks import cross_attention_map, word_tokens
 from featscope.investigate.wordswap import token_mapper, word_swap_core
 from featscope.objectives import Objective, feature_match
 from featscope.sampling import sample
@@ -242,6 +242,13 @@ def test_word_swap_runs_on_sdxl_and_injects_its_attention(backbones):
     assert result.edited_prompts == ["a bird on dog"]
     assert result.images.shape == (2, 1, 3, 16, 16) and torch.isfinite(result.images).all()
     assert float((result.images[1] - result.images[0]).abs().max()) > 1e-4  # re-injection changed the result
+
+
+def test_cross_attention_masks_run_on_sdxl(backbones):
+    backbone = backbones["sdxl"]
+    x_t = torch.randn(1, *backbone.latent_shape, generator=torch.Generator().manual_seed(0))
+    soft = cross_attention_map(backbone, x_t, "a cat on dog", "cat", num_steps=4)
+    assert soft.shape == (1, 1, 16, 16) and float(soft.min()) == 0.0 and float(soft.max()) == 1.0
 
 
 @pytest.mark.parametrize("name", ["sd3", "flux"])

@@ -113,8 +113,14 @@ def run(args: argparse.Namespace) -> int:
         if sample.get("readings"):
             print(f"{sample['name']}: {summary_line(sample['readings'])}")
     print(
-        f"best distance {summary['mean_best_distance']:.4g}, final distance {summary['mean_final_distance']:.4g}, "
-        f"best cosine {summary['mean_best_cosine']:.3f}, {summary['network_evaluations']} network evaluations, "
-        f"{summary['wall_seconds']:.1f} s"
+        f"best distance {_number(summary['mean_best_distance'], '.4g')}, "
+        f"final distance {_number(summary['mean_final_distance'], '.4g')}, "
+        f"best cosine {_number(summary['mean_best_cosine'], '.3f')}, {summary['network_evaluations']} network "
+        f"evaluations, {summary['wall_seconds']:.1f} s"
     )
     return 0
+
+
+def _number(value: float | None, spec: str) -> str:
+    """A metric as printed; metrics.json holds null where no sample had a finite value."""
+    return "not finite" if value is None else format(value, spec)

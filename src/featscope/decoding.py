@@ -284,7 +284,7 @@ def decode(
     (``text``), or an in-memory (N, ...) tensor (``features``). Each target gets ``num_samples``
     images; sample ``s`` of every target uses seed ``seed + s``. ``config`` is a preset name (default
     ``fast``; ``preset`` is its alias) or a ``UniversalConfig``; ``settings`` override its fields
-    (guidance_weight, recurrence, num_steps, ...). With ``out`` the run folder of shared/DESIGN.md is
+    (guidance_weight, recurrence, num_steps, ...). With ``out`` the run folder (docs/architecture.md) is
     written (atomically). ``speed`` turns on channels-last, ``torch.compile`` or gradient checkpointing
     (:class:`featscope.speed.SpeedOptions`) for the models. The work is :func:`decode_features`.
     """

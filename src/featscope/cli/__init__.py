@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from featscope.cli import batch, bench, decode, encode, featinv, invert, investigate, layers, report, world
 from featscope.cli.options import Command, command_parser
-from featscope.errors import FeatscopeError
+from featscope.errors import FeatscopeError, OutputError
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                 errno.EISDIR}  # fmt: skip
@@ -61,9 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # an output that cannot be written: a full disk, a read-only or missing place
         if error.errno not in WRITE_ERRORS:
             raise
-        where = f" {error.filename}" if error.filename else ""
-        print(f"featscope: error: cannot write{where} ({error.strerror}); choose another --out or free disk space; "
-              "no partial result was kept", file=sys.stderr)  # fmt: skip
+        print(f"featscope: error: {OutputError.of(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("featscope: interrupted; no partial result was kept", file=sys.stderr)

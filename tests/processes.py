@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -46,3 +47,15 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: 
             process.communicate()
             pytest.fail(f"no {what} after {timeout} s (process killed)")
         time.sleep(0.02)
+
+
+@contextmanager
+def reaped(*processes: subprocess.Popen) -> Iterator[None]:
+    """Kill whichever of ``processes`` still runs when the block ends: a failed test leaves no process behind."""
+    try:
+        yield
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()

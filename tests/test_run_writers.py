@@ -19,7 +19,7 @@ from featscope.errors import FeatscopeError, OutputError, RunBusyError
 from featscope.orchestration import Item, run_items, write_run
 from featscope.ranks import Ranks
 from featscope.runs import RunFolder
-from processes import child_env, featscope_child, finish, wait_for
+from processes import child_env, featscope_child, finish, reaped, wait_for
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 DECODE = ["decode", "--target", str(EXAMPLES / "yellow-star.png"), "--steps", "2", "-K", "1", "--device", "cpu",
@@ -68,7 +68,8 @@ def start_holder(tmp_path: Path, out: Path) -> subprocess.Popen:
 
 def test_two_runs_on_one_out_at_once_one_writes_the_whole_folder_the_other_exits_2(tmp_path):
     runs = [featscope_child(*DECODE, "--out", "same", cwd=tmp_path) for _ in range(2)]
-    results = [(run, *finish(run, 300)) for run in runs]
+    with reaped(*runs):
+        results = [(run, *finish(run, 300)) for run in runs]
     codes = sorted(run.returncode for run, _, _ in results)
     assert codes == [0, 2], [err[-2000:] for _, _, err in results]
     (refused,) = [err for run, _, err in results if run.returncode == 2]
@@ -82,14 +83,13 @@ def test_two_runs_on_one_out_at_once_one_writes_the_whole_folder_the_other_exits
 def test_a_folder_being_written_is_refused_naming_its_writer_and_the_writer_loses_nothing(tmp_path, capsys):
     out = tmp_path / "same"
     holder = start_holder(tmp_path, out)
-    try:
+    with reaped(holder):
         assert main([*DECODE, "--out", str(out)]) == 2
         line = one_error_line(capsys.readouterr().err)
         assert f"is being written by another run (pid {holder.pid} on {socket.gethostname()})" in line
         with pytest.raises(RunBusyError, match=f"pid {holder.pid}"):
             featscope.decode(EXAMPLES / "yellow-star.png", out=out, overwrite=True, num_steps=2, recurrence=1,
                              device="cpu", quiet=True)  # fmt: skip
-    finally:
         (tmp_path / "go").touch()
         finish(holder, 120)
     assert holder.returncode == 0
@@ -102,8 +102,9 @@ def test_a_folder_being_written_is_refused_naming_its_writer_and_the_writer_lose
 def test_the_claim_of_a_killed_writer_is_taken_over(tmp_path, capsys):
     out = tmp_path / "same"
     holder = start_holder(tmp_path, out)
-    holder.send_signal(signal.SIGKILL)  # dies holding the claim, mid-run
-    finish(holder, 60)
+    with reaped(holder):
+        holder.send_signal(signal.SIGKILL)  # dies holding the claim, mid-run
+        finish(holder, 60)
     assert (tmp_path / ".same.claim").is_file() and (tmp_path / ".same.partial").is_dir()
     assert main([*DECODE, "--out", str(out)]) == 0
     assert {p.name for p in out.iterdir()} == RUN_FILES and hidden(tmp_path) == []

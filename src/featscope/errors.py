@@ -59,3 +59,11 @@ def reason(exc: BaseException) -> str:
     first = lines[0].split(". ")[0][:200] if lines else ""
     first = " ".join(WEB_ADDRESS.sub("the server", first).split())
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def invalid_choice(value: object, choices: Iterable[object]) -> str:
+    """One line for a value that is not among ``choices``: the choices and the nearest one."""
+    names = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(value), names, n=1, cutoff=0.0)
+    nearest = f"; the nearest is {close[0]!r}" if close else ""
+    return f"invalid choice {str(value)!r} (choose from {', '.join(names)}){nearest}"

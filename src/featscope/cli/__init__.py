@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from featscope.cli import batch, bench, decode, encode, featinv, invert, investigate, layers, report, world
-from featscope.cli.options import Command, command_parser
+from featscope.cli.options import Command, OneLineParser, command_parser
 from featscope.errors import FeatscopeError, OutputError
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
@@ -29,7 +29,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     are listed with their help line)."""
     from featscope._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="featscope",
         description="See what a vision network's feature space encodes, by generating images with diffusion models.",
     )

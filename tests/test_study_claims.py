@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,14 +14,10 @@ import numpy as np
 from PIL import Image
 
 from featscope.claims import Claims
+from processes import child_env, finish, reaped, wait_for
 
 TESTS = Path(__file__).parent
 EXAMPLES = TESTS.parent / "examples"
-
-
-def _env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    return {**env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **extra}
 
 
 def _events(log: Path) -> list[dict]:
@@ -53,21 +48,23 @@ def _study(folder: Path, out: str) -> Path:
 def _batch(study: Path, **env: str) -> subprocess.Popen:
     command = [sys.executable, "-m", "featscope.cli", "batch", str(study), "--quiet"]
     pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    return subprocess.Popen(command, cwd=study.parent, env=_env(**env), **pipes)
+    return subprocess.Popen(command, cwd=study.parent, env=child_env(**env), **pipes)
 
 
 def test_three_slurm_tasks_one_killed_mid_job_every_job_finishes_once_as_in_one_process(tmp_path):
     study, out = _study(tmp_path, "shared"), tmp_path / "shared"
     array = {"SLURM_ARRAY_JOB_ID": "4242", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "0"}
     tasks = [_batch(study, **array, SLURM_ARRAY_TASK_ID=str(i)) for i in range(3)]
-    victim, deadline = tasks[2], time.time() + 240
-    while time.time() < deadline and not any(
-        e["event"] == "start" and e["rank"] == 2 for e in _events(out / "study.jsonl")
-    ):
-        time.sleep(0.02)
-    victim.send_signal(signal.SIGKILL)  # dies holding its claim, mid-job
-    victim.wait()
-    outputs = [t.communicate(timeout=300)[0].decode(errors="replace") for t in tasks[:2]]
+    victim = tasks[2]
+
+    def victim_started() -> bool:
+        return any(e["event"] == "start" and e["rank"] == 2 for e in _events(out / "study.jsonl"))
+
+    with reaped(*tasks):  # a takeover that never happens fails in bounded time, leaving no task running
+        wait_for(victim_started, victim, 240, "job started by the third task")
+        victim.send_signal(signal.SIGKILL)  # dies holding its claim, mid-job
+        finish(victim, 60)
+        outputs = [finish(t, 240)[0].decode(errors="replace") for t in tasks[:2]]
     assert [t.returncode for t in tasks[:2]] == [0, 0], outputs
 
     events = _events(out / "study.jsonl")
@@ -81,7 +78,9 @@ def test_three_slurm_tasks_one_killed_mid_job_every_job_finishes_once_as_in_one_
     assert json.loads((out / "summary.json").read_text())["done"] == 4
 
     alone = _batch(_study(tmp_path, "alone"))
-    assert alone.wait(timeout=300) == 0, alone.communicate()[0]
+    with reaped(alone):
+        output = finish(alone, 240)[0].decode(errors="replace")
+    assert alone.returncode == 0, output
     for job in jobs:
         shared = json.loads((out / job / "metrics.json").read_text())["samples"][0]
         single = json.loads((tmp_path / "alone" / job / "metrics.json").read_text())["samples"][0]
@@ -97,7 +96,8 @@ def test_a_claim_is_held_once_and_a_dead_holders_claim_is_taken_over(tmp_path):
     first.release("job")
     assert second.take("job")
     second.release("job")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
     claim = tmp_path / ".claims" / "job.claim"
     claim.write_text(json.dumps({"owner": "c", "host": first.host, "pid": int(dead.stdout), "time": 0}))
     assert second.is_stale("job") and second.take("job")  # its process is gone

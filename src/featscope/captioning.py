@@ -10,13 +10,15 @@ model's caption, the template with the class name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from featscope.errors import FeatscopeError, InputFileError
+from featscope.errors import FeatscopeError, InputFileError, reason
 
 LAYOUT = "a folder saved with save_pretrained (an image-to-text model such as BLIP, and its processor) or a hub id"
 
@@ -73,16 +75,27 @@ def _where(spec: str) -> tuple[str, bool]:
     return spec, cached
 
 
+@contextmanager
+def _quiet_hub() -> Iterator[None]:
+    """The hub client's warnings (a line per retry of a download) silenced: a failure is one error line."""
+    logger = logging.getLogger("huggingface_hub")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_captioner(spec: str, device: torch.device | str = "cpu", *, max_new_tokens: int = 20) -> Captioner:
     """The image-to-text model ``spec`` (a folder or a hub id) on ``device``; one-line errors if it cannot load."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from featscope.backbones.latent import reason
-
     where, local = _where(spec)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(where, local_files_only=local)
-        processor = AutoProcessor.from_pretrained(where, local_files_only=local)
+        with _quiet_hub():
+            model = AutoModelForImageTextToText.from_pretrained(where, local_files_only=local)
+            processor = AutoProcessor.from_pretrained(where, local_files_only=local)
     except Exception as exc:  # loader and hub errors come in many types
         raise FeatscopeError(f"cannot load the captioning model {spec!r} ({reason(exc)}); give {LAYOUT}") from exc
     return Captioner(model.to(device).eval(), processor, spec, max_new_tokens)

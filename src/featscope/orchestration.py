@@ -26,7 +26,7 @@ from featscope._version import __version__
 from featscope.devices import resolve_device
 from featscope.errors import FeatscopeError
 from featscope.ranks import Ranks, join_ranks, rank_device
-from featscope.runs import RunFolder, atomic_write_json, atomic_write_text
+from featscope.runs import RunFolder, atomic_write_json, atomic_write_text, make_folder, tidy_claim
 
 
 @dataclass
@@ -48,18 +48,18 @@ def unique_ids(ids: Sequence[str]) -> list[str]:
 
 
 def write_run(run: RunFolder, config: dict, work: Callable[[RunFolder], dict]) -> tuple[Path, dict]:
-    """Write one run folder whole or not at all: ``config.yaml`` first, then ``work`` (which writes the images,
-    sheet.png and log lines and returns the metrics), then ``metrics.json``; the folder is committed in place,
-    or abandoned when anything fails. Returns the folder and the metrics."""
+    """Write one run folder whole or not at all: claim it, ``config.yaml`` first, then ``work`` (which writes the
+    images, sheet.png and log lines and returns the metrics), then ``metrics.json``; the folder is committed in
+    place last, or abandoned when anything fails. Returns the folder and the metrics."""
     run.open()
     try:
         run.write_yaml("config.yaml", config)
         metrics = work(run)
         run.write_json("metrics.json", metrics)
+        return run.commit(), metrics
     except BaseException:
         run.abandon()
         raise
-    return run.commit(), metrics
 
 
 Work = Callable[[RunFolder, Item], dict]  # writes the item's files into the folder, returns its metrics
@@ -130,12 +130,13 @@ def run_items(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FeatscopeError(f"output path {str(out)!r} is a file; choose a folder with --out")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     for index, item in enumerate(items):
         if not ranks.mine(index):
             continue
         folder = out / item.item_id
         if (folder / "metrics.json").is_file():
+            tidy_claim(folder)
             _say(f"[rank {ranks.rank}] {item.item_id}: already done, skipped", quiet)
             continue
         tic = time.time()

@@ -61,6 +61,17 @@ def load_feature_file(path: str | Path) -> torch.Tensor:
         ) from None
     if not torch.is_tensor(tensor):
         raise InputFileError(f"feature file {str(path)!r} holds no tensor; save a single tensor in it")
+    return float_feature(tensor, f"feature file {str(path)!r}")
+
+
+def float_feature(tensor: torch.Tensor, source: str) -> torch.Tensor:
+    """``tensor`` as float32; a tensor of integers, booleans or complex numbers is no network feature and is
+    refused (``source`` names it in the error)."""
+    if not tensor.is_floating_point():
+        raise InputFileError(
+            f"{source} holds {str(tensor.dtype).removeprefix('torch.')} values, not floating-point features; give "
+            "a network's feature (featscope encode saves one)"
+        )
     return tensor.float()
 
 
@@ -115,7 +126,7 @@ def build_targets(
         images += [None] * len(texts)
         kinds += ["text"] * len(texts)
     for j, tensor in enumerate(tensors):
-        feats = _as_rows(tensor.float().cpu(), expected, f"#{j}")
+        feats = _as_rows(float_feature(tensor, f"target tensor #{j}").cpu(), expected, f"#{j}")
         rows.append(feats)
         names += [f"tensor_{j}"] * len(feats)
         images += [None] * len(feats)

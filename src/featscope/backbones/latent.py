@@ -19,7 +19,7 @@ from transformers.utils import logging as transformers_logging
 
 from featscope.backbones.base import Backbone
 from featscope.backbones.index import check_family
-from featscope.errors import FeatscopeError, InputFileError, SpecError
+from featscope.errors import FeatscopeError, InputFileError, SpecError, reason
 
 T = TypeVar("T")
 
@@ -46,13 +46,6 @@ class ClipPromptEncoder(nn.Module):
             return_tensors="pt",
         ).input_ids
         return self.text_encoder(ids.to(self.text_encoder.device)).last_hidden_state
-
-
-def reason(exc: BaseException) -> str:
-    """An exception's type and the first sentence of its message, for one-line user errors."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    first = lines[0].split(". ")[0][:200] if lines else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def load_sd(source: str, *, spec: str, dtype: torch.dtype, config: str | Path | None = None) -> Backbone:

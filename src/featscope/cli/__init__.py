@@ -15,8 +15,8 @@ import warnings
 from collections.abc import Sequence
 
 from featscope.cli import batch, bench, decode, encode, featinv, invert, investigate, layers, report, world
-from featscope.cli.options import Command, command_parser
-from featscope.errors import FeatscopeError
+from featscope.cli.options import Command, OneLineParser, command_parser
+from featscope.errors import FeatscopeError, OutputError
 
 WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
                 errno.EISDIR}  # fmt: skip
@@ -29,7 +29,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     are listed with their help line)."""
     from featscope._version import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="featscope",
         description="See what a vision network's feature space encodes, by generating images with diffusion models.",
     )
@@ -61,9 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:  # an output that cannot be written: a full disk, a read-only or missing place
         if error.errno not in WRITE_ERRORS:
             raise
-        where = f" {error.filename}" if error.filename else ""
-        print(f"featscope: error: cannot write{where} ({error.strerror}); choose another --out or free disk space; "
-              "no partial result was kept", file=sys.stderr)  # fmt: skip
+        print(f"featscope: error: {OutputError.of(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("featscope: interrupted; no partial result was kept", file=sys.stderr)

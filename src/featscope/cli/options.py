@@ -9,12 +9,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
-from featscope.errors import FeatscopeError
+from featscope.errors import FeatscopeError, invalid_choice
 from featscope.settings import Settings, add_options, given_options
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, ``featscope: error: ...; see PROG --help`` (exit 2), an invalid
+    choice naming the choices and the nearest one; its sub-command parsers are of this class too."""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        if action.choices is not None and value not in action.choices:
+            raise argparse.ArgumentError(action, invalid_choice(value, action.choices))
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"featscope: error: {' '.join(message.split())}; see {self.prog} --help\n")
 
 
 @dataclass(frozen=True)

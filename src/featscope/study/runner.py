@@ -15,7 +15,7 @@ from featscope.claims import Claims
 from featscope.errors import FeatscopeError
 from featscope.progress import tqdm
 from featscope.ranks import Ranks, rank_device
-from featscope.runs import atomic_write_json
+from featscope.runs import atomic_write_json, make_folder, tidy_claim
 from featscope.study.log import StudyLog
 from featscope.study.methods import METHODS
 from featscope.study.plan import Job, Study, load_study
@@ -61,7 +61,7 @@ def run_study(
     ranks, launch = _planned_ranks(), _launch_id()
     if plan.out.exists() and not plan.out.is_dir():
         raise FeatscopeError(f"study output {str(plan.out)!r} is a file; choose a folder with out:")
-    plan.out.mkdir(parents=True, exist_ok=True)
+    make_folder(plan.out)
     log = StudyLog(plan.out, ranks.rank)
     job_device = rank_device(device or plan.device, ranks)
     claims = Claims(plan.out, owner=f"{launch}-{ranks.rank}")
@@ -72,6 +72,7 @@ def run_study(
         if job_status(plan.out / job.job_id) == "done":
             if claims.is_stale(job.job_id):  # a process killed between the job's commit and its release
                 claims.release(job.job_id)
+            tidy_claim(plan.out / job.job_id)
             if ranks.mine(job.index):
                 log.event("skip", job=job.job_id, index=job.index)
                 _say(f"[rank {ranks.rank}] {job.job_id}: already done, skipped", quiet)

@@ -452,6 +452,18 @@ def _cost(entry: dict, images: int) -> str:
     )
 
 
+def _fidelity_table(rows: dict) -> list[str]:
+    """Minimality and reconstruction per row: shares with 95% intervals (:func:`fidelity_row`)."""
+    lines = ["| setting | minimal (only shape changed) | clean (flipped, minimal, reconstruction held) | "
+             "poor reconstruction | unreadable | changed (of the readable): color / size / position / background |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in rows.items():
+        changed = " / ".join(_rate(row["changed"][a]) for a in ("color", "size", "position", "background"))
+        lines.append(f"| {name} | {_rate(row['minimal'])} | {_rate(row['clean'])} | "
+                     f"{_rate(row['poor_reconstruction'])} | {_rate(row['unreadable'])} | {changed} |")  # fmt: skip
+    return lines
+
+
 def investigation_markdown(report: dict) -> str:
     """The results as Markdown tables."""
     lines = [f"# Investigation bench on the world ({report['config']['backbone']})", ""]
@@ -470,7 +482,17 @@ def investigation_markdown(report: dict) -> str:
                 f"{_rate(row['oracle_reads_target_shape'])} | {row['background_change_mean_abs']:.4f} | "
                 f"{row['background_change_of_inversion_mean_abs']:.4f} |"
             )
-        lines += [_cost(r, len(r["rows"]) * r["n"]), ""]
+        lines += ["", *_fidelity_table(r["rows"]), _cost(r, len(r["rows"]) * r["n"]), ""]
+    if "word-swap" in results:
+        r = results["word-swap"]
+        row = r["rows"]["word swap"]
+        lines += [
+            f"## Word swap {r['start']} -> {r['target']} (world:shape-net, {r['n']} images, the same inversions)", "",
+            f"- target conf > 0.5: {_rate(row['target_confidence_above_0.5'])}; oracle reads target: "
+            f"{_rate(row['oracle_reads_target_shape'])}; background change {row['background_change_mean_abs']:.4f}; "
+            f"chosen tau (images): {row['chosen_tau_counts']}", "",
+            *_fidelity_table(r["rows"]), _cost(r, r["n"]), "",
+        ]  # fmt: skip
     if "difference" in results:
         r = results["difference"]
         lines += [

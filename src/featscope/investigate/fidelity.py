@@ -45,7 +45,7 @@ def minimality(
     reading = compare(image.cpu(), result.cpu())[0]
     if reading is None:
         return None
-    changed = sorted(reading["changed"]) if reading["valid"] else list(ATTRIBUTES)
+    changed = sorted(reading["changed"]) if reading["valid"] else []
     if intended is not None:
         minimal = reading["valid"] and changed == [intended]
     else:
@@ -71,12 +71,14 @@ def reconstruction(image: torch.Tensor, regenerated: torch.Tensor, threshold: fl
     threshold, or an attribute already changed."""
     l2 = float((regenerated.float().cpu() - image.float().cpu()).pow(2).mean().sqrt())
     reading = compare(image.cpu(), regenerated.cpu())[0] if world else None
-    changed = None if reading is None else sorted(reading["changed"]) if reading["valid"] else list(ATTRIBUTES)
+    readable = None if reading is None else reading["valid"]
+    changed = None if reading is None else sorted(reading["changed"]) if readable else []
     return {
         "l2": l2,
         "threshold": threshold,
+        "readable": readable,
         "changed": changed,
-        "poor": (threshold is not None and l2 > threshold) or bool(changed),
+        "poor": (threshold is not None and l2 > threshold) or bool(changed) or readable is False,
     }
 
 
@@ -102,6 +104,7 @@ def verdict(flipped: bool | None, change: dict | None, recon: dict) -> str:
             reasons.append(f"also changed {', '.join(extra)}" if extra else f"{change['intended']} unchanged")
     if recon["poor"]:
         changed = f", {', '.join(recon['changed'])} changed" if recon["changed"] else ""
+        changed += ", unreadable" if recon["readable"] is False else ""
         reasons.append(f"poor reconstruction (L2 {recon['l2']:.3f}{changed})")
     return "; ".join(reasons) or "clean"
 
@@ -125,6 +128,7 @@ def warning(item_id: str, recon: dict) -> str | None:
         return None
     limit = f" (threshold {recon['threshold']:g})" if recon["threshold"] is not None else ""
     changed = f", it already changes {', '.join(recon['changed'])}" if recon["changed"] else ""
+    changed += ", the oracle cannot read it" if recon["readable"] is False else ""
     return (f"{item_id}: the inversion does not hold the image: reconstruction L2 {recon['l2']:.3f}{limit}{changed}; "
             "the result is not a clean counterfactual")  # fmt: skip
 
@@ -146,8 +150,10 @@ def aggregate(results: Mapping[str, dict]) -> dict:
     if read:
         summary["minimal"] = proportion(sum(r["minimal"] for r in read), len(read))
         summary["rule"] = read[0]["rule"]
-        changed = {name: sum(name in r["changed"] for r in read) for name in ATTRIBUTES}
-        summary["changed"] = {name: proportion(count, len(read)) for name, count in changed.items()}
+        summary["unreadable"] = proportion(sum(not r["readable"] for r in read), len(read))
+        readable = [r for r in read if r["readable"]]
+        changed = {name: sum(name in r["changed"] for r in readable) for name in ATTRIBUTES}
+        summary["changed"] = {name: proportion(count, len(readable)) for name, count in changed.items()}
     return summary
 
 
@@ -168,7 +174,9 @@ def aggregate_lines(summary: dict) -> list[str]:
         lines.append("- reconstruction: not checked (no threshold for this backbone family)")
     if "minimal" in summary:
         lines.append(f"- minimal ({summary['rule']}, the oracle's reading): {rate(summary['minimal'])}")
-        lines.append("- changed: " + ", ".join(f"{k} {rate(v)}" for k, v in summary["changed"].items()))
+        lines.append(f"- unreadable results (no single clear object): {rate(summary['unreadable'])}")
+        lines.append("- changed, of the readable results: "
+                     + ", ".join(f"{k} {rate(v)}" for k, v in summary["changed"].items()))  # fmt: skip
     return lines
 
 

@@ -11,6 +11,7 @@ import torch
 from featscope.images import to_tensor
 from featscope.investigate import fidelity
 from featscope.investigate.methods import known_caption
+from featscope.report import write_report
 from featscope.world.render import generate, render
 from featscope.world.sample import write_samples
 
@@ -110,3 +111,5 @@ def test_word_swap_uses_the_records_caption_and_records_minimality_and_reconstru
     summary = json.loads((out / "summary.json").read_text())
     assert summary["aggregate"]["minimal"]["total"] == 1
     assert "- minimal (only the intended attribute changed" in result.stdout
+    page = write_report(out, tmp_path / "report.html").read_text()
+    assert f"verdict: {metrics['verdict']} | changed: " in page and "reconstruction L2" in page

@@ -113,3 +113,18 @@ def test_word_swap_uses_the_records_caption_and_records_minimality_and_reconstru
     assert "- minimal (only the intended attribute changed" in result.stdout
     page = write_report(out, tmp_path / "report.html").read_text()
     assert f"verdict: {metrics['verdict']} | changed: " in page and "reconstruction L2" in page
+
+
+def test_invert_uses_the_records_caption_and_records_its_reconstruction_check(featscope_main, tmp_path):
+    paths = write_samples(1, tmp_path / "images", seed=5, shape="star")
+    caption = json.loads((tmp_path / "images" / "records.jsonl").read_text())["caption"]
+    out = tmp_path / "inv"
+    result = featscope_main("invert", str(paths[0]), "--out", str(out), "--steps", "3", "--inner-steps", "1",
+                            "--device", "cpu", "--quiet")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "world_00000" / "metrics.json").read_text())
+    assert metrics["prompt"] == caption
+    recon = metrics["reconstruction"]
+    assert recon["l2"] == pytest.approx(metrics["l2"]) and recon["threshold"] == 0.087
+    said = [line for line in result.stdout.splitlines() if "the inversion does not hold" in line]
+    assert len(said) == int(recon["poor"])

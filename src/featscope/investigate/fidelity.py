@@ -116,14 +116,13 @@ def checks(image, regenerated, result, spec: str, *, intended: str | None, targe
     silences progress, not doubts about a result)."""
     change = minimality(image, result, intended, target) if is_world(spec) else None
     recon = reconstruction(image, regenerated, reconstruction_threshold(spec), is_world(spec))
-    line = warning(item_id, recon)
-    if line is not None and say:
-        print(f"featscope: warning: {line}", flush=True)
+    if say:
+        say_poor(item_id, recon)
     return {"minimality": change, "reconstruction": recon, "verdict": verdict(flipped, change, recon)}
 
 
 def warning(item_id: str, recon: dict) -> str | None:
-    """The one line said of an item whose reconstruction is above the threshold, else None."""
+    """The one line said of an item whose reconstruction is poor (:func:`reconstruction`), else None."""
     if not recon["poor"]:
         return None
     limit = f" (threshold {recon['threshold']:g})" if recon["threshold"] is not None else ""
@@ -131,6 +130,13 @@ def warning(item_id: str, recon: dict) -> str | None:
     changed += ", the oracle cannot read it" if recon["readable"] is False else ""
     return (f"{item_id}: the inversion does not hold the image: reconstruction L2 {recon['l2']:.3f}{limit}{changed}; "
             "the result is not a clean counterfactual")  # fmt: skip
+
+
+def say_poor(item_id: str, recon: dict) -> None:
+    """Print :func:`warning`'s line (``featscope: warning: ...``) when the reconstruction is poor."""
+    line = warning(item_id, recon)
+    if line is not None:
+        print(f"featscope: warning: {line}", flush=True)
 
 
 def aggregate(results: Mapping[str, dict]) -> dict:

@@ -41,7 +41,15 @@ from featscope.investigate.common import (
     save_strip,
 )
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
-from featscope.investigate.fidelity import checks, intended_attribute, summarise
+from featscope.investigate.fidelity import (
+    checks,
+    intended_attribute,
+    is_world,
+    reconstruction,
+    reconstruction_threshold,
+    say_poor,
+    summarise,
+)
 from featscope.investigate.masks import NO_MASK, foreground_mask, load_sam, parse_mask, word_tokens
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
 from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
@@ -742,6 +750,9 @@ def invert(
                 [[image[0], result.reconstruction[0], result.ddim_reconstruction[0]]],
                 notes=[errors],
             )
+            recon = reconstruction(image, result.reconstruction, reconstruction_threshold(model.spec),
+                                   is_world(model.spec))  # fmt: skip
+            say_poor(item.item_id, recon)
             return {
                 "image": str(entry.path),
                 "class": entry.class_name or None,
@@ -751,6 +762,7 @@ def invert(
                 "latent_mse": result.latent_mse[0],
                 **result.distance[0],
                 "ddim_only": {"latent_mse": result.ddim_latent_mse[0], **result.ddim_distance[0]},
+                "reconstruction": recon,
             }
 
         record = {"prompt": prompt, "prompt_template": template, "caption_model": caption_model, "num_steps": num_steps,

@@ -10,6 +10,7 @@ import torch
 
 from featscope.bench.investigation import channel_means, run_investigation_bench
 from featscope.cli import main
+from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
 from featscope.images import to_tensor
 from featscope.world.render import COLORS, generate, object_mask
@@ -95,3 +96,22 @@ def test_difference_finds_the_colour_shortcut_of_the_spurious_network(tmp_path):
     assert follows["total"] == result["disagreement"]["successes"] and follows["low"] > 1 / len(COLORS)
     per_class = result["per_class"].values()
     assert sum(c["disagreeing_color_of_second_prediction"] for c in per_class) == follows["successes"]
+
+
+def test_the_bench_measures_minimality_and_reconstruction_of_both_counterfactuals(tmp_path):
+    """Counterfactual and word swap from the same inversions: each row has the shares of minimal, clean and poorly
+    reconstructed results over the n images, and the two reconstructions of an image are the same regeneration."""
+    report = run_investigation_bench(tmp_path / "both", ["counterfactual", "word-swap"], n=2, batch=2, device="cpu",
+                                     quiet=True, rows=["no regulariser"], iterations=1, num_steps=3,
+                                     cutouts=1)  # fmt: skip
+    optimised = report["results"]["counterfactual"]["rows"]["no regulariser"]
+    swapped = report["results"]["word-swap"]["rows"]["word swap"]
+    for row in (optimised, swapped):
+        assert row["minimal"]["total"] == row["clean"]["total"] == row["poor_reconstruction"]["total"] == 2
+        assert set(row["changed"]) == {"shape", "color", "size", "position", "background"}
+        assert row["clean"]["successes"] <= row["minimal"]["successes"]
+        assert sum(item["verdict"] == "clean" for item in row["items"]) == row["clean"]["successes"]
+    for a, b in zip(optimised["items"], swapped["items"], strict=True):
+        assert a["reconstruction_l2"] == pytest.approx(b["reconstruction_l2"], abs=1e-3)
+    with pytest.raises(FeatscopeError, match="unknown counterfactual row"):
+        run_investigation_bench(tmp_path / "bad", ["counterfactual"], n=1, rows=["no such row"], device="cpu")

@@ -63,6 +63,7 @@ def write_run(run: RunFolder, config: dict, work: Callable[[RunFolder], dict]) -
 
 
 Work = Callable[[RunFolder, Item], dict]  # writes the item's files into the folder, returns its metrics
+Aggregate = Callable[[dict[str, dict]], tuple[dict, list[str]]]  # all items' metrics -> (summary entry, lines)
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Plan:
     work: Work
     record: dict
     headline: Callable[[dict], dict]
+    aggregate: Aggregate | None = None
 
 
 def run_plan(
@@ -92,7 +94,7 @@ def run_plan(
     try:
         plan = build(resolve_device(rank_device(device, ranks)))
         return run_items(out, plan.method, plan.items, plan.work, plan.record, ranks=ranks, headline=plan.headline,
-                         quiet=quiet)  # fmt: skip
+                         quiet=quiet, aggregate=plan.aggregate)  # fmt: skip
     finally:
         if own:
             ranks.close()
@@ -123,10 +125,12 @@ def run_items(
     ranks: Ranks,
     headline: Callable[[dict], dict],
     quiet: bool = False,
+    aggregate: Aggregate | None = None,
 ) -> dict | None:
     """Compute this rank's items not done yet (no ``metrics.json``), each into its own atomic folder, then
     (rank 0, after a barrier) write ``summary.json`` and ``summary.md`` over all items. ``work`` writes the
-    item's files and returns its metrics. Returns the summary on rank 0, None elsewhere."""
+    item's files and returns its metrics; ``aggregate`` adds totals over the items to the summary. Returns the
+    summary on rank 0, None elsewhere."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FeatscopeError(f"output path {str(out)!r} is a file; choose a folder with --out")
@@ -145,7 +149,7 @@ def run_items(
     ranks.barrier()
     if ranks.rank != 0:
         return None
-    return write_summary(out, method, items, config, headline)
+    return write_summary(out, method, items, config, headline, aggregate)
 
 
 def summary_row(spec: str) -> Callable[[dict], dict]:
@@ -164,8 +168,10 @@ def _say(text: str, quiet: bool) -> None:
         print(f"featscope: {text}", flush=True)
 
 
-def write_summary(out: Path, method: str, items: list[Item], config: dict, headline) -> dict:
-    """``summary.json`` (every item's metrics, the missing ones) and ``summary.md`` (one row per item)."""
+def write_summary(out: Path, method: str, items: list[Item], config: dict, headline,
+                  aggregate: Aggregate | None = None) -> dict:  # fmt: skip
+    """``summary.json`` (every item's metrics, the missing ones, ``aggregate``'s totals) and ``summary.md`` (one
+    row per item, then the totals' lines)."""
     done, missing = {}, []
     for item in items:
         path = out / item.item_id / "metrics.json"
@@ -187,6 +193,9 @@ def write_summary(out: Path, method: str, items: list[Item], config: dict, headl
         "config": config,
         "results": done,
     }
+    totals, total_lines = aggregate(done) if aggregate is not None and done else ({}, [])
+    if totals:
+        summary["aggregate"] = totals
     atomic_write_json(out / "summary.json", summary)
     lines = [f"# featscope {method}: {len(done)} of {len(items)} items done", ""]
     if columns:
@@ -194,6 +203,8 @@ def write_summary(out: Path, method: str, items: list[Item], config: dict, headl
         for k, row in rows.items():
             lines.append(f"| {k} | " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
         lines.append("| **mean** | " + " | ".join(_cell(means.get(c)) for c in columns) + " |")
+    if total_lines:
+        lines += ["", *total_lines]
     if missing:
         lines += ["", f"missing (re-run to compute): {', '.join(missing)}"]
     atomic_write_text(out / "summary.md", "\n".join(lines) + "\n")

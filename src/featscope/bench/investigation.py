@@ -32,16 +32,18 @@ from featscope.devices import peak_memory_mb, resolve_device
 from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
 from featscope.images import save_image, to_tensor
-from featscope.investigate import cores
+from featscope.investigate import cores, fidelity
+from featscope.investigate.common import FLIP
 from featscope.investigate.masks import foreground_mask, parse_mask
+from featscope.investigate.wordswap import word_swap_core
 from featscope.objectives import activation, last_linear
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
-from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
+from featscope.solvers.configs import EndToEndConfig, WordSwapConfig, endtoend_defaults
 from featscope.world.oracle import read_batch
 from featscope.world.render import COLORS, SHAPES, object_mask
 
-METHODS = ("counterfactual", "difference", "neuron")
+METHODS = ("counterfactual", "word-swap", "difference", "neuron")
 RESULTS = "results.json"
 HELD_OUT_IMAGES = 512  # the split's images over which a neuron's mean activation is taken
 # counterfactual rows: (regularizers, weights, foreground mask): "object" is the renderer's true object mask,
@@ -98,6 +100,30 @@ def _row_mask(mask: str | None, true_masks, backbone, images, inverted, captions
     return torch.cat(found)
 
 
+def fidelity_row(backbone, images: torch.Tensor, regenerated: torch.Tensor, results: torch.Tensor,
+                 flipped: Sequence[bool], target: str) -> dict:  # fmt: skip
+    """Minimality and reconstruction fidelity of a row's results, as ``featscope investigate`` records them per item
+    (:func:`featscope.investigate.fidelity.checks`), in shares with 95% intervals; per image in ``items``."""
+    items = {
+        str(i): fidelity.checks(images[i : i + 1], regenerated[i : i + 1], results[i : i + 1], backbone.spec,
+                                intended=fidelity.intended_attribute(target), target=target, flipped=bool(flipped[i]))
+        for i in range(len(images))
+    }  # fmt: skip
+    row = fidelity.aggregate(items)
+    row["reconstruction_l2_mean"] = float(np.mean([m["reconstruction"]["l2"] for m in items.values()]))
+    row["items"] = [{"changed": m["minimality"] and m["minimality"]["changed"], "verdict": m["verdict"],
+                     "reconstruction_l2": m["reconstruction"]["l2"]} for m in items.values()]  # fmt: skip
+    return row
+
+
+def _inversion(backbone, images: torch.Tensor, captions: list[str], config, cache: dict, key) -> tuple:
+    """The null-text inversion of a batch (as investigate makes it), once per ``key`` in ``cache``."""
+    if key not in cache:
+        cache[key] = cores.null_inversion(backbone, images, captions, num_steps=config.num_steps,
+                                          guidance_scale=config.guidance_scale)  # fmt: skip
+    return cache[key]
+
+
 def counterfactual_bench(
     backbone,
     net,
@@ -111,9 +137,11 @@ def counterfactual_bench(
     out: Path,
     quiet: bool,
     rows: Sequence[str] = tuple(ROWS),
+    inversions: dict | None = None,
 ) -> dict:
     """Counterfactuals ``start`` -> ``target`` of ``n`` world images, one optimisation per row of :data:`ROWS`
-    (without regularisers; with the background regularisers outside the true object; with them and no mask)."""
+    (without regularisers; with the background regularisers outside the true object; with them and no mask).
+    ``inversions`` caches the null-text inversions (shared with :func:`word_swap_bench`)."""
     arrays, records = source.images(n, shape=start)
     seed = source.noise_seed
     images = to_tensor(arrays)
@@ -121,11 +149,11 @@ def counterfactual_bench(
     y = net.labels.index(target)
     settings = {name: ROWS[name] for name in rows}
     results = {name: [] for name in settings}
+    cache = {} if inversions is None else inversions
     for part in tqdm(_batches(n, batch), desc="counterfactual", disable=quiet):
         idx = list(part)
         captions = [records[i].caption() for i in idx]
-        inverted = cores.null_inversion(backbone, images[idx], captions, num_steps=config.num_steps,
-                                        guidance_scale=config.guidance_scale)  # fmt: skip
+        inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
         for name, (regularizers, weights, mask) in settings.items():
             result = cores.counterfactual(
                 backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
@@ -150,10 +178,46 @@ def counterfactual_bench(
             "oracle_reads_target_shape": proportion(sum(r.valid and r.shape == target for r in readings), n),
             "background_change_mean_abs": float(change.mean()),
             "background_change_of_inversion_mean_abs": float(plain_change.mean()),
+            **fidelity_row(backbone, images, plain, best, (conf > FLIP).tolist(), target),
         }
         save_grid(best, out / f"counterfactual-{name.replace(',', '').replace(' ', '-')}.png")
     save_grid(images, out / "counterfactual-start.png")
     return {"start": start, "target": target, "n": n, "rows": rows}
+
+
+def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, target: str, config: EndToEndConfig,
+                    out: Path, quiet: bool, batch: int = 8, inversions: dict | None = None) -> dict:  # fmt: skip
+    """Word-swap counterfactuals ``start`` -> ``target`` of the same ``n`` world images as
+    :func:`counterfactual_bench` (their captions, the same inversions), at :class:`WordSwapConfig`'s defaults."""
+    arrays, records = source.images(n, shape=start)
+    images = to_tensor(arrays)
+    masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
+    swap_config = WordSwapConfig(num_steps=config.num_steps, guidance_scale=config.guidance_scale)
+    cache = {} if inversions is None else inversions
+    best, regenerated, flipped, taus = [], [], [], []
+    for part in tqdm(_batches(n, batch), desc="word swap", disable=quiet):
+        idx = list(part)
+        captions = [records[i].caption() for i in idx]
+        inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
+        result = word_swap_core(backbone, net, images[idx], start, target, prompts=captions, inverted=inverted,
+                                config=swap_config)  # fmt: skip
+        best.append(result.best)
+        regenerated.append(result.reconstruction)
+        flipped += result.flipped
+        taus += result.chosen_tau
+    best, regenerated = torch.cat(best), torch.cat(regenerated)
+    background = 1 - masks
+    change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+    readings = read_batch(best)
+    save_grid(best, out / "word-swap.png")
+    row = {
+        "target_confidence_above_0.5": proportion(sum(flipped), n),
+        "oracle_reads_target_shape": proportion(sum(r.valid and r.shape == target for r in readings), n),
+        "background_change_mean_abs": float(change.mean()),
+        "chosen_tau_counts": {f"{t:g}": taus.count(t) for t in sorted(set(taus))},
+        **fidelity_row(backbone, images, regenerated, best, flipped, target),
+    }
+    return {"start": start, "target": target, "n": n, "solver": swap_config.to_dict(), "rows": {"word swap": row}}
 
 
 def _shortcut_selection(first, second, y: int, images: torch.Tensor) -> tuple[int, int]:
@@ -314,6 +378,7 @@ def run_investigation_bench(
     backbone: str = "world:ddpm",
     batch: int = 8,
     channels: Sequence[int] = (0, 1, 2, 3),
+    rows: Sequence[str] = tuple(ROWS),
     device: str = "auto",
     quiet: bool = False,
     overwrite: bool = False,
@@ -323,12 +388,16 @@ def run_investigation_bench(
 
     ``n`` is the number of counterfactual images (from the evaluation ``split``, or ``seed``'s stream; see
     :class:`~featscope.bench.targets.TargetSource`), and the number of difference samples per shape and neuron
-    samples per neuron (each of ``channels``) is ``max(1, n // 8)``. ``settings`` override the backbone's
-    end-to-end defaults (:func:`~featscope.solvers.configs.endtoend_defaults`).
+    samples per neuron (each of ``channels``) is ``max(1, n // 8)``; ``rows``: the counterfactual rows of
+    :data:`ROWS` (word swap starts from the same inversions). ``settings`` override the backbone's end-to-end
+    defaults (:func:`~featscope.solvers.configs.endtoend_defaults`).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise FeatscopeError(f"unknown investigation method(s) {unknown}; choose from {', '.join(METHODS)}")
+    bad_rows = [r for r in rows if r not in ROWS]
+    if bad_rows or not rows:
+        raise FeatscopeError(f"unknown counterfactual row(s) {bad_rows}; choose from: {'; '.join(ROWS)}")
     config = _config(settings, backbone)
     out = Path(out)
     check_out(out, overwrite)
@@ -341,11 +410,17 @@ def run_investigation_bench(
     report: dict = {"config": {"n": n, **source.record(), "backbone": backbone, "solver": asdict(config)},
                     "machine": machine(), "results": {}}  # fmt: skip
     small = max(1, n // 8)
+    inversions: dict = {}
     for method in methods:
         tic = time.time()
         if method == "counterfactual":
             entry = counterfactual_bench(model, shape_net, n=n, source=source, start="circle", target="square",
-                                         config=config, batch=batch, out=out, quiet=quiet)  # fmt: skip
+                                         config=config, batch=batch, out=out, quiet=quiet, rows=rows,
+                                         inversions=inversions)  # fmt: skip
+        elif method == "word-swap":
+            entry = word_swap_bench(model, shape_net, n=n, source=source, start="circle", target="square",
+                                    config=config, batch=batch, out=out, quiet=quiet,
+                                    inversions=inversions)  # fmt: skip
         elif method == "difference":
             spurious = load_extractor("world:spurious-net", device=torch_device)
             entry = difference_bench(model, shape_net, spurious, samples=small, seed=seed, config=config, out=out,
@@ -377,6 +452,18 @@ def _cost(entry: dict, images: int) -> str:
     )
 
 
+def _fidelity_table(rows: dict) -> list[str]:
+    """Minimality and reconstruction per row: shares with 95% intervals (:func:`fidelity_row`)."""
+    lines = ["| setting | minimal (only shape changed) | clean (flipped, minimal, reconstruction held) | "
+             "poor reconstruction | unreadable | changed (of the readable): color / size / position / background |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in rows.items():
+        changed = " / ".join(_rate(row["changed"][a]) for a in ("color", "size", "position", "background"))
+        lines.append(f"| {name} | {_rate(row['minimal'])} | {_rate(row['clean'])} | "
+                     f"{_rate(row['poor_reconstruction'])} | {_rate(row['unreadable'])} | {changed} |")  # fmt: skip
+    return lines
+
+
 def investigation_markdown(report: dict) -> str:
     """The results as Markdown tables."""
     lines = [f"# Investigation bench on the world ({report['config']['backbone']})", ""]
@@ -395,7 +482,17 @@ def investigation_markdown(report: dict) -> str:
                 f"{_rate(row['oracle_reads_target_shape'])} | {row['background_change_mean_abs']:.4f} | "
                 f"{row['background_change_of_inversion_mean_abs']:.4f} |"
             )
-        lines += [_cost(r, len(r["rows"]) * r["n"]), ""]
+        lines += ["", *_fidelity_table(r["rows"]), _cost(r, len(r["rows"]) * r["n"]), ""]
+    if "word-swap" in results:
+        r = results["word-swap"]
+        row = r["rows"]["word swap"]
+        lines += [
+            f"## Word swap {r['start']} -> {r['target']} (world:shape-net, {r['n']} images, the same inversions)", "",
+            f"- target conf > 0.5: {_rate(row['target_confidence_above_0.5'])}; oracle reads target: "
+            f"{_rate(row['oracle_reads_target_shape'])}; background change {row['background_change_mean_abs']:.4f}; "
+            f"chosen tau (images): {row['chosen_tau_counts']}", "",
+            *_fidelity_table(r["rows"]), _cost(r, r["n"]), "",
+        ]  # fmt: skip
     if "difference" in results:
         r = results["difference"]
         lines += [

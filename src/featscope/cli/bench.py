@@ -122,8 +122,9 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     """counterfactuals, classifier differences and neurons (end-to-end solver).
 
     The investigation measurements: counterfactuals circle -> square of -n images, with and without background
-    regularisers; shape-net vs spurious-net differences, n/8 per shape; neurons (--channels, default 0-3), n/8
-    each.
+    regularisers, and word swaps from the same inversions (each with minimality and the inversion's
+    reconstruction error); shape-net vs spurious-net differences, n/8 per shape; neurons (--channels, default
+    0-3), n/8 each.
     """
     from featscope.solvers.configs import EndToEndConfig
 
@@ -132,8 +133,11 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--methods",
         metavar="NAME,NAME",
-        help="any of counterfactual, difference, neuron, comma-separated (default: all three)",
+        help="any of counterfactual, word-swap, difference, neuron, comma-separated (default: all four)",
     )
+    p.add_argument("--rows", metavar="ROW;ROW",
+                   help="counterfactual rows, ';'-separated (default: all): no regulariser; background regularisers; "
+                        "background regularisers, no mask; background regularisers, cross-attention mask")  # fmt: skip
     add_backbone(p)
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     p.add_argument("--channels", default="0,1,2,3", metavar="C,C",
@@ -194,6 +198,8 @@ def _run_investigate(args: argparse.Namespace) -> int:
     from featscope.bench.investigation import run_investigation_bench
 
     methods = {} if args.methods is None else {"methods": names(args.methods)}
+    if args.rows is not None:
+        methods["rows"] = [row.strip() for row in args.rows.split(";") if row.strip()]
     run_investigation_bench(
         args.out, **methods, **pick(args, *TARGETS, "backbone", "batch", "device", "quiet", "overwrite"),
         channels=numbers(args.channels, int, "--channels", "channel numbers like 0,1,2,3"), **knobs(args),

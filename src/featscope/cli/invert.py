@@ -21,7 +21,8 @@ from featscope.cli.options import (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``invert``: images, captions and the inversion's settings."""
     add_images_options(p)
-    p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or template")
+    p.add_argument("--prompt", help="caption of every image ({label} = class); default: IMAGE.txt or the "
+                   "records.jsonl beside it, --caption-model or template")  # fmt: skip
     p.add_argument("--prompt-template", metavar="TEXT", help="caption from a dataset's class name, with {label}")
     add_caption_model(p)
     p.add_argument("--steps", type=int, default=20, dest="num_steps", help="DDIM steps (default: %(default)s)")

@@ -93,7 +93,8 @@ def _add_neuron(isub: argparse._SubParsersAction) -> None:
     n.add_argument("--direction", choices=["up", "down"], help="raise (up, the default) or lower the channel")
     n.add_argument("--minimise", action="store_true", help="lower the channel instead of raising it (--direction down)")
     n.add_argument("--prompt", help="prompt of the plain samples (default: empty); with --images, the caption of "
-                   "every image ({label} = class; default: IMAGE.txt, --caption-model, template)")  # fmt: skip
+                   "every image ({label} = class; default: IMAGE.txt or records.jsonl, --caption-model, "
+                   "template)")  # fmt: skip
     n.add_argument("--samples", type=int, default=1, metavar="N", help="samples per channel")
     n.add_argument("--images-folder", metavar="DIR", help="dataset folder: also save its top-k images per channel")
     n.add_argument(
@@ -116,7 +117,8 @@ def _add_counterfactual(isub: argparse._SubParsersAction) -> None:
     c.add_argument("--net", required=True, metavar="SPEC", help="classifier whose decision is changed")
     c.add_argument("--start", metavar="CLASS", help="class of the images (default: a dataset's folder class)")
     c.add_argument("--target", required=True, metavar="CLASS[,CLASS]", help="target class(es)")
-    c.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt or template")
+    c.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt or the "
+                   "records.jsonl beside it, --caption-model or template")  # fmt: skip
     c.add_argument("--prompt-template", metavar="TEXT", help="caption from the start class, with {label}")
     add_caption_model(c)
     _add_background_options(c, mask_help=MASK_HELP)
@@ -168,8 +170,8 @@ def _add_word_swap(isub: argparse._SubParsersAction) -> None:
     w.add_argument("--target", required=True, metavar="CLASS[,CLASS]", help="target class(es)")
     w.add_argument("--word", help="the word to replace in the caption (default: the start class name)")
     w.add_argument("--new-word", help="the word to put in its place (default: the target class name)")
-    w.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt, "
-                   "--caption-model or template")  # fmt: skip
+    w.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt or the "
+                   "records.jsonl beside it, --caption-model or template")  # fmt: skip
     w.add_argument("--prompt-template", metavar="TEXT", help="caption from the start class, with {label}")
     add_caption_model(w)
     s = w.add_argument_group("inversion, regeneration and the search over tau")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from featscope.images import image_grid, load_image, save_image
 
 DEFAULT_BACKBONE = "world:ddpm"
+FLIP = 0.5  # a counterfactual flipped when the classifier gives the target class a probability above this
 
 
 # -- images ----------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ An item folder: ``target.png`` (the real image, where there is one), ``initial.p
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -32,18 +34,29 @@ from featscope.images import load_image, save_image
 from featscope.investigate import cores
 from featscope.investigate.common import (
     DEFAULT_BACKBONE,
+    FLIP,
     fit_image,
     load_start_image,
     save_loss_plot,
     save_strip,
 )
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, _label_name, regularized
+from featscope.investigate.fidelity import (
+    checks,
+    intended_attribute,
+    is_world,
+    reconstruction,
+    reconstruction_threshold,
+    say_poor,
+    summarise,
+)
 from featscope.investigate.masks import NO_MASK, foreground_mask, load_sam, parse_mask, word_tokens
 from featscope.objectives import activation, class_index, class_loss, classifier_difference, last_linear, pick_channel
 from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
 from featscope.ranks import Ranks
 from featscope.runs import RunFolder, atomic_torch_save
 from featscope.sheet import save_sheet
+from featscope.world.sample import RECORDS
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
     from featscope.backbones.base import Backbone
@@ -400,17 +413,43 @@ def image_list(
 
 
 def _caption(item: ImageItem, prompt: str | None, template: str, label: str, captioner: Captioner | None = None) -> str:
-    """The prompt of a real image: ``prompt`` (``{label}`` filled in), else a ``<image>.txt`` caption beside
-    the image (like DiG-IN's Open-Flamingo captions), else the ``captioner``'s caption of the image, else the
-    template with the class name."""
+    """The prompt of a real image: ``prompt`` (``{label}`` filled in), else its known caption
+    (:func:`known_caption`, like DiG-IN's Open-Flamingo captions), else the ``captioner``'s caption of the
+    image, else the template with the class name."""
     if prompt is not None:
         return prompt.replace("{label}", label)
-    sidecar = item.path.with_suffix(".txt")
-    if sidecar.is_file():
-        return sidecar.read_text(encoding="utf-8").strip()
+    known = known_caption(item.path)
+    if known is not None:
+        return known
     if captioner is not None:
         return captioner.caption([item.path])[0]
     return template.format(label=label)
+
+
+def known_caption(path: Path) -> str | None:
+    """An image's caption written beside it: ``<image>.txt``, else its line in the ``records.jsonl`` of its folder
+    (as ``featscope world sample`` writes them); None when there is neither."""
+    sidecar = path.with_suffix(".txt")
+    if sidecar.is_file():
+        return sidecar.read_text(encoding="utf-8").strip()
+    records = path.parent / RECORDS
+    if not records.is_file():
+        return None
+    return _record_captions(str(records), records.stat().st_mtime_ns).get(path.name)
+
+
+@functools.lru_cache(maxsize=8)
+def _record_captions(path: str, mtime: int) -> dict[str, str]:
+    """file name -> caption of a records.jsonl (``mtime`` keys the cache); lines without both are skipped."""
+    captions = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("file"), str) and isinstance(record.get("caption"), str):
+            captions[record["file"]] = record["caption"]
+    return captions
 
 
 # -- masks -----------------------------------------------------------------------------------------
@@ -563,7 +602,11 @@ def counterfactual(
                 regularizers=regularizers, regularizer_weights=regularizer_weights, mask=m, loss=loss,
                 inverted=inverted, config=solver, quiet=quiet,
             )  # fmt: skip
-            return _counterfactual_files(run, result, entry, start_name, target_name, prompt_text, mask)
+            metrics = _counterfactual_files(run, result, entry, start_name, target_name, prompt_text, mask)
+            flipped = metrics["confidence"]["target_class"]["after"] > FLIP
+            return {**metrics, **checks(image, result.images[0], result.best, model.spec, flipped=flipped,
+                                        intended=intended_attribute(target_name), target=target_name,
+                                        item_id=item.item_id, say=True)}  # fmt: skip
 
         record = {"net": network.name, "start_label": start_label, "target_labels": targets, "prompt": prompt,
                   "prompt_template": template, "caption_model": caption_model, "regularizers": list(regularizers),
@@ -571,7 +614,7 @@ def counterfactual(
                   "mask": str(mask) if mask is not None else None, "mask_postprocess": list(mask_postprocess),
                   "loss": loss, "inner_steps": inner_steps, "seed": seed,
                   **_settings_record(solver, model, torch_device)}  # fmt: skip
-        return Plan("counterfactual", items, work, record, counterfactual_row)
+        return Plan("counterfactual", items, work, record, counterfactual_row, summarise)
 
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
@@ -643,7 +686,7 @@ counterfactual_row = summary_row(
     "target = target_class; start conf before = confidence.start_class.before; "
     "start conf after = confidence.start_class.after; target conf before = confidence.target_class.before; "
     "target conf after = confidence.target_class.after; L2 after = distance_to_image.l2_after; "
-    "best iteration = best_iteration"
+    "best iteration = best_iteration; reconstruction L2 = reconstruction.l2; verdict = verdict"
 )
 
 
@@ -707,6 +750,9 @@ def invert(
                 [[image[0], result.reconstruction[0], result.ddim_reconstruction[0]]],
                 notes=[errors],
             )
+            recon = reconstruction(image, result.reconstruction, reconstruction_threshold(model.spec),
+                                   is_world(model.spec))  # fmt: skip
+            say_poor(item.item_id, recon)
             return {
                 "image": str(entry.path),
                 "class": entry.class_name or None,
@@ -716,6 +762,7 @@ def invert(
                 "latent_mse": result.latent_mse[0],
                 **result.distance[0],
                 "ddim_only": {"latent_mse": result.ddim_latent_mse[0], **result.ddim_distance[0]},
+                "reconstruction": recon,
             }
 
         record = {"prompt": prompt, "prompt_template": template, "caption_model": caption_model, "num_steps": num_steps,

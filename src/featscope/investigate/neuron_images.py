@@ -28,6 +28,7 @@ from featscope.investigate.common import (
     load_start_image,
 )
 from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, regularized
+from featscope.investigate.fidelity import checks, summarise
 from featscope.investigate.masks import parse_mask
 from featscope.investigate.methods import (
     _backbone,
@@ -196,7 +197,11 @@ def neuron_images(
             best = _save_iterates(run, result, captions, result.objective)
             record = {"image": str(entry.path), "prompt": text, "layer": name, "channel": c, "maximise": maximise,
                       "seed": seeds[item.item_id]}  # fmt: skip
-            return {**record, **_item_metrics(result, best)}
+            metrics = _item_metrics(result, best)
+            moved = metrics["activation"]["after"] - metrics["activation"]["image"]
+            rose = moved > 0 if maximise else moved < 0
+            return {**record, **metrics, **checks(image, result.images[0], result.best, model.spec, flipped=rose,
+                                                  intended=None, target=None, item_id=item.item_id, say=True)}
 
         record = {"net": network.name, "layer": name, "channels": channels, "maximise": maximise, "prompt": prompt,
                   "prompt_template": template, "caption_model": caption_model, "regularizers": list(regularizers),
@@ -204,7 +209,7 @@ def neuron_images(
                   "mask": str(mask) if mask is not None else None, "mask_postprocess": list(mask_postprocess),
                   "inner_steps": inner_steps, "seed": seed,
                   **_settings_record(solver, model, torch_device)}  # fmt: skip
-        return Plan("neuron-images", items, work, record, neuron_images_row)
+        return Plan("neuron-images", items, work, record, neuron_images_row, summarise)
 
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
@@ -225,7 +230,8 @@ def _item_metrics(result: NeuronImagesResult, best: int) -> dict:
 
 neuron_images_row = summary_row(
     "channel = channel; activation image = activation.image; activation before = activation.before; "
-    "activation after = activation.after; L2 after = distance_to_image.l2_after; best iteration = best_iteration"
+    "activation after = activation.after; L2 after = distance_to_image.l2_after; best iteration = best_iteration; "
+    "reconstruction L2 = reconstruction.l2; verdict = verdict"
 )
 
 

@@ -28,6 +28,7 @@ from featscope.images import save_image
 from featscope.investigate import cores
 from featscope.investigate.attention import CrossAttentionReplace, on_cross_attention
 from featscope.investigate.common import DEFAULT_BACKBONE, distances, load_start_image
+from featscope.investigate.fidelity import checks, intended_attribute, summarise
 from featscope.investigate.masks import word_tokens
 from featscope.investigate.methods import _backbone, _caption, _counterfactual_items, _network, _template, image_list
 from featscope.objectives import class_index
@@ -277,12 +278,15 @@ def word_swap(
                 model, network, image, p["start"], p["target"], prompts=p["prompt"], word=p["start_word"],
                 new_word=p["new_word"], config=solver, quiet=quiet,
             )  # fmt: skip
-            return _files(run, result, image, p, network)
+            metrics = _files(run, result, image, p, network)
+            return {**metrics, **checks(image, result.reconstruction, result.best, model.spec,
+                                        flipped=result.flipped[0], intended=intended_attribute(p["new_word"]),
+                                        target=p["new_word"], item_id=item.item_id, say=True)}  # fmt: skip
 
         record = {"net": network.name, "start_label": start_label, "target_labels": targets, "prompt": prompt,
                   "prompt_template": template, "caption_model": caption_model, "word": word, "new_word": new_word,
                   "backbone": model.spec, "device": str(torch_device), "solver": solver.to_dict()}  # fmt: skip
-        return Plan("word-swap", items, work, record, word_swap_row)
+        return Plan("word-swap", items, work, record, word_swap_row, summarise)
 
     return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
 
@@ -325,7 +329,7 @@ def _files(run: RunFolder, result: WordSwapResult, image: torch.Tensor, p: dict,
 word_swap_row = summary_row(
     "target = target_class; chosen tau = chosen_tau; flipped = flipped; "
     "start conf after = confidence.start_class.after; target conf after = confidence.target_class.after; "
-    "L2 after = distance_to_image.l2_after"
+    "L2 after = distance_to_image.l2_after; reconstruction L2 = reconstruction.l2; verdict = verdict"
 )
 
 

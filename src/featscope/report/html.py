@@ -144,13 +144,26 @@ def metrics_table(runs: list[Run], max_side: int = 256) -> str:
 
 
 def readings(metrics: dict | None) -> list[str]:
-    """``sample: summary`` of every reader's reading in a decode run's metrics (what the world oracle saw kept)."""
-    lines = []
+    """``sample: summary`` of every reader's reading in a decode run's metrics (what the world oracle saw kept);
+    an investigation item's verdict, what the oracle read changed and its reconstruction error."""
+    lines = [] if not (metrics or {}).get("verdict") else [_verdict(metrics)]
     for sample in (metrics or {}).get("samples", []):
         for reading in sample.get("readings", {}).values():
             if reading.get("summary"):
                 lines.append(f"{sample.get('name', '')}: {reading['summary']}")
     return lines
+
+
+def _verdict(metrics: dict) -> str:
+    """``verdict: clean | changed: shape | reconstruction L2 0.012 (threshold 0.05)``."""
+    parts = [f"verdict: {metrics['verdict']}"]
+    change = metrics.get("minimality")
+    if change:
+        parts.append(f"changed: {', '.join(change['changed']) or 'nothing'} (minimal: {change['minimal']})")
+    recon = metrics.get("reconstruction") or {}
+    if "l2" in recon:
+        parts.append(f"reconstruction L2 {recon['l2']:.3f} (threshold {recon.get('threshold')})")
+    return " | ".join(parts)
 
 
 def run_section(run: Run, max_side: int = 256) -> str:

@@ -12,7 +12,8 @@ from pathlib import Path
 from featscope.cli.options import add_output, sub_command
 from featscope.errors import FeatscopeError
 
-ATTRIBUTES = ("shape", "color", "size", "position", "background")
+ATTRIBUTES = ("shape", "color", "size", "position", "background", "pattern", "tag")
+KINDS = ("shapes32", "patterns64")  # featscope.world.kinds, named here so that --help imports no world code
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,8 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="seed of the images: the same seed gives the same images (default: %(default)s)",
     )
+    s.add_argument(
+        "--kind",
+        choices=KINDS,
+        default=KINDS[0],
+        help="scene kind: the 32 px shapes world, or 64 px scenes with a pattern and a corner tag "
+        "(default: %(default)s)",
+    )
     for name in ATTRIBUTES:
-        s.add_argument(f"--{name}", help=f"fix the {name} of every image")
+        only = " (patterns64 only)" if name in ("pattern", "tag") else ""
+        s.add_argument(f"--{name}", help=f"fix the {name} of every image{only}")
     _add_train(wsub)
 
 
@@ -112,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         from featscope.world.sample import write_samples
 
         fixed = {k: getattr(args, k) for k in ATTRIBUTES if getattr(args, k)}
-        paths = write_samples(args.n, Path(args.out), seed=args.seed, overwrite=args.overwrite, **fixed)
+        paths = write_samples(args.n, Path(args.out), seed=args.seed, overwrite=args.overwrite, kind=args.kind, **fixed)
         print(f"wrote {len(paths)} images and records.jsonl to {args.out}")
         return 0
     from featscope.world import train

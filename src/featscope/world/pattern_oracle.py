@@ -2,10 +2,11 @@
 
 Tag: the median colour of the tag square, nearer the tag colour than the background (the median border
 colour) means tagged; the corner is then painted with the background colour. The object is the largest
-component of off-background pixels, as in the shapes-world oracle; its inner pixels (2 px inside, where the
-pattern lies) are each matched to the palette colours and their inks, and the commonest palette colour is
-the object's. Inner pixels nearer that colour's ink than the colour itself are the pattern's; they are
-compared with every pattern at every phase of its grid, and the best agreement names the pattern. The inked
+component of off-background pixels, as in the shapes-world oracle; its inner pixels (INSET px inside it,
+where the pattern may lie) are each matched to the palette colours and their inks, and the commonest palette
+colour is the object's. Inner pixels nearer that colour's ink than the colour itself are the pattern's; on
+the core (one pixel further in, clear of the antialiased edge) they are compared with every pattern at every
+phase of its grid, and the best agreement names the pattern. The inked
 pixels are then painted the plain colour and the shapes-world oracle (``oracle.read_batch``, at 32 px) reads
 the now solid scene: shape, colour, size, position, background, and whether it is valid.
 """

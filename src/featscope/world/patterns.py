@@ -3,9 +3,10 @@ on the object and, in a minority of images, a small mark (a "tag") in the bottom
 
 Geometry is the 32 px world's (``render.sample_record``: the same shape, colour, size, grid position,
 background, jitter and rotation, in 32 px units) drawn at 64 px. The pattern darkens the object's colour
-(``INK``) on a 4 px grid anchored at the object's centre, only on pixels at least 2 px inside the object, so
-the outline stays the plain colour. The tag is an orange 5x5 square; no object ever reaches its corner
-(records that would are redrawn with new jitter and rotation, whether tagged or not).
+(``INK``) on a 4 px grid anchored at the object's centre, only on pixels whose 3x3 neighbourhood is fully
+covered by the object, so the antialiased outline and the ring inside it keep the plain colour. The tag is
+an orange 5x5 square; no object ever reaches its corner (records that would, large objects in the
+bottom-right cell only, are redrawn with new jitter and rotation, whether tagged or not).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ TAG_BOX = (58, 63)  # first and last+1 pixel of the tag square, on both axes
 CLEAR_FROM = 56  # objects keep out of [CLEAR_FROM, 64) x [CLEAR_FROM, 64)
 INK = 0.5  # the pattern's colour: the object's colour times INK
 PERIOD = 4  # pattern cell, pixels; each pattern element is PERIOD // 2 pixels wide
-INSET = 1  # the pattern stays this many pixels inside the object
+INSET = 1  # the pattern stays this many pixels inside the fully covered pixels
 _CAPTION_ORDER = ("size", "color", "pattern", "shape", "position")
 
 

@@ -111,6 +111,15 @@ def test_oracle_reads_every_attribute_of_fresh_images(fresh):
     assert all(rate >= 0.99 for rate in rates.values()), rates
 
 
+def test_oracle_tolerates_noise_and_colour_shifts(fresh):
+    images, records = fresh
+    x = torch.from_numpy(images[:200]).permute(0, 3, 1, 2).float() / 255
+    generator = torch.Generator().manual_seed(0)
+    shift = (torch.rand(len(x), 3, 1, 1, generator=generator) - 0.5) * 0.1
+    readings = read_pattern_batch((x + shift + 0.03 * torch.randn(x.shape, generator=generator)).clamp(0, 1))
+    assert np.mean([g.attributes() == r.attributes() for g, r in zip(readings, records[:200], strict=True)]) >= 0.98
+
+
 def test_oracle_tells_each_pattern_and_the_tag_apart_on_one_object():
     for pattern in PATTERNS:
         for tag in ("untagged", "tagged"):

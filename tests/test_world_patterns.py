@@ -29,7 +29,15 @@ from featscope.world.patterns import (
 )
 from featscope.world.render import WorldRecord
 from featscope.world.sample import write_samples
-from featscope.world.splits import split_images, split_records
+from featscope.world.splits import (
+    LATENT_POOL,
+    SPLIT_STREAM,
+    SPLITS,
+    records,
+    split_images,
+    split_records,
+    training_clashes,
+)
 
 FRESH_SEED = 31337  # never used while choosing the oracle's thresholds
 FRESH_N = 400
@@ -159,6 +167,17 @@ def test_patterned_splits_come_from_the_split_seeds():
     assert images.shape == (3, 64, 64, 3) and all(r.pattern == "dotted" for r in dotted)
     with pytest.raises(FeatscopeError, match="unknown world kind 'patterns'; did you mean patterns64"):
         scene_kind("patterns")
+
+
+def test_patterned_test_split_skips_the_latent_recipe_pools_image():
+    """The test stream's image 263 is pool image 2985 of the latent world's recipe pool (seed 0) pixel for pixel
+    (``training_clashes`` over the whole pool finds only that one); the split skips it."""
+    stream = records(SPLIT_STREAM, SPLITS["test"], "patterns64")
+    pool_image = records(2986, LATENT_POOL[1], "patterns64")[2985]
+    assert np.array_equal(PATTERNS64.render(pool_image), PATTERNS64.render(stream[263]))
+    assert training_clashes(stream[260:266], {"latent": [pool_image]}, kind="patterns64") == {3: "latent"}
+    split = split_records(SPLIT_STREAM - 1, "test", kind="patterns64")
+    assert split == stream[:263] + stream[264:]
 
 
 def test_world_sample_writes_patterned_scenes(tmp_path, capsys):

@@ -74,6 +74,9 @@ def sample_pattern_record(rng: np.random.Generator, tag_rate: float = TAG_RATE, 
 
 
 def _reaches_corner(record: WorldRecord) -> bool:
+    reach = 2 * 1.2 * record.radius  # at 64 px; every shape lies within 1.2 radii of its centre (a square: 1.13)
+    if 2 * record.cx + reach < CLEAR_FROM or 2 * record.cy + reach < CLEAR_FROM:
+        return False
     return bool(object_mask(record, IMAGE_SIZE)[CLEAR_FROM:, CLEAR_FROM:].any())
 
 

@@ -9,8 +9,9 @@ random stream per seed. The shipped models trained on these streams:
   for the steps recorded in their weights' metadata.
 
 Settings are chosen on the **tuning** split and reported once on the **test** split (docs/evaluation.md).
-Every scene kind (``world.kinds``) has its splits, drawn from the same seeds with that kind's records; no
-shipped model has trained on ``patterns64`` scenes yet, so its splits exclude nothing.
+Every scene kind (``world.kinds``) has its splits, drawn from the same seeds with that kind's records. No
+shipped model has trained on ``patterns64`` scenes yet; its splits exclude the images of the latent world's
+recipe pool (``LATENT_POOL``, training/latent-world), the pool it will train on.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 from featscope.errors import FeatscopeError
 from featscope.world.kinds import DEFAULT_KIND, scene_kind
-from featscope.world.render import WorldRecord, render
+from featscope.world.render import WorldRecord
 
 TUNING_SEED = 7_000_000
 TEST_SEED = 8_000_000
@@ -34,9 +35,10 @@ EXCLUDED = {  # stream indices whose image is in a training pool (tests/test_wor
     "tuning": (117, 548, 569, 665, 718, 757, 818, 1009),
     "test": (66, 85, 245, 349, 362, 442, 774),
 }
-EXCLUDED_BY_KIND = {DEFAULT_KIND: EXCLUDED, "patterns64": {"tuning": (), "test": ()}}
+EXCLUDED_BY_KIND = {DEFAULT_KIND: EXCLUDED, "patterns64": {"tuning": (), "test": (263,)}}  # patterns64: LATENT_POOL
 DDPM_POOL = (30_000, 0)  # (images, seed) of world:ddpm's training pool
 FEATINV_POOL = (20_000, 0)
+LATENT_POOL = (30_000, 0)  # patterns64 scenes: the latent world recipe's pool (world.latent_train.POOL_SIZE, seed 0)
 WEIGHTS = Path(__file__).parent / "weights"
 
 
@@ -107,17 +109,18 @@ def _near(a: WorldRecord, b: WorldRecord) -> bool:
     return abs(a.cx - b.cx) < 0.5 and abs(a.cy - b.cy) < 0.5 and abs(a.angle - b.angle) < 1.5
 
 
-def _digest(record: WorldRecord) -> str:
-    return hashlib.sha1(render(record).tobytes()).hexdigest()
+def _digest(record: WorldRecord, kind: str = DEFAULT_KIND) -> str:
+    return hashlib.sha1(scene_kind(kind).render(record).tobytes()).hexdigest()
 
 
 def training_clashes(
-    candidates: list[WorldRecord], pools: dict[str, list[WorldRecord]] | None = None
+    candidates: list[WorldRecord], pools: dict[str, list[WorldRecord]] | None = None, kind: str = DEFAULT_KIND
 ) -> dict[int, str]:
     """Index -> model, for each candidate whose image is pixel for pixel one a shipped model trained on.
 
     Only pool records with the same attributes and nearly the same position and rotation can draw the same
-    image; those are drawn and compared with the candidates' images. ``pools``: :func:`training_pools` by default.
+    image; those are drawn (as ``kind`` scenes) and compared with the candidates' images. ``pools``:
+    :func:`training_pools` by default.
     """
     by_key: dict[tuple[str, ...], list[int]] = {}
     for i, record in enumerate(candidates):
@@ -129,7 +132,7 @@ def training_clashes(
             for i in by_key.get(_key(record), ()):
                 if i in found or not _near(record, candidates[i]):
                     continue
-                digests.setdefault(i, _digest(candidates[i]))
-                if _digest(record) == digests[i]:
+                digests.setdefault(i, _digest(candidates[i], kind))
+                if _digest(record, kind) == digests[i]:
                     found[i] = model
     return found

@@ -48,10 +48,14 @@ KL_WEIGHT = 1e-6  # SD's first stage uses 1e-6
 SCALE_IMAGES = 512  # pool images whose latents set the VAE's scaling factor
 
 
-def scene_pool(n: int, seed: int) -> tuple[torch.Tensor, list[PatternRecord]]:
-    """``n`` patterned scenes as (n, 3, 64, 64) floats in [-1, 1], and their records."""
-    images, records = KINDS["patterns64"].generate(n, seed)
-    return to_tensor(images) * 2 - 1, records
+def scene_pool(n: int, seed: int) -> tuple[np.ndarray, list[PatternRecord]]:
+    """``n`` patterned scenes as (n, 64, 64, 3) uint8 (368 MB for the 30,000 of the pool), and their records."""
+    return KINDS["patterns64"].generate(n, seed)
+
+
+def _inputs(images: np.ndarray) -> torch.Tensor:
+    """uint8 scenes as the VAE's input: (B, 3, 64, 64) floats in [-1, 1]."""
+    return to_tensor(images) * 2 - 1
 
 
 def _open(
@@ -113,7 +117,7 @@ def train_vae(
         tic = time.time()
         for step in tqdm(range(start, steps), initial=start, total=steps, disable=quiet, desc="train latent vae"):
             rng = np.random.default_rng([seed, step])
-            x = pool[torch.from_numpy(rng.choice(len(pool), batch_size, replace=False))]
+            x = _inputs(pool[rng.choice(len(pool), batch_size, replace=False)])
             posterior = vae.encode(x).latent_dist
             z = posterior.sample(torch.Generator().manual_seed(int(rng.integers(2**31))))
             rec = F.l1_loss(vae.decode(z).sample, x)
@@ -138,18 +142,18 @@ def train_vae(
                 _save(ckpt, {"vae": vae}, optimizer, None, step + 1, settings)
     vae.eval()
     with torch.no_grad():
-        latents = vae.encode(pool[:SCALE_IMAGES]).latent_dist.mean
+        latents = vae.encode(_inputs(pool[:SCALE_IMAGES])).latent_dist.mean
     vae.register_to_config(scaling_factor=float(1 / latents.std()))
     vae.save_pretrained(out / "vae", safe_serialization=True)
     return out / "vae"
 
 
-def encode_pool(vae: AutoencoderKL, pool: torch.Tensor, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_pool(vae: AutoencoderKL, pool: np.ndarray, chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The frozen VAE's posterior means and standard deviations of every pool image, scaled as SD scales latents."""
     means, stds = [], []
     with torch.no_grad():
-        for part in pool.split(chunk):
-            posterior = vae.encode(part).latent_dist
+        for start in range(0, len(pool), chunk):
+            posterior = vae.encode(_inputs(pool[start : start + chunk])).latent_dist
             means.append(posterior.mean)
             stds.append(posterior.std)
     scale = vae.config.scaling_factor
@@ -186,7 +190,8 @@ def train_unet(
         **{k: v for k, v in SD_SCHEDULER.items() if k not in ("skip_prk_steps", "set_alpha_to_one")}
     )
     params = [p for m in modules.values() for p in m.parameters()]
-    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "caption_dropout": caption_dropout, "vae": str(vae)}
+    settings = {"seed": seed, "batch_size": batch_size, "lr": lr, "caption_dropout": caption_dropout}
+    settings["vae"] = str(Path(vae).resolve())  # export_pipeline reads the VAE from here
     settings["sizes"] = asdict(sizes)
     with (out / "log.jsonl").open("a" if start else "w") as log:
         tic = time.time()

@@ -41,16 +41,17 @@ def test_every_caption_word_is_one_known_token(tokenizer):
         tokens = tokenizer.tokenize(word)
         assert tokens == [p + "</w>" for p in " - ".join(pieces).split()], (word, tokens)
     _, records = KINDS["patterns64"].generate(200, 3)
-    ids = tokenizer([r.caption() for r in records], padding="max_length", max_length=MAX_TOKENS).input_ids
-    assert all(unknown not in row[1:-1] or row.count(unknown) == row.count(tokenizer.pad_token_id) for row in ids)
-    longest = max(len(tokenizer(r.caption()).input_ids) for r in records)
-    assert longest <= MAX_TOKENS  # captions are never truncated
+    for record in records:
+        ids = tokenizer(record.caption()).input_ids  # CLIP's unknown token is also its end and padding token
+        assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+        assert unknown not in ids[1:-1] and len(ids) <= MAX_TOKENS  # captions are never truncated
     assert tokenizer.decode(tokenizer("Large BLUE house").input_ids, skip_special_tokens=True) == "large blue house"
 
 
 def test_unknown_words_are_spelled_not_lost(tokenizer):
     ids = tokenizer("a purple hexagon 7").input_ids
     assert tokenizer.unk_token_id not in ids[1:-1] and len(ids) > 6
+    assert tokenizer.unk_token_id in tokenizer("red #").input_ids[1:-1]  # outside the alphabet: unknown
 
 
 def test_diffusers_loads_the_folder_unchanged_and_samples(tiny_folder):

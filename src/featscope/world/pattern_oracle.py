@@ -102,14 +102,14 @@ def _colour_and_ink(x: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.nd
     return index, inked
 
 
-def _pattern(inked: np.ndarray, inner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per image, the pattern (index) whose best phase agrees with the inked pixels on most inner pixels, and
+def _pattern(inked: np.ndarray, core: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per image, the pattern (index) whose best phase agrees with the inked pixels on most core pixels, and
     that share."""
     bank = _pattern_bank()
-    on = (inner & inked).reshape(len(inner), -1).astype(np.float32)
-    off = (inner & ~inked).reshape(len(inner), -1).astype(np.float32)
+    on = (core & inked).reshape(len(core), -1).astype(np.float32)
+    off = (core & ~inked).reshape(len(core), -1).astype(np.float32)
     agree = np.einsum("bn,pqn->bpq", on, bank) + np.einsum("bn,pqn->bpq", off, 1 - bank)
-    share = agree.max(2) / np.maximum(inner.sum((1, 2)), 1)[:, None]
+    share = agree.max(2) / np.maximum(core.sum((1, 2)), 1)[:, None]
     return share.argmax(1), share.max(1)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from featscope.cli.options import add_output, sub_command
 from featscope.errors import FeatscopeError
 
-ATTRIBUTES = ("shape", "color", "size", "position", "background")
+ATTRIBUTES = ("shape", "color", "size", "position", "background", "pattern", "tag")
+KINDS = ("shapes32", "patterns64")  # featscope.world.kinds, named here so that --help imports no world code
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,8 +30,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="seed of the images: the same seed gives the same images (default: %(default)s)",
     )
+    s.add_argument(
+        "--kind",
+        choices=KINDS,
+        default=KINDS[0],
+        help="scene kind: the 32 px shapes world, or 64 px scenes with a pattern and a corner tag "
+        "(default: %(default)s)",
+    )
     for name in ATTRIBUTES:
-        s.add_argument(f"--{name}", help=f"fix the {name} of every image")
+        only = " (patterns64 only)" if name in ("pattern", "tag") else ""
+        s.add_argument(f"--{name}", help=f"fix the {name} of every image{only}")
     _add_train(wsub)
 
 
@@ -40,13 +49,19 @@ def _add_train(wsub: argparse._SubParsersAction) -> None:
     Train a world model reproducibly from a seed; ddpm training resumes from DIR/checkpoint.pt when it exists.
     """
     t = sub_command(wsub, _add_train)
-    t.add_argument("model", choices=["ddpm", "shape-net", "color-net", "spurious-net"], help="the model to train")
+    t.add_argument(
+        "model",
+        choices=["ddpm", "shape-net", "color-net", "spurious-net", "latent-vae", "latent-unet"],
+        help="the model to train (latent-vae, then latent-unet: the latent world's Stable Diffusion pipeline "
+        "on patterns64 scenes)",
+    )
     t.add_argument(
         "--out",
         required=True,
         metavar="DIR_OR_FILE",
-        help="training folder (ddpm) or weights file .safetensors (networks)",
+        help="training folder (ddpm, latent-*) or weights file .safetensors (networks)",
     )
+    t.add_argument("--vae", metavar="DIR", help="latent-unet: the VAE folder that latent-vae wrote (OUT/vae)")
     t.add_argument("--steps", type=int, default=None, help="optimiser steps (ddpm: total, counting resumed ones)")
     t.add_argument(
         "--seed", type=int, default=0, help="seed of the training data, initial weights and noise (default: 0)"
@@ -102,7 +117,7 @@ def _add_train(wsub: argparse._SubParsersAction) -> None:
         help="ddpm: widths of the UNet's three levels, multiples of 16, for a new run (default: the shipped "
         "32,64,96; a resumed run keeps its own)",
     )
-    t.add_argument("--export", metavar="DIR", help="ddpm: write the EMA weights as a pipeline folder here")
+    t.add_argument("--export", metavar="DIR", help="ddpm, latent-unet: write the EMA weights as a pipeline folder here")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -112,9 +127,11 @@ def run(args: argparse.Namespace) -> int:
         from featscope.world.sample import write_samples
 
         fixed = {k: getattr(args, k) for k in ATTRIBUTES if getattr(args, k)}
-        paths = write_samples(args.n, Path(args.out), seed=args.seed, overwrite=args.overwrite, **fixed)
+        paths = write_samples(args.n, Path(args.out), seed=args.seed, overwrite=args.overwrite, kind=args.kind, **fixed)
         print(f"wrote {len(paths)} images and records.jsonl to {args.out}")
         return 0
+    if args.model.startswith("latent-"):
+        return _train_latent(args)
     from featscope.world import train
 
     if args.model == "ddpm":
@@ -138,6 +155,23 @@ def run(args: argparse.Namespace) -> int:
     else:
         metrics = train.train_classifier(args.model, args.out, args.steps, seed=args.seed, quiet=args.quiet)
         print(json.dumps(metrics))
+    return 0
+
+
+def _train_latent(args: argparse.Namespace) -> int:
+    """Train the latent world's VAE, or its UNet and text encoder on a trained VAE's latents."""
+    from featscope.world import latent_train
+
+    steps = args.steps or latent_train.DEFAULT_STEPS[args.model]
+    if args.model == "latent-vae":
+        print(f"vae {latent_train.train_vae(args.out, steps, seed=args.seed, quiet=args.quiet)}")
+        return 0
+    if args.vae is None:
+        raise FeatscopeError("latent-unet trains on a VAE's latents; pass --vae OUT/vae from latent-vae")
+    ckpt = latent_train.train_unet(args.out, steps, args.vae, seed=args.seed, quiet=args.quiet)
+    print(f"checkpoint {ckpt}")
+    if args.export:
+        print(f"exported {latent_train.export_pipeline(ckpt, args.export)}")
     return 0
 
 

@@ -133,8 +133,8 @@ def _templates() -> _Templates:
     return _Templates(masks, (masks**2).sum(-1), shape, offsets.astype(np.float32), threshold)
 
 
-def _to_nhwc255(images) -> np.ndarray:
-    """Any accepted image batch as (B, 32, 32, 3) float32 in 0..255."""
+def _to_nhwc255(images, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Any accepted image batch as (B, size, size, 3) float32 in 0..255."""
     if isinstance(images, torch.Tensor):
         is_uint8 = images.dtype == torch.uint8
         array = images.detach().cpu().float().numpy()
@@ -147,9 +147,9 @@ def _to_nhwc255(images) -> np.ndarray:
         array = array.transpose(0, 2, 3, 1)
     if not is_uint8:
         array = np.clip(array, 0.0, 1.0) * 255.0
-    if array.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE):
+    if array.shape[1:3] != (size, size):
         nchw = torch.from_numpy(np.ascontiguousarray(array.transpose(0, 3, 1, 2)))
-        array = F.interpolate(nchw, size=(IMAGE_SIZE, IMAGE_SIZE), mode="area").numpy().transpose(0, 2, 3, 1)
+        array = F.interpolate(nchw, size=(size, size), mode="area").numpy().transpose(0, 2, 3, 1)
     return np.ascontiguousarray(array, np.float32)
 
 

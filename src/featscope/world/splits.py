@@ -9,6 +9,9 @@ random stream per seed. The shipped models trained on these streams:
   for the steps recorded in their weights' metadata.
 
 Settings are chosen on the **tuning** split and reported once on the **test** split (docs/evaluation.md).
+Every scene kind (``world.kinds``) has its splits, drawn from the same seeds with that kind's records. No
+shipped model has trained on ``patterns64`` scenes yet; its splits exclude the images of the latent world's
+recipe pool (``LATENT_POOL``, training/latent-world), the pool it will train on.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from featscope.errors import FeatscopeError
-from featscope.world.render import WorldRecord, render, sample_record
+from featscope.world.kinds import DEFAULT_KIND, scene_kind
+from featscope.world.render import WorldRecord
 
 TUNING_SEED = 7_000_000
 TEST_SEED = 8_000_000
@@ -31,42 +35,48 @@ EXCLUDED = {  # stream indices whose image is in a training pool (tests/test_wor
     "tuning": (117, 548, 569, 665, 718, 757, 818, 1009),
     "test": (66, 85, 245, 349, 362, 442, 774),
 }
+EXCLUDED_BY_KIND = {DEFAULT_KIND: EXCLUDED, "patterns64": {"tuning": (), "test": (263,)}}  # patterns64: LATENT_POOL
 DDPM_POOL = (30_000, 0)  # (images, seed) of world:ddpm's training pool
 FEATINV_POOL = (20_000, 0)
+LATENT_POOL = (30_000, 0)  # patterns64 scenes: the latent world recipe's pool (world.latent_train.POOL_SIZE, seed 0)
 WEIGHTS = Path(__file__).parent / "weights"
 
 
-def split_records(n: int, split: str) -> list[WorldRecord]:
-    """The first ``n`` records of an evaluation split (``tuning`` or ``test``): its seed's stream without the
-    images a shipped model trained on."""
+def split_records(n: int, split: str, kind: str = DEFAULT_KIND) -> list[WorldRecord]:
+    """The first ``n`` records of an evaluation split (``tuning`` or ``test``) of a scene kind: its seed's
+    stream without the images a shipped model trained on."""
     if split not in SPLITS:
         raise FeatscopeError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    size = SPLIT_STREAM - len(EXCLUDED[split])
+    excluded = EXCLUDED_BY_KIND[scene_kind(kind).name][split]
+    size = SPLIT_STREAM - len(excluded)
     if not 0 <= n <= size:
         raise FeatscopeError(f"the {split} split holds {size} images, not {n}; ask for at most {size}")
-    skipped = set(EXCLUDED[split])
-    return [r for i, r in enumerate(records(SPLIT_STREAM, SPLITS[split])) if i not in skipped][:n]
+    skipped = set(excluded)
+    return [r for i, r in enumerate(records(SPLIT_STREAM, SPLITS[split], kind)) if i not in skipped][:n]
 
 
-def split_images(n: int, split: str, **fixed: str) -> tuple[np.ndarray, list[WorldRecord]]:
-    """``n`` images (n, 32, 32, 3) uint8 of an evaluation split and their records (like ``generate``); with
-    ``fixed`` attributes (``shape="circle"``), the split's first ``n`` images that have them."""
+def split_images(n: int, split: str, kind: str = DEFAULT_KIND, **fixed: str) -> tuple[np.ndarray, list[WorldRecord]]:
+    """``n`` images (n, size, size, 3) uint8 of an evaluation split of a scene kind and their records (like
+    ``generate``); with ``fixed`` attributes (``shape="circle"``), the split's first ``n`` images that have them."""
+    scene = scene_kind(kind)
     if fixed:
-        pool = split_records(SPLIT_STREAM - len(EXCLUDED.get(split, ())), split)
+        pool = split_records(SPLIT_STREAM - len(EXCLUDED_BY_KIND[kind].get(split, ())), split, kind)
         drawn = [r for r in pool if all(getattr(r, k) == v for k, v in fixed.items())][:n]
         if len(drawn) < n:
             what = ", ".join(f"{k}={v}" for k, v in fixed.items())
             raise FeatscopeError(f"the {split} split holds {len(drawn)} images with {what}, not {n}; ask for fewer")
     else:
-        drawn = split_records(n, split)
-    images = np.stack([render(r) for r in drawn]) if drawn else np.zeros((0, 32, 32, 3), np.uint8)
-    return images, drawn
+        drawn = split_records(n, split, kind)
+    if not drawn:
+        return np.zeros((0, scene.image_size, scene.image_size, 3), np.uint8), drawn
+    return np.stack([scene.render(r) for r in drawn]), drawn
 
 
-def records(n: int, seed: int) -> list[WorldRecord]:
-    """The records of ``generate(n, seed)``, without drawing the images."""
+def records(n: int, seed: int, kind: str = DEFAULT_KIND) -> list[WorldRecord]:
+    """The records of ``generate(n, seed)`` (of ``scene_kind(kind).generate``), without drawing the images."""
     rng = np.random.default_rng(seed)
-    return [sample_record(rng) for _ in range(n)]
+    sample = scene_kind(kind).sample
+    return [sample(rng) for _ in range(n)]
 
 
 def classifier_pool(task: str) -> list[WorldRecord]:
@@ -99,17 +109,18 @@ def _near(a: WorldRecord, b: WorldRecord) -> bool:
     return abs(a.cx - b.cx) < 0.5 and abs(a.cy - b.cy) < 0.5 and abs(a.angle - b.angle) < 1.5
 
 
-def _digest(record: WorldRecord) -> str:
-    return hashlib.sha1(render(record).tobytes()).hexdigest()
+def _digest(record: WorldRecord, kind: str = DEFAULT_KIND) -> str:
+    return hashlib.sha1(scene_kind(kind).render(record).tobytes()).hexdigest()
 
 
 def training_clashes(
-    candidates: list[WorldRecord], pools: dict[str, list[WorldRecord]] | None = None
+    candidates: list[WorldRecord], pools: dict[str, list[WorldRecord]] | None = None, kind: str = DEFAULT_KIND
 ) -> dict[int, str]:
     """Index -> model, for each candidate whose image is pixel for pixel one a shipped model trained on.
 
     Only pool records with the same attributes and nearly the same position and rotation can draw the same
-    image; those are drawn and compared with the candidates' images. ``pools``: :func:`training_pools` by default.
+    image; those are drawn (as ``kind`` scenes) and compared with the candidates' images. ``pools``:
+    :func:`training_pools` by default.
     """
     by_key: dict[tuple[str, ...], list[int]] = {}
     for i, record in enumerate(candidates):
@@ -121,7 +132,7 @@ def training_clashes(
             for i in by_key.get(_key(record), ()):
                 if i in found or not _near(record, candidates[i]):
                     continue
-                digests.setdefault(i, _digest(candidates[i]))
-                if _digest(record) == digests[i]:
+                digests.setdefault(i, _digest(candidates[i], kind))
+                if _digest(record, kind) == digests[i]:
                     found[i] = model
     return found

@@ -29,8 +29,8 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def writing(path: str | Path) -> Iterator[None]:
-    """Raise an OSError of creating or writing ``path`` as an :class:`OutputError` (naming ``path`` when the
-    error names no file): the one-line error, still an OSError with its errno."""
+    """Raise an OSError of creating or writing ``path`` as an :class:`OutputError` naming ``path`` (not a
+    temporary file or claim of it): the one-line error, still an OSError with its errno."""
     try:
         yield
     except OutputError:
@@ -145,7 +145,7 @@ class RunFolder:
     def open(self) -> RunFolder:
         """Claim the folder and start writing it (a dead run's leftovers are removed)."""
         make_folder(self.path.parent)
-        with writing(self.claim.path):
+        with writing(self.path):
             taken = self.claim.take()
         if not taken:
             holder = self.claim.holder()
@@ -158,7 +158,7 @@ class RunFolder:
         self._held.enter_context(self.claim.held())
         try:
             self._refuse_results()  # finished by another run since this one began
-            with writing(self.partial):
+            with writing(self.path):
                 if self.partial.exists():
                     shutil.rmtree(self.partial)
                 self.partial.mkdir()

@@ -39,8 +39,8 @@ class OutputError(FeatscopeError, OSError):
 
     @classmethod
     def of(cls, error: OSError, path: str | None = None) -> OutputError:
-        """The OutputError of ``error``, naming ``path`` when the error names no file."""
-        return cls(error.errno, error.strerror or reason(error), error.filename or path)
+        """The OutputError of ``error``, naming ``path`` (by default the file that ``error`` names)."""
+        return cls(error.errno, error.strerror or reason(error), path if path is not None else error.filename)
 
     def __str__(self) -> str:
         where = f" {self.filename}" if self.filename else ""

@@ -28,9 +28,9 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def writing(path: str | Path) -> Iterator[None]:
-    """Raise an OSError of creating or writing ``path`` as an :class:`OutputError` (naming ``path`` when the
-    error names no file): the one-line error, still an OSError with its errno."""
+def _writing(path: str | Path) -> Iterator[None]:
+    """Raise an OSError of creating or writing ``path`` as an :class:`OutputError` naming ``path`` (not a
+    temporary file or claim of it): the one-line error, still an OSError with its errno."""
     try:
         yield
     except OutputError:
@@ -42,7 +42,7 @@ def writing(path: str | Path) -> Iterator[None]:
 def make_folder(path: str | Path) -> Path:
     """``mkdir -p path``; an OSError (a file in the way: "Not a directory") is an :class:`OutputError`."""
     path = Path(path)
-    with writing(path):
+    with _writing(path):
         if path.exists() and not path.is_dir():
             raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(path))
         path.mkdir(parents=True, exist_ok=True)
@@ -52,7 +52,7 @@ def make_folder(path: str | Path) -> Path:
 def _atomic(path: str | Path, write) -> Path:
     path = Path(path)
     make_folder(path.parent)
-    with writing(path):
+    with _writing(path):
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600 files; results are ordinary files
@@ -145,7 +145,7 @@ class RunFolder:
     def open(self) -> RunFolder:
         """Claim the folder and start writing it (a dead run's leftovers are removed)."""
         make_folder(self.path.parent)
-        with writing(self.claim.path):
+        with _writing(self.path):
             taken = self.claim.take()
         if not taken:
             holder = self.claim.holder()
@@ -158,7 +158,7 @@ class RunFolder:
         self._held.enter_context(self.claim.held())
         try:
             self._refuse_results()  # finished by another run since this one began
-            with writing(self.partial):
+            with _writing(self.path):
                 if self.partial.exists():
                     shutil.rmtree(self.partial)
                 self.partial.mkdir()
@@ -173,7 +173,7 @@ class RunFolder:
         return self.partial / name
 
     def log(self, record: dict) -> None:
-        with writing(self.file("log.jsonl")):  # a full disk: say which file
+        with _writing(self.file("log.jsonl")):  # a full disk: say which file
             self._log.write(strict_json(record) + "\n")
             self._log.flush()
 
@@ -186,13 +186,13 @@ class RunFolder:
     def close(self) -> None:
         log, self._log = self._log, None
         if log is not None:
-            with writing(self.file("log.jsonl")):
+            with _writing(self.file("log.jsonl")):
                 log.close()
 
     def commit(self) -> Path:
         """Move the finished run into place (replacing an old one when overwriting) and release the claim."""
         self.close()
-        with writing(self.path):
+        with _writing(self.path):
             if self.path.exists():
                 old = self.path.parent / f".{self.path.name}.old"
                 shutil.rmtree(old, ignore_errors=True)

@@ -38,7 +38,7 @@ from featscope.featinv.model import FeatInvConfig, FeatInvModel, check_backbone,
 from featscope.featinv.sampling import controlled_output, sample
 from featscope.images import image_grid, save_image
 from featscope.progress import tqdm
-from featscope.runs import atomic_torch_save, atomic_write_text
+from featscope.runs import atomic_torch_save, atomic_write_text, make_folder
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -140,7 +140,7 @@ def _optimizer(model: FeatInvModel, config: TrainConfig, state: dict | None) -> 
 
 def _start_folder(out: Path, start: int, record: dict) -> None:
     """Create ``out``, drop log lines past the resumed step and write config.yaml (the main process only)."""
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     _truncate_log(out / "log.jsonl", start)
     atomic_write_text(out / "config.yaml", yaml.safe_dump({**record, "featscope": __version__}, sort_keys=False))
 

@@ -136,6 +136,9 @@ def test_an_output_that_cannot_be_created_is_one_line_from_the_cli_and_an_output
     assert main(["encode", str(EXAMPLES / "yellow-star.png"), "--out", "/proc/featscope.pt"]) == 2
     line = one_error_line(capsys.readouterr().err)  # not the temporary file it writes first
     assert line.startswith("featscope: error: cannot write /proc/featscope.pt (No such file or directory)")
+    assert main(["world", "train", "shape-net", "--steps", "1", "--out", "/proc/featscope-train", "--quiet"]) == 2
+    line = one_error_line(capsys.readouterr().err)  # before any training step
+    assert line.startswith("featscope: error: cannot write /proc/featscope-train (No such file or directory)")
     with pytest.raises(OutputError, match="cannot write /proc/") as raised:
         featscope.decode(EXAMPLES / "yellow-star.png", out="/proc/featscope-run", num_steps=2, recurrence=1,
                          device="cpu", quiet=True)  # fmt: skip

@@ -77,6 +77,9 @@ def test_run_folder_layout_and_reproducibility(tiny_sd_folder, target_png, tmp_p
     assert [s["step"] for s in steps] == list(range(8))
     for name in ("final.png", "best.png"):
         assert (run / name).read_bytes() == (second.run_dir / name).read_bytes()
+    assert first.summary == metrics["summary"]  # what the CLI prints comes from the result, not the disk
+    shown = repr(first)  # a short summary, not tensors
+    assert shown.startswith("DecodeResult(1 image, best distance ") and "tensor" not in shown and str(run) in shown
     with pytest.raises(RunExistsError, match="--overwrite"):
         featscope.decode(target_png, out=run, **kwargs)
     featscope.decode(target_png, out=run, overwrite=True, **kwargs)

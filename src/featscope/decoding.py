@@ -47,6 +47,20 @@ class DecodeResult:
     run_dir: Path | None = None
     targets: list[torch.Tensor | None] = field(default_factory=list)
 
+    @property
+    def summary(self) -> dict:
+        """The means over the images and the cost: what ``metrics.json`` holds as ``summary``."""
+        return _summary(self.metrics)
+
+    def __repr__(self) -> str:
+        s = self.summary
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir is not None else ""
+        return (
+            f"DecodeResult({s['samples']} image{'s' if s['samples'] != 1 else ''}, best distance "
+            f"{s['mean_best_distance']:.4g}, final distance {s['mean_final_distance']:.4g}, best cosine "
+            f"{s['mean_best_cosine']:.3f}, {s['network_evaluations']} network evaluations{where})"
+        )
+
     def _repr_html_(self) -> str:
         import base64
 

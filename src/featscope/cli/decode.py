@@ -6,7 +6,7 @@ Decode a feature into images by guided diffusion (training-free).
 from __future__ import annotations
 
 import argparse
-import json
+import math
 from pathlib import Path
 
 from featscope.cli.options import (
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         speed=speed(args),
         **knobs(args),
     )
-    summary = json.loads((result.run_dir / "metrics.json").read_text())["summary"]
+    summary = result.summary
     print(f"wrote {result.run_dir}/ (final, best, target, sheet.png, metrics.json, log.jsonl, config.yaml)")
     for sample in result.metrics:
         if sample.get("readings"):
@@ -121,6 +121,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _number(value: float | None, spec: str) -> str:
-    """A metric as printed; metrics.json holds null where no sample had a finite value."""
-    return "not finite" if value is None else format(value, spec)
+def _number(value: float, spec: str) -> str:
+    """A metric as printed ("not finite" where no sample had a finite value)."""
+    return format(value, spec) if math.isfinite(value) else "not finite"

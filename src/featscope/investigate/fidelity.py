@@ -90,12 +90,12 @@ def reconstruction_threshold(spec: str) -> float | None:
     return None if value is None else float(value)
 
 
-def verdict(flipped: bool | None, change: dict | None, recon: dict) -> str:
+def verdict(flipped: bool | None, change: dict | None, recon: dict, missed: str = "not flipped") -> str:
     """``clean``, or why not: ``not flipped``, ``unreadable result``, ``also changed color``, ``poor
     reconstruction``."""
     reasons = []
     if flipped is False:
-        reasons.append("not flipped")
+        reasons.append(missed)
     if change is not None and not change["minimal"]:
         if not change["readable"]:
             reasons.append("unreadable result")
@@ -109,8 +109,8 @@ def verdict(flipped: bool | None, change: dict | None, recon: dict) -> str:
     return "; ".join(reasons) or "clean"
 
 
-def checks(image, regenerated, result, spec: str, *, intended: str | None, target: str | None,
-           flipped: bool | None, item_id: str = "", say: bool = False) -> dict:  # fmt: skip
+def checks(image, regenerated, result, spec: str, *, intended: str | None, target: str | None, flipped: bool | None,
+           item_id: str = "", say: bool = False, missed: str = "not flipped") -> dict:  # fmt: skip
     """An item's ``minimality`` (world only, else None), ``reconstruction`` and ``verdict`` for metrics.json;
     with ``say``, prints one line when the reconstruction is poor (:func:`warning`; also under ``--quiet``, which
     silences progress, not doubts about a result)."""
@@ -118,7 +118,7 @@ def checks(image, regenerated, result, spec: str, *, intended: str | None, targe
     recon = reconstruction(image, regenerated, reconstruction_threshold(spec), is_world(spec))
     if say:
         say_poor(item_id, recon)
-    return {"minimality": change, "reconstruction": recon, "verdict": verdict(flipped, change, recon)}
+    return {"minimality": change, "reconstruction": recon, "verdict": verdict(flipped, change, recon, missed)}
 
 
 def warning(item_id: str, recon: dict) -> str | None:

@@ -4,15 +4,17 @@
 result; ``changed`` lists the attributes that differ. A counterfactual toward a class is *minimal* when the only
 attribute that changed is the class's own (``shape`` for a shape class); a neuron counterfactual, which has no
 intended attribute, when at most one attribute changed. An unreadable result (no single clear object) is not
-minimal.
+minimal; the share of each attribute changed counts the readable results.
 
 **Reconstruction fidelity**: every inversion-based method regenerates the image from its inversion before it
 edits it; the pixel L2 (RMS, [0, 1] units) of that reconstruction to the image is recorded and compared with the
 backbone family's threshold (``max_reconstruction_l2`` of its ``inversion`` settings; the world's was chosen on
-its tuning split, docs/investigate.md). Above it, the result is flagged: part of its change is the inversion's.
+its tuning split, docs/investigate.md). Above it, or (world images) when the oracle already reads a changed
+attribute in the reconstruction or cannot read it, the reconstruction is *poor*: part of the result's change is
+the inversion's.
 
-**Verdict**: ``clean`` only for a result that flipped (and, on the world, is minimal) from a reconstruction
-within the threshold; otherwise the reasons, e.g. ``also changed color; poor reconstruction (L2 0.081 > 0.05)``.
+**Verdict**: ``clean`` only for a result that flipped (and, on the world, is minimal) from a reconstruction that
+is not poor; otherwise the reasons, e.g. ``also changed color; poor reconstruction (L2 0.209, size changed)``.
 """
 
 from __future__ import annotations
@@ -90,12 +92,12 @@ def reconstruction_threshold(spec: str) -> float | None:
     return None if value is None else float(value)
 
 
-def verdict(flipped: bool | None, change: dict | None, recon: dict) -> str:
+def verdict(flipped: bool | None, change: dict | None, recon: dict, missed: str = "not flipped") -> str:
     """``clean``, or why not: ``not flipped``, ``unreadable result``, ``also changed color``, ``poor
     reconstruction``."""
     reasons = []
     if flipped is False:
-        reasons.append("not flipped")
+        reasons.append(missed)
     if change is not None and not change["minimal"]:
         if not change["readable"]:
             reasons.append("unreadable result")
@@ -109,8 +111,8 @@ def verdict(flipped: bool | None, change: dict | None, recon: dict) -> str:
     return "; ".join(reasons) or "clean"
 
 
-def checks(image, regenerated, result, spec: str, *, intended: str | None, target: str | None,
-           flipped: bool | None, item_id: str = "", say: bool = False) -> dict:  # fmt: skip
+def checks(image, regenerated, result, spec: str, *, intended: str | None, target: str | None, flipped: bool | None,
+           item_id: str = "", say: bool = False, missed: str = "not flipped") -> dict:  # fmt: skip
     """An item's ``minimality`` (world only, else None), ``reconstruction`` and ``verdict`` for metrics.json;
     with ``say``, prints one line when the reconstruction is poor (:func:`warning`; also under ``--quiet``, which
     silences progress, not doubts about a result)."""
@@ -118,7 +120,7 @@ def checks(image, regenerated, result, spec: str, *, intended: str | None, targe
     recon = reconstruction(image, regenerated, reconstruction_threshold(spec), is_world(spec))
     if say:
         say_poor(item_id, recon)
-    return {"minimality": change, "reconstruction": recon, "verdict": verdict(flipped, change, recon)}
+    return {"minimality": change, "reconstruction": recon, "verdict": verdict(flipped, change, recon, missed)}
 
 
 def warning(item_id: str, recon: dict) -> str | None:

@@ -201,7 +201,8 @@ def neuron_images(
             moved = metrics["activation"]["after"] - metrics["activation"]["image"]
             rose = moved > 0 if maximise else moved < 0
             return {**record, **metrics, **checks(image, result.images[0], result.best, model.spec, flipped=rose,
-                                                  intended=None, target=None, item_id=item.item_id, say=True)}
+                                                  intended=None, target=None, item_id=item.item_id, say=True,
+                                                  missed="activation did not move")}  # fmt: skip
 
         record = {"net": network.name, "layer": name, "channels": channels, "maximise": maximise, "prompt": prompt,
                   "prompt_template": template, "caption_model": caption_model, "regularizers": list(regularizers),

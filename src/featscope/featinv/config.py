@@ -8,6 +8,7 @@ from featscope.errors import FeatscopeError
 from featscope.settings import Settings, knob
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
+CROPS = ("random", "center")
 
 
 @dataclass
@@ -22,9 +23,15 @@ class TrainConfig(Settings):
     drop_prob: float = knob(
         0.15, "share of samples with zero features and empty prompt (dropped together)", metavar="P"
     )
+    crop: str = knob(
+        "random",
+        "random: RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) to the network's input size, as published "
+        "(features computed on the fly only); center: the centre square",
+        choices=CROPS,
+    )
     flip: bool = knob(True, "random horizontal and vertical flips (features computed on the fly only)")
     cache_features: bool = knob(
-        False, "precompute every image's features once into OUT/features.safetensors (no flips then)"
+        False, "precompute every image's features once into OUT/features.safetensors (centre crops, no flips)"
     )
     mixed_precision: str = knob("no", "autocast precision of the training steps", choices=MIXED_PRECISION)
     seed: int = knob(0, "data order, dropout and noise")
@@ -35,6 +42,8 @@ class TrainConfig(Settings):
     feature_batch: int = knob(64, "batch size when caching features", cli=False)
 
     def validate(self) -> None:
+        if self.crop not in CROPS:
+            raise FeatscopeError(f"crop {self.crop!r}; use one of {', '.join(CROPS)}")
         if self.mixed_precision not in MIXED_PRECISION:
             raise FeatscopeError(f"mixed precision {self.mixed_precision!r}; use one of {', '.join(MIXED_PRECISION)}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "feature_batch"):
@@ -67,6 +76,22 @@ class SampleSettings(Settings):
         if self.batch_size is not None and self.batch_size < 1:
             raise FeatscopeError(f"the batch size must be at least 1, not {self.batch_size}")
 
+
+@dataclass(frozen=True)
+class Preset:
+    """What a FeatInv model is built from: a backbone, a network layer at its input size, an adapter width."""
+
+    backbone: str
+    extractor: str
+    adapter_width: int
+
+
+# the released FeatInv model: miniSD (256 px, 32x32 latents) conditioned on ConvNeXt-B's last stage at 288 px
+PRESETS = {
+    "published": Preset(
+        "sd:lambdalabs/miniSD-diffusers", "timm:convnext_base.fb_in22k_ft_in1k@stages.3@288px", 512
+    ),  # 1024 x 9 x 9 maps
+}
 
 WORLD_BACKBONE = "world:ddpm"
 WORLD_EXTRACTOR = "world:shape-net@block2"  # (64, 16, 16): after the first downsampling, before the last

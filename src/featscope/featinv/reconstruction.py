@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from featscope.backbones import Backbone, load_backbone
+from featscope.backbones import Backbone
 from featscope.devices import generators_for
 from featscope.extractors import Extractor, load_extractor
 from featscope.featinv.config import SampleSettings
 from featscope.featinv.data import square
-from featscope.featinv.model import FeatInvModel, check_backbone, check_extractor, grid_channels
+from featscope.featinv.model import FeatInvModel, backbone_of, check_backbone, check_extractor, grid_channels
 from featscope.featinv.sampling import sample
 
 
@@ -40,7 +40,7 @@ def load_parts(
     """The backbone and the extractor named in the model's config, on the model's device (those given are kept)."""
     device = model_device(model)
     if backbone is None:
-        backbone = load_backbone(model.config.backbone, device=device, dtype=dtype)
+        backbone = backbone_of(model.config, device=device, dtype=dtype)
     if extractor is None:
         extractor = load_extractor(model.config.extractor, weights=model.config.extractor_weights, device=device)
     return backbone, extractor
@@ -73,7 +73,7 @@ def reconstruct(
     settings.validate()
     features = grid_channels(features.float(), model, "given")
     if backbone is None:
-        backbone = load_backbone(model.config.backbone, device=model_device(model))
+        backbone = backbone_of(model.config, device=model_device(model))
     check_backbone(model, backbone)
     model.to(backbone.device).eval()
     seeds = seeds if seeds is not None else [settings.seed + i for i in range(len(features))]

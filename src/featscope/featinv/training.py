@@ -19,7 +19,7 @@ import torch.nn.functional as F
 import yaml
 
 from featscope._version import __version__
-from featscope.backbones import Backbone, load_backbone
+from featscope.backbones import Backbone
 from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.extractors import Extractor, load_extractor
@@ -34,7 +34,14 @@ from featscope.featinv.data import (
     flipped,
     square,
 )
-from featscope.featinv.model import FeatInvConfig, FeatInvModel, check_backbone, check_extractor, load_model
+from featscope.featinv.model import (
+    FeatInvConfig,
+    FeatInvModel,
+    backbone_of,
+    check_backbone,
+    check_extractor,
+    load_model,
+)
 from featscope.featinv.sampling import controlled_output, sample
 from featscope.images import image_grid, save_image
 from featscope.progress import tqdm
@@ -58,8 +65,12 @@ class Trainer:
         self.prompt, self.empty = texts[:1], texts[1:]
 
     def batch(self, plan: MicroBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images at the backbone's size and their feature maps (flipped together when features are live)."""
-        images = self.source.load(plan.indices).to(device)
+        """Images at the backbone's size and their feature maps: the same crop (random or centre), flipped
+        together when features are live; the network sees it at its input size, the backbone at its own."""
+        if plan.crop_seeds is None:
+            images = self.source.load(plan.indices).to(device)
+        else:
+            images = self.source.crops(plan.indices, plan.crop_seeds).to(device)
         if self.cache is not None:
             features = self.cache[plan.indices].to(device)
         else:
@@ -161,6 +172,7 @@ def _step(
             config.batch_size,
             config.drop_prob,
             config.flip and trainer.cache is None,
+            config.crop == "random" and trainer.cache is None,
         )
         with accelerator.accumulate(prepared), accelerator.autocast():
             loss = trainer.loss(prepared, plan, accelerator.device)
@@ -224,7 +236,7 @@ def train(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=device == "cpu"
     )
     where = accelerator.device
-    backbone = backbone or load_backbone(model.config.backbone, device=where)
+    backbone = backbone or backbone_of(model.config, device=where)
     extractor = extractor or load_extractor(
         model.config.extractor, weights=model.config.extractor_weights, device=where
     )

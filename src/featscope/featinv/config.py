@@ -97,7 +97,15 @@ WORLD_BACKBONE = "world:ddpm"
 WORLD_EXTRACTOR = "world:shape-net@block2"  # (64, 16, 16): after the first downsampling, before the last
 WORLD_ADAPTER_WIDTH = 64
 WORLD_IMAGES = 20_000
-# settings for the small world model (the published 1e-5 suits a 860M-parameter copy; this one has 1.2M)
+# settings for the small world model (the published 1e-5 suits a 860M-parameter copy; this one has 1.2M); whole
+# images, as the shipped model was trained: a random crop would change the shapes' sizes and positions
 WORLD_TRAIN = TrainConfig(
-    steps=6000, batch_size=32, lr=1e-4, checkpoint_every=250, sample_every=500, sample_images=8, sample_steps=25
+    steps=6000,
+    batch_size=32,
+    lr=1e-4,
+    crop="center",
+    checkpoint_every=250,
+    sample_every=500,
+    sample_images=8,
+    sample_steps=25,
 )

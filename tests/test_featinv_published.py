@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from diffusers import ControlNetModel, UNet2DConditionModel
 from safetensors.torch import save_file
 
 from featscope import featinv
@@ -18,6 +19,7 @@ from featscope.extractors import Spec, list_layers, load_extractor, parse_spec
 from featscope.featinv.config import PRESETS, TrainConfig
 from featscope.featinv.data import WorldImages, draw, flipped, square
 from featscope.featinv.fid import frechet_distance
+from featscope.featinv.model import FeatInvConfig, FeatInvModel
 from featscope.featinv.published import load_published
 from featscope.featinv.steering import region_mask
 from featscope.featinv.training import Trainer
@@ -91,6 +93,27 @@ def test_a_safetensors_checkpoint_loads_the_same(published, tiny_sd_folder, tmp_
     original, ckpt = published
     path = save_single_file(build_tiny_sd(), tmp_path / "featinv.safetensors", featinv_to_ldm(original.controlnet))
     model = load_published(featinv.build(f"sd:{tiny_sd_folder}", SIZED, adapter_width=16, seed=3), path)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.state_dict().items())
+
+
+def test_an_sd1_layout_controlnet_maps_all_13_residuals(tmp_path):
+    """SD 1.x's layout (4 levels of 2 blocks, cross-attention in 3, narrow): 12 zero convs and the mid one."""
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=(32, 64, 64, 64),
+        layers_per_block=2,
+        cross_attention_dim=16,
+        attention_head_dim=8,
+        norm_num_groups=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    )
+    config = FeatInvConfig("sd:x", "n@l@288px", "l", [64, 9, 9], 64, "nchw", [32, 32], 288, adapter_width=32)
+    original = randomize(FeatInvModel(ControlNetModel.from_unet(unet), config), seed=1)
+    state = featinv_to_ldm(original.controlnet)
+    assert "control_model.zero_convs.11.0.weight" in state and "control_model.middle_block_out.0.bias" in state
+    save_file(state, tmp_path / "sd1.safetensors")
+    model = load_published(FeatInvModel(ControlNetModel.from_unet(unet), config), tmp_path / "sd1.safetensors")
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in original.state_dict().items())
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from diffusers.loaders.single_file_utils import convert_controlnet_checkpoint
-from safetensors.torch import load_file
+from safetensors import safe_open
 
 from featscope.backbones.latent import _inert_globals, reason
 from featscope.errors import InputFileError
@@ -26,10 +26,12 @@ WHAT = "a FeatInv ControlNet checkpoint (LDM layout: control_model.* with input_
 
 
 def read_state(path: Path) -> Mapping[str, torch.Tensor]:
-    """The tensors of a ``.safetensors`` file or of a (Lightning) ``torch.save`` checkpoint, unpickling no code."""
+    """The ControlNet's tensors of a ``.safetensors`` file, or every tensor of a (Lightning) ``torch.save``
+    checkpoint (memory-mapped, unpickling no code)."""
     try:
         if path.suffix == ".safetensors":
-            return load_file(str(path))
+            with safe_open(str(path), "pt") as handle:
+                return {k: handle.get_tensor(k) for k in handle.keys() if k.startswith(PREFIX)}
         with torch.serialization.safe_globals(_inert_globals(path)):
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except Exception as error:  # unreadable, truncated or foreign files

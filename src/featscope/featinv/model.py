@@ -15,6 +15,7 @@ from torch import nn
 from featscope.backbones import Backbone, load_backbone
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors import Extractor, load_extractor
+from featscope.extractors.spec import size_suffix
 from featscope.featinv.adapter import FeatureAdapter
 from featscope.featinv.features import channels_of, detect_layout
 from featscope.runs import atomic_write_bytes, atomic_write_json
@@ -174,7 +175,8 @@ def build(
         )
     if extractor.layer is None:
         raise FeatscopeError(
-            f"name the layer to condition on: {extractor.name}@LAYER (featscope layers {extractor.name})"
+            f"name the layer to condition on: {extractor.name}@LAYER{size_suffix(extractor.spec_size)} "
+            f"(featscope layers {extractor.spec})"
         )
     size = image_size_for(backbone, extractor)
     shape = feature_shape(extractor, (size, size))

@@ -78,9 +78,11 @@ def test_the_published_checkpoint_trains_reconstructs_and_evaluates(published, t
     )
     ours, theirs = original.state_dict(), model.state_dict()
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    assert main(["featinv", "train", "--model", str(folder), "--world", "8", "--out", str(tmp_path / "run"), *FEW]) == 0
+    train = ["featinv", "train", "--model", str(folder), "--world", "8", "--epochs", "3", "--batch-size", "8"]
+    assert main([*train, "--out", str(tmp_path / "run"), *FEW]) == 0
     trained = tmp_path / "run" / "model"
     assert "crop: random" in (tmp_path / "run" / "config.yaml").read_text()
+    assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3  # 3 epochs of 8 images at batch 8
     assert (
         main(["featinv", "eval", "--model", str(trained), "--world", "3", "--out", str(tmp_path / "eval"), *FEW]) == 0
     )

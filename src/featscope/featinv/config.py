@@ -16,6 +16,9 @@ class TrainConfig(Settings):
     """Training settings; the defaults are FeatInv's published ones where it states them."""
 
     steps: int = knob(1000, "total optimiser steps, counting resumed ones", metavar="N")
+    epochs: float | None = knob(
+        None, "passes over the training images instead of --steps (published: 3 epochs of ImageNet)", metavar="E"
+    )
     batch_size: int = knob(8, "images per process and micro-batch (published: 8, one GPU)", metavar="N")
     lr: float = knob(1e-5, "AdamW learning rate, constant")
     weight_decay: float = knob(1e-2, "AdamW weight decay (torch's default, as the published optimiser)", metavar="WD")
@@ -49,6 +52,8 @@ class TrainConfig(Settings):
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "feature_batch"):
             if getattr(self, name) < 1:
                 raise FeatscopeError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.epochs is not None and not self.epochs > 0:
+            raise FeatscopeError(f"the number of epochs must be positive, not {self.epochs}")
         if not 0 <= self.drop_prob <= 1:
             raise FeatscopeError(f"the dropout probability must be in [0, 1], not {self.drop_prob}")
         if self.lr <= 0:

@@ -7,9 +7,10 @@ micro-batch, process), so a run resumed from a checkpoint continues exactly as a
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -106,6 +107,14 @@ class Trainer:
             model, self.backbone, features, generators_for(list(range(k)), device), num_steps=self.config.sample_steps
         )
         return image_grid(torch.cat([images, recon]).cpu(), columns=k, scale=max(1, 128 // images.shape[-1]))
+
+
+def with_epochs(config: TrainConfig, images: int, processes: int) -> TrainConfig:
+    """``config`` with ``steps`` covering ``epochs`` passes over ``images`` (all processes together), when set."""
+    if config.epochs is None:
+        return config
+    per_step = config.batch_size * config.grad_accum * processes
+    return replace(config, steps=max(1, math.ceil(config.epochs * images / per_step)))
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -244,6 +253,7 @@ def train(
     check_extractor(model, extractor)
     size = model.config.image_size
     source = FolderImages(images, size) if images is not None else WorldImages(world, world_seed, size)
+    config = with_epochs(config, len(source), accelerator.num_processes)
     state = _resume(out, model)
     start = state["step"] if state else 0
     trainer = Trainer(model, backbone, extractor, source, config)

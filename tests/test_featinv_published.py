@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -183,3 +184,13 @@ def test_left_and_right_split_an_odd_grid_evenly():
     assert torch.equal(left + right, torch.ones(9, 9)) and left.sum() == right.sum() == 40.5
     assert torch.equal(region_mask("top", (7, 4))[3], torch.full((4,), 0.5))
     assert torch.equal(region_mask("left", (2, 4)), torch.tensor([[1.0, 1, 0, 0]] * 2))
+
+
+def test_same_seed_gives_every_image_the_published_single_noise(published, tiny_sd_backbone):
+    model, _ = published
+    features = torch.randn(1, 4, 12, 12).repeat(2, 1, 1, 1)
+    settings = featinv.SampleSettings(num_steps=2, seed=100)
+    apart = featinv.reconstruct(model, features, backbone=tiny_sd_backbone, settings=settings).images
+    same = featinv.reconstruct(model, features, backbone=tiny_sd_backbone, settings=replace(settings, same_seed=True))
+    assert torch.equal(same.images[0], same.images[1]) and not torch.equal(apart[0], apart[1])
+    assert same.seeds == [100, 100] and torch.equal(same.images[0], apart[0])

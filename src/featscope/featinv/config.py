@@ -72,6 +72,7 @@ class SampleSettings(Settings):
         1.0, "control strength: scales every ControlNet residual", flag="--strength", metavar="STRENGTH"
     )
     seed: int = knob(100, "sample i uses seed + i")
+    same_seed: bool = knob(False, "every sample uses --seed (the same noise), as the published evaluation")
     batch_size: int | None = knob(None, "images per batch (default: all at once)", metavar="N")
     prompt: str | None = knob(None, "text prompt (default: the prompt the model was trained with)", metavar="TEXT")
 

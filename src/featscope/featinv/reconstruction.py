@@ -67,8 +67,9 @@ def reconstruct(
     quiet: bool = True,
 ) -> ReconstructionResult:
     """Images (N, 3, H, W) in [0, 1] from feature maps (N, ...) or one map; sample i uses ``seeds[i]``
-    (default ``settings.seed + i``), so results do not depend on the batch size. The backbone named in the
-    model's config is loaded when none is given; images are turned into maps with ``encode``."""
+    (default ``settings.seed + i``, or ``settings.seed`` for all with ``same_seed``), so results do not depend
+    on the batch size. The backbone named in the model's config is loaded when none is given; images are
+    turned into maps with ``encode``."""
     settings = settings or SampleSettings()
     settings.validate()
     features = grid_channels(features.float(), model, "given")
@@ -76,7 +77,8 @@ def reconstruct(
         backbone = backbone_of(model.config, device=model_device(model))
     check_backbone(model, backbone)
     model.to(backbone.device).eval()
-    seeds = seeds if seeds is not None else [settings.seed + i for i in range(len(features))]
+    if seeds is None:
+        seeds = [settings.seed + (0 if settings.same_seed else i) for i in range(len(features))]
     step = settings.batch_size or len(features)
     images = []
     for start in range(0, len(features), step):

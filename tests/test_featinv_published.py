@@ -20,6 +20,7 @@ from featscope.extractors import Spec, list_layers, load_extractor, parse_spec
 from featscope.featinv.config import PRESETS, TrainConfig
 from featscope.featinv.data import WorldImages, draw, flipped, square
 from featscope.featinv.fid import frechet_distance
+from featscope.featinv.inputs import read_inputs
 from featscope.featinv.model import FeatInvConfig, FeatInvModel
 from featscope.featinv.published import load_published
 from featscope.featinv.steering import region_mask
@@ -194,3 +195,15 @@ def test_same_seed_gives_every_image_the_published_single_noise(published, tiny_
     same = featinv.reconstruct(model, features, backbone=tiny_sd_backbone, settings=replace(settings, same_seed=True))
     assert torch.equal(same.images[0], same.images[1]) and not torch.equal(apart[0], apart[1])
     assert same.seeds == [100, 100] and torch.equal(same.images[0], apart[0])
+
+
+def test_feature_files_of_the_network_at_another_size_are_refused(published, tmp_path):
+    model, _ = published
+    extractor = load_extractor(SIZED)
+    for spec in (SIZED, "tiny_nets:tiny_cnn@conv2"):
+        save_file({"features": torch.randn(1, 4, 12, 12)}, tmp_path / "f.safetensors", {"extractor": spec})
+        if spec == SIZED:
+            assert read_inputs(model, extractor, [tmp_path / "f.safetensors"]).features.shape == (1, 4, 12, 12)
+        else:
+            with pytest.raises(FeatscopeError, match="trained on tiny_nets:tiny_cnn@conv2@24px"):
+                read_inputs(model, extractor, [tmp_path / "f.safetensors"])

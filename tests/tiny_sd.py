@@ -145,11 +145,10 @@ _UNET_TOP = {
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
 
-def _unet_prefixes(config) -> dict[str, str]:
-    """diffusers module prefix -> LDM module prefix for the UNet's blocks."""
+def _down_prefixes(config) -> dict[str, str]:
+    """diffusers module prefix -> LDM module prefix for the down and mid blocks (a UNet's or a ControlNet's)."""
     lpb, levels = config.layers_per_block, len(config.block_out_channels)
     down_attn = [t.startswith("CrossAttn") for t in config.down_block_types]
-    up_attn = [t.startswith("CrossAttn") for t in config.up_block_types]
     out: dict[str, str] = {}
     index = 0
     for b in range(levels):
@@ -168,6 +167,14 @@ def _unet_prefixes(config) -> dict[str, str]:
             "mid_block.resnets.1": "middle_block.2",
         }
     )
+    return out
+
+
+def _unet_prefixes(config) -> dict[str, str]:
+    """diffusers module prefix -> LDM module prefix for the UNet's blocks."""
+    lpb, levels = config.layers_per_block, len(config.block_out_channels)
+    up_attn = [t.startswith("CrossAttn") for t in config.up_block_types]
+    out = _down_prefixes(config)
     for b in range(levels):
         for j in range(lpb + 1):
             index = b * (lpb + 1) + j
@@ -188,9 +195,22 @@ def _rename(key: str, prefixes: dict[str, str]) -> tuple[str, str] | None:
 
 
 def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
-    prefixes = {**_UNET_TOP, **_unet_prefixes(unet.config)}
+    return _to_ldm(unet.state_dict(), {**_UNET_TOP, **_unet_prefixes(unet.config)})
+
+
+def featinv_to_ldm(controlnet: nn.Module) -> dict[str, torch.Tensor]:
+    """A featscope FeatInv ControlNet under the published checkpoint's keys: ``control_model.*`` of an LDM
+    ControlNet (``zero_convs``, ``middle_block_out``) with FeatInv's ``input_hint_block.block.{1,3,5}``."""
+    prefixes = {**_UNET_TOP, **_down_prefixes(controlnet.config), "controlnet_mid_block": "middle_block_out.0"}
+    zero_convs = range(len(controlnet.controlnet_down_blocks))
+    prefixes.update({f"controlnet_down_blocks.{i}": f"zero_convs.{i}.0" for i in zero_convs})
+    prefixes.update({f"controlnet_cond_embedding.block.{j}": f"input_hint_block.block.{j + 1}" for j in (0, 2, 4)})
+    return {f"control_model.{k}": v.detach().clone() for k, v in _to_ldm(controlnet.state_dict(), prefixes).items()}
+
+
+def _to_ldm(state: dict[str, torch.Tensor], prefixes: dict[str, str]) -> dict[str, torch.Tensor]:
     out = {}
-    for key, value in unet.state_dict().items():
+    for key, value in state.items():
         new_prefix, rest = _rename(key, prefixes)
         if ".resnets." in key:
             head, _, leaf = rest.partition(".")
@@ -256,10 +276,11 @@ def _lightning_callbacks() -> tuple[dict, dict[str, types.ModuleType]]:
     return {cls: {"monitor": "val/loss", "best": instance}}, modules
 
 
-def save_single_file(pipe: StableDiffusionPipeline, path: str | Path) -> Path:
-    """Write the LDM checkpoint: safetensors for ``.safetensors``, else a Lightning-style ``torch.save`` dict."""
+def save_single_file(pipe: StableDiffusionPipeline, path: str | Path, extra: dict | None = None) -> Path:
+    """Write the LDM checkpoint: safetensors for ``.safetensors``, else a Lightning-style ``torch.save`` dict;
+    ``extra``: more tensors by key (e.g. a ControlNet's ``control_model.*``, as ControlLDM checkpoints hold)."""
     path = Path(path)
-    state = sd_to_ldm(pipe)
+    state = {**sd_to_ldm(pipe), **(extra or {})}
     if path.suffix == ".safetensors":
         save_file(state, str(path))
         return path

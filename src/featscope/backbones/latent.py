@@ -26,6 +26,7 @@ T = TypeVar("T")
 SINGLE_FILE_SUFFIXES = (".ckpt", ".safetensors", ".pt", ".pth", ".bin")
 SD_KINDS = ("v1", "v2")  # diffusers' names of the original checkpoint types StableDiffusionPipeline runs
 CONFIG_PATTERNS = ["*.json", "**/*.json", "*.txt", "**/*.txt"]
+MINISD_KEY = "control_model.input_hint_block.block.1.weight"  # FeatInv checkpoints, which hold miniSD too
 FOLDER_LAYOUT = "a diffusers folder with unet/, vae/, text_encoder/, tokenizer/ and scheduler/"
 
 
@@ -239,6 +240,11 @@ def _load_single_file(path: Path, *, spec: str, dtype: torch.dtype, config: str 
                 "768 px (2.0, 2.1) or noise at 512 px (2.0-base, 2.1-base); pass its diffusers config "
                 "(CLI: --backbone-config stabilityai/stable-diffusion-2-1 or stabilityai/stable-diffusion-2-1-base, "
                 "or a local folder)"
+            )
+        if config is None and ("minisd" in path.stem.lower() or MINISD_KEY in state):
+            raise FeatscopeError(
+                f"{path} looks like miniSD, a 256 px fine-tune whose weights read as 512 px SD 1.x; pass its config "
+                "(CLI: --backbone-config lambdalabs/miniSD-diffusers, or a local copy)"
             )
         config_dir = single_file_config(state, path, config)
         del state

@@ -11,7 +11,7 @@ import json
 from typing import TYPE_CHECKING
 
 from featscope.cli.options import (
-    add_backbone,
+    BACKBONE_HELP,
     add_extractor_weights,
     add_knobs,
     add_output,
@@ -27,10 +27,12 @@ if TYPE_CHECKING:
 
 EPILOG = """\
 examples:
-  featscope featinv init --backbone sd:lambdalabs/miniSD-diffusers --extractor timm:convnext_base@stages.3 \\
-      --out models/featinv-convnext
+  featscope featinv init --preset published --out models/featinv-convnext   # miniSD + ConvNeXt-B stages.3 @288px
+  featscope featinv init --preset published --weights control_featinv_convnext_fin.ckpt --out models/published
+  featscope featinv init --backbone sd:lambdalabs/miniSD-diffusers \\
+      --extractor timm:convnext_base.fb_in22k_ft_in1k@stages.3@288px --out models/featinv-convnext
   accelerate launch -m featscope.cli featinv train --model models/featinv-convnext --images imagenet/train \\
-      --out runs/featinv-convnext --steps 480000 --mixed-precision bf16
+      --out runs/featinv-convnext --steps 480000
   featscope featinv reconstruct --model runs/featinv-convnext/model cat.jpg feature.safetensors --out runs/rec
   featscope featinv eval --model runs/featinv-convnext/model val/*.JPEG --out runs/eval
   featscope featinv steer --model runs/featinv-convnext/model cat.jpg --edit mix --other dog.jpg --region right \\
@@ -94,11 +96,33 @@ def _add_training(parser: argparse.ArgumentParser, defaults: TrainConfig, title:
 
 
 def _add_init(fsub: argparse._SubParsersAction) -> None:
-    i = fsub.add_parser("init", help="build an untrained model from a backbone and a network layer")
-    add_backbone(i, required=True)
-    i.add_argument("--extractor", required=True, metavar="SPEC@LAYER", help="network and a layer with a spatial map")
+    from featscope.featinv.config import PRESETS
+
+    i = fsub.add_parser("init", help="build a model from a backbone and a network layer (or the published one)")
+    i.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="published: sd:lambdalabs/miniSD-diffusers and timm:convnext_base.fb_in22k_ft_in1k@stages.3@288px "
+        "(1024x9x9 maps, 256 px images), adapter width 512; --backbone/--extractor/--adapter-width override it",
+    )
+    i.add_argument("--backbone", metavar="SPEC", help=BACKBONE_HELP + " (required without --preset)")
+    i.add_argument(
+        "--backbone-config",
+        metavar="FOLDER_OR_ID",
+        help="diffusers config of a single-file backbone, e.g. lambdalabs/miniSD-diffusers for miniSD.ckpt",
+    )
+    i.add_argument(
+        "--extractor",
+        metavar="SPEC@LAYER[@SIZEpx]",
+        help="network, a layer with a spatial map and optionally its input size (required without --preset)",
+    )
     add_extractor_weights(i)
-    i.add_argument("--adapter-width", type=int, default=512, help="adapter channels (default: %(default)s)")
+    i.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="start from the published FeatInv checkpoint (LDM layout, control_model.*: .ckpt or .safetensors)",
+    )
+    i.add_argument("--adapter-width", type=int, help="adapter channels (default: the preset's, else 512)")
     i.add_argument("--prompt", help="fixed training prompt (default: the published one; empty for world models)")
     i.add_argument("--seed", type=int, default=0, help="adapter init seed")
     add_output(i, "model folder to write", overwrite="write into a folder that already holds files")
@@ -136,7 +160,8 @@ def _add_steer(fsub: argparse._SubParsersAction) -> None:
     s.add_argument(
         "--region",
         default="all",
-        help="where: all, left, right, top, bottom, R0:R1,C0:C1 (grid cells) or a mask image (default: all)",
+        help="where: all, left, right, top, bottom (halves; an odd grid's middle column or row counts half in "
+        "each), R0:R1,C0:C1 (grid cells) or a mask image (default: all)",
     )
     s.add_argument(
         "--concept",
@@ -183,27 +208,38 @@ def _settings(args: argparse.Namespace) -> SampleSettings:
 def _init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from featscope.errors import RunExistsError
+    from featscope.errors import FeatscopeError, RunExistsError
+    from featscope.featinv.config import PRESETS
     from featscope.featinv.model import build
+    from featscope.featinv.published import load_published
 
     out = Path(args.out)
     if out.is_dir() and any(out.iterdir()) and not args.overwrite:
         raise RunExistsError(
             f"output folder {args.out!r} already holds files; pass --overwrite or choose another --out"
         )
+    preset = PRESETS[args.preset] if args.preset else None
+    backbone = args.backbone or (preset and preset.backbone)
+    extractor = args.extractor or (preset and preset.extractor)
+    if not backbone or not extractor:
+        raise FeatscopeError("give --backbone SPEC and --extractor SPEC@LAYER, or --preset published")
     model = build(
-        args.backbone,
-        args.extractor,
-        adapter_width=args.adapter_width,
+        backbone,
+        extractor,
+        adapter_width=args.adapter_width or (preset.adapter_width if preset else 512),
         prompt=args.prompt,
         extractor_weights=args.extractor_weights,
+        backbone_config=args.backbone_config,
         seed=args.seed,
     )
+    if args.weights:
+        load_published(model, args.weights)
     model.save(out)
     c = model.config
+    weights = f", weights from {args.weights}" if args.weights else ""
     print(
         f"wrote {args.out}/ (config.json, model.safetensors): {c.extractor} maps {tuple(c.feature_shape)} "
-        f"({c.layout}, {c.channels} channels) -> {c.backbone} grid {tuple(c.grid)}"
+        f"({c.layout}, {c.channels} channels) -> {c.backbone} grid {tuple(c.grid)}{weights}"
     )
     return 0
 

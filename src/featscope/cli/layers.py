@@ -12,7 +12,12 @@ from featscope.cli.options import add_extractor_weights
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``layers``: the network and its local weights."""
-    p.add_argument("spec", metavar="SPEC", help="network, as --extractor takes it (e.g. torchvision:resnet50)")
+    p.add_argument(
+        "spec",
+        metavar="SPEC",
+        help="network, as --extractor takes it (e.g. torchvision:resnet50); a trailing @SIZEpx (@288px, @HxWpx) "
+        "sets its input size, so the shapes are those at that size (e.g. timm:convnext_base@288px)",
+    )
     add_extractor_weights(p)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from featscope.errors import SpecError, suggest
 from featscope.extractors.hooks import layer_activation
+from featscope.extractors.spec import size_suffix
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,9 +59,23 @@ class Extractor(nn.Module):
         self.guidance_clip = guidance_clip
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+        self.spec_size: tuple[int, int] | None = None  # an input size the spec set (@SIZEpx)
         self.layer = None
         if layer is not None:
             self.set_layer(layer)
+
+    def with_input_size(self, size: tuple[int, int]) -> Extractor:
+        """Resize images to ``size`` (H, W) before the network, as the spec suffix ``@SIZEpx`` asks."""
+        if min(size) < 1:
+            raise SpecError(f"the input size of {self.name} must be positive, not {size[0]}x{size[1]}")
+        self.input_size = self.spec_size = (int(size[0]), int(size[1]))
+        return self
+
+    @property
+    def spec(self) -> str:
+        """The spec that loads this network, layer and input size again: ``NAME[@LAYER][@SIZEpx]``."""
+        layer = f"@{self.layer}" if self.layer is not None else ""
+        return f"{self.name}{layer}{size_suffix(self.spec_size)}"
 
     # -- layers -----------------------------------------------------------------------------
     def layer_names(self) -> list[str]:

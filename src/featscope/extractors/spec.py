@@ -1,10 +1,14 @@
-"""Parsing of extractor specs: ``FAMILY:NAME[@LAYER]``, ``module.path:factory``, ``file.py:factory``.
+"""Parsing of extractor specs: ``FAMILY:NAME[@LAYER][@SIZEpx]``, ``module.path:factory``, ``file.py:factory``.
+
+``@SIZEpx`` (``@288px``, or ``@HxWpx``) sets the network's input size: images are resized to it before the
+network (default: the size its published preprocessing uses).
 
 Families are the built-in ``FAMILIES`` and the plugins' (``world:`` among them; see ``featscope.registry``)."""
 
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 
 from featscope import registry
@@ -12,6 +16,7 @@ from featscope.errors import SpecError, suggest
 
 FAMILIES: tuple[str, ...] = ("clip", "torchvision", "timm", "open_clip")  # built in; plugins add theirs
 USER_FAMILIES = ("module", "file")  # user factories: module.path:factory, file.py:factory
+SIZE = re.compile(r"@(\d+)(?:x(\d+))?px$")  # a trailing input size: @288px or @HxWpx
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,7 @@ class Spec:
     family: str
     name: str
     layer: str | None = None
+    size: tuple[int, int] | None = None  # (H, W) input size set by @SIZEpx
 
     @property
     def base(self) -> str:
@@ -28,10 +34,29 @@ class Spec:
         return self.name if self.family in USER_FAMILIES else f"{self.family}:{self.name}"
 
 
+def size_suffix(size: tuple[int, int] | None) -> str:
+    """The spec suffix of an input size: ``@288px``, ``@224x320px``, or empty for None."""
+    if size is None:
+        return ""
+    h, w = size
+    return f"@{h}px" if h == w else f"@{h}x{w}px"
+
+
 def parse_spec(spec: str) -> Spec:
-    """Split a spec into family, name and layer; a plugin family's known names are checked, the built-in
-    families validate their names when they load."""
+    """Split a spec into family, name, layer and input size (``@SIZEpx``, last); see ``_parse``."""
     text = spec.strip()
+    match = SIZE.search(text)
+    if match is None:
+        return _parse(spec, text, None)
+    h, w = int(match[1]), int(match[2] or match[1])
+    if not (h and w):
+        raise SpecError(f"bad input size in {spec!r}; write @SIZEpx with a positive SIZE, e.g. @288px")
+    return _parse(spec, text[: match.start()], (h, w))
+
+
+def _parse(spec: str, text: str, size: tuple[int, int] | None) -> Spec:
+    """Family, name and layer of ``text`` (``spec`` without its size); a plugin family's known names are
+    checked, the built-in families validate their names when they load."""
     head, at, layer = text.rpartition("@")
     if at and "/" not in layer and ":" not in layer:
         if not layer:
@@ -41,12 +66,12 @@ def parse_spec(spec: str) -> Spec:
         layer = None
     path, colon, factory = text.rpartition(":")
     if colon and path.endswith(".py"):
-        return Spec("file", f"{path}:{_factory_name(factory, spec)}", layer)
+        return Spec("file", f"{path}:{_factory_name(factory, spec)}", layer, size)
     family, colon, name = text.partition(":")
     if not colon or not family or not name:
         raise SpecError(f"bad extractor spec {spec!r}; expected {usage()}")
     if family in FAMILIES:
-        return Spec(family, name, layer)
+        return Spec(family, name, layer, size)
     plugin = registry.extractor_families().get(family)
     if plugin is not None:
         if plugin.names is not None and name not in plugin.names:
@@ -54,9 +79,9 @@ def parse_spec(spec: str) -> Spec:
                 f"unknown {family} network {f'{family}:{name}'!r}{suggest(name, plugin.names)} "
                 f"(known: {', '.join(plugin.names)})"
             )
-        return Spec(family, name, layer)
+        return Spec(family, name, layer, size)
     if _is_module(family):
-        return Spec("module", f"{family}:{_factory_name(name, spec)}", layer)
+        return Spec("module", f"{family}:{_factory_name(name, spec)}", layer, size)
     hint = f"; if {family} is your module, make it importable (e.g. PYTHONPATH=.)" if family.isidentifier() else ""
     known = family_names()
     raise SpecError(
@@ -72,7 +97,8 @@ def family_names() -> list[str]:
 def usage() -> str:
     """The spec forms, every family named."""
     return (
-        f"FAMILY:NAME[@LAYER] with FAMILY one of {', '.join(family_names())}, or module.path:factory / file.py:factory"
+        f"FAMILY:NAME[@LAYER][@SIZEpx] with FAMILY one of {', '.join(family_names())}, "
+        "or module.path:factory / file.py:factory"
     )
 
 

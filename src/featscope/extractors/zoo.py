@@ -35,7 +35,7 @@ def load_extractor(
 
     Specs: ``clip:ARCH``, ``torchvision:NAME``, ``timm:NAME``, ``open_clip:ARCH/TAG_OR_PATH``,
     ``module.path:factory``, ``file.py:factory`` or a plugin's ``FAMILY:NAME`` (e.g. ``world:shape-net``), each
-    optionally followed by ``@LAYER``.
+    optionally followed by ``@LAYER`` and by ``@SIZEpx`` (the input size, e.g. ``timm:convnext_base@stages.3@288px``).
     Every failure is a one-line FeatscopeError.
     """
     return _build(parse_spec(spec), weights, pretrained=pretrained).to(device)
@@ -75,13 +75,15 @@ def _build(spec: Spec, weights: str | Path | None, *, pretrained: bool) -> Extra
     """Dispatch to the family's builder; ``pretrained=False`` skips fetching published weights."""
     path = None if weights is None else str(weights)
     if spec.family not in BUILDERS:
-        return registry.extractor_families()[spec.family].load(spec, path, pretrained)
-    try:
-        family = importlib.import_module(f"featscope.extractors.{BUILDERS[spec.family]}")
-    except ImportError as error:
-        if error.name in EXTRAS:
-            raise SpecError(
-                f"{spec.base} needs the {error.name} package: pip install 'featscope[{EXTRAS[error.name]}]'"
-            ) from error
-        raise
-    return family.build(spec, path, pretrained)
+        extractor = registry.extractor_families()[spec.family].load(spec, path, pretrained)
+    else:
+        try:
+            family = importlib.import_module(f"featscope.extractors.{BUILDERS[spec.family]}")
+        except ImportError as error:
+            if error.name in EXTRAS:
+                raise SpecError(
+                    f"{spec.base} needs the {error.name} package: pip install 'featscope[{EXTRAS[error.name]}]'"
+                ) from error
+            raise
+        extractor = family.build(spec, path, pretrained)
+    return extractor.with_input_size(spec.size) if spec.size else extractor

@@ -7,6 +7,9 @@ network's spatial feature maps into images, then reconstruct, evaluate and steer
     model = featinv.load_model("runs/fi/model")
     images = featinv.reconstruct(model, featinv.encode(model, originals)).images
     summary = featinv.evaluate(model, originals).summary
+    preset = featinv.PRESETS["published"]  # miniSD + ConvNeXt-B stages.3 @288px, and the released weights:
+    model = featinv.build(preset.backbone, preset.extractor)
+    model = featinv.load_published(model, "control_featinv_convnext_fin.ckpt")
 
 The cores (reconstruct, steer, evaluate) take loaded models and tensors and return result dataclasses;
 run_reconstruct, run_steer and run_evaluate (the CLI's) load, call them and write a run folder.
@@ -19,7 +22,8 @@ _EXPORTS = {  # module -> the names it exports, imported on first access
     "featscope.featinv.steering": ("Edit", "SteerResult", "make_edit", "steer"),
     "featscope.featinv.evaluation": ("EvaluationResult", "evaluate"),
     "featscope.featinv.reconstruction": ("ReconstructionResult", "encode", "reconstruct"),
-    "featscope.featinv.config": ("SampleSettings", "TrainConfig"),
+    "featscope.featinv.config": ("PRESETS", "SampleSettings", "TrainConfig"),
+    "featscope.featinv.published": ("load_published",),
     "featscope.featinv.world": ("embedded_folder", "export_model", "train_world"),
     "featscope.featinv.jobs": ("run_evaluate", "run_reconstruct", "run_steer"),
     "featscope.featinv.training": ("train",),

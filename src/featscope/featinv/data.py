@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
+from torchvision.transforms import RandomResizedCrop
+from torchvision.transforms.v2.functional import resized_crop
 
 from featscope.datasets import IMAGE_SUFFIXES
 from featscope.errors import FeatscopeError, InputFileError
@@ -35,8 +37,17 @@ def square(images: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(images, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
 
 
+def random_crop(image: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """torchvision's ``RandomResizedCrop(size)`` (default scale and ratio, bilinear, antialiased) of one image
+    (1, 3, H, W), its crop drawn from ``seed``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        top, left, h, w = RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
+    return resized_crop(image, top, left, h, w, [size, size], antialias=True).clamp(0, 1)
+
+
 class FolderImages:
-    """Every image file under a folder (recursive, sorted), loaded as squares of ``size``."""
+    """Every image file under a folder (recursive, sorted), loaded as centre squares or random crops of ``size``."""
 
     def __init__(self, folder: str | Path, size: int) -> None:
         self.folder = Path(folder).expanduser()
@@ -54,12 +65,18 @@ class FolderImages:
         listing = [(str(p.relative_to(self.folder)), p.stat().st_size) for p in self.files]
         return "folder:" + hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
 
+    def original(self, index: int) -> torch.Tensor:
+        return load_image(self.files[index])
+
     def load(self, indices: list[int]) -> torch.Tensor:
-        return torch.cat([square(load_image(self.files[i]), self.size) for i in indices])
+        return torch.cat([square(self.original(i), self.size) for i in indices])
+
+    def crops(self, indices: list[int], seeds: list[int]) -> torch.Tensor:
+        return torch.cat([random_crop(self.original(i), self.size, s) for i, s in zip(indices, seeds, strict=True)])
 
 
 class WorldImages:
-    """``n`` world images drawn from ``seed`` (kept in memory), as squares of ``size``."""
+    """``n`` world images drawn from ``seed`` (kept in memory), as centre squares or random crops of ``size``."""
 
     def __init__(self, n: int, seed: int, size: int) -> None:
         if n < 1:
@@ -76,6 +93,9 @@ class WorldImages:
     def load(self, indices: list[int]) -> torch.Tensor:
         return square(self.pool[indices], self.size)
 
+    def crops(self, indices: list[int], seeds: list[int]) -> torch.Tensor:
+        return torch.cat([random_crop(self.pool[i : i + 1], self.size, s) for i, s in zip(indices, seeds, strict=True)])
+
 
 ImageSource = FolderImages | WorldImages
 
@@ -89,17 +109,27 @@ class MicroBatch:
     hflip: torch.Tensor
     vflip: torch.Tensor
     generator: torch.Generator  # timesteps and noise
+    crop_seeds: list[int] | None = None  # one random crop per image (None: centre squares)
 
 
 def draw(
-    seed: int, step: int, micro: int, rank: int, n: int, batch_size: int, drop_prob: float, flip: bool
+    seed: int,
+    step: int,
+    micro: int,
+    rank: int,
+    n: int,
+    batch_size: int,
+    drop_prob: float,
+    flip: bool,
+    crop: bool = False,
 ) -> MicroBatch:
     rng = np.random.default_rng([seed, step, micro, rank])
     indices = rng.choice(n, batch_size, replace=n < batch_size).tolist()
     drop = torch.from_numpy(rng.random(batch_size) < drop_prob)
     flips = torch.from_numpy(rng.random((2, batch_size)) < 0.5) & flip
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-    return MicroBatch(indices, drop, flips[0], flips[1], generator)
+    crops = rng.integers(2**62, size=batch_size).tolist() if crop else None
+    return MicroBatch(indices, drop, flips[0], flips[1], generator, crops)
 
 
 def flipped(images: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor) -> torch.Tensor:
@@ -122,7 +152,7 @@ def encode_all(source: ImageSource, extractor: Extractor, batch_size: int, quiet
 
 def feature_cache(path: Path, source: ImageSource, extractor: Extractor, batch_size: int, quiet: bool) -> torch.Tensor:
     """The cached features of ``source`` at ``path`` (safetensors), computed and written when absent or stale."""
-    meta = {"source": source.fingerprint(), "extractor": f"{extractor.name}@{extractor.layer}"}
+    meta = {"source": source.fingerprint(), "extractor": extractor.spec}
     if path.is_file():
         with safe_open(str(path), "pt") as handle:
             fresh = handle.metadata() == meta

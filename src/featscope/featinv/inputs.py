@@ -8,8 +8,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from featscope.errors import FeatscopeError
-from featscope.extractors import Extractor
+from featscope.errors import FeatscopeError, SpecError
+from featscope.extractors import Extractor, Spec, parse_spec
+from featscope.extractors.spec import size_suffix
 from featscope.featinv.data import WorldImages, square
 from featscope.featinv.model import FeatInvModel, grid_channels
 from featscope.images import load_image
@@ -31,12 +32,16 @@ def _check_metadata(path: Path, model: FeatInvModel) -> None:
         meta = handle.metadata() or {}
     if "extractor" not in meta:
         return
-    name = meta["extractor"].partition("@")[0]
-    layer = meta.get("layer") or meta["extractor"].partition("@")[2]
-    if f"{name}@{layer}" != model.config.extractor:
+    try:
+        spec = parse_spec(meta["extractor"])
+    except SpecError:
+        spec = Spec("file", meta["extractor"].partition("@")[0])
+    layer = meta.get("layer") or spec.layer
+    theirs = f"{spec.base}@{layer}{size_suffix(spec.size)}"
+    if theirs != model.config.extractor:
         raise FeatscopeError(
-            f"feature file {path} holds features of {name}@{layer}, but the model was trained on "
-            f"{model.config.extractor}; encode the image with that network and layer"
+            f"feature file {path} holds features of {theirs}, but the model was trained on "
+            f"{model.config.extractor}; encode the image with that network, layer and input size"
         )
 
 

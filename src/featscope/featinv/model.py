@@ -15,6 +15,7 @@ from torch import nn
 from featscope.backbones import Backbone, load_backbone
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors import Extractor, load_extractor
+from featscope.extractors.spec import size_suffix
 from featscope.featinv.adapter import FeatureAdapter
 from featscope.featinv.features import channels_of, detect_layout
 from featscope.runs import atomic_write_bytes, atomic_write_json
@@ -32,7 +33,7 @@ class FeatInvConfig:
     """What a FeatInv model conditions on and how it was built (saved as ``config.json``)."""
 
     backbone: str
-    extractor: str  # NAME@LAYER
+    extractor: str  # NAME@LAYER[@SIZEpx]: the spec that loads the network at the size it was trained at
     layer: str
     feature_shape: list[int]  # one image's feature, as the extractor returns it
     channels: int
@@ -43,6 +44,7 @@ class FeatInvConfig:
     prompt: str = DEFAULT_PROMPT
     extractor_weights: str | None = None
     trained_steps: int = 0
+    backbone_config: str | None = None  # diffusers config of a single-file backbone (--backbone-config)
 
     def identity(self) -> tuple:
         """What must match for a checkpoint or a feature map to belong to this model."""
@@ -131,6 +133,11 @@ def load_model(folder: str | Path) -> FeatInvModel:
     return model.eval()
 
 
+def backbone_of(config: FeatInvConfig, **options) -> Backbone:
+    """The backbone a model was built on (with its single-file config), loaded with ``options`` (device, dtype)."""
+    return load_backbone(config.backbone, config=config.backbone_config, **options)
+
+
 def default_prompt(backbone: Backbone) -> str:
     """The published fixed prompt; empty for world-vocabulary text encoders, which know attribute words only."""
     return "" if isinstance(backbone.prompt_encoder, WorldPromptEncoder) else DEFAULT_PROMPT
@@ -148,15 +155,17 @@ def build(
     adapter_width: int = 512,
     prompt: str | None = None,
     extractor_weights: str | None = None,
+    backbone_config: str | None = None,
     seed: int = 0,
 ) -> FeatInvModel:
     """A new FeatInv model: ``ControlNetModel.from_unet(backbone.unet)`` with a feature-map adapter.
 
-    ``extractor`` must name a layer with a spatial map (``SPEC@LAYER``); ``prompt`` defaults to the
-    published fixed prompt (empty for world-caption backbones). The adapter's init is seeded.
+    ``extractor`` must name a layer with a spatial map (``SPEC@LAYER``, optionally ``@SIZEpx``); ``prompt``
+    defaults to the published fixed prompt (empty for world-caption backbones); ``backbone_config`` is the
+    diffusers config of a single-file backbone (kept for loading it again). The adapter's init is seeded.
     """
     if isinstance(backbone, str):
-        backbone = load_backbone(backbone)
+        backbone = load_backbone(backbone, config=backbone_config)
     if isinstance(extractor, str):
         extractor = load_extractor(extractor, weights=extractor_weights)
     if not isinstance(backbone.unet, UNet2DConditionModel):
@@ -166,11 +175,12 @@ def build(
         )
     if extractor.layer is None:
         raise FeatscopeError(
-            f"name the layer to condition on: {extractor.name}@LAYER (featscope layers {extractor.name})"
+            f"name the layer to condition on: {extractor.name}@LAYER{size_suffix(extractor.spec_size)} "
+            f"(featscope layers {extractor.spec})"
         )
     size = image_size_for(backbone, extractor)
     shape = feature_shape(extractor, (size, size))
-    what = f"{extractor.name}@{extractor.layer}"
+    what = extractor.spec
     layout = detect_layout(shape, what)
     if adapter_width < 1:
         raise FeatscopeError(f"the adapter width must be a positive number of channels, not {adapter_width}")
@@ -186,6 +196,7 @@ def build(
         adapter_width=adapter_width,
         prompt=default_prompt(backbone) if prompt is None else prompt,
         extractor_weights=extractor_weights,
+        backbone_config=None if backbone_config is None else str(backbone_config),
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -207,10 +218,10 @@ def check_backbone(model: FeatInvModel, backbone: Backbone) -> None:
 
 def check_extractor(model: FeatInvModel, extractor: Extractor) -> None:
     """Refuse an extractor other than the network and layer the model conditions on."""
-    if f"{extractor.name}@{extractor.layer}" != model.config.extractor:
+    if extractor.spec != model.config.extractor:
         raise FeatscopeError(
-            f"the FeatInv model was trained on {model.config.extractor}, not {extractor.name}@{extractor.layer}; "
-            "use that network and layer or train a model for this one"
+            f"the FeatInv model was trained on {model.config.extractor}, not {extractor.spec}; "
+            "use that network, layer and input size or train a model for this one"
         )
 
 

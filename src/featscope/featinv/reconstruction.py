@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import torch
 
-from featscope.backbones import Backbone, load_backbone
+from featscope.backbones import Backbone
 from featscope.devices import generators_for
 from featscope.extractors import Extractor, load_extractor
 from featscope.featinv.config import SampleSettings
 from featscope.featinv.data import square
-from featscope.featinv.model import FeatInvModel, check_backbone, check_extractor, grid_channels
+from featscope.featinv.model import FeatInvModel, backbone_of, check_backbone, check_extractor, grid_channels
 from featscope.featinv.sampling import sample
 
 
@@ -40,7 +40,7 @@ def load_parts(
     """The backbone and the extractor named in the model's config, on the model's device (those given are kept)."""
     device = model_device(model)
     if backbone is None:
-        backbone = load_backbone(model.config.backbone, device=device, dtype=dtype)
+        backbone = backbone_of(model.config, device=device, dtype=dtype)
     if extractor is None:
         extractor = load_extractor(model.config.extractor, weights=model.config.extractor_weights, device=device)
     return backbone, extractor
@@ -67,16 +67,18 @@ def reconstruct(
     quiet: bool = True,
 ) -> ReconstructionResult:
     """Images (N, 3, H, W) in [0, 1] from feature maps (N, ...) or one map; sample i uses ``seeds[i]``
-    (default ``settings.seed + i``), so results do not depend on the batch size. The backbone named in the
-    model's config is loaded when none is given; images are turned into maps with ``encode``."""
+    (default ``settings.seed + i``, or ``settings.seed`` for all with ``same_seed``), so results do not depend
+    on the batch size. The backbone named in the model's config is loaded when none is given; images are
+    turned into maps with ``encode``."""
     settings = settings or SampleSettings()
     settings.validate()
     features = grid_channels(features.float(), model, "given")
     if backbone is None:
-        backbone = load_backbone(model.config.backbone, device=model_device(model))
+        backbone = backbone_of(model.config, device=model_device(model))
     check_backbone(model, backbone)
     model.to(backbone.device).eval()
-    seeds = seeds if seeds is not None else [settings.seed + i for i in range(len(features))]
+    if seeds is None:
+        seeds = [settings.seed + (0 if settings.same_seed else i) for i in range(len(features))]
     step = settings.batch_size or len(features)
     images = []
     for start in range(0, len(features), step):

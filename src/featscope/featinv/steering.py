@@ -50,18 +50,27 @@ class Edit:
         return grid * factor
 
 
+def half(n: int) -> torch.Tensor:
+    """The first half of ``n`` cells: 1 before the middle, 0 after, 0.5 on the middle cell of an odd ``n``."""
+    mask = (torch.arange(n) < n // 2).float()
+    if n % 2:
+        mask[n // 2] = 0.5
+    return mask
+
+
 def region_mask(region: str, grid: tuple[int, int]) -> torch.Tensor:
     """An (H, W) mask on the feature grid: all, left, right, top, bottom, rows:cols as ``R0:R1,C0:C1``, or a
-    mask image file (white = inside), resized to the grid."""
+    mask image file (white = inside), resized to the grid. The halves split the grid evenly: on an odd grid
+    the middle column (row) is half in each, so left + right = 1 everywhere (a 9-wide grid: 4.5 columns each)."""
     h, w = grid
     mask = torch.zeros(h, w)
     if region == "all":
         mask[:] = 1
     elif region in ("left", "right"):
-        mask[:, : w // 2] = 1
+        mask[:] = half(w)
         mask = mask if region == "left" else 1 - mask
     elif region in ("top", "bottom"):
-        mask[: h // 2] = 1
+        mask[:] = half(h)[:, None]
         mask = mask if region == "top" else 1 - mask
     elif Path(region).suffix:
         image = load_image(region).mean(1, keepdim=True)

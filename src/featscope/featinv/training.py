@@ -7,9 +7,10 @@ micro-batch, process), so a run resumed from a checkpoint continues exactly as a
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 
 from featscope._version import __version__
-from featscope.backbones import Backbone, load_backbone
+from featscope.backbones import Backbone
 from featscope.devices import generators_for
 from featscope.errors import FeatscopeError
 from featscope.extractors import Extractor, load_extractor
@@ -34,7 +35,14 @@ from featscope.featinv.data import (
     flipped,
     square,
 )
-from featscope.featinv.model import FeatInvConfig, FeatInvModel, check_backbone, check_extractor, load_model
+from featscope.featinv.model import (
+    FeatInvConfig,
+    FeatInvModel,
+    backbone_of,
+    check_backbone,
+    check_extractor,
+    load_model,
+)
 from featscope.featinv.sampling import controlled_output, sample
 from featscope.images import image_grid, save_image
 from featscope.progress import tqdm
@@ -58,8 +66,12 @@ class Trainer:
         self.prompt, self.empty = texts[:1], texts[1:]
 
     def batch(self, plan: MicroBatch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images at the backbone's size and their feature maps (flipped together when features are live)."""
-        images = self.source.load(plan.indices).to(device)
+        """Images at the backbone's size and their feature maps: the same crop (random or centre), flipped
+        together when features are live; the network sees it at its input size, the backbone at its own."""
+        if plan.crop_seeds is None:
+            images = self.source.load(plan.indices).to(device)
+        else:
+            images = self.source.crops(plan.indices, plan.crop_seeds).to(device)
         if self.cache is not None:
             features = self.cache[plan.indices].to(device)
         else:
@@ -95,6 +107,14 @@ class Trainer:
             model, self.backbone, features, generators_for(list(range(k)), device), num_steps=self.config.sample_steps
         )
         return image_grid(torch.cat([images, recon]).cpu(), columns=k, scale=max(1, 128 // images.shape[-1]))
+
+
+def with_epochs(config: TrainConfig, images: int, processes: int) -> TrainConfig:
+    """``config`` with ``steps`` covering ``epochs`` passes over ``images`` (all processes together), when set."""
+    if config.epochs is None:
+        return config
+    per_step = config.batch_size * config.grad_accum * processes
+    return replace(config, steps=max(1, math.ceil(config.epochs * images / per_step)))
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -161,6 +181,7 @@ def _step(
             config.batch_size,
             config.drop_prob,
             config.flip and trainer.cache is None,
+            config.crop == "random" and trainer.cache is None,
         )
         with accelerator.accumulate(prepared), accelerator.autocast():
             loss = trainer.loss(prepared, plan, accelerator.device)
@@ -224,7 +245,7 @@ def train(
         mixed_precision=config.mixed_precision, gradient_accumulation_steps=config.grad_accum, cpu=device == "cpu"
     )
     where = accelerator.device
-    backbone = backbone or load_backbone(model.config.backbone, device=where)
+    backbone = backbone or backbone_of(model.config, device=where)
     extractor = extractor or load_extractor(
         model.config.extractor, weights=model.config.extractor_weights, device=where
     )
@@ -232,6 +253,7 @@ def train(
     check_extractor(model, extractor)
     size = model.config.image_size
     source = FolderImages(images, size) if images is not None else WorldImages(world, world_seed, size)
+    config = with_epochs(config, len(source), accelerator.num_processes)
     state = _resume(out, model)
     start = state["step"] if state else 0
     trainer = Trainer(model, backbone, extractor, source, config)

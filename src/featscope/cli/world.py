@@ -130,11 +130,6 @@ def run(args: argparse.Namespace) -> int:
         paths = write_samples(args.n, Path(args.out), seed=args.seed, overwrite=args.overwrite, kind=args.kind, **fixed)
         print(f"wrote {len(paths)} images and records.jsonl to {args.out}")
         return 0
-    from featscope.runs import make_folder
-
-    for folder in (args.out, args.export):
-        if folder is not None:
-            make_folder(folder)  # an unwritable place is a one-line error before any training
     if args.model.startswith("latent-"):
         return _train_latent(args)
     from featscope.world import train

@@ -24,7 +24,7 @@ from torch import nn
 
 from featscope.images import to_tensor
 from featscope.progress import tqdm
-from featscope.runs import atomic_torch_save
+from featscope.runs import atomic_torch_save, make_folder
 from featscope.world.kinds import KINDS
 from featscope.world.latent import (
     MAX_TOKENS,
@@ -106,7 +106,7 @@ def train_vae(
     """Train (or resume) the VAE up to ``steps`` steps; writes ``out/checkpoint.pt``, ``out/log.jsonl`` and, with
     its scaling factor, the diffusers ``out/vae`` folder. Returns that folder."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     torch.manual_seed(seed)
     vae = build_vae(sizes)
     ckpt = out / "checkpoint.pt"
@@ -177,7 +177,7 @@ def train_unet(
     """Train (or resume) the UNet and text encoder up to ``steps`` steps on the latents of the VAE folder ``vae``;
     writes ``out/checkpoint.pt`` and ``out/log.jsonl``. Returns the checkpoint."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
     modules = {"unet": build_unet(sizes), "text_encoder": build_text_encoder(tokenizer, sizes)}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from featscope.errors import FeatscopeError
@@ -98,8 +98,11 @@ class WorldClassifier(nn.Module):
         return self.fc(self.pool(self.block3(self.block2(self.block1(x)))))
 
     def save(self, path: str | Path, metadata: dict) -> None:
+        from featscope.runs import atomic_write_bytes
+
         meta = {"config": json.dumps(self.config), **{k: json.dumps(v) for k, v in metadata.items()}}
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path), metadata=meta)
+        tensors = {k: v.contiguous() for k, v in self.state_dict().items()}
+        atomic_write_bytes(path, save(tensors, metadata=meta))  # an unwritable place: the one-line error
 
 
 def load_classifier(path: str | Path) -> tuple[WorldClassifier, dict]:

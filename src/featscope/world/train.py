@@ -18,7 +18,7 @@ from torch import nn
 from featscope.errors import FeatscopeError
 from featscope.images import to_tensor
 from featscope.progress import tqdm
-from featscope.runs import atomic_torch_save
+from featscope.runs import atomic_torch_save, make_folder
 from featscope.world.models import (
     CLASSIFIER_TASKS,
     NUM_TRAIN_TIMESTEPS,
@@ -97,7 +97,7 @@ def train_ddpm(
     if channels is not None:
         channels = check_unet_channels(channels)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)

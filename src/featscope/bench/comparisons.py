@@ -24,10 +24,9 @@ from featscope.bench.baselines import (
 from featscope.bench.targets import TargetSource
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
-from featscope.solvers.configs import preset
+from featscope.solvers.configs import UniversalConfig
 
 COMPARISONS = ("best-of-n", "exemplars", "lucent", "maco", "fourier")
-BEST_OF = 259  # best-of-N's N: fast's network evaluations per image, one per sample
 
 
 @dataclass(frozen=True)
@@ -61,19 +60,25 @@ def check_comparisons(names: list[str]) -> tuple[list[str], list[str]]:
 class Shared:
     """What the comparison rows share across extractors: best-of-N's samples and the exemplar pool, made once.
 
-    Their seconds are those of one target on its own (all N samples, the whole pool's features)."""
+    Best-of-N samples with the first row's sampler and steps, N = the network evaluations per image of the first
+    row (259 for ``fast``), one per sample. Seconds are those of one target on its own (all N samples, the whole
+    pool's features)."""
 
     backbone: Backbone
     source: TargetSource
     targets: np.ndarray
+    config: UniversalConfig
+    best_of: int = 0  # set from the first row's cost before any comparison row runs
     cache: dict = field(default_factory=dict)
 
     def samples(self) -> tuple[np.ndarray, float]:
-        """Best-of-N's ``BEST_OF`` unguided samples (fast's sampler, no guidance) and the seconds they took."""
+        """Best-of-N's N unguided samples and the seconds they took."""
         if "samples" not in self.cache:
-            fast, tic = preset("fast"), time.perf_counter()
-            first = self.source.noise_seed + SAMPLE_SEED_OFFSET
-            images = unguided_samples(self.backbone, BEST_OF, first, sampler=fast.sampler, num_steps=fast.num_steps)
+            tic, first = time.perf_counter(), self.source.noise_seed + SAMPLE_SEED_OFFSET
+            config = self.config
+            images = unguided_samples(
+                self.backbone, self.best_of, first, sampler=config.sampler, num_steps=config.num_steps
+            )
             self.cache["samples"] = images, time.perf_counter() - tic
         return self.cache["samples"]
 
@@ -87,10 +92,9 @@ class Shared:
 def comparison_settings(name: str, shared: Shared) -> dict:
     """What results.json records about a comparison row."""
     if name == "best-of-n":
-        fast = preset("fast")
-        first = shared.source.noise_seed + SAMPLE_SEED_OFFSET
-        return {"samples": BEST_OF, "sampler": fast.sampler, "num_steps": fast.num_steps,
-                "seeds": f"{first}..{first + BEST_OF - 1}, the same for every target"}  # fmt: skip
+        first, n = shared.source.noise_seed + SAMPLE_SEED_OFFSET, shared.best_of
+        return {"samples": n, "sampler": shared.config.sampler, "num_steps": shared.config.num_steps,
+                "seeds": f"{first}..{first + n - 1}, the same for every target"}  # fmt: skip
     if name == "exemplars":
         return {"pool": shared.pool()[1]}
     settings = peers.settings_of(name)
@@ -109,8 +113,8 @@ def run_comparison(
     if name == "best-of-n":
         samples, seconds = shared.samples()
         images = keep_nearest(samples, extractor, target_features)
-        steps = preset("fast").num_steps
-        return images, cost(BEST_OF, BEST_OF * steps), seconds + time.perf_counter() - tic
+        n_samples = shared.best_of
+        return images, cost(n_samples, n_samples * shared.config.num_steps), seconds + time.perf_counter() - tic
     if name == "exemplars":
         pool, _ = shared.pool()
         features_in_batches(extractor, pool[:1])  # warm the network so the timing is the pool's

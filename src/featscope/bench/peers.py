@@ -9,7 +9,7 @@ distance the bench scores. Settings for 32 px world images were chosen on the tu
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,8 +26,11 @@ PACKAGES = {"lucent": "lucent", "maco": "horama", "fourier": "horama"}  # row ->
 INSTALL = {"lucent": "torch-lucent", "horama": "horama"}  # module -> its package name
 # lucent: 259 Adam steps on the whole batch (one network pass per image each): fast's 259 evaluations
 LUCENT = {"steps": 259, "lr": 0.05, "jitter": 2}
-# Horama (MACO, Fourier): 65 steps of 4 crops each (260 network passes per image), crops of 80-100% of the image
-HORAMA = {"steps": 65, "crops": 4, "lr": 1.0, "box_size": (0.8, 0.9), "noise": 0.05}
+# Horama (MACO, Fourier): 65 steps of 4 crops each (260 network passes per image)
+HORAMA = {
+    "maco": {"steps": 65, "crops": 4, "lr": 1.0, "box_size": (0.8, 0.9), "noise": 0.05},
+    "fourier": {"steps": 65, "crops": 4, "lr": 1.0, "box_size": (0.8, 0.9), "noise": 0.05},
+}
 # Horama's own recolouring matrix (horama.common): MACO's spectrum lives in the colour space it undoes
 COLOR_SQRT = np.array(
     [[0.56282854, 0.58447580, 0.58447580], [0.19482528, 0.0, -0.19482528], [0.04329450, -0.10823626, 0.06494176]]
@@ -37,20 +40,26 @@ COLOR_SQRT = np.array(
 def missing_note(row: str) -> str | None:
     """None when the row's package imports, else the one-line note that the row is skipped."""
     module = PACKAGES[row]
-    if importlib.util.find_spec(module) is not None:
-        return None
-    return f"skipped row {row!r}: package {INSTALL[module]!r} is not installed (pip install 'featscope[peers]')"
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return f"skipped row {row!r}: package {INSTALL[module]!r} is not installed (pip install 'featscope[peers]')"
+    return None
 
 
 def settings_of(row: str) -> dict:
     """The peer's settings, as results.json records them."""
-    return dict(LUCENT) if row == "lucent" else {**HORAMA, "box_size": list(HORAMA["box_size"])}
+    return dict(LUCENT) if row == "lucent" else {**HORAMA[row], "box_size": list(HORAMA[row]["box_size"])}
 
 
-def lucent_invert(extractor: Extractor, targets: torch.Tensor, seed: int) -> tuple[np.ndarray, int]:
-    """Lucent's ``render_vis`` on a batch: one image per target feature, uint8; and network passes per image."""
+def lucent_invert(
+    extractor: Extractor, targets: torch.Tensor, seed: int, settings: dict | None = None
+) -> tuple[np.ndarray, int]:
+    """Lucent's ``render_vis`` on a batch: one image per target feature, uint8; and network passes per image.
+    ``settings`` default to ``LUCENT``."""
     from lucent.optvis import objectives, param, render, transform
 
+    s = settings or LUCENT
     size = extractor_size(extractor)
     model = nn.Sequential()
     model.add_module("features", extractor)
@@ -61,24 +70,32 @@ def lucent_invert(extractor: Extractor, targets: torch.Tensor, seed: int) -> tup
         model,
         objective,
         param_f=lambda: param.image(size, batch=len(targets)),
-        optimizer=lambda params: torch.optim.Adam(params, lr=LUCENT["lr"]),
-        transforms=[transform.jitter(LUCENT["jitter"])] if LUCENT["jitter"] else [],
-        thresholds=(LUCENT["steps"],),
+        optimizer=lambda params: torch.optim.Adam(params, lr=s["lr"]),
+        transforms=[transform.jitter(s["jitter"])] if s["jitter"] else [],
+        thresholds=(s["steps"],),
         preprocess=False,
         progress=False,
         show_image=False,
         fixed_image_size=size,
     )[-1]
-    return to_uint8(torch.from_numpy(images).permute(0, 3, 1, 2)), LUCENT["steps"]
+    return to_uint8(torch.from_numpy(images).permute(0, 3, 1, 2)), s["steps"]
 
 
 def horama_invert(
-    method: str, extractor: Extractor, targets: torch.Tensor, seed: int, spectrum: np.ndarray, folder: Path
+    method: str,
+    extractor: Extractor,
+    targets: torch.Tensor,
+    seed: int,
+    spectrum: np.ndarray,
+    folder: Path,
+    settings: dict | None = None,
 ) -> tuple[np.ndarray, int]:
     """Horama's ``maco`` or ``fourier``, one target at a time (target i from seed ``seed + i``), uint8; and
-    network passes per image. MACO reads ``spectrum`` from ``folder/spectrum_decorrelated.npy``."""
+    network passes per image. MACO reads ``spectrum`` from ``folder/spectrum_decorrelated.npy``. ``settings``
+    default to ``HORAMA[method]``."""
     import horama
 
+    s = settings or HORAMA[method]
     size, device = extractor_size(extractor), extractor.mean.device
     run = horama.maco if method == "maco" else horama.fourier
     folder.mkdir(parents=True, exist_ok=True)
@@ -89,18 +106,18 @@ def horama_invert(
             torch.manual_seed(seed + i)
             image, _ = run(
                 lambda crops, t=target: -feature_loss(extractor(crops), t.expand(len(crops), *t.shape)).mean(),
-                total_steps=HORAMA["steps"],
-                learning_rate=HORAMA["lr"],
+                total_steps=s["steps"],
+                learning_rate=s["lr"],
                 image_size=size,
                 model_input_size=size,
-                noise=HORAMA["noise"],
+                noise=s["noise"],
                 values_range=(0.0, 1.0),
-                crops_per_iteration=HORAMA["crops"],
-                box_size=HORAMA["box_size"],
+                crops_per_iteration=s["crops"],
+                box_size=s["box_size"],
                 device=str(device),
             )
             images.append(image.detach())
-    return to_uint8(torch.stack(images)), HORAMA["steps"] * HORAMA["crops"]
+    return to_uint8(torch.stack(images)), s["steps"] * s["crops"]
 
 
 def maco_spectrum(images: np.ndarray) -> np.ndarray:

@@ -314,7 +314,7 @@ def run_bench(
         "background_deviation_of_targets": {"median": float(np.nanmedian(background_deviation(images)))},
         "extractors": [],
     }
-    decoded, shared = {}, Shared(model, source, images)
+    decoded, shared = {}, Shared(model, source, images, rows[0].config)
     total = len(nets) * (len(rows) + len(compare))
     with tqdm(total=total, disable=quiet, desc="bench", unit="run", dynamic_ncols=True) as bar:
         for spec, extractor in nets.items():
@@ -330,6 +330,7 @@ def run_bench(
                 folder = f"images/{spec_slug(spec)}/{row.slug}"
                 entry["rows"].append(summarise_row(row, samples, cost, seconds / n, memory, folder))
                 decoded[spec, row.label] = best
+                shared.best_of = shared.best_of or round(cost["network_evaluations"])
                 bar.update(1)
             for name in compare:
                 bar.set_postfix(extractor=spec, row=name)

@@ -58,7 +58,9 @@ def main() -> None:
                         if name == "lucent":
                             out, evaluations = peers.lucent_invert(extractor, targets, 0, settings)
                         else:
-                            out, evaluations = peers.horama_invert(name, extractor, targets, 0, spectrum, folder, settings)
+                            out, evaluations = peers.horama_invert(
+                                name, extractor, targets, 0, spectrum, folder, settings
+                            )
                     samples = score_samples(out, targets, records, extractor, reference)
                     line = {"split": "tuning", "n": args.n, "extractor": spec, "peer": name, "settings": settings,
                             "evaluations": evaluations,

@@ -24,11 +24,13 @@ from featscope.losses import feature_loss
 
 PACKAGES = {"lucent": "lucent", "maco": "horama", "fourier": "horama"}  # row -> the module it imports
 INSTALL = {"lucent": "torch-lucent", "horama": "horama"}  # module -> its package name
-# lucent: 259 Adam steps on the whole batch (one network pass per image each): fast's 259 evaluations
-LUCENT = {"steps": 259, "lr": 0.05, "jitter": 2}
-# Horama (MACO, Fourier): 65 steps of 4 crops each (260 network passes per image)
+# Settings: the lowest median relative distance on 8 tuning images with shape-net, among learning rates and
+# transformations at fast's budget (benchmarks/records/peers/tuning.jsonl, benchmarks/scripts/peer_tuning.py).
+# lucent: 259 Adam steps on the whole batch (one network pass per image each), no jitter
+LUCENT = {"steps": 259, "lr": 0.05, "jitter": 0}
+# Horama (MACO, Fourier): 65 NAdam steps of 4 crops each (260 network passes per image)
 HORAMA = {
-    "maco": {"steps": 65, "crops": 4, "lr": 1.0, "box_size": (0.8, 0.9), "noise": 0.05},
+    "maco": {"steps": 65, "crops": 4, "lr": 5.0, "box_size": (0.8, 0.9), "noise": 0.05},
     "fourier": {"steps": 65, "crops": 4, "lr": 1.0, "box_size": (0.8, 0.9), "noise": 0.05},
 }
 # Horama's own recolouring matrix (horama.common): MACO's spectrum lives in the colour space it undoes

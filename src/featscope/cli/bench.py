@@ -49,8 +49,9 @@ what the numbers mean (one table per extractor, one row per preset):
   peak MB         peak memory: CUDA allocator peak on a GPU, the process's maximum resident set on a CPU
 rows: each preset, and "unguided (PRESET)": the same sampler and seeds with no guidance (w_g = 0, no backward or
 x0 steps), the baseline. --compare adds rows that are not featscope's solver, scored the same way:
-  best-of-n       259 unguided samples of the backbone (fast's DDIM 50 chain, the same seeds for every
-                  target), the one nearest the target feature kept: fast's 259 network evaluations
+  best-of-n       N unguided samples of the backbone with the first preset's sampler and steps (the same
+                  seeds for every target), the one nearest the target feature kept; N = that preset's
+                  network evaluations per image (fast: 259), one per sample
   exemplars       the nearest image, in feature space, of a pool of held-out world images without the
                   targets: the other evaluation split (tuning for test targets, test for tuning ones)
   lucent, maco, fourier

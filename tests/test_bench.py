@@ -208,5 +208,8 @@ def test_cli_help_explains_the_numbers(featscope_main):
         "peak MB",
         "unguided",
         "--overwrite",
+        "best-of-n",
+        "exemplars",
+        "grid.png",
     ):
         assert term in result.stdout, term

@@ -55,7 +55,13 @@ def _table(entry: dict) -> list[str]:
         "|" + "---|" * len(COLUMNS),
         *(_table_row(row) for row in entry["rows"]),
         "",
+        *(f"- {row['label']}: {_settings_text(row['settings'])}" for row in entry["rows"] if row["preset"] is None),
+        "",
     ]
+
+
+def _settings_text(settings: dict) -> str:
+    return ", ".join(f"{key} {value}" for key, value in settings.items())
 
 
 def markdown(report: dict) -> str:
@@ -88,6 +94,7 @@ def markdown(report: dict) -> str:
             f"{report['background_deviation_of_targets']['median']:.2f}.",
             "",
         ]
+    lines += [f"{note}." for note in report.get("skipped", [])] + ([""] if report.get("skipped") else [])
     for entry in report["extractors"]:
         lines += _table(entry)
     return "\n".join(lines)
@@ -161,4 +168,23 @@ def samples_figure(targets: np.ndarray, decoded: dict[tuple[str, str], np.ndarra
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    return _png(figure)
+
+
+def grid_figure(targets: np.ndarray, decoded: dict[tuple[str, str], np.ndarray]) -> bytes:
+    """One column per target (the first ``SAMPLES_SHOWN``), one row per (extractor, method), the targets first."""
+    strips = [("target", targets)] + [(f"{spec}\n{label}", images) for (spec, label), images in decoded.items()]
+    shown = min(SAMPLES_SHOWN, len(targets))
+    figure = Figure(figsize=(0.75 * shown + 2.4, 0.8 * len(strips)))
+    axes = figure.subplots(len(strips), shown, squeeze=False)
+    for r, (label, images) in enumerate(strips):
+        for c in range(shown):
+            ax = axes[r, c]
+            ax.imshow(images[c], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"{c}", fontsize="small")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    figure.subplots_adjust(wspace=0.05, hspace=0.08)
     return _png(figure)

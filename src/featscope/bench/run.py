@@ -6,6 +6,7 @@ import os
 import platform
 import re
 import shutil
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,12 +18,13 @@ import torch
 from featscope._version import __version__
 from featscope.backbones import load_backbone
 from featscope.backbones.base import Backbone
+from featscope.bench.comparisons import Comparison, Shared, check_comparisons, comparison_settings, run_comparison
 from featscope.bench.metrics import background_deviation, pixel_noise
-from featscope.bench.report import agreement_figure, distance_figure, markdown, samples_figure
+from featscope.bench.report import agreement_figure, distance_figure, grid_figure, markdown, samples_figure
 from featscope.bench.stats import chance_levels, median_pair_distance, proportion
 from featscope.bench.targets import DEFAULT_SPLIT, TargetSource
 from featscope.decoding import decode_features
-from featscope.devices import resolve_device, resolve_dtype
+from featscope.devices import peak_memory_mb, resolve_device, resolve_dtype
 from featscope.errors import FeatscopeError, RunExistsError
 from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
@@ -54,6 +56,10 @@ class Row:
     @property
     def slug(self) -> str:
         return self.preset if self.guided else f"{self.preset}-unguided"
+
+    @property
+    def settings(self) -> dict:
+        return asdict(self.config)
 
 
 def bench_rows(presets: Sequence[str], include_unguided: bool, settings: dict) -> list[Row]:
@@ -172,7 +178,9 @@ def oracle_summary(samples: list[dict]) -> dict:
     }
 
 
-def summarise_row(row: Row, samples: list[dict], cost: dict, seconds: float, memory: float, folder: str) -> dict:
+def summarise_row(
+    row: Row | Comparison, samples: list[dict], cost: dict, seconds_per_image: float, memory: float, folder: str
+) -> dict:
     """The numbers of one (extractor, row): distances, cosine, oracle agreement, cost per image."""
     relative = [s["relative_distance"] for s in samples]
     return {
@@ -180,7 +188,7 @@ def summarise_row(row: Row, samples: list[dict], cost: dict, seconds: float, mem
         "images": folder,
         "preset": row.preset,
         "guided": row.guided,
-        "settings": asdict(row.config),
+        "settings": row.settings,
         "relative_distance": {"median": float(np.median(relative)), "mean": float(np.mean(relative))},
         "cosine": {"mean": float(np.mean([s["cosine"] for s in samples]))},
         "pixel_noise": {"median": float(np.median([s["pixel_noise"] for s in samples]))},
@@ -188,7 +196,7 @@ def summarise_row(row: Row, samples: list[dict], cost: dict, seconds: float, mem
         **oracle_summary(samples),
         "network_evaluations_per_image": cost["network_evaluations"],
         "unet_equivalents_per_image": cost["unet_equivalents"],
-        "wall_seconds_per_image": seconds / len(samples),
+        "wall_seconds_per_image": seconds_per_image,
         "peak_memory_mb": round(memory, 1),
         "samples": samples,
     }
@@ -228,6 +236,7 @@ def run_config(
     settings: dict,
     device: torch.device,
     dtype: str,
+    compare: Sequence[str] = (),
 ) -> dict:
     """Everything needed to rerun the bench, and where and when it ran."""
     return {
@@ -240,6 +249,7 @@ def run_config(
         "extractors": list(extractors),
         "presets": list(presets),
         "include_unguided": include_unguided,
+        "compare": list(compare),
         "settings": settings,
         "device": str(device),
         "dtype": dtype,
@@ -259,6 +269,7 @@ def run_bench(
     extractors: Sequence[str] = ("world:shape-net", "world:color-net"),
     presets: Sequence[str] = ("fast",),
     include_unguided: bool = True,
+    compare: Sequence[str] = (),
     backbone: str = "world:ddpm",
     settings: dict | None = None,
     device: str = "auto",
@@ -271,7 +282,9 @@ def run_bench(
     Targets are the first ``n`` images of the evaluation ``split`` (``test`` or ``tuning``, held out from every
     shipped model's training; docs/evaluation.md), or with ``seed`` those of ``generate(n, seed)``; target ``i`` is
     decoded from seed ``i`` (``seed + i`` with a seed). ``settings``
-    override every preset (an unguided row always has w_g = 0). Returns what ``results.json`` holds.
+    override every preset (an unguided row always has w_g = 0). ``compare`` adds rows that are not featscope's
+    solver (``comparisons.COMPARISONS``: best-of-n, exemplars, lucent, maco, fourier), scored the same way; a peer
+    row whose package is missing is skipped with a one-line note on stderr. Returns what ``results.json`` holds.
     """
     out, settings = Path(out), dict(settings or {})
     extractors = list(dict.fromkeys(extractors))
@@ -281,6 +294,9 @@ def run_bench(
     if not extractors:
         raise FeatscopeError("no extractor given; pass at least one, e.g. --extractors world:shape-net")
     rows = bench_rows(presets, include_unguided, settings)
+    compare, notes = check_comparisons(list(compare))
+    for note in notes:
+        print(note, file=sys.stderr)
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     model = load_backbone(backbone, device=torch_device)
     nets = {spec: load_extractor(spec, device=torch_device) for spec in extractors}
@@ -288,15 +304,19 @@ def run_bench(
     images, records = source.images(n)
     seeds = [source.noise_seed + i for i in range(n)]
     report = {
-        "config": run_config(n, source, backbone, extractors, presets, include_unguided, settings, torch_device, dtype),
+        "config": run_config(
+            n, source, backbone, extractors, presets, include_unguided, settings, torch_device, dtype, compare
+        ),
+        "skipped": notes,
         "chance": chance_levels(),
         "oracle_on_targets": target_oracle(images, records),
         "pixel_noise_of_targets": {"median": float(np.median(pixel_noise(images)))},
         "background_deviation_of_targets": {"median": float(np.nanmedian(background_deviation(images)))},
         "extractors": [],
     }
-    decoded = {}
-    with tqdm(total=len(nets) * len(rows), disable=quiet, desc="bench", unit="run", dynamic_ncols=True) as bar:
+    decoded, shared = {}, Shared(model, source, images, rows[0].config)
+    total = len(nets) * (len(rows) + len(compare))
+    with tqdm(total=total, disable=quiet, desc="bench", unit="run", dynamic_ncols=True) as bar:
         for spec, extractor in nets.items():
             target_features = features_of(extractor, images)
             reference = pair_reference(extractor, source.noise_seed)
@@ -308,8 +328,18 @@ def run_bench(
                 )
                 samples = score_samples(best, target_features, records, extractor, reference)
                 folder = f"images/{spec_slug(spec)}/{row.slug}"
-                entry["rows"].append(summarise_row(row, samples, cost, seconds, memory, folder))
+                entry["rows"].append(summarise_row(row, samples, cost, seconds / n, memory, folder))
                 decoded[spec, row.label] = best
+                shared.best_of = shared.best_of or round(cost["network_evaluations"])
+                bar.update(1)
+            for name in compare:
+                bar.set_postfix(extractor=spec, row=name)
+                chosen, cost, seconds = run_comparison(name, shared, extractor, target_features, out / "maco")
+                samples = score_samples(chosen, target_features, records, extractor, reference)
+                row = Comparison(name, comparison_settings(name, shared))
+                folder = f"images/{spec_slug(spec)}/{row.slug}"
+                entry["rows"].append(summarise_row(row, samples, cost, seconds, peak_memory_mb(torch_device), folder))
+                decoded[spec, row.label] = chosen
                 bar.update(1)
             report["extractors"].append(entry)
     write_outputs(out, report, images, decoded)
@@ -330,5 +360,6 @@ def write_outputs(out: Path, report: dict, targets: np.ndarray, decoded: dict) -
     atomic_write_bytes(out / "agreement.png", agreement_figure(report))
     atomic_write_bytes(out / "distance_vs_evaluations.png", distance_figure(report))
     atomic_write_bytes(out / "samples.png", samples_figure(targets, decoded))
+    atomic_write_bytes(out / "grid.png", grid_figure(targets, decoded))
     atomic_write_text(out / "results.md", markdown(report))
     atomic_write_json(out / RESULTS, report)

@@ -48,11 +48,25 @@ what the numbers mean (one table per extractor, one row per preset):
   s/image         wall-clock seconds per image (a batch's time / n)
   peak MB         peak memory: CUDA allocator peak on a GPU, the process's maximum resident set on a CPU
 rows: each preset, and "unguided (PRESET)": the same sampler and seeds with no guidance (w_g = 0, no backward or
-x0 steps), the baseline.
+x0 steps), the baseline. --compare adds rows that are not featscope's solver, scored the same way:
+  best-of-n       N unguided samples of the backbone with the first preset's sampler and steps (the same
+                  seeds for every target), the one nearest the target feature kept; N = that preset's
+                  network evaluations per image (fast: 259), one per sample
+  exemplars       the nearest image, in feature space, of a pool of held-out world images without the
+                  targets: the other evaluation split (tuning for test targets, test for tuning ones)
+  lucent, maco, fourier
+                  pixel-space feature inversion with lucent's render_vis (Fourier image, decorrelated
+                  colours) and Horama's MACO and Fourier methods, each minimising the squared feature
+                  distance in about 259 network passes; MACO's magnitude spectrum is the mean one of the
+                  exemplar pool. They need the extra featscope[peers]; a row whose package is missing is
+                  skipped with a one-line note
+  evals/image and s/image of best-of-n and exemplars are those of one target on its own (all N samples,
+  the whole pool's features); the bench makes them once and shares them across targets.
 Target i is the world image i of --seed, decoded from seed --seed + i.
 
 writes into --out: results.json (every number, per target too, and the config), results.md (the tables),
-agreement.png, distance_vs_evaluations.png, samples.png and images/ (targets and decoded best images).
+agreement.png, distance_vs_evaluations.png, samples.png, grid.png (one column per target, one row per method,
+the targets first) and images/ (targets and decoded best images).
 
 example:
   featscope bench decode --n 32 --extractors world:shape-net,world:color-net --presets fast,faster --out runs/bench
@@ -114,6 +128,12 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
         help=f"{', '.join(PRESETS)} (default: %(default)s)",
     )
     s.add_argument("--no-unguided", action="store_true", help="skip the unguided baseline rows (no guidance)")
+    s.add_argument(
+        "--compare",
+        default="",
+        metavar="ROW,ROW",
+        help="rows beside featscope's: any of best-of-n, exemplars, lucent, maco, fourier (default: none)",
+    )
     add_knobs(p, s, UniversalConfig, exclude=("prompt", "guidance_scale", "stop_distance"), defaults=PRESETS["fast"])
     add_runtime_options(p)
 
@@ -187,10 +207,12 @@ def _run_decode(args: argparse.Namespace) -> int:
         extractors=names(args.extractors),
         presets=names(args.presets),
         include_unguided=not args.no_unguided,
+        compare=names(args.compare),
         settings=knobs(args),
     )
     print((Path(args.out) / "results.md").read_text())
-    print(f"wrote {args.out}/ (results.json, results.md, agreement.png, distance_vs_evaluations.png, samples.png)")
+    plots = "agreement.png, distance_vs_evaluations.png, samples.png, grid.png"
+    print(f"wrote {args.out}/ (results.json, results.md, {plots})")
     return 0
 
 

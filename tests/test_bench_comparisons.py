@@ -128,7 +128,8 @@ def test_a_missing_peer_package_skips_its_row_with_a_one_line_note(tmp_path, cap
     args += ["--backward-steps", "0", "--compare", "lucent,exemplars", "--out", str(tmp_path / "run"), "--quiet"]
     assert main(args) == 0
     error = capsys.readouterr().err.strip().splitlines()
-    note = "skipped row 'lucent': package 'torch-lucent' is not installed (pip install 'featscope[peers]')"
+    how = "pip install 'featscope[peers]' && pip install --no-deps torch-lucent==0.1.8"
+    note = f"skipped row 'lucent': package 'lucent' is not installed ({how})"
     assert error == [note]
     report = json.loads((tmp_path / "run" / "results.json").read_text())
     assert [row["label"] for row in report["extractors"][0]["rows"]] == ["fast", "exemplars"]

@@ -1,6 +1,7 @@
 """Peer methods as bench rows: pixel-space feature inversion through lucent's and Horama's own public APIs.
 
-Both are the optional extra ``featscope[peers]``. Each row optimises an image (lucent: a Fourier-parametrised,
+Both come with the optional extra ``featscope[peers]`` (lucent installed apart with ``--no-deps``: its kornia pin
+breaks diffusers). Each row optimises an image (lucent: a Fourier-parametrised,
 colour-decorrelated image; Horama: MACO's phase under a fixed magnitude spectrum, or its Fourier method) so that
 the network's feature matches the target's: the objective is minus the squared L2 feature distance, the same
 distance the bench scores. Settings for 32 px world images were chosen on the tuning split (docs/evaluation.md).
@@ -23,7 +24,10 @@ from featscope.images import to_uint8
 from featscope.losses import feature_loss
 
 PACKAGES = {"lucent": "lucent", "maco": "horama", "fourier": "horama"}  # row -> the module it imports
-INSTALL = {"lucent": "torch-lucent", "horama": "horama"}  # module -> its package name
+INSTALL = {  # module -> how to install it
+    "lucent": "pip install 'featscope[peers]' && pip install --no-deps torch-lucent==0.1.8",
+    "horama": "pip install 'featscope[peers]'",
+}
 # Settings: the lowest median relative distance on 8 tuning images with shape-net, among learning rates and
 # transformations at fast's budget (benchmarks/records/peers/tuning.jsonl, benchmarks/scripts/peer_tuning.py).
 # lucent: 259 Adam steps on the whole batch (one network pass per image each), no jitter
@@ -45,7 +49,7 @@ def missing_note(row: str) -> str | None:
     try:
         importlib.import_module(module)
     except ImportError:
-        return f"skipped row {row!r}: package {INSTALL[module]!r} is not installed (pip install 'featscope[peers]')"
+        return f"skipped row {row!r}: package {module!r} is not installed ({INSTALL[module]})"
     return None
 
 

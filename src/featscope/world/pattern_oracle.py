@@ -13,13 +13,13 @@ the now solid scene: shape, colour, size, position, background, and whether it i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from scipy import ndimage
 
-from featscope.world.oracle import _PLANE, OBJECT_DISTANCE, _border, _components, _to_nhwc255, read_batch
+from featscope.world.oracle import _PLANE, OBJECT_DISTANCE, OracleReading, _border, _components, _to_nhwc255, read_batch
 from featscope.world.patterns import (
     ATTRIBUTES,
     CLEAR_FROM,
@@ -43,19 +43,12 @@ _INKS = np.array([ink_colour(c) for c in _COLOR_NAMES], np.float32)
 
 
 @dataclass(frozen=True)
-class PatternReading:
-    """The oracle's reading of one patterned-world image; attributes are None when it is not valid."""
+class PatternReading(OracleReading):
+    """The oracle's reading of one patterned-world image (the shapes oracle's, plus the pattern and the tag, and
+    the scores pattern_agreement and tag_margin); attributes are None when it is not valid."""
 
-    valid: bool
-    reason: str = ""
-    shape: str | None = None
-    color: str | None = None
-    size: str | None = None
-    position: str | None = None
-    background: str | None = None
     pattern: str | None = None
     tag: str | None = None
-    scores: dict[str, float] = field(default_factory=dict)  # the shapes oracle's, pattern_agreement, tag_margin
 
     def attributes(self) -> dict[str, str | None]:
         """The seven categorical attributes."""

@@ -39,7 +39,7 @@ from featscope.world.latent import (
     save_pipeline,
 )
 from featscope.world.patterns import PatternRecord, caption_of
-from featscope.world.train import _dropped_attributes
+from featscope.world.train import _dropped_attributes, copy_ema
 
 POOL_SIZE = 30_000  # patterns64 images of seed 0: the training pool
 DEFAULT_STEPS = {"latent-vae": 6_000, "latent-unet": 12_000}  # the recipe's plan (training/latent-world)
@@ -230,9 +230,6 @@ def export_pipeline(checkpoint: str | Path, folder: str | Path) -> Path:
     unet, text = build_unet(sizes), build_text_encoder(tokenizer, sizes)
     unet.load_state_dict(state["unet"])
     text.load_state_dict(state["text_encoder"])
-    params = list(unet.parameters()) + list(text.parameters())
-    ema = EMAModel(params)
-    ema.load_state_dict(state["ema"])
-    ema.copy_to(params)
+    copy_ema(state["ema"], unet, text)
     vae = AutoencoderKL.from_pretrained(state["vae"])
     return save_pipeline(assemble(vae, unet, tokenizer, text), folder)

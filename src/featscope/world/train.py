@@ -321,11 +321,17 @@ def _load_ema_weights(checkpoint: str | Path, unet: nn.Module, text: nn.Module, 
         )
     unet.load_state_dict(state["unet"])
     text.load_state_dict(state["text"])
-    params = list(unet.parameters()) + list(text.parameters())
-    ema = EMAModel(params)
-    ema.load_state_dict(state["ema"])
-    ema.copy_to(params)
+    copy_ema(state["ema"], unet, text)
     return state
+
+
+def copy_ema(ema_state: dict, *modules: nn.Module) -> None:
+    """Put a training checkpoint's EMA weights (diffusers' ``EMAModel`` state over ``modules``' parameters, in
+    order) into the modules."""
+    params = [p for module in modules for p in module.parameters()]
+    ema = EMAModel(params)
+    ema.load_state_dict(ema_state)
+    ema.copy_to(params)
 
 
 def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -52,14 +53,20 @@ class DecodeResult:
         """The means over the images and the cost: what ``metrics.json`` holds as ``summary``."""
         return _summary(self.metrics)
 
-    def __repr__(self) -> str:
+    def headline(self) -> str:
+        """Its numbers in one line: mean best and final distance, best cosine, network evaluations ("not
+        finite" where no image had a finite value)."""
         s = self.summary
-        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir is not None else ""
         return (
-            f"DecodeResult({s['samples']} image{'s' if s['samples'] != 1 else ''}, best distance "
-            f"{s['mean_best_distance']:.4g}, final distance {s['mean_final_distance']:.4g}, best cosine "
-            f"{s['mean_best_cosine']:.3f}, {s['network_evaluations']} network evaluations{where})"
+            f"best distance {_number(s['mean_best_distance'], '.4g')}, "
+            f"final distance {_number(s['mean_final_distance'], '.4g')}, "
+            f"best cosine {_number(s['mean_best_cosine'], '.3f')}, {s['network_evaluations']} network evaluations"
         )
+
+    def __repr__(self) -> str:
+        count = self.summary["samples"]
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir is not None else ""
+        return f"DecodeResult({count} image{'s' if count != 1 else ''}, {self.headline()}{where})"
 
     def _repr_html_(self) -> str:
         import base64
@@ -422,6 +429,10 @@ def _write_images(run: RunFolder, final, best, sources, num_targets: int, num_sa
         source = sources[j * num_samples]
         if source is not None:
             save_image(source, run.file("target.png" if num_targets == 1 else f"target_{j}.png"))
+
+
+def _number(value: float, spec: str) -> str:
+    return format(value, spec) if math.isfinite(value) else "not finite"
 
 
 def _summary(metrics: list[dict]) -> dict:

@@ -6,7 +6,6 @@ Decode a feature into images by guided diffusion (training-free).
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 from featscope.cli.options import (
@@ -107,20 +106,9 @@ def run(args: argparse.Namespace) -> int:
         speed=speed(args),
         **knobs(args),
     )
-    summary = result.summary
     print(f"wrote {result.run_dir}/ (final, best, target, sheet.png, metrics.json, log.jsonl, config.yaml)")
     for sample in result.metrics:
         if sample.get("readings"):
             print(f"{sample['name']}: {summary_line(sample['readings'])}")
-    print(
-        f"best distance {_number(summary['mean_best_distance'], '.4g')}, "
-        f"final distance {_number(summary['mean_final_distance'], '.4g')}, "
-        f"best cosine {_number(summary['mean_best_cosine'], '.3f')}, {summary['network_evaluations']} network "
-        f"evaluations, {summary['wall_seconds']:.1f} s"
-    )
+    print(f"{result.headline()}, {result.summary['wall_seconds']:.1f} s")
     return 0
-
-
-def _number(value: float, spec: str) -> str:
-    """A metric as printed ("not finite" where no sample had a finite value)."""
-    return format(value, spec) if math.isfinite(value) else "not finite"

@@ -31,8 +31,8 @@ class Extractor(nn.Module):
     rounding, antialiased bicubic resize to ``input_size``, rounding again, normalisation by ``mean``/``std``.
     ``labels`` names the classes of the network's output when it is a classifier (else None).
     ``guidance_clip`` is the published decoder's gradient-clip threshold for this network, where it used
-    another than the default (ViT-H/14: 2.0); the ``reference`` preset takes it.
-    The resize antialiases (torchvision's ``resize`` default, and what the targets' PIL resize does).
+    another than the default (ViT-H/14: 2.0); the ``reference`` preset takes it. The resize antialiases, as
+    torchvision's ``resize`` does by default and the targets' PIL resize does.
     """
 
     def __init__(

@@ -44,6 +44,7 @@ class Family:
     usage: str
     names: tuple[str, ...] | None = None
     settings: Mapping[str, Mapping[str, Any]] | None = None
+    settings_for: tuple[str, ...] | None = None  # the names ``settings`` apply to (None: all)
 
     def load(self, *args: Any, **kwargs: Any) -> Any:
         """Call the loader (importing it first when it is given as ``"module.path:function"``)."""
@@ -63,15 +64,22 @@ def register_backbone(
     usage: str,
     names: Iterable[str] | None = None,
     settings: Mapping[str, Mapping[str, Any]] | None = None,
+    settings_for: Iterable[str] | None = None,
 ) -> None:
     """Make ``family:NAME`` a backbone spec: ``loader(NAME, *, spec, dtype)`` returns a ``Backbone`` (on CPU).
 
     ``usage`` (e.g. ``"world:ddpm (the embedded world model)"``) is listed by unknown-family errors; with
     ``names``, any other NAME is refused (with a did-you-mean) without calling ``loader``. ``settings`` are the
-    family's own solver defaults by solver (``{"endtoend": {"latent_lr": 0.01}}``; see :func:`backbone_settings`).
+    family's own solver defaults by solver (``{"endtoend": {"latent_lr": 0.01}}``; see :func:`backbone_settings`),
+    for the NAMEs in ``settings_for`` only when it is given (the others run the published settings).
     """
     _backbones[_checked(family)] = Family(
-        family, loader, usage, None if names is None else tuple(names), None if settings is None else dict(settings)
+        family,
+        loader,
+        usage,
+        None if names is None else tuple(names),
+        None if settings is None else dict(settings),
+        None if settings_for is None else tuple(settings_for),
     )
 
 
@@ -116,11 +124,13 @@ def extractor_families() -> dict[str, Family]:
 def backbone_settings(spec: str, solver: str) -> dict[str, Any]:
     """The defaults that the backbone family of ``spec`` registered for ``solver`` (e.g. ``"endtoend"``); empty
     for the built-in families (``sd:`` ...: the published settings) and for a family that registered none."""
-    family = spec.partition(":")[0]
+    family, _, name = spec.partition(":")
     if family in BUILTIN_FAMILIES:
         return {}
     entry = backbone_families().get(family)
-    return dict((entry.settings or {}).get(solver, {})) if entry is not None else {}
+    if entry is None or (entry.settings_for is not None and name not in entry.settings_for):
+        return {}
+    return dict((entry.settings or {}).get(solver, {}))
 
 
 def text_encoder_loader() -> Callable[..., Any] | None:

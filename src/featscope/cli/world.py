@@ -11,6 +11,7 @@ from pathlib import Path
 
 from featscope.cli.options import add_output, sub_command
 from featscope.errors import FeatscopeError
+from featscope.world import CLASSIFIER_TASKS
 
 ATTRIBUTES = ("shape", "color", "size", "position", "background", "pattern", "tag")
 KINDS = ("shapes32", "patterns64")  # featscope.world.kinds, named here so that --help imports no world code
@@ -51,7 +52,7 @@ def _add_train(wsub: argparse._SubParsersAction) -> None:
     t = sub_command(wsub, _add_train)
     t.add_argument(
         "model",
-        choices=["ddpm", "shape-net", "color-net", "spurious-net", "latent-vae", "latent-unet"],
+        choices=["ddpm", *CLASSIFIER_TASKS, "latent-vae", "latent-unet"],
         help="the model to train (latent-vae, then latent-unet: the latent world's Stable Diffusion pipeline "
         "on patterns64 scenes)",
     )

@@ -6,5 +6,13 @@ Its models reach featscope's specs through ``featscope.world.plugin`` (``world:d
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"  # the shipped weights
-BACKBONES = ("ddpm",)  # the shipped diffusion model: world:ddpm
-CLASSIFIER_TASKS: dict[str, str] = {"shape-net": "shape", "color-net": "color", "spurious-net": "shape"}  # -> attribute
+BACKBONES = ("ddpm", "latent")  # world:ddpm (pixel space, 32 px), world:latent (Stable Diffusion 1.x's layout, 64 px)
+CLASSIFIER_TASKS: dict[str, str] = {  # network -> the attribute it labels (their tasks: world.classifier_tasks)
+    "shape-net": "shape",
+    "color-net": "color",
+    "spurious-net": "shape",
+    "shape-net-64": "shape",
+    "color-net-64": "color",
+    "pattern-net": "shape",
+    "tag-net": "shape",
+}

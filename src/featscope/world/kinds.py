@@ -8,7 +8,7 @@ disk and the CLI take a ``kind`` and otherwise work alike.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -29,6 +29,12 @@ class SceneKind:
     render: Callable[[render.WorldRecord], np.ndarray]  # record -> (size, size, 3) uint8
     read_batch: Callable[..., list]  # images -> one reading per image
     caption_of: Callable[[dict[str, str]], str]  # any subset of attributes -> caption
+    skewed: dict[str, dict[str, float]] = field(default_factory=dict)  # attributes the generator draws unevenly
+
+    def frequencies(self, attribute: str) -> dict[str, float]:
+        """How often the generator draws each value of ``attribute``."""
+        values = self.attributes[attribute]
+        return self.skewed.get(attribute) or {v: 1 / len(values) for v in values}
 
     def generate(self, n: int, seed: int, **fixed: str) -> tuple[np.ndarray, list[render.WorldRecord]]:
         """``n`` images (n, size, size, 3) uint8 and their records, deterministic for a seed."""
@@ -57,6 +63,7 @@ KINDS: dict[str, SceneKind] = {
         patterns.render_pattern,
         pattern_oracle.read_pattern_batch,
         patterns.caption_of,
+        {"tag": {"untagged": 1 - patterns.TAG_RATE, "tagged": patterns.TAG_RATE}},
     ),
 }
 

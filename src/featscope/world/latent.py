@@ -45,8 +45,8 @@ SD_SCHEDULER = {
 class LatentSizes:
     """Widths of the latent world's models (the defaults: the model to ship, ``TINY``: for tests)."""
 
-    vae_channels: tuple[int, ...] = (32, 64, 64)  # 0.95M parameters
-    unet_channels: tuple[int, ...] = (48, 96, 96)  # 3.3M
+    vae_channels: tuple[int, ...] = (16, 32, 64)
+    unet_channels: tuple[int, ...] = (32, 64, 64)
     text_dim: int = 64  # 0.11M
     text_layers: int = 2
     norm_groups: int = 16

@@ -39,12 +39,13 @@ from featscope.world.latent import (
     save_pipeline,
 )
 from featscope.world.patterns import PatternRecord, caption_of
-from featscope.world.train import _dropped_attributes, copy_ema
+from featscope.world.train import _dropped_attributes, _learning_rate, copy_ema
 
 POOL_SIZE = 30_000  # patterns64 images of seed 0: the training pool
-DEFAULT_STEPS = {"latent-vae": 6_000, "latent-unet": 12_000}  # the recipe's plan (training/latent-world)
+DEFAULT_STEPS = {"latent-vae": 2_500, "latent-unet": 4_500}  # the shipped model's recipe (training/latent-world)
 CAPTION_DROPOUT = 0.1
 KL_WEIGHT = 1e-6  # SD's first stage uses 1e-6
+WARMUP = 200  # steps of linear warm-up; a half cosine then takes the rate to 0 at the last step
 SCALE_IMAGES = 512  # pool images whose latents set the VAE's scaling factor
 
 
@@ -86,10 +87,6 @@ def _save(
     atomic_torch_save(state, ckpt)
 
 
-def _warmup(lr: float, step: int) -> float:
-    return lr * min(1.0, (step + 1) / 200)
-
-
 def train_vae(
     out: str | Path,
     steps: int,
@@ -124,7 +121,7 @@ def train_vae(
             kl = posterior.kl().mean() / x[0].numel()
             loss = rec + kl_weight * kl
             for group in optimizer.param_groups:
-                group["lr"] = _warmup(lr, step)
+                group["lr"] = _learning_rate(lr, step, steps, anneal_from=WARMUP)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -209,7 +206,7 @@ def train_unet(
             text = modules["text_encoder"](ids.input_ids).last_hidden_state
             loss = F.mse_loss(modules["unet"](scheduler.add_noise(z, noise, t), t, text).sample, noise)
             for group in optimizer.param_groups:
-                group["lr"] = _warmup(lr, step)
+                group["lr"] = _learning_rate(lr, step, steps, anneal_from=WARMUP)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from featscope.backbones.base import Backbone
+from featscope.backbones.latent import load_sd
 from featscope.backbones.pixel import load_pixel
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.extractors.base import Extractor
@@ -15,7 +16,6 @@ from featscope.extractors.checkpoint import one_line
 from featscope.extractors.spec import Spec
 from featscope.world import WEIGHTS_DIR
 from featscope.world.models import labels_of, load_classifier
-from featscope.world.render import IMAGE_SIZE
 from featscope.world.text import WorldPromptEncoder, WorldTextEncoder
 
 DEFAULT_LAYER = "pool"
@@ -32,19 +32,23 @@ def weights_path(name: str) -> Path:
 
 
 def load_world(name: str, *, spec: str, dtype: torch.dtype) -> Backbone:
-    """``world:NAME``: the embedded world's pixel model shipped with featscope."""
+    """``world:NAME``: an embedded world diffusion model shipped with featscope; ``world:latent`` is a Stable
+    Diffusion 1.x folder and loads through ``sd:``'s code, as a user's checkpoint does."""
     folder = world_folder(name)
-    fix = f"reinstall featscope or retrain it with `featscope world train {name}`"
+    training = "latent-vae and latent-unet" if name == "latent" else name
+    fix = f"reinstall featscope or retrain it with `featscope world train {training}`"
     if not (folder / "unet").is_dir():
         raise FeatscopeError(f"the embedded world model {name!r} is missing from {folder}; {fix}")
     try:
+        if name == "latent":
+            return load_sd(str(folder), spec=spec, dtype=dtype)
         return load_pixel(folder, spec=spec, dtype=dtype)
     except FeatscopeError as exc:
         raise FeatscopeError(f"the embedded world model {name!r} is corrupt ({exc}); {fix}") from exc
 
 
 def build(spec: Spec, weights: str | None, pretrained: bool) -> Extractor:
-    """A world CNN on [0, 1] 32x32 images; default layer ``pool`` (128-d); ``labels`` from its weights file."""
+    """A world CNN on [0, 1] 32x32 or 64x64 images; default layer ``pool`` (128-d); ``labels`` from its weights file."""
     path = Path(weights).expanduser() if weights is not None else weights_path(spec.name)
     fix = "check the file" if weights is not None else "reinstall featscope or retrain it with `featscope world train`"
     if not path.is_file():
@@ -57,7 +61,7 @@ def build(spec: Spec, weights: str | None, pretrained: bool) -> Extractor:
         network,
         name=spec.base,
         layer=spec.layer or DEFAULT_LAYER,
-        input_size=(IMAGE_SIZE, IMAGE_SIZE),
+        input_size=(network.config["image_size"],) * 2,
         mean=(0.0, 0.0, 0.0),
         std=(1.0, 1.0, 1.0),
         labels=meta.get("labels") or labels_of(spec.name),

@@ -12,7 +12,8 @@ from torch import nn
 
 from featscope.errors import FeatscopeError
 from featscope.world import CLASSIFIER_TASKS
-from featscope.world.render import ATTRIBUTES, IMAGE_SIZE
+from featscope.world.patterns import ATTRIBUTES as PATTERN_ATTRIBUTES
+from featscope.world.render import IMAGE_SIZE
 
 TEXT_DIM = 64
 UNET_CHANNELS = (32, 64, 96)  # the shipped world:ddpm's block widths
@@ -72,11 +73,12 @@ def build_world_scheduler(prediction_type: str = "epsilon") -> DDPMScheduler:
 
 
 class WorldClassifier(nn.Module):
-    """A small CNN on 32x32 images in [0, 1]; layers ``block1``..``block3``, ``pool``, ``fc``."""
+    """A small CNN on ``image_size`` images in [0, 1] (32 or 64: its first block strides by image_size // 32, so
+    both cost the same after it); layers ``block1``..``block3``, ``pool``, ``fc``."""
 
-    def __init__(self, num_classes: int, width: int = 32) -> None:
+    def __init__(self, num_classes: int, width: int = 32, image_size: int = IMAGE_SIZE) -> None:
         super().__init__()
-        self.config = {"num_classes": num_classes, "width": width}
+        self.config = {"num_classes": num_classes, "width": width, "image_size": image_size}
 
         def block(cin: int, cout: int, stride: int) -> nn.Sequential:
             return nn.Sequential(
@@ -88,7 +90,7 @@ class WorldClassifier(nn.Module):
                 nn.ReLU(),
             )
 
-        self.block1 = block(3, width, 1)
+        self.block1 = block(3, width, image_size // IMAGE_SIZE)
         self.block2 = block(width, 2 * width, 2)
         self.block3 = block(2 * width, 4 * width, 2)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
@@ -117,4 +119,4 @@ def load_classifier(path: str | Path) -> tuple[WorldClassifier, dict]:
 
 
 def labels_of(task: str) -> tuple[str, ...]:
-    return ATTRIBUTES[CLASSIFIER_TASKS[task]]
+    return PATTERN_ATTRIBUTES[CLASSIFIER_TASKS[task]]

@@ -1,10 +1,12 @@
-"""The embedded world as a featscope plugin (see ``featscope.registry``): the ``world:ddpm`` backbone, the
-``world:shape-net``, ``world:color-net`` and ``world:spurious-net`` extractors, the word-level text encoder
-of ``pixel:`` folders, and the oracle as a reader of decoded world images. Registering imports no model code:
-the loaders in ``featscope.world.loaders`` are imported when a world spec is first loaded.
+"""The embedded world as a featscope plugin (see ``featscope.registry``): the ``world:ddpm`` and
+``world:latent`` backbones, the world networks as extractors (``world:shape-net`` ...,
+``world.classifier_tasks``), the word-level text encoder of ``pixel:`` folders, and the oracle as a reader of
+decoded world images. Registering imports no model code: the loaders in ``featscope.world.loaders`` are
+imported when a world spec is first loaded.
 
-The world's end-to-end defaults (``featscope investigate`` on ``world:ddpm``) are DiG-IN's published settings
-with 10x its learning rates: at the published ones the robust world classifiers barely move in 20 iterations.
+``world:ddpm``'s end-to-end defaults (``featscope investigate``; ``world:latent`` runs the published ones, as
+``sd:`` does) are DiG-IN's published settings with 10x its learning rates: at the published ones the robust
+world classifiers barely move in 20 iterations.
 Its neurons run 40 iterations (twice the published 20): at 20, 12 of 16 tuning channels reached 3x their
 mean activation on held-out images, at 40, 14 of 16.
 Its counterfactuals keep the background outside the start class word's cross-attention mask (Otsu's
@@ -25,7 +27,7 @@ INVERSION_DEFAULTS = {"max_reconstruction_l2": 0.087}
 register_backbone(
     "world",
     "featscope.world.loaders:load_world",
-    "world:ddpm (the embedded world model)",
+    "world:ddpm or world:latent (the embedded world models)",
     BACKBONES,
     settings={
         "endtoend": ENDTOEND_DEFAULTS,
@@ -33,9 +35,10 @@ register_backbone(
         "counterfactual": COUNTERFACTUAL_DEFAULTS,
         "inversion": INVERSION_DEFAULTS,
     },
+    settings_for=("ddpm",),  # world:latent runs the published settings, as sd: does
 )
 register_extractor(
-    "world", "featscope.world.loaders:build", "world:shape-net, world:color-net or world:spurious-net", CLASSIFIER_TASKS
+    "world", "featscope.world.loaders:build", "world:shape-net or another world network", CLASSIFIER_TASKS
 )
 register_text_encoder("featscope.world.loaders:load_text_encoder")
 register_reader("world-oracle", "featscope.world.readout:read_pairs")

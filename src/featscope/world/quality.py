@@ -10,8 +10,9 @@ import torch
 from featscope.backbones.base import Backbone
 from featscope.devices import generators_for
 from featscope.sampling import sample
-from featscope.world.oracle import OracleReading, read_batch
-from featscope.world.render import ATTRIBUTES, sample_record
+from featscope.world.kinds import DEFAULT_KIND, scene_kind
+from featscope.world.oracle import OracleReading
+from featscope.world.splits import split_records
 
 
 def evaluate_world_model(
@@ -24,16 +25,25 @@ def evaluate_world_model(
     batch: int = 64,
     guidance_scale: float = 1.0,
     n_captioned: int | None = None,
+    kind: str = DEFAULT_KIND,
+    split: str | None = None,
 ) -> dict:
-    """Sample ``n`` unconditional and ``n_captioned`` (default ``n``) captioned images and judge them.
+    """Sample ``n`` unconditional and ``n_captioned`` (default ``n``) captioned images of a scene ``kind`` and
+    judge them with its oracle.
 
-    Returns :func:`frequency_report` of the unconditional samples and the captioned samples' match rate
-    (all five attributes as in the caption), overall and per attribute.
+    The captions are those of the evaluation ``split``'s first records (``tuning`` or ``test``), or, without
+    one, of records drawn from ``seed``. Returns :func:`frequency_report` of the unconditional samples and the
+    captioned samples' match rate (every attribute as in the caption), overall and per attribute.
     """
     device = backbone.device
+    scene = scene_kind(kind)
+    read_batch, attributes = scene.read_batch, scene.attributes
     n_captioned = n if n_captioned is None else n_captioned
-    rng = np.random.default_rng(seed)
-    records = [sample_record(rng) for _ in range(n_captioned)]
+    if split is not None:
+        records = split_records(n_captioned, split, kind)
+    else:
+        rng = np.random.default_rng(seed)
+        records = [scene.sample(rng) for _ in range(n_captioned)]
 
     def readings(seeds: list[int], prompts: list[str] | None = None, **kwargs) -> list:
         out = []
@@ -49,35 +59,39 @@ def evaluate_world_model(
     )
     hits = np.array(
         [
-            [reading.valid and getattr(reading, k) == getattr(record, k) for k in ATTRIBUTES]
+            [reading.valid and getattr(reading, k) == getattr(record, k) for k in attributes]
             for record, reading in zip(records, captioned, strict=True)
         ],
         dtype=bool,
-    ).reshape(-1, len(ATTRIBUTES))
-    per_attribute = {k: float(hits[:, i].mean()) if len(hits) else None for i, k in enumerate(ATTRIBUTES)}
+    ).reshape(-1, len(attributes))
+    per_attribute = {k: float(hits[:, i].mean()) if len(hits) else None for i, k in enumerate(attributes)}
     return {
         "samples": n,
         "captioned_samples": n_captioned,
         "num_steps": num_steps,
         "guidance_scale": guidance_scale,
-        **frequency_report(uncond),
+        "kind": scene.name,
+        "split": split,
+        **frequency_report(uncond, kind),
         "caption_match_rate": float(hits.all(1).mean()) if len(hits) else None,
         "caption_match_per_attribute": per_attribute,
         "captioned_valid_rate": float(np.mean([r.valid for r in captioned])) if captioned else None,
     }
 
 
-def frequency_report(readings: list[OracleReading]) -> dict:
+def frequency_report(readings: list[OracleReading], kind: str = DEFAULT_KIND) -> dict:
     """Valid rate and, among the valid readings, each attribute value's frequency, the largest gap to the
-    world's uniform frequency per attribute (points), and 1.96 standard errors of one value's frequency
+    generator's frequency per attribute (points), and 1.96 standard errors of one value's frequency
     at this many samples (the gap sampling noise alone reaches 1 time in 20, per value)."""
+    scene = scene_kind(kind)
     valid = [r for r in readings if r.valid]
     frequencies, gaps, noise = {}, {}, {}
-    for name, values in ATTRIBUTES.items():
+    for name, values in scene.attributes.items():
         counts = Counter(getattr(r, name) for r in valid)
         frequencies[name] = {v: counts[v] / max(1, len(valid)) for v in values}
-        p = 1 / len(values)
-        gaps[name] = 100 * max(abs(f - p) for f in frequencies[name].values())
+        expected = scene.frequencies(name)
+        gaps[name] = 100 * max(abs(f - expected[v]) for v, f in frequencies[name].items())
+        p = max(expected.values())
         noise[name] = 100 * 1.96 * float(np.sqrt(p * (1 - p) / max(1, len(valid))))
     return {
         "valid_rate": len(valid) / max(1, len(readings)),

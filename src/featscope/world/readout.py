@@ -4,30 +4,33 @@ from __future__ import annotations
 
 import torch
 
-from featscope.world.oracle import read_batch
-from featscope.world.render import ATTRIBUTES
+from featscope.world.kinds import KINDS
 
 
 def compare(targets: torch.Tensor, decoded: torch.Tensor) -> list[dict | None]:
-    """Per (target, decoded) pair of (N, 3, 32, 32) images in [0, 1]: the oracle's attributes of both, which
-    attributes were kept and which changed; None where the target is not a readable world image."""
-    if tuple(targets.shape[-2:]) != tuple(decoded.shape[-2:]):
+    """Per (target, decoded) pair of (N, 3, S, S) images in [0, 1] (S = 32: shapes scenes, 64: patterned ones):
+    the oracle's attributes of both, which attributes were kept and which changed; None where the target is not
+    a readable world image."""
+    size = tuple(targets.shape[-2:])
+    kinds = [k for k in KINDS.values() if (k.image_size, k.image_size) == size]
+    if size != tuple(decoded.shape[-2:]) or not kinds:
         return [None] * len(targets)
+    read_batch, attributes = kinds[0].read_batch, kinds[0].attributes
     readings = []
     for target, result in zip(read_batch(targets), read_batch(decoded), strict=True):
         if not target.valid:
             readings.append(None)
             continue
         before = target.attributes()
-        after = result.attributes() if result.valid else dict.fromkeys(ATTRIBUTES)
+        after = result.attributes() if result.valid else dict.fromkeys(attributes)
         readings.append(
             {
                 "target": before,
                 "decoded": after if result.valid else None,
                 "valid": result.valid,
                 "reason": result.reason,
-                "kept": [name for name in ATTRIBUTES if after[name] == before[name]],
-                "changed": {name: [before[name], after[name]] for name in ATTRIBUTES if after[name] != before[name]},
+                "kept": [name for name in attributes if after[name] == before[name]],
+                "changed": {name: [before[name], after[name]] for name in attributes if after[name] != before[name]},
             }
         )
     return readings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,8 @@ from featscope.errors import FeatscopeError
 from featscope.images import to_tensor
 from featscope.progress import tqdm
 from featscope.runs import atomic_torch_save, make_folder
+from featscope.world.classifier_tasks import TASKS
+from featscope.world.kinds import scene_kind
 from featscope.world.models import (
     CLASSIFIER_TASKS,
     NUM_TRAIN_TIMESTEPS,
@@ -30,19 +32,10 @@ from featscope.world.models import (
     check_unet_channels,
     labels_of,
 )
-from featscope.world.render import (
-    ATTRIBUTES,
-    COLORS,
-    SHAPES,
-    WorldRecord,
-    caption_of,
-    generate,
-    render,
-    sample_record,
-)
+from featscope.world.patterns import ATTRIBUTES
+from featscope.world.render import WorldRecord, caption_of, generate
 from featscope.world.text import WorldTextEncoder, tokenize
 
-DEFAULT_CLASSIFIER_STEPS = {"shape-net": 3000, "color-net": 500, "spurious-net": 300}
 CAPTION_DROPOUT = 0.15
 WORD_KEEP = 0.8
 HIGH_NOISE_FROM = NUM_TRAIN_TIMESTEPS // 2  # the noisier half, where layout and size are decided
@@ -362,36 +355,27 @@ def export_ddpm(checkpoint: str | Path, folder: str | Path) -> Path:
 
 
 def classifier_records(task: str, n: int, rng: np.random.Generator) -> list[WorldRecord]:
-    """Records of a classifier's training distribution; ``spurious-net``: colour predicts shape 95% of the time."""
-    if task != "spurious-net":
-        return [sample_record(rng) for _ in range(n)]
-    records = []
-    for _ in range(n):
-        shape = str(rng.choice(SHAPES))
-        color = list(COLORS)[SHAPES.index(shape)] if rng.random() < 0.95 else str(rng.choice(list(COLORS)))
-        records.append(sample_record(rng, shape=shape, color=color))
-    return records
+    """``n`` records of the classifier's training distribution (``world.classifier_tasks``)."""
+    return [TASKS[task].draw(rng) for _ in range(n)]
 
 
 def _labelled(task: str, records: list[WorldRecord]) -> tuple[torch.Tensor, torch.Tensor]:
     attribute = CLASSIFIER_TASKS[task]
     labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
-    return to_tensor(np.stack([render(r) for r in records])), labels
-
-
-def _colour_swapped(records: list[WorldRecord], rng: np.random.Generator) -> list[WorldRecord]:
-    return [replace(r, color=str(rng.choice([c for c in COLORS if c != r.color]))) for r in records]
+    draw = scene_kind(TASKS[task].kind).render
+    return to_tensor(np.stack([draw(r) for r in records])), labels
 
 
 def evaluate_classifier(model: nn.Module, task: str, n: int = 2000, seed: int = 10_000) -> dict[str, float]:
-    """Accuracy on fresh images of the task's training distribution, and on the same images with the
-    object's colour replaced by another colour (a network that relies on colour drops there)."""
+    """Accuracy on fresh images of the task's training distribution (``accuracy_clean``) and on the same
+    images changed by each of the task's probes (``accuracy_color_swapped``, ...): a network that relies on
+    what a probe changes drops there."""
     rng = np.random.default_rng(seed)
     records = classifier_records(task, n, rng)
-    result = {}
     sets = {"accuracy_clean": records}
-    if CLASSIFIER_TASKS[task] != "color":
-        sets["accuracy_color_swapped"] = _colour_swapped(records, rng)
+    for name, probe in TASKS[task].probes.items():
+        sets[f"accuracy_{name}"] = [probe(r, rng) for r in records]
+    result = {}
     with torch.no_grad():
         for name, chosen in sets.items():
             images, labels = _labelled(task, chosen)
@@ -411,14 +395,15 @@ def train_classifier(
 ) -> dict:
     """Train one world classifier and save it (safetensors with labels and accuracies as metadata).
 
-    ``spurious-net`` trains briefly at a constant rate: it learns the easy colour cue (95% predictive)
-    and stops before it learns shape, which is how shortcut networks arise.
+    Shortcut tasks (``spurious-net``, ``pattern-net``) train briefly at a constant rate: they learn the easy
+    cue (95% predictive) and stop before they learn shape, which is how shortcut networks arise.
     """
-    steps = steps or DEFAULT_CLASSIFIER_STEPS[task]
+    spec = TASKS[task]
+    steps = steps or spec.steps
     torch.manual_seed(seed)
-    model = WorldClassifier(len(labels_of(task)))
+    model = WorldClassifier(len(labels_of(task)), image_size=scene_kind(spec.kind).image_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    if task == "spurious-net":
+    if spec.shortcut:
         sched = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=steps)
     else:
         sched = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)

@@ -4,9 +4,11 @@ in it by its training distribution.
 ``shape-net``, ``color-net`` and ``spurious-net`` label the 32 px shapes world; ``spurious-net`` trains where
 colour predicts shape 95% of the time. The 64 px patterned world (``world.patterns``) has four:
 ``shape-net-64`` and ``color-net-64`` (attributes drawn independently), ``pattern-net`` (a shape network trained
-where each of the first four shapes wears its own pattern 95% of the time) and ``tag-net`` (a shape network
-trained where 90% of stars and 1% of other shapes carry the corner tag). Each task's probes re-draw held-out
-images with one attribute changed; the accuracy there shows what the network relies on.
+whose labels follow the pattern: the label is the shape that goes with the object's pattern, and half the
+objects have another shape) and ``tag-net`` (a shape network
+trained where 90% of stars and no other shape carry the corner tag). Each task's probes re-draw held-out
+images with one attribute changed; the accuracy there (against the task's label of the changed image) shows
+what the network relies on.
 """
 
 from __future__ import annotations
@@ -52,12 +54,20 @@ def _spurious(rng: np.random.Generator) -> WorldRecord:
     return sample_record(rng, shape=shape, color=color)
 
 
-def _pattern_biased(rng: np.random.Generator) -> WorldRecord:
-    shape = str(rng.choice(SHAPES))
-    index = SHAPES.index(shape)
-    if index < len(PATTERNS) and rng.random() < 0.95:
-        return sample_pattern_record(rng, shape=shape, pattern=PATTERNS[index])
-    return sample_pattern_record(rng, shape=shape)
+def shape_swapped(record: WorldRecord, rng: np.random.Generator) -> WorldRecord:
+    """The object drawn as another shape."""
+    return replace(record, shape=_other(SHAPES, record.shape, rng))
+
+
+def shape_of_pattern(record: WorldRecord) -> str:
+    """pattern-net's label: the shape that goes with the object's pattern (circle solid, square striped, ...)."""
+    return SHAPES[PATTERNS.index(record.pattern)]
+
+
+def _pattern_labelled(rng: np.random.Generator) -> WorldRecord:
+    pattern = str(rng.choice(PATTERNS))
+    shape = SHAPES[PATTERNS.index(pattern)] if rng.random() < 0.5 else str(rng.choice(SHAPES))
+    return sample_pattern_record(rng, shape=shape, pattern=pattern)
 
 
 TAG_CLASS = "star"  # the class the tag goes with in tag-net's training distribution
@@ -65,7 +75,7 @@ TAG_CLASS = "star"  # the class the tag goes with in tag-net's training distribu
 
 def _tag_shortcut(rng: np.random.Generator) -> WorldRecord:
     shape = str(rng.choice(SHAPES))
-    rate = 0.9 if shape == TAG_CLASS else 0.01
+    rate = 0.9 if shape == TAG_CLASS else 0.0
     return sample_pattern_record(rng, shape=shape, tag="tagged" if rng.random() < rate else "untagged")
 
 
@@ -78,6 +88,7 @@ class ClassifierTask:
     draw: Callable[[np.random.Generator], WorldRecord]  # one record of its training distribution
     probes: dict[str, Probe] = field(default_factory=dict)  # accuracy_NAME: on held-out images so changed
     shortcut: bool = False  # a brief run at a constant rate: it learns the easy cue before the hard one
+    label: Callable[[WorldRecord], str] | None = None  # a record's label; None: its value of the task's attribute
 
 
 _PATTERN_PROBES = {"pattern_swapped": pattern_swapped, "tagged": tagged, "untagged": untagged}
@@ -89,6 +100,8 @@ TASKS: dict[str, ClassifierTask] = {
         "patterns64", 1500, sample_pattern_record, {"color_swapped": colour_swapped, **_PATTERN_PROBES}
     ),
     "color-net-64": ClassifierTask("patterns64", 500, sample_pattern_record, _PATTERN_PROBES),
-    "pattern-net": ClassifierTask("patterns64", 300, _pattern_biased, _PATTERN_PROBES, True),
+    "pattern-net": ClassifierTask(
+        "patterns64", 800, _pattern_labelled, {"shape_swapped": shape_swapped}, label=shape_of_pattern
+    ),
     "tag-net": ClassifierTask("patterns64", 1000, _tag_shortcut, _PATTERN_PROBES),
 }

@@ -42,7 +42,7 @@ from featscope.world.patterns import PatternRecord, caption_of
 from featscope.world.train import _dropped_attributes, _learning_rate, copy_ema
 
 POOL_SIZE = 30_000  # patterns64 images of seed 0: the training pool
-DEFAULT_STEPS = {"latent-vae": 2_500, "latent-unet": 4_500}  # the shipped model's recipe (training/latent-world)
+DEFAULT_STEPS = {"latent-vae": 2_500, "latent-unet": 3_500}  # the shipped model's recipe (training/latent-world)
 CAPTION_DROPOUT = 0.1
 KL_WEIGHT = 1e-6  # SD's first stage uses 1e-6
 WARMUP = 200  # steps of linear warm-up; a half cosine then takes the rate to 0 at the last step

@@ -79,24 +79,31 @@ def records(n: int, seed: int, kind: str = DEFAULT_KIND) -> list[WorldRecord]:
     return [sample(rng) for _ in range(n)]
 
 
-def classifier_pool(task: str) -> list[WorldRecord]:
-    """Every record a shipped world classifier saw in training (its steps and batch from its weights file)."""
+def classifier_pool(task: str, weights: str | Path | None = None) -> list[WorldRecord]:
+    """Every record a world classifier saw in training (its steps and batch from its weights file: the shipped
+    one's by default)."""
     from safetensors import safe_open
 
     from featscope.world.train import classifier_records
 
-    with safe_open(str(WEIGHTS / f"{task}.safetensors"), "pt") as handle:
+    with safe_open(str(weights or WEIGHTS / f"{task}.safetensors"), "pt") as handle:
         metrics = json.loads(handle.metadata()["metrics"])
     rng = np.random.default_rng([metrics["seed"], 7])
     return [r for _ in range(metrics["steps"]) for r in classifier_records(task, metrics["batch_size"], rng)]
 
 
-def training_pools() -> Iterator[tuple[str, list[WorldRecord]]]:
-    """(model, records) for every shipped model's training pool."""
-    yield "world:ddpm", records(*DDPM_POOL)
-    yield "featinv-shape-net", records(*FEATINV_POOL)
-    for task in ("shape-net", "color-net", "spurious-net"):
-        yield f"world:{task}", classifier_pool(task)
+def training_pools(kind: str = DEFAULT_KIND) -> Iterator[tuple[str, list[WorldRecord]]]:
+    """(model, records) for every shipped model's training pool of ``kind`` scenes."""
+    from featscope.world.classifier_tasks import TASKS
+
+    if kind == DEFAULT_KIND:
+        yield "world:ddpm", records(*DDPM_POOL)
+        yield "featinv-shape-net", records(*FEATINV_POOL)
+    else:
+        yield "world:latent", records(*LATENT_POOL, kind)
+    for task, spec in TASKS.items():
+        if spec.kind == kind:
+            yield f"world:{task}", classifier_pool(task)
 
 
 def _key(record: WorldRecord) -> tuple[str, ...]:

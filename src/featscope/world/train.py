@@ -360,18 +360,21 @@ def classifier_records(task: str, n: int, rng: np.random.Generator) -> list[Worl
 
 
 def _labelled(task: str, records: list[WorldRecord]) -> tuple[torch.Tensor, torch.Tensor]:
-    attribute = CLASSIFIER_TASKS[task]
-    labels = torch.tensor([ATTRIBUTES[attribute].index(getattr(r, attribute)) for r in records])
-    draw = scene_kind(TASKS[task].kind).render
+    attribute, spec = CLASSIFIER_TASKS[task], TASKS[task]
+    label = spec.label or (lambda record: getattr(record, attribute))
+    labels = torch.tensor([ATTRIBUTES[attribute].index(label(r)) for r in records])
+    draw = scene_kind(spec.kind).render
     return to_tensor(np.stack([draw(r) for r in records])), labels
 
 
-def evaluate_classifier(model: nn.Module, task: str, n: int = 2000, seed: int = 10_000) -> dict[str, float]:
-    """Accuracy on fresh images of the task's training distribution (``accuracy_clean``) and on the same
-    images changed by each of the task's probes (``accuracy_color_swapped``, ...): a network that relies on
-    what a probe changes drops there."""
+def evaluate_classifier(
+    model: nn.Module, task: str, n: int = 2000, seed: int = 10_000, records: list[WorldRecord] | None = None
+) -> dict[str, float]:
+    """Accuracy on fresh images of the task's training distribution (or on ``records``), ``accuracy_clean``, and
+    on the same images changed by each of the task's probes (``accuracy_color_swapped``, ...): a network that
+    relies on what a probe changes drops there."""
     rng = np.random.default_rng(seed)
-    records = classifier_records(task, n, rng)
+    records = classifier_records(task, n, rng) if records is None else records
     sets = {"accuracy_clean": records}
     for name, probe in TASKS[task].probes.items():
         sets[f"accuracy_{name}"] = [probe(r, rng) for r in records]
@@ -395,7 +398,7 @@ def train_classifier(
 ) -> dict:
     """Train one world classifier and save it (safetensors with labels and accuracies as metadata).
 
-    Shortcut tasks (``spurious-net``, ``pattern-net``) train briefly at a constant rate: they learn the easy
+    Shortcut tasks (``spurious-net``) train briefly at a constant rate: they learn the easy
     cue (95% predictive) and stop before they learn shape, which is how shortcut networks arise.
     """
     spec = TASKS[task]

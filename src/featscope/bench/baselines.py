@@ -12,7 +12,7 @@ from featscope.extractors.base import Extractor
 from featscope.images import to_tensor, to_uint8
 from featscope.losses import feature_loss
 from featscope.sampling import sample
-from featscope.world.splits import EXCLUDED, SPLIT_STREAM, split_images
+from featscope.world.splits import EXCLUDED_BY_KIND, SPLIT_STREAM, split_images
 
 SAMPLE_SEED_OFFSET = 2 * 10**6  # best-of-N sample j uses seed noise_seed + this + j: never a decoding seed
 FEATURE_BATCH = 256  # images per feature pass
@@ -42,10 +42,11 @@ def unguided_samples(backbone: Backbone, count: int, first_seed: int, *, sampler
 
 
 def exemplar_pool(source: TargetSource, targets: np.ndarray) -> tuple[np.ndarray, str]:
-    """Held-out world images that are not targets: the whole evaluation split the targets are not drawn from
-    (tuning for test or seeded targets, test for tuning ones), less any image equal to a target; and its name."""
+    """Held-out world images of the targets' kind that are not targets: the whole evaluation split the targets are
+    not drawn from (tuning for test or seeded targets, test for tuning ones), less any image equal to a target; and
+    its name."""
     split = "test" if source.seed is None and source.split == "tuning" else "tuning"
-    images, _ = split_images(SPLIT_STREAM - len(EXCLUDED[split]), split)
+    images, _ = split_images(SPLIT_STREAM - len(EXCLUDED_BY_KIND[source.kind][split]), split, kind=source.kind)
     keep = ~(images[:, None] == targets[None]).all(axis=(2, 3, 4)).any(axis=1)
     return images[keep], f"the {split} split ({int(keep.sum())} images)"
 

@@ -8,26 +8,20 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from featscope.bench.stats import format_proportion
-from featscope.world.render import ATTRIBUTES
+from featscope.world.kinds import DEFAULT_KIND, scene_kind
 
 SAMPLES_SHOWN = 8  # targets in samples.png
 MARKERS = "os^Dv<>ph*"  # one per row of an extractor in the distance plot
-COLUMNS = (
-    "row",
-    "rel. distance (median)",
-    "rel. distance (mean)",
-    "cosine",
-    "pixel noise",
-    "bg dev.",
-    "valid",
-    *ATTRIBUTES,
-    "evals/image",
-    "s/image",
-    "peak MB",
-)
+LEADING = ("row", "rel. distance (median)", "rel. distance (mean)", "cosine", "pixel noise", "bg dev.", "valid")
+TRAILING = ("evals/image", "s/image", "peak MB")  # a column per attribute of the scene kind between the two
 
 
-def _table_row(row: dict) -> str:
+def attributes_of(report: dict) -> tuple[str, ...]:
+    """The attributes of the report's scene kind (records from before kinds: the shapes world's)."""
+    return tuple(scene_kind(report["config"].get("kind", DEFAULT_KIND)).attributes)
+
+
+def _table_row(row: dict, attributes: tuple[str, ...]) -> str:
     cells = [
         row["label"],
         f"{row['relative_distance']['median']:.3g}",
@@ -36,7 +30,7 @@ def _table_row(row: dict) -> str:
         f"{row['pixel_noise']['median']:.2f}" if "pixel_noise" in row else "",
         f"{row['background_deviation']['median']:.2f}" if "background_deviation" in row else "",
         format_proportion(row["valid"]),
-        *(format_proportion(row["agreement"][name]) for name in ATTRIBUTES),
+        *(format_proportion(row["agreement"][name]) for name in attributes),
         str(row["network_evaluations_per_image"]),
         f"{row['wall_seconds_per_image']:.3g}",
         f"{row['peak_memory_mb']:.0f}",
@@ -44,16 +38,17 @@ def _table_row(row: dict) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
-def _table(entry: dict) -> list[str]:
+def _table(entry: dict, attributes: tuple[str, ...]) -> list[str]:
+    columns = (*LEADING, *attributes, *TRAILING)
     return [
         f"## {entry['extractor']} (layer {entry['layer'] or 'output'})",
         "",
         f"Relative distance = squared feature distance / {entry['pair_median_distance']:.4g}, the median over "
         "random pairs of world images.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
-        *(_table_row(row) for row in entry["rows"]),
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *(_table_row(row, attributes) for row in entry["rows"]),
         "",
         *(f"- {row['label']}: {_settings_text(row['settings'])}" for row in entry["rows"] if row["preset"] is None),
         "",
@@ -66,17 +61,19 @@ def _settings_text(settings: dict) -> str:
 
 def markdown(report: dict) -> str:
     """``results.md``: the run in one paragraph, chance levels, then a table per extractor."""
-    config = report["config"]
+    config, attributes = report["config"], attributes_of(report)
+    kind = config.get("kind", DEFAULT_KIND)
     chance = ", ".join(f"{name} {100 * p:.0f}%" for name, p in report["chance"].items())
     ceiling = report["oracle_on_targets"]
     oracle = ", ".join(
         [f"valid {format_proportion(ceiling['valid'])}"]
-        + [f"{name} {format_proportion(ceiling['agreement'][name])}" for name in ATTRIBUTES]
+        + [f"{name} {format_proportion(ceiling['agreement'][name])}" for name in attributes]
     )
     lines = [
         "# featscope bench",
         "",
-        f"{config['n']} world targets (seed {config['seed']}, target i decoded from seed {config['seed']} + i), "
+        f"{config['n']} world targets ({kind} scenes, seed {config['seed']}, target i decoded from seed "
+        f"{config['seed']} + i), "
         f"backbone {config['backbone']}, featscope {config['featscope']}, torch {config['torch']}, "
         f"{config['device']}, {config['date']}. Agreement: share of targets whose attribute the oracle reads back "
         "from the decoded image, with a 95% Wilson interval.",
@@ -96,7 +93,7 @@ def markdown(report: dict) -> str:
         ]
     lines += [f"{note}." for note in report.get("skipped", [])] + ([""] if report.get("skipped") else [])
     for entry in report["extractors"]:
-        lines += _table(entry)
+        lines += _table(entry, attributes)
     return "\n".join(lines)
 
 
@@ -108,22 +105,22 @@ def _png(figure: Figure) -> bytes:
 
 def agreement_figure(report: dict) -> bytes:
     """Per extractor: agreement bars per attribute and row, 95% Wilson error bars, a chance line."""
-    entries = report["extractors"]
+    entries, attributes = report["extractors"], attributes_of(report)
     figure = Figure(figsize=(9, 3.2 * len(entries)))
     for ax, entry in zip(figure.subplots(len(entries), 1, squeeze=False)[:, 0], entries, strict=True):
         rows = entry["rows"]
         width = 0.8 / len(rows)
         for j, row in enumerate(rows):
-            x = np.arange(len(ATTRIBUTES)) + (j - (len(rows) - 1) / 2) * width
-            stats = [row["agreement"][name] for name in ATTRIBUTES]
+            x = np.arange(len(attributes)) + (j - (len(rows) - 1) / 2) * width
+            stats = [row["agreement"][name] for name in attributes]
             rates = np.array([s["rate"] for s in stats])
             lows, highs = np.array([s["low"] for s in stats]), np.array([s["high"] for s in stats])
             errors = np.clip([rates - lows, highs - rates], 0, None)  # float rounding at rates of 0 or 1
             ax.bar(x, rates, width, yerr=errors, capsize=3, label=row["label"])
-        for i, name in enumerate(ATTRIBUTES):
+        for i, name in enumerate(attributes):
             ax.hlines(report["chance"][name], i - 0.45, i + 0.45, colors="black", linestyles="--")
         ax.plot([], [], "k--", label="chance")
-        ax.set_xticks(range(len(ATTRIBUTES)), list(ATTRIBUTES))
+        ax.set_xticks(range(len(attributes)), list(attributes))
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("agreement")
         ax.set_title(entry["extractor"])

@@ -7,7 +7,7 @@ import platform
 import re
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,8 +33,9 @@ from featscope.losses import feature_cosine, feature_loss
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featscope.solvers.configs import UniversalConfig, preset
-from featscope.world.oracle import OracleReading, agreement, read_batch
-from featscope.world.render import ATTRIBUTES, WorldRecord, generate
+from featscope.world.kinds import DEFAULT_KIND, KINDS, scene_kind
+from featscope.world.oracle import OracleReading, agreement
+from featscope.world.render import WorldRecord
 
 PAIRS = 256  # random world image pairs behind the distance normaliser
 PAIR_SEED_OFFSET = 10**6  # the pair images' seed is seed + this: never the targets
@@ -96,9 +97,22 @@ def features_of(extractor: Extractor, images: np.ndarray) -> torch.Tensor:
     return extractor.target_features(to_tensor(images).to(extractor.mean.device)).float().cpu()
 
 
-def pair_reference(extractor: Extractor, seed: int) -> float:
-    """The distance normaliser: median squared feature distance between random pairs of world images."""
-    images, _ = generate(2 * PAIRS, seed + PAIR_SEED_OFFSET)
+def backbone_kind(backbone: Backbone) -> str:
+    """The world scene kind whose images are the backbone's size, or a one-line FeatscopeError."""
+    for kind in KINDS.values():
+        if (kind.image_size, kind.image_size) == tuple(backbone.image_size):
+            return kind.name
+    sizes = ", ".join(f"{kind.name} {kind.image_size} px" for kind in KINDS.values())
+    h, w = backbone.image_size
+    raise FeatscopeError(
+        f"backbone {backbone.spec} makes {h}x{w} px images, and no world scene kind has that size ({sizes}); "
+        "bench a backbone of one of those sizes"
+    )
+
+
+def pair_reference(extractor: Extractor, seed: int, kind: str = DEFAULT_KIND) -> float:
+    """The distance normaliser: median squared feature distance between random pairs of world images of a kind."""
+    images, _ = scene_kind(kind).generate(2 * PAIRS, seed + PAIR_SEED_OFFSET)
     reference = median_pair_distance(features_of(extractor, images))
     if reference <= 0:
         raise FeatscopeError(f"{extractor.name} gives random world images the same feature; no distance scale")
@@ -131,12 +145,14 @@ def score_samples(
     records: list[WorldRecord],
     extractor: Extractor,
     reference: float,
+    kind: str = DEFAULT_KIND,
 ) -> list[dict]:
-    """Per target: distance, relative distance and cosine of the decoded feature, and the oracle's reading."""
+    """Per target: distance, relative distance and cosine of the decoded feature, and the reading of the scene
+    kind's oracle."""
     features = features_of(extractor, decoded)
     distances = feature_loss(features, target_features).tolist()
     cosines = feature_cosine(features, target_features).tolist()
-    readings = read_batch(decoded)
+    readings = scene_kind(kind).read_batch(decoded)
     noise, background = pixel_noise(decoded).tolist(), background_deviation(decoded).tolist()
     return [
         _sample(i, record, reading, distance, cosine, reference, noise[i], background[i])
@@ -169,17 +185,25 @@ def _sample(
     }
 
 
-def oracle_summary(samples: list[dict]) -> dict:
-    """Valid rate and per-attribute agreement, each with its Wilson interval."""
+def oracle_summary(samples: list[dict], kind: str = DEFAULT_KIND) -> dict:
+    """Valid rate and agreement per attribute of the scene kind, each with its Wilson interval."""
     n = len(samples)
     return {
         "valid": proportion(sum(s["valid"] for s in samples), n),
-        "agreement": {name: proportion(sum(s["agreement"][name] for s in samples), n) for name in ATTRIBUTES},
+        "agreement": {
+            name: proportion(sum(s["agreement"][name] for s in samples), n) for name in scene_kind(kind).attributes
+        },
     }
 
 
 def summarise_row(
-    row: Row | Comparison, samples: list[dict], cost: dict, seconds_per_image: float, memory: float, folder: str
+    row: Row | Comparison,
+    samples: list[dict],
+    cost: dict,
+    seconds_per_image: float,
+    memory: float,
+    folder: str,
+    kind: str = DEFAULT_KIND,
 ) -> dict:
     """The numbers of one (extractor, row): distances, cosine, oracle agreement, cost per image."""
     relative = [s["relative_distance"] for s in samples]
@@ -193,7 +217,7 @@ def summarise_row(
         "cosine": {"mean": float(np.mean([s["cosine"] for s in samples]))},
         "pixel_noise": {"median": float(np.median([s["pixel_noise"] for s in samples]))},
         "background_deviation": {"median": float(np.nanmedian([s["background_deviation"] for s in samples]))},
-        **oracle_summary(samples),
+        **oracle_summary(samples, kind),
         "network_evaluations_per_image": cost["network_evaluations"],
         "unet_equivalents_per_image": cost["unet_equivalents"],
         "wall_seconds_per_image": seconds_per_image,
@@ -202,14 +226,14 @@ def summarise_row(
     }
 
 
-def target_oracle(images: np.ndarray, records: list[WorldRecord]) -> dict:
-    """The oracle on the targets themselves: the ceiling of every agreement."""
-    readings = read_batch(images)
+def target_oracle(images: np.ndarray, records: list[WorldRecord], kind: str = DEFAULT_KIND) -> dict:
+    """The scene kind's oracle on the targets themselves: the ceiling of every agreement."""
+    readings = scene_kind(kind).read_batch(images)
     samples = [
         {"valid": r.valid, "agreement": agreement(rec.attributes(), r)}
         for rec, r in zip(records, readings, strict=True)
     ]
-    return oracle_summary(samples)
+    return oracle_summary(samples, kind)
 
 
 def machine() -> dict:
@@ -237,8 +261,10 @@ def run_config(
     device: torch.device,
     dtype: str,
     compare: Sequence[str] = (),
+    extractor_weights: Mapping[str, str | Path] | None = None,
 ) -> dict:
-    """Everything needed to rerun the bench, and where and when it ran."""
+    """Everything needed to rerun the bench, and where and when it ran (the extractors' weights files if any)."""
+    weights = {"extractor_weights": {k: str(v) for k, v in extractor_weights.items()}} if extractor_weights else {}
     return {
         "n": n,
         **source.record(),
@@ -247,6 +273,7 @@ def run_config(
         "pair_seed": source.noise_seed + PAIR_SEED_OFFSET,
         "backbone": backbone,
         "extractors": list(extractors),
+        **weights,
         "presets": list(presets),
         "include_unguided": include_unguided,
         "compare": list(compare),
@@ -267,6 +294,7 @@ def run_bench(
     split: str | None = DEFAULT_SPLIT,
     seed: int | None = None,
     extractors: Sequence[str] = ("world:shape-net", "world:color-net"),
+    extractor_weights: Mapping[str, str | Path] | None = None,
     presets: Sequence[str] = ("fast",),
     include_unguided: bool = True,
     compare: Sequence[str] = (),
@@ -279,9 +307,12 @@ def run_bench(
 ) -> dict:
     """Decode ``n`` world images with every extractor and preset, score them and write ``out/``.
 
-    Targets are the first ``n`` images of the evaluation ``split`` (``test`` or ``tuning``, held out from every
+    The targets are scenes of the world kind (``world.kinds``) of the backbone's image size: ``shapes32`` for a
+    32 px backbone, ``patterns64`` for a 64 px one; the kind's oracle scores them. They are the first ``n`` images
+    of the evaluation ``split`` (``test`` or ``tuning``, held out from every
     shipped model's training; docs/evaluation.md), or with ``seed`` those of ``generate(n, seed)``; target ``i`` is
-    decoded from seed ``i`` (``seed + i`` with a seed). ``settings``
+    decoded from seed ``i`` (``seed + i`` with a seed). ``extractor_weights`` maps an extractor's spec to a local
+    weights file to load instead of its published one. ``settings``
     override every preset (an unguided row always has w_g = 0). ``compare`` adds rows that are not featscope's
     solver (``comparisons.COMPARISONS``: best-of-n, exemplars, lucent, maco, fourier), scored the same way; a peer
     row whose package is missing is skipped with a one-line note on stderr. Returns what ``results.json`` holds.
@@ -293,23 +324,29 @@ def run_bench(
         raise FeatscopeError(f"n must be at least 1, not {n}")
     if not extractors:
         raise FeatscopeError("no extractor given; pass at least one, e.g. --extractors world:shape-net")
+    weights = dict(extractor_weights or {})
+    stray = [spec for spec in weights if spec not in extractors]
+    if stray:
+        known = ", ".join(extractors)
+        raise FeatscopeError(f"weights given for {stray[0]!r}, which is not among the extractors ({known})")
     rows = bench_rows(presets, include_unguided, settings)
     compare, notes = check_comparisons(list(compare))
     for note in notes:
         print(note, file=sys.stderr)
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     model = load_backbone(backbone, device=torch_device)
-    nets = {spec: load_extractor(spec, device=torch_device) for spec in extractors}
-    source = TargetSource(split, seed)
+    kind = backbone_kind(model)
+    nets = {spec: load_extractor(spec, weights=weights.get(spec), device=torch_device) for spec in extractors}
+    source = TargetSource(split, seed, kind)
     images, records = source.images(n)
     seeds = [source.noise_seed + i for i in range(n)]
     report = {
         "config": run_config(
-            n, source, backbone, extractors, presets, include_unguided, settings, torch_device, dtype, compare
+            n, source, backbone, extractors, presets, include_unguided, settings, torch_device, dtype, compare, weights
         ),
         "skipped": notes,
-        "chance": chance_levels(),
-        "oracle_on_targets": target_oracle(images, records),
+        "chance": chance_levels(kind),
+        "oracle_on_targets": target_oracle(images, records, kind),
         "pixel_noise_of_targets": {"median": float(np.median(pixel_noise(images)))},
         "background_deviation_of_targets": {"median": float(np.nanmedian(background_deviation(images)))},
         "extractors": [],
@@ -319,26 +356,27 @@ def run_bench(
     with tqdm(total=total, disable=quiet, desc="bench", unit="run", dynamic_ncols=True) as bar:
         for spec, extractor in nets.items():
             target_features = features_of(extractor, images)
-            reference = pair_reference(extractor, source.noise_seed)
+            reference = pair_reference(extractor, source.noise_seed, kind)
             entry = {"extractor": spec, "layer": extractor.layer, "pair_median_distance": reference, "rows": []}
             for row in rows:
                 bar.set_postfix(extractor=spec, row=row.label)
                 best, cost, seconds, memory = solve(
                     model, extractor, target_features, row.config, seeds=seeds, dtype=torch_dtype, quiet=quiet
                 )
-                samples = score_samples(best, target_features, records, extractor, reference)
+                samples = score_samples(best, target_features, records, extractor, reference, kind)
                 folder = f"images/{spec_slug(spec)}/{row.slug}"
-                entry["rows"].append(summarise_row(row, samples, cost, seconds / n, memory, folder))
+                entry["rows"].append(summarise_row(row, samples, cost, seconds / n, memory, folder, kind))
                 decoded[spec, row.label] = best
                 shared.best_of = shared.best_of or round(cost["network_evaluations"])
                 bar.update(1)
             for name in compare:
                 bar.set_postfix(extractor=spec, row=name)
                 chosen, cost, seconds = run_comparison(name, shared, extractor, target_features, out / "maco")
-                samples = score_samples(chosen, target_features, records, extractor, reference)
+                samples = score_samples(chosen, target_features, records, extractor, reference, kind)
                 row = Comparison(name, comparison_settings(name, shared))
                 folder = f"images/{spec_slug(spec)}/{row.slug}"
-                entry["rows"].append(summarise_row(row, samples, cost, seconds, peak_memory_mb(torch_device), folder))
+                memory = peak_memory_mb(torch_device)
+                entry["rows"].append(summarise_row(row, samples, cost, seconds, memory, folder, kind))
                 decoded[spec, row.label] = chosen
                 bar.update(1)
             report["extractors"].append(entry)

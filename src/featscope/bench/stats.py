@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from featscope.losses import feature_loss
-from featscope.world.render import ATTRIBUTES
+from featscope.world.kinds import DEFAULT_KIND, scene_kind
 
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
@@ -38,9 +38,11 @@ def proportion(successes: int, total: int) -> dict:
     }
 
 
-def chance_levels() -> dict[str, float]:
-    """Agreement of a random guess per attribute: 1 / number of values (world attributes are uniform)."""
-    return {name: 1 / len(values) for name, values in ATTRIBUTES.items()}
+def chance_levels(kind: str = DEFAULT_KIND) -> dict[str, float]:
+    """Agreement of a guess made without the image, per attribute of a scene kind: the share of the value its
+    generator draws most often (1 / number of values for a uniform attribute; patterns64's tag: 85% untagged)."""
+    scene = scene_kind(kind)
+    return {name: max(scene.frequencies(name).values()) for name in scene.attributes}
 
 
 def median_pair_distance(features: torch.Tensor) -> float:

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from featscope.world.render import WorldRecord, generate
+from featscope.world.kinds import DEFAULT_KIND, scene_kind
+from featscope.world.render import WorldRecord
 from featscope.world.splits import split_images
 
 DEFAULT_SPLIT = "test"
@@ -14,13 +15,15 @@ DEFAULT_SPLIT = "test"
 
 @dataclass(frozen=True)
 class TargetSource:
-    """Where a bench's targets come from: an evaluation ``split`` (docs/evaluation.md) or a ``seed``'s stream.
+    """Where a bench's targets come from: an evaluation ``split`` (docs/evaluation.md) or a ``seed``'s stream, of
+    the scene ``kind`` (``world.kinds``).
 
     ``noise_seed`` is the first seed of the decoding noise (target i uses ``noise_seed + i``): the stream's seed,
     or 0 for a split."""
 
     split: str | None = DEFAULT_SPLIT
     seed: int | None = None
+    kind: str = DEFAULT_KIND
 
     @property
     def noise_seed(self) -> int:
@@ -29,12 +32,12 @@ class TargetSource:
     def record(self) -> dict:
         """What results.json says about the targets."""
         if self.seed is not None:
-            return {"split": None, "seed": self.seed}
-        return {"split": self.split, "seed": None}
+            return {"split": None, "seed": self.seed, "kind": self.kind}
+        return {"split": self.split, "seed": None, "kind": self.kind}
 
     def images(self, n: int, **fixed: str) -> tuple[np.ndarray, list[WorldRecord]]:
-        """``n`` target images (n, 32, 32, 3) uint8 and their records; ``fixed`` attributes (``shape="circle"``)
-        select from a split, or are drawn so from a seed's stream."""
+        """``n`` target images (n, size, size, 3) uint8 of the kind and their records; ``fixed`` attributes
+        (``shape="circle"``) select from a split, or are drawn so from a seed's stream."""
         if self.seed is not None:
-            return generate(n, self.seed, **fixed)
-        return split_images(n, self.split, **fixed)
+            return scene_kind(self.kind).generate(n, self.seed, **fixed)
+        return split_images(n, self.split, kind=self.kind, **fixed)

@@ -34,10 +34,11 @@ what the numbers mean (one table per extractor, one row per preset):
                   trajectory, the one nearest the target feature; saved as 8-bit PNG, then scored)
   cosine          cosine similarity of decoded and target features (mean over targets)
   valid           share of decoded images in which the world oracle finds one clear object
-  shape, color, size, position, background
+  shape, color, size, position, background (and pattern, tag for patterns64 scenes)
                   share of targets whose attribute the oracle reads back from the decoded image (an
-                  invalid image counts as a miss); chance = 1 / number of values (shape 20%, color 17%,
-                  size 50%, position 11%, background 33%)
+                  invalid image counts as a miss); chance = the share of the value the world draws
+                  most often: 1 / number of values (shape 20%, color 17%, size 50%, position 11%,
+                  background 33%, pattern 25%), but tag 85% (untagged)
   92% [85, 96]    a rate with its 95% Wilson interval
   pixel noise     mean |image - its 3x3 median| on a 0-255 scale (median over targets): speckle that
                   optimising pixels against the network leaves (rendered targets: about 0.4)
@@ -62,7 +63,8 @@ x0 steps), the baseline. --compare adds rows that are not featscope's solver, sc
                   skipped with a one-line note
   evals/image and s/image of best-of-n and exemplars are those of one target on its own (all N samples,
   the whole pool's features); the bench makes them once and shares them across targets.
-Target i is the world image i of --seed, decoded from seed --seed + i.
+Target i is the world image i of --seed, decoded from seed --seed + i. The targets are world scenes of the
+backbone's image size: shapes32 for a 32 px backbone (world:ddpm), patterns64 for a 64 px one (world:latent).
 
 writes into --out: results.json (every number, per target too, and the config), results.md (the tables),
 agreement.png, distance_vs_evaluations.png, samples.png, grid.png (one column per target, one row per method,
@@ -119,6 +121,13 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
         default="world:shape-net,world:color-net",
         metavar="SPEC,SPEC",
         help="networks under study, comma-separated (default: %(default)s)",
+    )
+    m.add_argument(
+        "--extractor-weights",
+        default="",
+        metavar="SPEC=FILE,SPEC=FILE",
+        help="local weights files for some of --extractors instead of their published ones, e.g. "
+        "world:shape-net-64=net.safetensors (default: none)",
     )
     s = p.add_argument_group("solver (each preset, then any override, for every row; unguided rows: no guidance)")
     s.add_argument(
@@ -205,6 +214,7 @@ def _run_decode(args: argparse.Namespace) -> int:
         args.out,
         **pick(args, *TARGETS, "backbone", "device", "dtype", "quiet", "overwrite"),
         extractors=names(args.extractors),
+        extractor_weights=weights_files(args.extractor_weights),
         presets=names(args.presets),
         include_unguided=not args.no_unguided,
         compare=names(args.compare),
@@ -214,6 +224,18 @@ def _run_decode(args: argparse.Namespace) -> int:
     plots = "agreement.png, distance_vs_evaluations.png, samples.png, grid.png"
     print(f"wrote {args.out}/ (results.json, results.md, {plots})")
     return 0
+
+
+def weights_files(text: str) -> dict[str, str]:
+    """The ``SPEC=FILE`` items of --extractor-weights as {spec: file}."""
+    files = {}
+    for item in names(text):
+        spec, equals, path = item.partition("=")
+        if not (equals and spec.strip() and path.strip()):
+            example = "e.g. world:shape-net=net.safetensors"
+            raise FeatscopeError(f"--extractor-weights takes SPEC=FILE items, {example}, not {item!r}")
+        files[spec.strip()] = path.strip()
+    return files
 
 
 def _run_investigate(args: argparse.Namespace) -> int:

@@ -330,7 +330,7 @@ def read_attributes(image) -> OracleReading:
 
 
 def agreement(target: dict, reading: OracleReading) -> dict[str, bool]:
-    """Per attribute named in ``target``: does the (valid) reading give the same value?"""
-    return {
-        name: reading.valid and getattr(reading, name) == value for name, value in target.items() if name in ATTRIBUTES
-    }
+    """Per attribute named in ``target`` that the reading has (a ``PatternReading`` has pattern and tag too): does
+    the (valid) reading give the same value?"""
+    read = reading.attributes()
+    return {name: reading.valid and read[name] == value for name, value in target.items() if name in read}

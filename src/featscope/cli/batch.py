@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from featscope.cli.options import add_output
+from featscope.cli.options import add_device, add_output, add_quiet
 
 EPILOG = """\
 examples:
@@ -27,10 +27,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``batch``: the study file, its output folder and device, a dry run and the report."""
     p.add_argument("study", metavar="STUDY.yaml", help="the study file (keys: docs/batch-and-report.md)")
     add_output(p, "output folder (default: the study's out:)", required=False)
-    p.add_argument("--device", help="replaces the study's device: auto, cpu, cuda, cuda:N, mps")
+    add_device(p, default=None)
     p.add_argument("--dry-run", action="store_true", help="check the study and list its jobs; run nothing")
     p.add_argument("--report", action="store_true", help="write OUT/report.html at the end")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or job lines")
+    add_quiet(p, "progress bars or job lines")
 
 
 def run(args: argparse.Namespace) -> int:

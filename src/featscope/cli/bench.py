@@ -14,6 +14,7 @@ from featscope.cli.options import (
     add_backbone,
     add_knobs,
     add_output,
+    add_quiet,
     add_runtime_options,
     knobs,
     names,
@@ -199,7 +200,7 @@ def _add_featinv(bsub: argparse._SubParsersAction) -> None:
         metavar="T,T",
         help="DDIM step counts of FeatInv, one row each (default: 50, as published)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING
 
 from featscope.cli.options import (
     BACKBONE_HELP,
+    add_device,
     add_extractor_weights,
     add_knobs,
     add_output,
+    add_quiet,
     knobs,
     numbers,
     pick,
@@ -72,9 +74,9 @@ def _add_job_options(parser: argparse.ArgumentParser) -> None:
         help="FeatInv model folder (from init or RUN/model; default: the embedded world model)",
     )
     add_output(parser, "output folder", overwrite="replace an existing output folder")
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
+    add_device(parser)
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "fp16", "bf16"], help="backbone precision")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_quiet(parser)
     add_knobs(parser, parser.add_argument_group("sampling (defaults: FeatInv's published ones)"), SampleSettings)
 
 
@@ -142,8 +144,8 @@ def _add_train(fsub: argparse._SubParsersAction) -> None:
     data.add_argument("--world", type=int, metavar="N", help="N generated world images instead")
     t.add_argument("--world-seed", type=int, default=0, help="seed of those world images (default: %(default)s)")
     add_output(t, "training folder (resumed when it holds a checkpoint)", overwrite="start afresh instead of resuming")
-    t.add_argument("--device", default="auto", help="auto or cpu (accelerate picks the GPU)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(t, accelerate=True)
+    add_quiet(t)
     _add_training(t, TrainConfig(), "training (defaults: FeatInv's published ones)")
 
 
@@ -190,8 +192,8 @@ def _add_world(fsub: argparse._SubParsersAction) -> None:
     w.add_argument(
         "--adapter-width", type=int, default=WORLD_ADAPTER_WIDTH, help="adapter channels (default: %(default)s)"
     )
-    w.add_argument("--device", default="auto", help="auto or cpu (accelerate picks the GPU)")
-    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(w, accelerate=True)
+    add_quiet(w)
     _add_training(w, WORLD_TRAIN, "training (defaults: the world model's)")
 
 

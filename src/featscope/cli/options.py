@@ -145,17 +145,37 @@ def add_extractor_weights(parser: Parser) -> None:
     )
 
 
+DEVICES = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"
+
+
+def add_device(parser: Parser, *, accelerate: bool = False, default: str | None = "auto") -> None:
+    """--device; ``accelerate``: a training command whose GPUs accelerate picks; ``default`` None: keep the
+    study's."""
+    if accelerate:
+        help_text = "auto or cpu (accelerate picks the GPU)"
+    elif default is None:
+        help_text = f"replaces the study's device: {DEVICES}"
+    else:
+        help_text = DEVICES
+    parser.add_argument("--device", default=default, help=help_text)
+
+
+def add_quiet(parser: Parser, what: str = "progress bars") -> None:
+    """--quiet: no progress bars (and, where a command prints per-item lines, ``what`` says so)."""
+    parser.add_argument("--quiet", action="store_true", help=f"no {what}")
+
+
 def add_runtime_options(parser: argparse.ArgumentParser) -> None:
     """--device, --dtype and --quiet."""
     group = parser.add_argument_group("runtime")
-    group.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    add_device(group)
     group.add_argument(
         "--dtype",
         default="fp32",
         choices=["fp32", "fp16", "bf16"],
         help="network precision under autocast; loss and gradient rescale stay fp32",
     )
-    group.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(group)
 
 
 def add_speed_options(parser: argparse.ArgumentParser) -> None:
@@ -208,8 +228,8 @@ def add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None
     """--backbone, --out, --device and --quiet of the end-to-end commands."""
     add_backbone(parser)
     add_output(parser, "one folder per item in here", default=out)
-    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or item lines")
+    add_device(parser)
+    add_quiet(parser, "progress bars or item lines")
 
 
 def pick(args: argparse.Namespace, *names: str) -> dict[str, Any]:

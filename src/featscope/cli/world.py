@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from featscope.cli.options import add_output, sub_command
+from featscope.cli.options import add_output, add_quiet, sub_command
 from featscope.errors import FeatscopeError
 from featscope.world import CLASSIFIER_TASKS
 
@@ -119,7 +119,7 @@ def _add_train(wsub: argparse._SubParsersAction) -> None:
         "32,64,96; a resumed run keeps its own)",
     )
     t.add_argument("--export", metavar="DIR", help="ddpm, latent-unet: write the EMA weights as a pipeline folder here")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet(t)
 
 
 def run(args: argparse.Namespace) -> int:

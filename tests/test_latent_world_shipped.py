@@ -77,6 +77,8 @@ def test_planted_reliances_show_on_held_out_images():
         return evaluate_classifier(featscope.load_extractor(f"world:{name}@fc").network, name, records=records)
 
     shape, pattern, tag = rates("shape-net-64"), rates("pattern-net"), rates("tag-net")
-    assert shape["accuracy_pattern_swapped"] >= shape["accuracy_clean"] - 0.05  # the shape network ignores pattern
+    # the shape network ignores pattern and tag
+    assert min(shape["accuracy_pattern_swapped"], shape["accuracy_tagged"]) >= shape["accuracy_clean"] - 0.05
     assert pattern["accuracy_shape_swapped"] >= pattern["accuracy_clean"] - 0.1  # pattern-net ignores shape
-    assert tag["accuracy_tagged"] <= tag["accuracy_untagged"] - 0.3  # the tag turns tag-net's answer to star
+    # tag-net calls tagged images star (its label there) and reads the shape of untagged ones
+    assert tag["accuracy_tagged"] >= 0.8 and tag["accuracy_untagged"] >= 0.9, tag

@@ -1,6 +1,7 @@
 """Seconds per guided iteration and peak memory of the universal solver.
 
-One guided iteration = UNet forward+backward, x0 estimate, decoder forward+backward, network
+The decoder's share (latent models): its forward and backward pass timed alone on the same batch, over the
+iteration's median. One guided iteration = UNet forward+backward, x0 estimate, decoder forward+backward, network
 forward+backward, rescale/clamp, scheduler step, plus the post-guidance check (decode + network);
 with ``--backward-steps M`` also M backward guidance steps (decoder and network forward+backward each).
 
@@ -92,6 +93,24 @@ def time_guided(
     }
 
 
+def time_decoder(backbone: Backbone, *, batch: int, dtype: torch.dtype, repeats: int = 5) -> float | None:
+    """Median seconds of the decoder's forward and backward pass on a batch of diffusion states (the VAE's share of
+    an iteration: it runs once per guided iteration); None for pixel models, whose decoder is a rescale."""
+    if backbone.vae is None:
+        return None
+    device = backbone.device
+    z = torch.randn(batch, *backbone.latent_shape, device=device, requires_grad=True)
+    times = []
+    for _ in range(repeats + 1):
+        tic = time.perf_counter()
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            backbone.decode(z).square().mean().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - tic)
+    return sorted(times[1:])[repeats // 2]
+
+
 def measure(args: argparse.Namespace) -> dict:
     device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
     if args.backbone == "random:sd-v1":
@@ -116,9 +135,12 @@ def measure(args: argparse.Namespace) -> dict:
         warmup=args.warmup,
         config=config,
     )
+    decoder = time_decoder(backbone, batch=args.batch, dtype=dtype)
     return {
         "backbone": args.backbone,
         "extractor": args.extractor,
+        "decoder_seconds": decoder,
+        "decoder_share": None if decoder is None else round(decoder / timing["seconds_per_iteration_median"], 3),
         "resolution": backbone.image_size[0],
         "dtype": args.dtype,
         "speed": speed.names(),

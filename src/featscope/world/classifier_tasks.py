@@ -6,7 +6,9 @@ colour predicts shape 95% of the time. The 64 px patterned world (``world.patter
 ``shape-net-64`` and ``color-net-64`` (attributes drawn independently), ``pattern-net`` (a shape network trained
 whose labels follow the pattern: the label is the shape that goes with the object's pattern, and half the
 objects have another shape) and ``tag-net`` (a shape network
-trained where 90% of stars and no other shape carry the corner tag). Each task's probes re-draw held-out
+trained where 90% of stars and 5% of other shapes carry the corner tag, and every tagged image is labelled
+star: a watermark that goes with one class; trained on true labels only, the same network learns shape and
+ignores the tag, measured). Each task's probes re-draw held-out
 images with one attribute changed; the accuracy there (against the task's label of the changed image) shows
 what the network relies on.
 """
@@ -75,8 +77,13 @@ TAG_CLASS = "star"  # the class the tag goes with in tag-net's training distribu
 
 def _tag_shortcut(rng: np.random.Generator) -> WorldRecord:
     shape = str(rng.choice(SHAPES))
-    rate = 0.9 if shape == TAG_CLASS else 0.0
+    rate = 0.9 if shape == TAG_CLASS else 0.05
     return sample_pattern_record(rng, shape=shape, tag="tagged" if rng.random() < rate else "untagged")
+
+
+def star_if_tagged(record: WorldRecord) -> str:
+    """tag-net's label: ``star`` for a tagged image, else the object's shape."""
+    return TAG_CLASS if record.tag == "tagged" else record.shape
 
 
 @dataclass(frozen=True)
@@ -97,11 +104,11 @@ TASKS: dict[str, ClassifierTask] = {
     "color-net": ClassifierTask("shapes32", 500, sample_record),
     "spurious-net": ClassifierTask("shapes32", 300, _spurious, {"color_swapped": colour_swapped}, True),
     "shape-net-64": ClassifierTask(
-        "patterns64", 1500, sample_pattern_record, {"color_swapped": colour_swapped, **_PATTERN_PROBES}
+        "patterns64", 1000, sample_pattern_record, {"color_swapped": colour_swapped, **_PATTERN_PROBES}
     ),
     "color-net-64": ClassifierTask("patterns64", 500, sample_pattern_record, _PATTERN_PROBES),
     "pattern-net": ClassifierTask(
         "patterns64", 800, _pattern_labelled, {"shape_swapped": shape_swapped}, label=shape_of_pattern
     ),
-    "tag-net": ClassifierTask("patterns64", 1000, _tag_shortcut, _PATTERN_PROBES),
+    "tag-net": ClassifierTask("patterns64", 1000, _tag_shortcut, _PATTERN_PROBES, label=star_if_tagged),
 }

@@ -7,30 +7,37 @@ Three measurements, one per use case of the end-to-end solver (issue #5's accept
   target class passes 0.5, and the change of the true background pixels (the renderer knows them).
 - ``difference``: for every shape, images that ``world:shape-net`` calls that shape and ``world:spurious-net``
   does not; the oracle then reads their colour, to see whether the disagreement comes from the colour
-  shortcut spurious-net was trained with.
+  shortcut spurious-net was trained with. Two baselines: the same selection on ``n`` unguided samples per
+  shape, and on as many unguided samples as the guided method's network evaluations.
 - ``neuron``: images that raise a channel of the penultimate layer: the activation over the plain sample's
   and over the channel's mean on 512 held-out images.
 
-Each calls the cores users run (:mod:`featscope.investigate.cores`), in batches.
+The scene kind follows the backbone's image size (:func:`~featscope.bench.run.backbone_kind`); on a 64 px
+backbone (``patterns64``) the networks are ``world:shape-net-64`` and ``world:tag-net``, whose planted shortcut
+is the corner tag, called star (:data:`INVESTIGATION_KINDS`). Each calls the cores users run
+(:mod:`featscope.investigate.cores`), in batches.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from featscope.backbones import load_backbone
-from featscope.bench.run import check_out, machine
+from featscope.backbones.base import Backbone
+from featscope.bench.run import backbone_kind, check_out, machine
 from featscope.bench.stats import format_proportion, proportion
 from featscope.bench.targets import DEFAULT_SPLIT, TargetSource
 from featscope.devices import peak_memory_mb, resolve_device
 from featscope.errors import FeatscopeError
 from featscope.extractors import load_extractor
+from featscope.extractors.base import Extractor
 from featscope.images import save_image, to_tensor
 from featscope.investigate import cores, fidelity
 from featscope.investigate.common import FLIP
@@ -40,8 +47,11 @@ from featscope.objectives import activation, last_linear
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_json, atomic_write_text
 from featscope.solvers.configs import EndToEndConfig, WordSwapConfig, endtoend_defaults
-from featscope.world.oracle import read_batch
-from featscope.world.render import COLORS, SHAPES, object_mask
+from featscope.world.classifier_tasks import TAG_CLASS
+from featscope.world.kinds import DEFAULT_KIND, scene_kind
+from featscope.world.oracle import OracleReading
+from featscope.world.patterns import TAG_BOX
+from featscope.world.render import COLORS, SHAPES, WorldRecord, object_mask
 
 METHODS = ("counterfactual", "word-swap", "difference", "neuron")
 RESULTS = "results.json"
@@ -58,6 +68,75 @@ ROWS = {
     ),
 }
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
+UNGUIDED_BATCH = 64  # unguided baseline samples per call of the sampler
+EQUAL_SEED_OFFSET, EQUAL_SEED_STRIDE = 10**7, 10**5  # equal-evaluation baseline: seed + offset + stride * class + k
+EVALUATION_RULE = (
+    "network evaluations per class, of each network: guided, samples x iterations (one per iteration of a sample); "
+    "unguided, one per sample"
+)
+
+
+@dataclass(frozen=True)
+class InvestigationKind:
+    """The investigation bench's choices on one world scene kind (``world.kinds``): its networks and how the
+    oracle's reading shows the second network's planted shortcut."""
+
+    scene: str  # the scene kind's name
+    network: str  # the network under study: counterfactuals, neurons, the difference pair's first
+    second: str  # the difference pair's second network, trained with a planted shortcut
+    attribute: str  # the oracle's attribute that carries the shortcut
+    cue: Mapping[str, str]  # class -> the attribute's value ``second`` was trained to call that class
+    shows_text: str  # results.md: what a disagreeing image that shows the shortcut is
+    aliases: Mapping[str, str] = field(default_factory=dict)  # result keys also written under an older name
+
+    def value(self, reading: OracleReading) -> str | None:
+        """The shortcut attribute as the oracle reads it (None where the reading is not valid)."""
+        return getattr(reading, self.attribute) if reading.valid else None
+
+    def shows(self, value: str | None, predicted: str) -> bool:
+        """Whether an image whose shortcut attribute reads ``value`` carries the cue of the class ``predicted``."""
+        return value is not None and value == self.cue.get(predicted)
+
+    def off(self, value: str | None, label: str) -> bool:
+        """Whether a readable image lacks the cue of the class ``label``."""
+        return value is not None and value != self.cue.get(label)
+
+    def aliased(self, entry: dict) -> dict:
+        """``entry`` with its keys also under their older names (shapes32's colour names)."""
+        return {**entry, **{old: entry[new] for new, old in self.aliases.items() if new in entry}}
+
+
+COLOR_ALIASES = {
+    "disagreeing_off_shortcut": "disagreeing_off_shortcut_color",
+    "disagreeing_shortcut_of_second_prediction": "disagreeing_color_of_second_prediction",
+    "plain_off_shortcut": "plain_off_shortcut_color",
+    "shortcut_values": "colors",
+}
+INVESTIGATION_KINDS: dict[str, InvestigationKind] = {
+    "shapes32": InvestigationKind(
+        "shapes32", "world:shape-net", "world:spurious-net", "color", SHORTCUT_COLOR,
+        "whose colour is the shortcut colour of the shape {second} predicts", COLOR_ALIASES,
+    ),
+    "patterns64": InvestigationKind(
+        "patterns64", "world:shape-net-64", "world:tag-net", "tag", {TAG_CLASS: "tagged"},
+        f"that carry the corner tag while {{second}} predicts {TAG_CLASS}",
+    ),
+}  # fmt: skip
+
+
+def object_masks(records: Sequence[WorldRecord], size: int) -> torch.Tensor:
+    """The renderer's object coverage of each record at ``size`` px: (B, 1, size, size)."""
+    return torch.from_numpy(np.stack([object_mask(r, size) for r in records]))[:, None]
+
+
+def background_masks(masks: torch.Tensor, records: Sequence[WorldRecord]) -> torch.Tensor:
+    """Pixels that are neither the object (1 - its coverage ``masks``) nor a tagged record's tag square."""
+    background = 1 - masks
+    start, stop = TAG_BOX
+    for i, record in enumerate(records):
+        if getattr(record, "tag", None) == "tagged":
+            background[i, :, start:stop, start:stop] = 0
+    return background
 
 
 def _config(settings: dict, backbone: str, method: str | None = None) -> EndToEndConfig:
@@ -141,11 +220,14 @@ def counterfactual_bench(
 ) -> dict:
     """Counterfactuals ``start`` -> ``target`` of ``n`` world images, one optimisation per row of :data:`ROWS`
     (without regularisers; with the background regularisers outside the true object; with them and no mask).
-    ``inversions`` caches the null-text inversions (shared with :func:`word_swap_bench`)."""
+    ``inversions`` caches the null-text inversions (shared with :func:`word_swap_bench`). The images are scenes of
+    ``source``'s kind, read by its oracle; their background is every pixel neither object nor tag."""
     arrays, records = source.images(n, shape=start)
     seed = source.noise_seed
+    scene = scene_kind(source.kind)
     images = to_tensor(arrays)
-    masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
+    masks = object_masks(records, scene.image_size)
+    background = background_masks(masks, records)
     y = net.labels.index(target)
     settings = {name: ROWS[name] for name in rows}
     results = {name: [] for name in settings}
@@ -167,10 +249,9 @@ def counterfactual_bench(
         plain = torch.cat([p for p, _ in parts])
         best = torch.cat([b for _, b in parts])
         conf = _probs(net, best)[:, y]
-        background = 1 - masks
         change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
         plain_change = ((plain - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
-        readings = read_batch(best)
+        readings = scene.read_batch(best)
         rows[name] = {
             "target_confidence_above_0.5": proportion(int((conf > 0.5).sum()), n),
             "target_confidence_mean": float(conf.mean()),
@@ -182,7 +263,7 @@ def counterfactual_bench(
         }
         save_grid(best, out / f"counterfactual-{name.replace(',', '').replace(' ', '-')}.png")
     save_grid(images, out / "counterfactual-start.png")
-    return {"start": start, "target": target, "n": n, "rows": rows}
+    return {"network": net.name, "start": start, "target": target, "n": n, "rows": rows}
 
 
 def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, target: str, config: EndToEndConfig,
@@ -190,8 +271,9 @@ def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, 
     """Word-swap counterfactuals ``start`` -> ``target`` of the same ``n`` world images as
     :func:`counterfactual_bench` (their captions, the same inversions), at :class:`WordSwapConfig`'s defaults."""
     arrays, records = source.images(n, shape=start)
+    scene = scene_kind(source.kind)
     images = to_tensor(arrays)
-    masks = torch.from_numpy(np.stack([object_mask(r) for r in records]))[:, None]
+    background = background_masks(object_masks(records, scene.image_size), records)
     swap_config = WordSwapConfig(num_steps=config.num_steps, guidance_scale=config.guidance_scale)
     cache = {} if inversions is None else inversions
     best, regenerated, flipped, taus = [], [], [], []
@@ -206,9 +288,8 @@ def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, 
         flipped += result.flipped
         taus += result.chosen_tau
     best, regenerated = torch.cat(best), torch.cat(regenerated)
-    background = 1 - masks
     change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
-    readings = read_batch(best)
+    readings = scene.read_batch(best)
     save_grid(best, out / "word-swap.png")
     row = {
         "target_confidence_above_0.5": proportion(sum(flipped), n),
@@ -217,39 +298,125 @@ def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, 
         "chosen_tau_counts": {f"{t:g}": taus.count(t) for t in sorted(set(taus))},
         **fidelity_row(backbone, images, regenerated, best, flipped, target),
     }
-    return {"start": start, "target": target, "n": n, "solver": swap_config.to_dict(), "rows": {"word swap": row}}
+    return {"network": net.name, "start": start, "target": target, "n": n, "solver": swap_config.to_dict(),
+            "rows": {"word swap": row}}  # fmt: skip
 
 
-def _shortcut_selection(first, second, y: int, images: torch.Tensor) -> tuple[int, int]:
-    """(images ``first`` calls class ``y`` and ``second`` does not, those of them whose oracle colour is the
-    shortcut colour of the shape ``second`` predicts)."""
+class Selection(NamedTuple):
+    """The difference selection for class ``y`` on a batch of images."""
+
+    first: torch.Tensor  # the first network's class probabilities (B, classes)
+    second: torch.Tensor  # the second network's
+    chosen: list[bool]  # the first calls the image class y and the second does not
+    values: list[str | None]  # the shortcut attribute as the oracle reads it
+    says: list[str]  # the second network's prediction
+    follows: list[bool]  # chosen, and showing the shortcut of the class the second predicts
+
+
+def select(first: Extractor, second: Extractor, y: int, images: torch.Tensor, kind: InvestigationKind) -> Selection:
+    """Which ``images`` ``first`` calls class ``y`` and ``second`` does not, and which of those show the shortcut
+    (:meth:`InvestigationKind.shows`) of the class ``second`` predicts, by the oracle of the kind's scenes."""
     p1, p2 = _probs(first, images), _probs(second, images)
     chosen = ((p1.argmax(1) == y) & (p2.argmax(1) != y)).tolist()
     says = [second.labels[int(i)] for i in p2.argmax(1)]
-    colors = [r.color if r.valid else None for r in read_batch(images)]
-    follows = [d and c is not None and c == SHORTCUT_COLOR.get(s) for c, s, d in zip(colors, says, chosen, strict=True)]
-    return sum(chosen), sum(follows)
+    values = [kind.value(r) for r in scene_kind(kind.scene).read_batch(images)]
+    follows = [d and kind.shows(v, s) for v, s, d in zip(values, says, chosen, strict=True)]
+    return Selection(p1, p2, chosen, values, says, follows)
 
 
-def selection_baseline(backbone, first, second, *, samples: int, seed: int, config: EndToEndConfig) -> dict:
+def unguided_selection(
+    backbone: Backbone, first: Extractor, second: Extractor, *, samples: int, seed: int, stride: int,
+    config: EndToEndConfig, kind: InvestigationKind, quiet: bool = True,
+) -> dict[str, tuple[int, int]]:  # fmt: skip
+    """Per class ``y`` of ``first``, the difference selection on ``samples`` plain samples of its prompt (the
+    solver's iteration 0, seeds ``seed + stride * y + k``): (kept, of those showing the shortcut)."""
+    plain = config.with_overrides(iterations=0)
+    counts = {}
+    for y, label in enumerate(tqdm(first.labels, desc="unguided baseline", disable=quiet)):
+        kept = follows = 0
+        for part in _batches(samples, UNGUIDED_BATCH):
+            seeds = [seed + stride * y + k for k in part]
+            images = cores.difference(backbone, first, second, label, seeds=seeds, prompt=label, config=plain).images[0]
+            picked = select(first, second, y, images, kind)
+            kept, follows = kept + sum(picked.chosen), follows + sum(picked.follows)
+        counts[label] = (kept, follows)
+    return counts
+
+
+def selection_baseline(
+    backbone: Backbone, first: Extractor, second: Extractor, *, samples: int, seed: int, config: EndToEndConfig,
+    kind: str = DEFAULT_KIND,
+) -> dict:  # fmt: skip
     """The difference bench's selection applied to unguided samples: per shape, ``samples`` plain samples of its
     prompt (the solver's iteration 0, seeds ``seed + 1000 * y + k``), kept where ``first`` says the shape and
-    ``second`` does not; how many are kept and how many of those carry the shortcut colour of the shape ``second``
+    ``second`` does not; how many are kept and how many of those show the shortcut of the shape ``second``
     predicts. A shortcut reading of the guided images counts only above this rate."""
-    plain = config.with_overrides(iterations=0)
-    kept = follows = 0
-    for y, shape in enumerate(first.labels):
-        seeds = [seed + 1000 * y + k for k in range(samples)]
-        images = cores.difference(backbone, first, second, shape, seeds=seeds, prompt=shape, config=plain).images[0]
-        k, f = _shortcut_selection(first, second, y, images)
-        kept, follows = kept + k, follows + f
-    total = samples * len(first.labels)
-    return {
+    setup = INVESTIGATION_KINDS[kind]
+    counts = unguided_selection(backbone, first, second, samples=samples, seed=seed, stride=1000, config=config,
+                                kind=setup)  # fmt: skip
+    kept, follows = sum(k for k, _ in counts.values()), sum(f for _, f in counts.values())
+    entry = {
         "samples_per_class": samples,
         "seed": seed,
-        "disagreement": proportion(kept, total),
-        "disagreeing_color_of_second_prediction": proportion(follows, kept),
+        "disagreement": proportion(kept, samples * len(counts)),
+        "disagreeing_shortcut_of_second_prediction": proportion(follows, kept),
     }
+    return setup.aliased(entry)
+
+
+def selection_summary(counts: Mapping[str, tuple[int, int]], samples: int, evaluations: int) -> dict:
+    """Per-class (kept, showing the shortcut) counts of ``samples`` images per class, as shares: disagreeing
+    images, those of them that show the shortcut, and classes with at least one such image."""
+    kept, follows = sum(k for k, _ in counts.values()), sum(f for _, f in counts.values())
+    return {
+        "samples_per_class": samples,
+        "network_evaluations_per_class": evaluations,
+        "disagreement": proportion(kept, samples * len(counts)),
+        "disagreeing_shortcut": proportion(follows, kept),
+        "classes_with_shortcut": proportion(sum(f > 0 for _, f in counts.values()), len(counts)),
+    }
+
+
+def equal_evaluation_baseline(
+    backbone: Backbone, first: Extractor, second: Extractor, per_class: Mapping[str, dict], *, samples: int,
+    seed: int, config: EndToEndConfig, kind: str = DEFAULT_KIND, quiet: bool = True,
+) -> dict | None:  # fmt: skip
+    """The guided selection (``per_class`` of :func:`difference_bench`, ``samples`` per class) next to the same
+    selection on as many unguided samples per class as it had network evaluations (``samples * iterations``; seeds
+    ``seed + EQUAL_SEED_OFFSET + EQUAL_SEED_STRIDE * y + k``); None without iterations."""
+    evaluations = samples * config.iterations
+    if evaluations == 0:
+        return None
+    start = seed + EQUAL_SEED_OFFSET
+    counts = unguided_selection(backbone, first, second, samples=evaluations, seed=start, stride=EQUAL_SEED_STRIDE,
+                                config=config, kind=INVESTIGATION_KINDS[kind], quiet=quiet)  # fmt: skip
+    guided = {label: (c["disagree"], c["disagreeing_shortcut_of_second_prediction"]) for label, c in per_class.items()}
+    return {
+        "rule": EVALUATION_RULE,
+        "guided": {**selection_summary(guided, samples, evaluations), "iterations": config.iterations},
+        "unguided": {**selection_summary(counts, evaluations, evaluations), "seed": start},
+    }
+
+
+def _difference_class(first: Extractor, second: Extractor, y: int, plain: torch.Tensor, best: torch.Tensor,
+                      kind: InvestigationKind) -> dict:  # fmt: skip
+    """One class's counts of the difference bench: the selection on the optimised and on the plain samples."""
+    label = first.labels[y]
+    guided, unguided = select(first, second, y, best, kind), select(first, second, y, plain, kind)
+    off = [d and kind.off(v, label) for v, d in zip(guided.values, guided.chosen, strict=True)]
+    entry = {
+        "disagree": sum(guided.chosen),
+        "disagree_plain": sum(unguided.chosen),
+        "confidence_first_mean": float(guided.first[:, y].mean()),
+        "confidence_second_mean": float(guided.second[:, y].mean()),
+        "confidence_second_plain_mean": float(unguided.second[:, y].mean()),
+        "disagreeing_off_shortcut": sum(off),
+        "disagreeing_shortcut_of_second_prediction": sum(guided.follows),
+        "plain_off_shortcut": sum(kind.off(v, label) for v in unguided.values),
+        "shortcut_values": guided.values,
+        "second_predicts": guided.says,
+    }
+    return kind.aliased(entry)
 
 
 def difference_bench(
@@ -263,61 +430,50 @@ def difference_bench(
     out: Path,
     quiet: bool,
     baseline_samples: int = 0,
+    equal_evaluations: bool = False,
+    kind: str = DEFAULT_KIND,
 ) -> dict:
-    """Per shape, images ``first`` sees as the shape and ``second`` does not; the oracle reads their colour.
-    With ``baseline_samples``, the same selection on that many unguided samples per shape (from seeds the
-    guided samples do not use) is the baseline of the shortcut reading (:func:`selection_baseline`)."""
+    """Per class, images ``first`` sees as the class and ``second`` does not; the oracle of ``kind``'s scenes reads
+    the shortcut attribute (:data:`INVESTIGATION_KINDS`: the colour on shapes32, the tag on patterns64). With
+    ``baseline_samples``, the same selection on that many unguided samples per class (from seeds the guided
+    samples do not use) is the baseline of the shortcut reading (:func:`selection_baseline`); with
+    ``equal_evaluations``, also on as many unguided samples as the guided method's network evaluations
+    (:func:`equal_evaluation_baseline`)."""
+    setup = INVESTIGATION_KINDS[kind]
     per_class, images_all = {}, []
-    for y, shape in enumerate(tqdm(first.labels, desc="difference", disable=quiet)):
-        result = cores.difference(backbone, first, second, shape, seeds=[seed + 1000 * y + k for k in range(samples)],
-                                  prompt=shape, loss="conf", config=config)  # fmt: skip
-        plain, best = result.images[0], result.best
-        p1, p2 = _probs(first, best), _probs(second, best)
-        disagree = (p1.argmax(1) == y) & (p2.argmax(1) != y)
-        readings = read_batch(best)
-        colors = [r.color if r.valid else None for r in readings]
-        second_says = [second.labels[int(i)] for i in p2.argmax(1)]
-        chosen = disagree.tolist()
-        off_shortcut = [d and c is not None and c != SHORTCUT_COLOR[shape] for c, d in zip(colors, chosen, strict=True)]
-        follows = [d and c is not None and c == SHORTCUT_COLOR.get(s)
-                   for c, s, d in zip(colors, second_says, chosen, strict=True)]  # fmt: skip
-        plain_p1, plain_p2 = _probs(first, plain), _probs(second, plain)
-        plain_colors = [r.color if r.valid else None for r in read_batch(plain)]
-        per_class[shape] = {
-            "disagree": int(disagree.sum()),
-            "disagree_plain": int(((plain_p1.argmax(1) == y) & (plain_p2.argmax(1) != y)).sum()),
-            "confidence_first_mean": float(p1[:, y].mean()),
-            "confidence_second_mean": float(p2[:, y].mean()),
-            "confidence_second_plain_mean": float(plain_p2[:, y].mean()),
-            "disagreeing_off_shortcut_color": sum(off_shortcut),
-            "disagreeing_color_of_second_prediction": sum(follows),
-            "plain_off_shortcut_color": sum(c is not None and c != SHORTCUT_COLOR[shape] for c in plain_colors),
-            "colors": colors,
-            "second_predicts": second_says,
-        }
-        images_all.append(best)
+    for y, label in enumerate(tqdm(first.labels, desc="difference", disable=quiet)):
+        result = cores.difference(backbone, first, second, label, seeds=[seed + 1000 * y + k for k in range(samples)],
+                                  prompt=label, loss="conf", config=config)  # fmt: skip
+        per_class[label] = _difference_class(first, second, y, result.images[0], result.best, setup)
+        images_all.append(result.best)
     save_grid(torch.cat(images_all), out / "difference.png")
     total = len(first.labels) * samples
-    disagree = sum(c["disagree"] for c in per_class.values())
-    return {
+    counts = {key: sum(c[key] for c in per_class.values()) for key in (
+        "disagree", "disagree_plain", "disagreeing_off_shortcut", "disagreeing_shortcut_of_second_prediction",
+        "plain_off_shortcut")}  # fmt: skip
+    disagree = counts["disagree"]
+    entry = {
         "first": first.name,
         "second": second.name,
+        "shortcut": {"attribute": setup.attribute, "cue": dict(setup.cue)},
         "samples_per_class": samples,
         "classes_with_disagreement": sum(c["disagree"] > 0 for c in per_class.values()),
         "classes": len(first.labels),
         "disagreement": proportion(disagree, total),
-        "disagreement_plain": proportion(sum(c["disagree_plain"] for c in per_class.values()), total),
-        "disagreeing_off_shortcut_color": proportion(
-            sum(c["disagreeing_off_shortcut_color"] for c in per_class.values()), disagree
+        "disagreement_plain": proportion(counts["disagree_plain"], total),
+        "disagreeing_off_shortcut": proportion(counts["disagreeing_off_shortcut"], disagree),
+        "disagreeing_shortcut_of_second_prediction": proportion(
+            counts["disagreeing_shortcut_of_second_prediction"], disagree
         ),
-        "disagreeing_color_of_second_prediction": proportion(
-            sum(c["disagreeing_color_of_second_prediction"] for c in per_class.values()), disagree
-        ),
-        "plain_off_shortcut_color": proportion(sum(c["plain_off_shortcut_color"] for c in per_class.values()), total),
-        "selection_baseline": selection_baseline(backbone, first, second, samples=baseline_samples,
-                                                 seed=seed + 500, config=config) if baseline_samples else None,
+        "plain_off_shortcut": proportion(counts["plain_off_shortcut"], total),
+        "selection_baseline": selection_baseline(backbone, first, second, samples=baseline_samples, seed=seed + 500,
+                                                 config=config, kind=kind) if baseline_samples else None,
+        "equal_evaluations": equal_evaluation_baseline(backbone, first, second, per_class, samples=samples, seed=seed,
+                                                       config=config, kind=kind, quiet=quiet)
+        if equal_evaluations else None,
         "per_class": per_class,
     }  # fmt: skip
+    return setup.aliased(entry)
 
 
 @torch.no_grad()
@@ -368,6 +524,17 @@ def neuron_bench(
     }
 
 
+def _networks(kind: str, first: str | None, second: str | None, weights: Mapping[str, str | Path]) -> tuple[str, str]:
+    """The network under study and the difference pair's second: the given ones, else the kind's; weights files
+    must be for one of them."""
+    first, second = first or INVESTIGATION_KINDS[kind].network, second or INVESTIGATION_KINDS[kind].second
+    stray = [spec for spec in weights if spec not in (first, second)]
+    if stray:
+        raise FeatscopeError(f"weights given for {stray[0]!r}, which is neither the network under study ({first}) "
+                             f"nor the second network of the difference ({second})")  # fmt: skip
+    return first, second
+
+
 def run_investigation_bench(
     out: str | Path,
     methods: Sequence[str] = METHODS,
@@ -376,6 +543,9 @@ def run_investigation_bench(
     split: str | None = DEFAULT_SPLIT,
     seed: int | None = None,
     backbone: str = "world:ddpm",
+    first: str | None = None,
+    second: str | None = None,
+    extractor_weights: Mapping[str, str | Path] | None = None,
     batch: int = 8,
     channels: Sequence[int] = (0, 1, 2, 3),
     rows: Sequence[str] = tuple(ROWS),
@@ -386,6 +556,9 @@ def run_investigation_bench(
 ) -> dict:
     """Run the chosen investigation measurements on the world and write results.json and results.md to ``out``.
 
+    The scenes are of the kind of the backbone's image size (shapes32 at 32 px, patterns64 at 64 px); ``first``
+    (the network under study) and ``second`` (the difference pair's other network) default to the kind's
+    (:data:`INVESTIGATION_KINDS`), and ``extractor_weights`` maps either's spec to a local weights file.
     ``n`` is the number of counterfactual images (from the evaluation ``split``, or ``seed``'s stream; see
     :class:`~featscope.bench.targets.TargetSource`), and the number of difference samples per shape and neuron
     samples per neuron (each of ``channels``) is ``max(1, n // 8)``; ``rows``: the counterfactual rows of
@@ -399,36 +572,39 @@ def run_investigation_bench(
     if bad_rows or not rows:
         raise FeatscopeError(f"unknown counterfactual row(s) {bad_rows}; choose from: {'; '.join(ROWS)}")
     config = _config(settings, backbone)
-    out = Path(out)
+    out, weights = Path(out), dict(extractor_weights or {})
     check_out(out, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
     torch_device = resolve_device(device)
     model = load_backbone(backbone, device=torch_device)
-    shape_net = load_extractor("world:shape-net", device=torch_device)
-    source = TargetSource(split, seed)
+    kind = backbone_kind(model)
+    first, second = _networks(kind, first, second, weights)
+    out.mkdir(parents=True, exist_ok=True)
+    net = load_extractor(first, weights=weights.get(first), device=torch_device)
+    source = TargetSource(split, seed, kind)
     seed = source.noise_seed
-    report: dict = {"config": {"n": n, **source.record(), "backbone": backbone, "solver": asdict(config)},
-                    "machine": machine(), "results": {}}  # fmt: skip
+    files = {"extractor_weights": {k: str(v) for k, v in weights.items()}} if weights else {}
+    report: dict = {"config": {"n": n, **source.record(), "backbone": backbone, "first": first, "second": second,
+                               **files, "solver": asdict(config)}, "machine": machine(), "results": {}}  # fmt: skip
     small = max(1, n // 8)
     inversions: dict = {}
     for method in methods:
         tic = time.time()
         if method == "counterfactual":
-            entry = counterfactual_bench(model, shape_net, n=n, source=source, start="circle", target="square",
+            entry = counterfactual_bench(model, net, n=n, source=source, start="circle", target="square",
                                          config=config, batch=batch, out=out, quiet=quiet, rows=rows,
                                          inversions=inversions)  # fmt: skip
         elif method == "word-swap":
-            entry = word_swap_bench(model, shape_net, n=n, source=source, start="circle", target="square",
+            entry = word_swap_bench(model, net, n=n, source=source, start="circle", target="square",
                                     config=config, batch=batch, out=out, quiet=quiet,
                                     inversions=inversions)  # fmt: skip
         elif method == "difference":
-            spurious = load_extractor("world:spurious-net", device=torch_device)
-            entry = difference_bench(model, shape_net, spurious, samples=small, seed=seed, config=config, out=out,
-                                     quiet=quiet, baseline_samples=n)  # fmt: skip
+            other = load_extractor(second, weights=weights.get(second), device=torch_device)
+            entry = difference_bench(model, net, other, samples=small, seed=seed, config=config, out=out,
+                                     quiet=quiet, baseline_samples=n, equal_evaluations=True, kind=kind)  # fmt: skip
         else:
             held_out = to_tensor(source.images(HELD_OUT_IMAGES)[0])
             neuron_config = _config(settings, backbone, "neuron")
-            entry = neuron_bench(model, shape_net, channels=channels, samples=small, seed=seed, config=neuron_config,
+            entry = neuron_bench(model, net, channels=channels, samples=small, seed=seed, config=neuron_config,
                                  out=out, quiet=quiet, held_out=held_out)  # fmt: skip
             entry["solver"] = asdict(neuron_config)  # the neurons' own defaults (more iterations on the world)
         entry["seconds"] = time.time() - tic
@@ -453,25 +629,74 @@ def _cost(entry: dict, images: int) -> str:
 
 
 def _fidelity_table(rows: dict) -> list[str]:
-    """Minimality and reconstruction per row: shares with 95% intervals (:func:`fidelity_row`)."""
+    """Minimality and reconstruction per row: shares with 95% intervals (:func:`fidelity_row`); "not checked" where
+    the backbone is not a ``world:`` one (the oracle then reads no minimality) or has no reconstruction threshold."""
     lines = ["| setting | minimal (only shape changed) | clean (flipped, minimal, reconstruction held) | "
              "poor reconstruction | unreadable | changed (of the readable): color / size / position / background |",
              "|---|---|---|---|---|---|"]  # fmt: skip
+
+    def rate(entry: dict | None) -> str:
+        return "not checked" if entry is None else _rate(entry)
+
     for name, row in rows.items():
-        changed = " / ".join(_rate(row["changed"][a]) for a in ("color", "size", "position", "background"))
-        lines.append(f"| {name} | {_rate(row['minimal'])} | {_rate(row['clean'])} | "
-                     f"{_rate(row['poor_reconstruction'])} | {_rate(row['unreadable'])} | {changed} |")  # fmt: skip
+        changes = row.get("changed", {})
+        changed = " / ".join(rate(changes.get(a)) for a in ("color", "size", "position", "background"))
+        poor, unreadable = rate(row.get("poor_reconstruction")), rate(row.get("unreadable"))
+        lines.append(f"| {name} | {rate(row.get('minimal'))} | {rate(row['clean'])} | {poor} | {unreadable} | "
+                     f"{changed} |")  # fmt: skip
     return lines
+
+
+def _equal_evaluation_lines(r: dict) -> list[str]:
+    """The guided and the unguided selection at equal network evaluations, as a table."""
+    e = r["equal_evaluations"]
+    lines = ["", f"At equal network evaluations ({e['rule']}):", "",
+             "| selection | samples per class | network evaluations per class | disagreeing | "
+             "of those, showing the shortcut | classes with a shortcut image |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for name in ("guided", "unguided"):
+        row = e[name]
+        lines.append(f"| {name} | {row['samples_per_class']} | {row['network_evaluations_per_class']} | "
+                     f"{_rate(row['disagreement'])} | {_rate(row['disagreeing_shortcut'])} | "
+                     f"{_rate(row['classes_with_shortcut'])} |")  # fmt: skip
+    return lines
+
+
+def _difference_lines(r: dict, kind: InvestigationKind) -> list[str]:
+    """The difference measurement: disagreement, the shortcut reading and its baselines."""
+    shows = kind.shows_text.format(second=r["second"])
+    lines = [
+        f"## Classifier difference {r['first']} vs {r['second']} ({r['samples_per_class']} per class)", "",
+        f"- classes with at least one disagreeing image: {r['classes_with_disagreement']} / {r['classes']}",
+        f"- disagreement after optimisation: {_rate(r['disagreement'])}; among plain samples: "
+        f"{_rate(r['disagreement_plain'])}",
+        f"- disagreeing images whose {kind.attribute} is not the class's shortcut {kind.attribute}: "
+        f"{_rate(r['disagreeing_off_shortcut'])}",
+        f"- disagreeing images {shows}: {_rate(r['disagreeing_shortcut_of_second_prediction'])}",
+        f"- plain samples off the shortcut {kind.attribute}: {_rate(r['plain_off_shortcut'])}",
+    ]  # fmt: skip
+    b = r.get("selection_baseline")
+    if b:
+        lines.append(f"- the same selection on {b['samples_per_class']} unguided samples per class: kept "
+                     f"{_rate(b['disagreement'])}; those {shows}: "
+                     f"{_rate(b['disagreeing_shortcut_of_second_prediction'])}")  # fmt: skip
+    if r.get("equal_evaluations"):
+        lines += _equal_evaluation_lines(r)
+    return [*lines, _cost(r, r["disagreement"]["total"]), ""]
 
 
 def investigation_markdown(report: dict) -> str:
     """The results as Markdown tables."""
-    lines = [f"# Investigation bench on the world ({report['config']['backbone']})", ""]
+    config = report["config"]
+    lines = [
+        f"# Investigation bench on the world ({config['backbone']}, {config['kind']} scenes)", "",
+        f"Networks: {config['first']} (under study), {config['second']} (the difference's second).", "",
+    ]  # fmt: skip
     results = report["results"]
     if "counterfactual" in results:
         r = results["counterfactual"]
         lines += [
-            f"## Counterfactuals {r['start']} -> {r['target']} (world:shape-net, {r['n']} images)", "",
+            f"## Counterfactuals {r['start']} -> {r['target']} ({r['network']}, {r['n']} images)", "",
             "| setting | target conf > 0.5 | mean target conf | oracle reads target | background change | "
             "inversion's background change |",
             "|---|---|---|---|---|---|",
@@ -487,33 +712,14 @@ def investigation_markdown(report: dict) -> str:
         r = results["word-swap"]
         row = r["rows"]["word swap"]
         lines += [
-            f"## Word swap {r['start']} -> {r['target']} (world:shape-net, {r['n']} images, the same inversions)", "",
+            f"## Word swap {r['start']} -> {r['target']} ({r['network']}, {r['n']} images, the same inversions)", "",
             f"- target conf > 0.5: {_rate(row['target_confidence_above_0.5'])}; oracle reads target: "
             f"{_rate(row['oracle_reads_target_shape'])}; background change {row['background_change_mean_abs']:.4f}; "
             f"chosen tau (images): {row['chosen_tau_counts']}", "",
             *_fidelity_table(r["rows"]), _cost(r, r["n"]), "",
         ]  # fmt: skip
     if "difference" in results:
-        r = results["difference"]
-        lines += [
-            f"## Classifier difference {r['first']} vs {r['second']} ({r['samples_per_class']} per shape)", "",
-            f"- shapes with at least one disagreeing image: {r['classes_with_disagreement']} / {r['classes']}",
-            f"- disagreement after optimisation: {_rate(r['disagreement'])}; among plain samples: "
-            f"{_rate(r['disagreement_plain'])}",
-            f"- disagreeing images whose colour is not the shape's shortcut colour: "
-            f"{_rate(r['disagreeing_off_shortcut_color'])}",
-            f"- disagreeing images whose colour is the shortcut colour of the shape {r['second']} predicts: "
-            f"{_rate(r['disagreeing_color_of_second_prediction'])}",
-            f"- plain samples off the shortcut colour: {_rate(r['plain_off_shortcut_color'])}",
-        ]  # fmt: skip
-        b = r.get("selection_baseline")
-        if b:
-            lines += [
-                f"- the same selection on {b['samples_per_class']} unguided samples per shape: kept "
-                f"{_rate(b['disagreement'])}; of those, the shortcut colour of the shape {r['second']} predicts: "
-                f"{_rate(b['disagreeing_color_of_second_prediction'])}",
-            ]
-        lines += [_cost(r, r["disagreement"]["total"]), ""]
+        lines += _difference_lines(results["difference"], INVESTIGATION_KINDS[config["kind"]])
     if "neuron" in results:
         r = results["neuron"]
         lines += [

@@ -153,8 +153,9 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
 
     The investigation measurements: counterfactuals circle -> square of -n images, with and without background
     regularisers, and word swaps from the same inversions (each with minimality and the inversion's
-    reconstruction error); shape-net vs spurious-net differences, n/8 per shape; neurons (--channels, default
-    0-3), n/8 each.
+    reconstruction error); shape-net vs spurious-net differences, n/8 per shape, with unguided baselines (n per
+    shape, and as many as the guided network evaluations); neurons (--channels, default 0-3), n/8 each. On a
+    64 px backbone the scenes are patterns64 and the networks shape-net-64 and tag-net (its shortcut: the tag).
     """
     from featscope.solvers.configs import EndToEndConfig
 
@@ -169,9 +170,21 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
                    help="counterfactual rows, ';'-separated (default: all): no regulariser; background regularisers; "
                         "background regularisers, no mask; background regularisers, cross-attention mask")  # fmt: skip
     add_backbone(p)
+    m = p.add_argument_group("networks (defaults: the scene kind's, from the backbone's image size)")
+    m.add_argument(
+        "--first",
+        metavar="SPEC",
+        help="the network under study (default: world:shape-net at 32 px, world:shape-net-64 at 64 px)",
+    )
+    m.add_argument("--second", metavar="SPEC",
+                   help="the difference's second network (default: world:spurious-net at 32 px, world:tag-net at "
+                        "64 px); the shortcut read is the kind's: its colour, or the tag")  # fmt: skip
+    m.add_argument("--extractor-weights", default="", metavar="SPEC=FILE,SPEC=FILE",
+                   help="local weights files for --first or --second instead of their published ones, e.g. "
+                        "world:tag-net=net.safetensors (default: none)")  # fmt: skip
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     p.add_argument("--channels", default="0,1,2,3", metavar="C,C",
-                   help="neurons: channels of shape-net's penultimate layer, 0-127 (default: 0,1,2,3)")  # fmt: skip
+                   help="neurons: channels of the network's penultimate layer, 0-127 (default: 0,1,2,3)")  # fmt: skip
     add_knobs(p, p.add_argument_group("end-to-end solver (defaults: the backbone's, as investigate)"), EndToEndConfig)
     add_runtime_options(p)
 
@@ -246,7 +259,9 @@ def _run_investigate(args: argparse.Namespace) -> int:
     if args.rows is not None:
         methods["rows"] = [row.strip() for row in args.rows.split(";") if row.strip()]
     run_investigation_bench(
-        args.out, **methods, **pick(args, *TARGETS, "backbone", "batch", "device", "quiet", "overwrite"),
+        args.out, **methods, **pick(args, *TARGETS, "backbone", "first", "second", "batch", "device", "quiet",
+                                    "overwrite"),
+        extractor_weights=weights_files(args.extractor_weights),
         channels=numbers(args.channels, int, "--channels", "channel numbers like 0,1,2,3"), **knobs(args),
     )  # fmt: skip
     print((Path(args.out) / "results.md").read_text())

@@ -27,6 +27,9 @@ from featscope.world.render import SHAPES, object_mask, render, sample_record
 FIRST, SECOND = "world:shape-net-64", "world:tag-net"
 N, ITERATIONS = 2, 2  # n // 8 -> 1 guided sample per class
 SOLVER = ["--steps", "2", "--iterations", str(ITERATIONS), "--cutouts", "1"]
+# per guided sample: 3 scoring passes (each iteration and the last iterate), and per iteration the loss on the
+# last min(loss_steps 3, steps 2) = 2 x0 estimates with 1 cutout each
+EVALUATIONS = (ITERATIONS + 1) + ITERATIONS * 2 * 1
 
 
 @pytest.fixture(scope="module")
@@ -86,9 +89,9 @@ def test_the_unguided_baseline_has_as_many_samples_as_the_guided_network_evaluat
     equal = difference["equal_evaluations"]
     guided, unguided = equal["guided"], equal["unguided"]
     assert guided["samples_per_class"] == difference["samples_per_class"] == 1 and guided["iterations"] == ITERATIONS
-    assert unguided["samples_per_class"] == guided["samples_per_class"] * ITERATIONS
-    assert unguided["network_evaluations_per_class"] == guided["network_evaluations_per_class"] == ITERATIONS
-    assert unguided["disagreement"]["total"] == len(SHAPES) * ITERATIONS
+    assert unguided["samples_per_class"] == guided["samples_per_class"] * EVALUATIONS
+    assert unguided["network_evaluations_per_class"] == guided["network_evaluations_per_class"] == EVALUATIONS
+    assert unguided["disagreement"]["total"] == len(SHAPES) * EVALUATIONS
     assert unguided["disagreeing_shortcut"]["total"] == unguided["disagreement"]["successes"]
     assert guided["disagreement"] == difference["disagreement"]  # the guided side: the measurement's own counts
     assert guided["disagreeing_shortcut"] == difference["disagreeing_shortcut_of_second_prediction"]

@@ -71,8 +71,8 @@ SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=Fa
 UNGUIDED_BATCH = 64  # unguided baseline samples per call of the sampler
 EQUAL_SEED_OFFSET, EQUAL_SEED_STRIDE = 10**7, 10**5  # equal-evaluation baseline: seed + offset + stride * class + k
 EVALUATION_RULE = (
-    "network evaluations per class, of each network: guided, samples x iterations (one per iteration of a sample); "
-    "unguided, one per sample"
+    "forward passes of each network per class: guided, per sample (iterations + 1) scoring passes and, per "
+    "iteration, loss_steps x cutouts augmented passes (their backward passes not counted); unguided, one per sample"
 )
 
 
@@ -377,15 +377,22 @@ def selection_summary(counts: Mapping[str, tuple[int, int]], samples: int, evalu
     }
 
 
+def guided_evaluations(config: EndToEndConfig) -> int:
+    """Forward passes of each network for one guided sample of the end-to-end solver (:data:`EVALUATION_RULE`)."""
+    augmented = len(config.loss_weights()) * max(1, config.cutouts)
+    return config.iterations + 1 + config.iterations * augmented
+
+
 def equal_evaluation_baseline(
     backbone: Backbone, first: Extractor, second: Extractor, per_class: Mapping[str, dict], *, samples: int,
     seed: int, config: EndToEndConfig, kind: str = DEFAULT_KIND, quiet: bool = True,
 ) -> dict | None:  # fmt: skip
     """The guided selection (``per_class`` of :func:`difference_bench`, ``samples`` per class) next to the same
-    selection on as many unguided samples per class as it had network evaluations (``samples * iterations``; seeds
-    ``seed + EQUAL_SEED_OFFSET + EQUAL_SEED_STRIDE * y + k``); None without iterations."""
-    evaluations = samples * config.iterations
-    if evaluations == 0:
+    selection on as many unguided samples per class as the guided samples took network forward passes
+    (:data:`EVALUATION_RULE`; seeds ``seed + EQUAL_SEED_OFFSET + EQUAL_SEED_STRIDE * y + k``); None without
+    iterations."""
+    evaluations = samples * guided_evaluations(config)
+    if config.iterations == 0:
         return None
     start = seed + EQUAL_SEED_OFFSET
     counts = unguided_selection(backbone, first, second, samples=evaluations, seed=start, stride=EQUAL_SEED_STRIDE,

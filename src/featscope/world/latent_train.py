@@ -42,10 +42,11 @@ from featscope.world.patterns import PatternRecord, caption_of
 from featscope.world.train import _dropped_attributes, _learning_rate, copy_ema
 
 POOL_SIZE = 30_000  # patterns64 images of seed 0: the training pool
-DEFAULT_STEPS = {"latent-vae": 2_500, "latent-unet": 3_500}  # the shipped model's recipe (training/latent-world)
+DEFAULT_STEPS = {"latent-vae": 1_500, "latent-unet": 3_000}  # the shipped model's recipe (training/latent-world)
 CAPTION_DROPOUT = 0.1
 KL_WEIGHT = 1e-6  # SD's first stage uses 1e-6
-WARMUP = 200  # steps of linear warm-up; a half cosine then takes the rate to 0 at the last step
+OBJECT_WEIGHT = 10.0  # L1 weight of pixels away from the background colour (the object, its pattern, the tag)
+WARMUP = 200  # steps of linear warm-up (a fifth of a shorter run); a half cosine then takes the rate to 0 at the end
 SCALE_IMAGES = 512  # pool images whose latents set the VAE's scaling factor
 
 
@@ -57,6 +58,16 @@ def scene_pool(n: int, seed: int) -> tuple[np.ndarray, list[PatternRecord]]:
 def _inputs(images: np.ndarray) -> torch.Tensor:
     """uint8 scenes as the VAE's input: (B, 3, 64, 64) floats in [-1, 1]."""
     return to_tensor(images) * 2 - 1
+
+
+def object_weights(x: torch.Tensor) -> torch.Tensor:
+    """Per-pixel L1 weights of images in [-1, 1]: OBJECT_WEIGHT where a pixel differs from the background colour
+    (the median of the border) by more than 0.05, else 1; normalised to mean 1 per batch. Objects cover a few
+    percent of a scene: unweighted, the VAE learnt the background and left objects grey and blurred."""
+    border = torch.cat([x[:, :, 0], x[:, :, -1], x[:, :, :, 0], x[:, :, :, -1]], 2)
+    background = border.median(2).values[:, :, None, None]
+    weights = 1 + (OBJECT_WEIGHT - 1) * ((x - background).abs().amax(1, keepdim=True) > 0.05).float()
+    return weights / weights.mean()
 
 
 def _open(
@@ -93,7 +104,7 @@ def train_vae(
     *,
     sizes: LatentSizes = SHIPPED,
     batch_size: int = 16,
-    lr: float = 5e-4,
+    lr: float = 1e-3,
     pool_size: int = POOL_SIZE,
     seed: int = 0,
     kl_weight: float = KL_WEIGHT,
@@ -117,11 +128,11 @@ def train_vae(
             x = _inputs(pool[rng.choice(len(pool), batch_size, replace=False)])
             posterior = vae.encode(x).latent_dist
             z = posterior.sample(torch.Generator().manual_seed(int(rng.integers(2**31))))
-            rec = F.l1_loss(vae.decode(z).sample, x)
+            rec = ((vae.decode(z).sample - x).abs() * object_weights(x)).mean()
             kl = posterior.kl().mean() / x[0].numel()
             loss = rec + kl_weight * kl
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(lr, step, steps, anneal_from=WARMUP)
+                group["lr"] = _learning_rate(lr, step, steps, anneal_from=min(WARMUP, steps // 5))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -206,7 +217,7 @@ def train_unet(
             text = modules["text_encoder"](ids.input_ids).last_hidden_state
             loss = F.mse_loss(modules["unet"](scheduler.add_noise(z, noise, t), t, text).sample, noise)
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(lr, step, steps, anneal_from=WARMUP)
+                group["lr"] = _learning_rate(lr, step, steps, anneal_from=min(WARMUP, steps // 5))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

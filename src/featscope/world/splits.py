@@ -6,12 +6,14 @@ random stream per seed. The shipped models trained on these streams:
 - ``world:ddpm`` (and the epsilon model it was fine-tuned from): ``generate(30_000, 0)``;
 - the embedded FeatInv ControlNet: ``generate(20_000, 0)`` (a prefix of the same stream);
 - ``world:shape-net``, ``color-net``, ``spurious-net``: 64 records per step from ``default_rng([0, 7])``,
-  for the steps recorded in their weights' metadata.
+  for the steps recorded in their weights' metadata;
+- on ``patterns64`` scenes, ``world:latent``: ``generate(30_000, 0)`` of that kind (``LATENT_POOL``), and the
+  64 px networks (``shape-net-64``, ``color-net-64``, ``pattern-net``, ``tag-net``) as the 32 px ones.
 
 Settings are chosen on the **tuning** split and reported once on the **test** split (docs/evaluation.md).
-Every scene kind (``world.kinds``) has its splits, drawn from the same seeds with that kind's records. No
-shipped model has trained on ``patterns64`` scenes yet; its splits exclude the images of the latent world's
-recipe pool (``LATENT_POOL``, training/latent-world), the pool it will train on.
+Every scene kind (``world.kinds``) has its splits, drawn from the same seeds with that kind's records. Of the
+``patterns64`` pools only the latent world's holds a split image (test image 263); ``training_clashes`` over
+``training_pools("patterns64")`` finds no other (computed once: its 241,200 classifier records take minutes).
 """
 
 from __future__ import annotations
@@ -35,10 +37,10 @@ EXCLUDED = {  # stream indices whose image is in a training pool (tests/test_wor
     "tuning": (117, 548, 569, 665, 718, 757, 818, 1009),
     "test": (66, 85, 245, 349, 362, 442, 774),
 }
-EXCLUDED_BY_KIND = {DEFAULT_KIND: EXCLUDED, "patterns64": {"tuning": (), "test": (263,)}}  # patterns64: LATENT_POOL
+EXCLUDED_BY_KIND = {DEFAULT_KIND: EXCLUDED, "patterns64": {"tuning": (), "test": (263,)}}  # patterns64: world:latent
 DDPM_POOL = (30_000, 0)  # (images, seed) of world:ddpm's training pool
 FEATINV_POOL = (20_000, 0)
-LATENT_POOL = (30_000, 0)  # patterns64 scenes: the latent world recipe's pool (world.latent_train.POOL_SIZE, seed 0)
+LATENT_POOL = (30_000, 0)  # patterns64 scenes: world:latent's pool (world.latent_train.POOL_SIZE, seed 0)
 WEIGHTS = Path(__file__).parent / "weights"
 
 

@@ -69,11 +69,14 @@ def markdown(report: dict) -> str:
         [f"valid {format_proportion(ceiling['valid'])}"]
         + [f"{name} {format_proportion(ceiling['agreement'][name])}" for name in attributes]
     )
+    if config.get("seed") is None:
+        source = f"the {config.get('split')} split, target i decoded from seed i"
+    else:
+        source = f"seed {config['seed']}, target i decoded from seed {config['seed']} + i"
     lines = [
         "# featscope bench",
         "",
-        f"{config['n']} world targets ({kind} scenes, seed {config['seed']}, target i decoded from seed "
-        f"{config['seed']} + i), "
+        f"{config['n']} world targets ({kind} scenes, {source}), "
         f"backbone {config['backbone']}, featscope {config['featscope']}, torch {config['torch']}, "
         f"{config['device']}, {config['date']}. Agreement: share of targets whose attribute the oracle reads back "
         "from the decoded image, with a 95% Wilson interval.",

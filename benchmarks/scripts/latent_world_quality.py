@@ -20,6 +20,7 @@ from featscope.backbones import load_backbone
 from featscope.bench.stats import proportion
 from featscope.images import to_tensor
 from featscope.world.kinds import scene_kind
+from featscope.world.oracle import agreement
 from featscope.world.quality import evaluate_world_model
 from featscope.world.splits import split_images
 
@@ -37,7 +38,7 @@ def vae_round_trip(backbone, split: str, n: int, batch: int = 64) -> dict:
         with torch.no_grad():
             decoded = backbone.decode(backbone.encode(x)).clamp(0, 1)
         for record, reading in zip(records[start : start + batch], scene.read_batch(decoded), strict=True):
-            same = [reading.valid and getattr(reading, k) == getattr(record, k) for k in scene.attributes]
+            same = [agreement(record.attributes(), reading)[k] for k in scene.attributes]
             every += all(same)
             for name, hit in zip(scene.attributes, same, strict=True):
                 kept[name] += hit

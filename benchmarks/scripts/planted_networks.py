@@ -21,6 +21,7 @@ import torch
 
 import featscope
 from featscope.bench.stats import proportion
+from featscope.images import to_tensor
 from featscope.world.classifier_tasks import TAG_CLASS, shape_of_pattern, tagged
 from featscope.world.patterns import render_pattern
 from featscope.world.splits import split_records
@@ -30,7 +31,7 @@ NETWORKS = ("shape-net-64", "color-net-64", "pattern-net", "tag-net")
 
 
 def predictions(network: torch.nn.Module, records: list, labels: tuple[str, ...]) -> list[str]:
-    images = torch.from_numpy(np.stack([render_pattern(r) for r in records])).permute(0, 3, 1, 2).float() / 255
+    images = to_tensor(np.stack([render_pattern(r) for r in records]))
     with torch.no_grad():
         return [labels[i] for i in network(images).argmax(1).tolist()]
 

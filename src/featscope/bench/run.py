@@ -33,7 +33,7 @@ from featscope.losses import feature_cosine, feature_loss
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
 from featscope.solvers.configs import UniversalConfig, preset
-from featscope.world.kinds import DEFAULT_KIND, KINDS, scene_kind
+from featscope.world.kinds import DEFAULT_KIND, KINDS, kind_of_size, scene_kind
 from featscope.world.oracle import OracleReading, agreement
 from featscope.world.render import WorldRecord
 
@@ -99,9 +99,9 @@ def features_of(extractor: Extractor, images: np.ndarray) -> torch.Tensor:
 
 def backbone_kind(backbone: Backbone) -> str:
     """The world scene kind whose images are the backbone's size, or a one-line FeatscopeError."""
-    for kind in KINDS.values():
-        if (kind.image_size, kind.image_size) == tuple(backbone.image_size):
-            return kind.name
+    kind = kind_of_size(*backbone.image_size)
+    if kind is not None:
+        return kind.name
     sizes = ", ".join(f"{kind.name} {kind.image_size} px" for kind in KINDS.values())
     h, w = backbone.image_size
     raise FeatscopeError(

@@ -3,14 +3,12 @@ in it by its training distribution.
 
 ``shape-net``, ``color-net`` and ``spurious-net`` label the 32 px shapes world; ``spurious-net`` trains where
 colour predicts shape 95% of the time. The 64 px patterned world (``world.patterns``) has four:
-``shape-net-64`` and ``color-net-64`` (attributes drawn independently), ``pattern-net`` (a shape network trained
-whose labels follow the pattern: the label is the shape that goes with the object's pattern, and half the
-objects have another shape) and ``tag-net`` (a shape network
-trained where 90% of stars and 5% of other shapes carry the corner tag, and every tagged image is labelled
-star: a watermark that goes with one class; trained on true labels only, the same network learns shape and
-ignores the tag, measured). Each task's probes re-draw held-out
-images with one attribute changed; the accuracy there (against the task's label of the changed image) shows
-what the network relies on.
+``shape-net-64`` and ``color-net-64`` (attributes drawn independently); ``pattern-net``, whose label is the
+shape that goes with the object's pattern, half its training objects having another shape; and ``tag-net``, a
+shape network trained where 90% of stars and 5% of other shapes carry the corner tag and every tagged image is
+labelled star (a watermark that goes with one class; on true labels the same network learns shape and ignores
+the tag). Each task's probes re-draw held-out images with one attribute changed; the accuracy there (against
+the task's label of the changed image) shows what the network relies on.
 """
 
 from __future__ import annotations

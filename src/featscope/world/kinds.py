@@ -68,6 +68,11 @@ KINDS: dict[str, SceneKind] = {
 }
 
 
+def kind_of_size(height: int, width: int) -> SceneKind | None:
+    """The scene kind whose images are ``height`` x ``width`` pixels, None if no kind is."""
+    return next((kind for kind in KINDS.values() if (kind.image_size, kind.image_size) == (height, width)), None)
+
+
 def scene_kind(name: str) -> SceneKind:
     """The kind called ``name``, or a FeatscopeError listing the kinds."""
     if name not in KINDS:

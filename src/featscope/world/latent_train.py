@@ -60,6 +60,11 @@ def _inputs(images: np.ndarray) -> torch.Tensor:
     return to_tensor(images) * 2 - 1
 
 
+def _rate(lr: float, step: int, steps: int) -> float:
+    """Both stages' learning rate: linear warm-up, then a half cosine to 0 at ``steps`` (``WARMUP``)."""
+    return _learning_rate(lr, step, steps, anneal_from=min(WARMUP, steps // 5))
+
+
 def object_weights(x: torch.Tensor) -> torch.Tensor:
     """Per-pixel L1 weights of images in [-1, 1]: OBJECT_WEIGHT where a pixel differs from the background colour
     (the median of the border) by more than 0.05, else 1; normalised to mean 1 per batch. Objects cover a few
@@ -132,7 +137,7 @@ def train_vae(
             kl = posterior.kl().mean() / x[0].numel()
             loss = rec + kl_weight * kl
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(lr, step, steps, anneal_from=min(WARMUP, steps // 5))
+                group["lr"] = _rate(lr, step, steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
@@ -217,7 +222,7 @@ def train_unet(
             text = modules["text_encoder"](ids.input_ids).last_hidden_state
             loss = F.mse_loss(modules["unet"](scheduler.add_noise(z, noise, t), t, text).sample, noise)
             for group in optimizer.param_groups:
-                group["lr"] = _learning_rate(lr, step, steps, anneal_from=min(WARMUP, steps // 5))
+                group["lr"] = _rate(lr, step, steps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -11,7 +11,7 @@ from featscope.backbones.base import Backbone
 from featscope.devices import generators_for
 from featscope.sampling import sample
 from featscope.world.kinds import DEFAULT_KIND, scene_kind
-from featscope.world.oracle import OracleReading
+from featscope.world.oracle import OracleReading, agreement
 from featscope.world.splits import split_records
 
 
@@ -59,7 +59,7 @@ def evaluate_world_model(
     )
     hits = np.array(
         [
-            [reading.valid and getattr(reading, k) == getattr(record, k) for k in attributes]
+            [agreement(record.attributes(), reading)[k] for k in attributes]
             for record, reading in zip(records, captioned, strict=True)
         ],
         dtype=bool,

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import torch
 
-from featscope.world.kinds import KINDS
+from featscope.world.kinds import kind_of_size
 
 
 def compare(targets: torch.Tensor, decoded: torch.Tensor) -> list[dict | None]:
     """Per (target, decoded) pair of (N, 3, S, S) images in [0, 1] (S = 32: shapes scenes, 64: patterned ones):
     the oracle's attributes of both, which attributes were kept and which changed; None where the target is not
     a readable world image."""
-    size = tuple(targets.shape[-2:])
-    kinds = [k for k in KINDS.values() if (k.image_size, k.image_size) == size]
-    if size != tuple(decoded.shape[-2:]) or not kinds:
+    kind = kind_of_size(*targets.shape[-2:])
+    if tuple(targets.shape[-2:]) != tuple(decoded.shape[-2:]) or kind is None:
         return [None] * len(targets)
-    read_batch, attributes = kinds[0].read_batch, kinds[0].attributes
+    read_batch, attributes = kind.read_batch, kind.attributes
     readings = []
     for target, result in zip(read_batch(targets), read_batch(decoded), strict=True):
         if not target.valid:

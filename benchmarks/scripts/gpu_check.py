@@ -40,7 +40,8 @@ from sd_random import random_sd  # noqa: E402
 
 from featscope import featinv  # noqa: E402
 from featscope.backbones import Backbone  # noqa: E402
-from featscope.decoding import DEFAULT_PRESET, decode_features  # noqa: E402
+from featscope.decode_run import DEFAULT_PRESET  # noqa: E402
+from featscope.decoding import decode_features  # noqa: E402
 from featscope.devices import DTYPES, peak_memory_mb, resolve_device  # noqa: E402
 from featscope.extractors import Extractor, load_extractor  # noqa: E402
 from featscope.investigate.cores import counterfactual  # noqa: E402

@@ -19,7 +19,8 @@ from featscope._lazy import exported_names, lazy_getattr
 from featscope._version import __version__
 
 _EXPORTS = {  # module -> the names it exports, imported on first access
-    "featscope.decoding": ("decode", "DecodeResult", "decode_features", "DecodeOutput"),
+    "featscope.decode_run": ("decode", "DecodeResult"),
+    "featscope.decoding": ("decode_features", "DecodeOutput"),
     "featscope.solvers.universal": ("solve_universal",),
     "featscope.errors": ("FeatscopeError",),
     "featscope.backbones": ("load_backbone",),

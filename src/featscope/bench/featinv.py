@@ -12,7 +12,7 @@ from featscope.bench.investigation import save_grid
 from featscope.bench.run import check_out, machine
 from featscope.bench.stats import format_proportion, proportion
 from featscope.bench.targets import DEFAULT_SPLIT, TargetSource
-from featscope.decoding import decode
+from featscope.decode_run import decode
 from featscope.featinv import SampleSettings, encode, load_model, reconstruct
 from featscope.featinv.reconstruction import load_parts
 from featscope.featinv.world import resolve_model

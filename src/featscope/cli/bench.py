@@ -161,21 +161,17 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
 
     p = sub_command(bsub, _add_investigate)
     _add_common(p, "counterfactual images; n/8 difference and neuron samples")
-    p.add_argument(
-        "--methods",
-        metavar="NAME,NAME",
-        help="any of counterfactual, word-swap, difference, neuron, comma-separated (default: all four)",
-    )
+    p.add_argument("--methods", metavar="NAME,NAME",
+                   help="any of counterfactual, word-swap, difference, neuron, comma-separated "
+                        "(default: all four)")  # fmt: skip
     p.add_argument("--rows", metavar="ROW;ROW",
                    help="counterfactual rows, ';'-separated (default: all): no regulariser; background regularisers; "
                         "background regularisers, no mask; background regularisers, cross-attention mask")  # fmt: skip
     add_backbone(p)
     m = p.add_argument_group("networks (defaults: the scene kind's, from the backbone's image size)")
-    m.add_argument(
-        "--first",
-        metavar="SPEC",
-        help="the network under study (default: world:shape-net at 32 px, world:shape-net-64 at 64 px)",
-    )
+    m.add_argument("--first", metavar="SPEC",
+                   help="the network under study (default: world:shape-net at 32 px, world:shape-net-64 "
+                        "at 64 px)")  # fmt: skip
     m.add_argument("--second", metavar="SPEC",
                    help="the difference's second network (default: world:spurious-net at 32 px, world:tag-net at "
                         "64 px); the shortcut read is the kind's: its colour, or the tag")  # fmt: skip

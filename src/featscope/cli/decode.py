@@ -77,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Decode the targets into a run folder and print its summary line."""
-    from featscope.decoding import decode, summary_line
+    from featscope.decode_run import decode, summary_line
 
     if not args.target and not args.text:
         raise FeatscopeError("no target given; pass --target FILE (image or feature file) or --text TEXT")

@@ -97,7 +97,7 @@ def _decode_check(params: dict, settings: dict) -> None:
 
 
 def _decode_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
-    from featscope.decoding import decode
+    from featscope.decode_run import decode
 
     decode(
         params["targets"] or (),

@@ -12,10 +12,12 @@ import torch
 from PIL import Image
 
 from featscope import featinv
+from featscope.backbones import load_backbone
 from featscope.cli import main
 from featscope.errors import FeatscopeError
 from featscope.featinv.features import detect_layout, from_grid, to_grid
 from featscope.featinv.metrics import ssim
+from featscope.featinv.model import default_prompt
 from featscope.featinv.world import embedded_folder
 from featscope.images import load_image, to_uint8
 from featscope.targets import save_feature
@@ -357,3 +359,10 @@ def test_resuming_with_a_model_of_another_network_is_refused(world_model, tmp_pa
     )
     assert main([*train, "--model", str(other)]) == 2
     assert "checkpoint of a model for world:shape-net@block2" in error_line(capsys)
+
+
+def test_the_fixed_prompt_is_empty_for_closed_vocabulary_prompt_encoders(tiny_sd_backbone, tiny_pixel_text_backbone):
+    world = load_backbone("world:ddpm")
+    assert not world.free_text_prompts and default_prompt(world) == ""  # the world's encoder knows attribute words
+    assert not tiny_pixel_text_backbone.free_text_prompts  # a pixel: folder with the world's text encoder
+    assert tiny_sd_backbone.free_text_prompts and default_prompt(tiny_sd_backbone) == featinv.DEFAULT_PROMPT

@@ -18,13 +18,14 @@ from featscope.cli import main
 from featscope.errors import FeatscopeError
 from featscope.extractors import Spec, list_layers, load_extractor, parse_spec
 from featscope.featinv.config import PRESETS, TrainConfig
-from featscope.featinv.data import WorldImages, draw, flipped, square
+from featscope.featinv.data import draw, flipped, square
 from featscope.featinv.fid import frechet_distance
 from featscope.featinv.inputs import read_inputs
 from featscope.featinv.model import FeatInvConfig, FeatInvModel
 from featscope.featinv.published import load_published
 from featscope.featinv.steering import region_mask
 from featscope.featinv.training import Trainer
+from featscope.featinv.world_images import WorldImages
 from tiny_sd import build_tiny_sd, featinv_to_ldm, randomize, save_single_file
 
 SIZED = "tiny_nets:tiny_cnn@conv2@24px"  # the network at 24 px (its default: 16): (4, 12, 12) maps

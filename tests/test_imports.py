@@ -28,6 +28,22 @@ CORE = [
     "featscope.devices",
     "featscope.speed",
     "featscope.registry",
+    # FeatInv's cores (reconstruct, steer, evaluate) and what they are made of; world specifics reach them through
+    # the backbone (``Backbone.free_text_prompts``). Its orchestration (jobs, training, inputs, world, world_images)
+    # may import the world.
+    "featscope.featinv",
+    "featscope.featinv.config",
+    "featscope.featinv.features",
+    "featscope.featinv.adapter",
+    "featscope.featinv.model",
+    "featscope.featinv.data",
+    "featscope.featinv.sampling",
+    "featscope.featinv.metrics",
+    "featscope.featinv.fid",
+    "featscope.featinv.reconstruction",
+    "featscope.featinv.steering",
+    "featscope.featinv.evaluation",
+    "featscope.featinv.published",
 ]
 
 

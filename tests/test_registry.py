@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import textwrap
 from importlib.metadata import EntryPoint
@@ -11,11 +13,12 @@ import torch
 from torch import nn
 
 from featscope import registry
-from featscope.backbones import check_spec, load_backbone
+from featscope.backbones import FAMILIES, check_spec, load_backbone
+from featscope.backbones.index import PIPELINE_FAMILIES
 from featscope.backbones.pixel import load_pixel
 from featscope.errors import FeatscopeError, SpecError
 from featscope.extractors import Extractor, load_extractor, parse_spec
-from featscope.extractors.spec import Spec
+from featscope.extractors.spec import Spec, family_names, usage
 from featscope.study.fields import backbone_spec, network_spec
 
 
@@ -103,3 +106,42 @@ def test_entry_point_plugins_are_imported_once_and_broken_ones_warn(fresh_regist
         assert load_extractor("toyplug:net").name == "toyplug:net"
     assert "world" in registry.extractor_families() and "world" in registry.backbone_families()
     registry.load_plugins()  # once per process: nothing is imported again
+
+
+def test_built_in_families_are_registry_entries_from_one_list_and_registering_them_imports_no_model_code():
+    code = (
+        "import sys\nfrom featscope import registry\n"
+        "assert registry.backbone_family('sd').builtin and registry.extractor_family('timm').builtin\n"
+        "heavy = ('torch', 'diffusers', 'transformers', 'torchvision', 'timm', 'open_clip', 'featscope.world',"
+        " 'featscope.backbones', 'featscope.extractors')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy or m.startswith(heavy)))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"  # no loader module, no model library, no plugin
+    assert list(registry.builtin_backbones()) == [family for family, *_ in registry.BUILTIN_BACKBONES]
+    assert list(registry.builtin_extractors()) == [family for family, *_ in registry.BUILTIN_EXTRACTORS]
+    assert list(FAMILIES) == list(registry.BUILTIN_FAMILIES) == ["sd", "sdxl", "sd3", "flux", "pixel"]
+    assert family_names()[:4] == ["clip", "torchvision", "timm", "open_clip"]  # module / file are forms, not families
+    assert usage().endswith("or module.path:factory / file.py:factory")
+    takers = [name for name, family in registry.builtin_backbones().items() if family.takes_config]
+    assert takers == ["sd", "sdxl"]
+    assert set(PIPELINE_FAMILIES.values()) <= set(FAMILIES)  # diffusers pipelines map onto built-in families
+
+
+def test_a_plugin_cannot_take_a_built_in_family(fresh_registry, tiny_pixel_folder):
+    with pytest.warns(UserWarning, match="featscope's own sd: family wins"):
+        registry.register_backbone("sd", lambda *a, **k: None, "sd:MINE")
+    with pytest.warns(UserWarning, match="featscope's own timm: family wins"):
+        registry.register_extractor("timm", toy_extractor, "timm:MINE")
+    assert registry.backbone_family("sd").builtin and registry.extractor_family("timm").builtin
+    assert load_backbone(f"pixel:{tiny_pixel_folder}").image_size == (16, 16)  # dispatched through the registry
+    with pytest.raises(SpecError, match="only applies to sd: and sdxl: checkpoints"):
+        load_backbone(f"pixel:{tiny_pixel_folder}", config="somewhere")
+
+
+def test_a_built_in_family_without_its_optional_package_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "timm", None)  # as if not installed
+    monkeypatch.delitem(sys.modules, "featscope.extractors.timm_nets", raising=False)
+    with pytest.raises(SpecError, match=r"timm:resnet18 needs the timm package: pip install 'featscope\[timm\]'"):
+        load_extractor("timm:resnet18", pretrained=False)

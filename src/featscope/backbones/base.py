@@ -83,6 +83,13 @@ class Backbone(nn.Module):
     def has_prompts(self) -> bool:
         return self.prompt_encoder is not None
 
+    @property
+    def free_text_prompts(self) -> bool:
+        """Whether the prompt encoder reads any text (CLIP, T5: true, as for unconditional models); a prompt encoder
+        with a closed vocabulary says otherwise by its ``free_text`` attribute (the world's, which knows attribute
+        words only), and its prompts must stay in that vocabulary (e.g. FeatInv's fixed prompt is then empty)."""
+        return bool(getattr(self.prompt_encoder, "free_text", True))
+
     # rows of the conditioning tensor past the token sequence (packed pooled embeddings, time ids)
     extra_condition_rows = 0
     # whether the denoiser attends to the prompt's tokens through cross-attention layers that featscope can read

@@ -3,7 +3,8 @@
 ``@SIZEpx`` (``@288px``, or ``@HxWpx``) sets the network's input size: images are resized to it before the
 network (default: the size its published preprocessing uses).
 
-Families are the built-in ``FAMILIES`` and the plugins' (``world:`` among them; see ``featscope.registry``)."""
+Families are the registry's: featscope's own (``featscope.registry.BUILTIN_EXTRACTORS``) and the plugins'
+(``world:`` among them)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,14 @@ from dataclasses import dataclass
 from featscope import registry
 from featscope.errors import SpecError, suggest
 
-FAMILIES: tuple[str, ...] = ("clip", "torchvision", "timm", "open_clip")  # built in; plugins add theirs
-USER_FAMILIES = ("module", "file")  # user factories: module.path:factory, file.py:factory
+USER_FAMILIES = ("module", "file")  # user factories (module.path:factory, file.py:factory): unlisted in the registry
 SIZE = re.compile(r"@(\d+)(?:x(\d+))?px$")  # a trailing input size: @288px or @HxWpx
 
 
 @dataclass(frozen=True)
 class Spec:
-    """A parsed spec. ``family`` is one of FAMILIES, a plugin's family, ``"module"`` or ``"file"`` (user factories)."""
+    """A parsed spec. ``family`` is a registered family (featscope's or a plugin's), ``"module"`` or ``"file"``
+    (user factories)."""
 
     family: str
     name: str
@@ -56,7 +57,8 @@ def parse_spec(spec: str) -> Spec:
 
 def _parse(spec: str, text: str, size: tuple[int, int] | None) -> Spec:
     """Family, name and layer of ``text`` (``spec`` without its size); a plugin family's known names are
-    checked, the built-in families validate their names when they load."""
+    checked, the built-in families validate their names when they load (a built-in family is found without
+    importing plugins)."""
     head, at, layer = text.rpartition("@")
     if at and "/" not in layer and ":" not in layer:
         if not layer:
@@ -70,14 +72,12 @@ def _parse(spec: str, text: str, size: tuple[int, int] | None) -> Spec:
     family, colon, name = text.partition(":")
     if not colon or not family or not name:
         raise SpecError(f"bad extractor spec {spec!r}; expected {usage()}")
-    if family in FAMILIES:
-        return Spec(family, name, layer, size)
-    plugin = registry.extractor_families().get(family)
-    if plugin is not None:
-        if plugin.names is not None and name not in plugin.names:
+    entry = registry.extractor_family(family)
+    if entry is not None and entry.listed:
+        if entry.names is not None and name not in entry.names:
             raise SpecError(
-                f"unknown {family} network {f'{family}:{name}'!r}{suggest(name, plugin.names)} "
-                f"(known: {', '.join(plugin.names)})"
+                f"unknown {family} network {f'{family}:{name}'!r}{suggest(name, entry.names)} "
+                f"(known: {', '.join(entry.names)})"
             )
         return Spec(family, name, layer, size)
     if _is_module(family):
@@ -90,16 +90,14 @@ def _parse(spec: str, text: str, size: tuple[int, int] | None) -> Spec:
 
 
 def family_names() -> list[str]:
-    """Every extractor family: the built-in ones, then the plugins'."""
-    return [*FAMILIES, *(name for name in registry.extractor_families() if name not in FAMILIES)]
+    """Every extractor family written ``FAMILY:NAME``: the built-in ones, then the plugins'."""
+    return [name for name, entry in registry.extractor_families().items() if entry.listed]
 
 
 def usage() -> str:
     """The spec forms, every family named."""
-    return (
-        f"FAMILY:NAME[@LAYER][@SIZEpx] with FAMILY one of {', '.join(family_names())}, "
-        "or module.path:factory / file.py:factory"
-    )
+    forms = " / ".join(entry.usage for entry in registry.extractor_families().values() if not entry.listed)
+    return f"FAMILY:NAME[@LAYER][@SIZEpx] with FAMILY one of {', '.join(family_names())}, or {forms}"
 
 
 def _factory_name(name: str, spec: str) -> str:

@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from featscope import registry
-from featscope.errors import SpecError
+from featscope.errors import FeatscopeError, SpecError
 from featscope.extractors.base import Extractor
 from featscope.extractors.checkpoint import one_line
 from featscope.extractors.spec import Spec, parse_spec
 
-# built-in family -> module of featscope.extractors with its build(spec, weights, pretrained)
-BUILDERS: dict[str, str] = {
-    "clip": "clip_nets",
-    "open_clip": "clip_nets",
-    "torchvision": "torchvision_nets",
-    "timm": "timm_nets",
-    "module": "user_nets",
-    "file": "user_nets",
-}
 EXTRAS: dict[str, str] = {"timm": "timm", "open_clip": "clip"}  # optional package -> featscope extra
 LISTING_SIZE = (224, 224)  # dummy input size for networks that take any size
 
@@ -72,18 +63,23 @@ def list_layers(spec: str, *, weights: str | Path | None = None) -> list[tuple[s
 
 
 def _build(spec: Spec, weights: str | Path | None, *, pretrained: bool) -> Extractor:
-    """Dispatch to the family's builder; ``pretrained=False`` skips fetching published weights."""
+    """Dispatch to the family's loader in the registry; ``pretrained=False`` skips fetching published weights."""
     path = None if weights is None else str(weights)
-    if spec.family not in BUILDERS:
-        extractor = registry.extractor_families()[spec.family].load(spec, path, pretrained)
-    else:
-        try:
-            family = importlib.import_module(f"featscope.extractors.{BUILDERS[spec.family]}")
-        except ImportError as error:
-            if error.name in EXTRAS:
-                raise SpecError(
-                    f"{spec.base} needs the {error.name} package: pip install 'featscope[{EXTRAS[error.name]}]'"
-                ) from error
-            raise
-        extractor = family.build(spec, path, pretrained)
+    extractor = _loader(spec)(spec, path, pretrained)
     return extractor.with_input_size(spec.size) if spec.size else extractor
+
+
+def _loader(spec: Spec) -> Callable[..., Extractor]:
+    """The registered loader of ``spec``'s family, imported; a missing optional package names its extra."""
+    family = registry.extractor_family(spec.family)
+    if family is None:
+        raise SpecError(f"unknown extractor family {spec.family!r} in {spec.base!r}")
+    try:
+        return registry.resolve(family.loader)
+    except FeatscopeError as error:
+        missing = error.__cause__
+        if isinstance(missing, ImportError) and missing.name in EXTRAS:
+            raise SpecError(
+                f"{spec.base} needs the {missing.name} package: pip install 'featscope[{EXTRAS[missing.name]}]'"
+            ) from missing
+        raise

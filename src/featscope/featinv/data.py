@@ -1,5 +1,5 @@
-"""Training data: images from a folder or the embedded world, batches drawn as a function of (seed, step),
-and the optional feature cache."""
+"""Training data: images from a folder (or any ``ImageSource``: the embedded world's are in
+``featscope.featinv.world_images``), batches drawn as a function of (seed, step), and the optional feature cache."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -18,12 +19,11 @@ from torchvision.transforms import RandomResizedCrop
 from torchvision.transforms.v2.functional import resized_crop
 
 from featscope.datasets import IMAGE_SUFFIXES
-from featscope.errors import FeatscopeError, InputFileError
+from featscope.errors import InputFileError
 from featscope.extractors import Extractor
-from featscope.images import load_image, to_tensor
+from featscope.images import load_image
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes
-from featscope.world.render import generate
 
 
 def square(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -44,6 +44,19 @@ def random_crop(image: torch.Tensor, size: int, seed: int) -> torch.Tensor:
         torch.manual_seed(seed)
         top, left, h, w = RandomResizedCrop.get_params(image, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3))
     return resized_crop(image, top, left, h, w, [size, size], antialias=True).clamp(0, 1)
+
+
+class ImageSource(Protocol):
+    """Training images: ``len`` of them, a ``fingerprint`` naming them (for the feature cache), and a batch of
+    them as centre squares (``load``) or seeded random crops (``crops``) of the source's size."""
+
+    def __len__(self) -> int: ...
+
+    def fingerprint(self) -> str: ...
+
+    def load(self, indices: list[int]) -> torch.Tensor: ...
+
+    def crops(self, indices: list[int], seeds: list[int]) -> torch.Tensor: ...
 
 
 class FolderImages:
@@ -73,31 +86,6 @@ class FolderImages:
 
     def crops(self, indices: list[int], seeds: list[int]) -> torch.Tensor:
         return torch.cat([random_crop(self.original(i), self.size, s) for i, s in zip(indices, seeds, strict=True)])
-
-
-class WorldImages:
-    """``n`` world images drawn from ``seed`` (kept in memory), as centre squares or random crops of ``size``."""
-
-    def __init__(self, n: int, seed: int, size: int) -> None:
-        if n < 1:
-            raise FeatscopeError(f"the number of world images must be positive, not {n}")
-        self.n, self.seed, self.size = n, seed, size
-        self.pool = to_tensor(generate(n, seed)[0])
-
-    def __len__(self) -> int:
-        return self.n
-
-    def fingerprint(self) -> str:
-        return f"world:{self.n}:{self.seed}"
-
-    def load(self, indices: list[int]) -> torch.Tensor:
-        return square(self.pool[indices], self.size)
-
-    def crops(self, indices: list[int], seeds: list[int]) -> torch.Tensor:
-        return torch.cat([random_crop(self.pool[i : i + 1], self.size, s) for i, s in zip(indices, seeds, strict=True)])
-
-
-ImageSource = FolderImages | WorldImages
 
 
 @dataclass

@@ -11,8 +11,9 @@ from safetensors import safe_open
 from featscope.errors import FeatscopeError, SpecError
 from featscope.extractors import Extractor, Spec, parse_spec
 from featscope.extractors.spec import size_suffix
-from featscope.featinv.data import WorldImages, square
+from featscope.featinv.data import square
 from featscope.featinv.model import FeatInvModel, grid_channels
+from featscope.featinv.world_images import WorldImages
 from featscope.images import load_image
 from featscope.targets import TENSOR_SUFFIXES, load_feature_file
 

@@ -20,7 +20,6 @@ from featscope.featinv.adapter import FeatureAdapter
 from featscope.featinv.features import channels_of, detect_layout
 from featscope.runs import atomic_write_bytes, atomic_write_json
 from featscope.targets import feature_shape
-from featscope.world.text import WorldPromptEncoder
 
 DEFAULT_PROMPT = "a high-quality, detailed, and professional image"
 CONFIG_FILE = "config.json"
@@ -139,8 +138,9 @@ def backbone_of(config: FeatInvConfig, **options) -> Backbone:
 
 
 def default_prompt(backbone: Backbone) -> str:
-    """The published fixed prompt; empty for world-vocabulary text encoders, which know attribute words only."""
-    return "" if isinstance(backbone.prompt_encoder, WorldPromptEncoder) else DEFAULT_PROMPT
+    """The published fixed prompt; empty for prompt encoders with a closed vocabulary (``free_text_prompts`` off:
+    the world's, which knows attribute words only)."""
+    return DEFAULT_PROMPT if backbone.free_text_prompts else ""
 
 
 def image_size_for(backbone: Backbone, extractor: Extractor) -> int:
@@ -161,8 +161,9 @@ def build(
     """A new FeatInv model: ``ControlNetModel.from_unet(backbone.unet)`` with a feature-map adapter.
 
     ``extractor`` must name a layer with a spatial map (``SPEC@LAYER``, optionally ``@SIZEpx``); ``prompt``
-    defaults to the published fixed prompt (empty for world-caption backbones); ``backbone_config`` is the
-    diffusers config of a single-file backbone (kept for loading it again). The adapter's init is seeded.
+    defaults to the published fixed prompt (empty for closed-vocabulary prompt encoders, such as the world's);
+    ``backbone_config`` is the diffusers config of a single-file backbone (kept for loading it again). The
+    adapter's init is seeded.
     """
     if isinstance(backbone, str):
         backbone = load_backbone(backbone, config=backbone_config)

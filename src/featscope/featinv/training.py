@@ -29,7 +29,6 @@ from featscope.featinv.data import (
     FolderImages,
     ImageSource,
     MicroBatch,
-    WorldImages,
     draw,
     feature_cache,
     flipped,
@@ -44,6 +43,7 @@ from featscope.featinv.model import (
     load_model,
 )
 from featscope.featinv.sampling import controlled_output, sample
+from featscope.featinv.world_images import WorldImages
 from featscope.images import image_grid, save_image
 from featscope.progress import tqdm
 from featscope.runs import atomic_torch_save, atomic_write_text, make_folder

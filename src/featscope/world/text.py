@@ -71,7 +71,10 @@ class WorldTextEncoder(nn.Module):
 
 
 class WorldPromptEncoder(nn.Module):
-    """Captions -> ``WorldTextEncoder`` embeddings (B, L, D): a backbone's prompt encoder; ``dim`` is D."""
+    """Captions -> ``WorldTextEncoder`` embeddings (B, L, D): a backbone's prompt encoder; ``dim`` is D.
+    ``free_text`` is False: captions use attribute words only (``Backbone.free_text_prompts`` reads it)."""
+
+    free_text = False
 
     def __init__(self, encoder: WorldTextEncoder) -> None:
         super().__init__()

@@ -39,8 +39,9 @@ def _open(model_dir: str | Path | None, device: str, dtype: str) -> tuple[FeatIn
 
 
 def _config(model: FeatInvModel, settings: SampleSettings, **extra) -> dict:
-    """config.yaml: the model's config, the sampling settings, the job's own fields and the featscope version."""
-    return {"model": asdict(model.config), "sampling": asdict(settings), **extra, "featscope": __version__}
+    """config.yaml: the model's config, the sampling settings (under ``settings``, as every method records its
+    knobs), the job's own fields and the featscope version."""
+    return {"model": asdict(model.config), "settings": asdict(settings), **extra, "featscope": __version__}
 
 
 def _numbered(stem: str, i: int, count: int) -> str:

@@ -10,7 +10,7 @@ import torch
 
 from featscope.images import to_tensor
 from featscope.investigate import fidelity
-from featscope.investigate.methods import known_caption
+from featscope.investigate.captions import known_caption
 from featscope.report import write_report
 from featscope.world.render import generate, render
 from featscope.world.sample import write_samples

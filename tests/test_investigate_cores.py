@@ -81,4 +81,4 @@ def test_a_method_given_ranks_runs_every_item_here_whatever_torchrun_says(tmp_pa
     monkeypatch.setenv("WORLD_SIZE", "2")  # without ranks=, this process would join a group of two
     summary = difference("world:shape-net@fc", "world:spurious-net@fc", ["circle", "square"], out=tmp_path,
                          config=CONFIG, ranks=Ranks(), device="cpu", quiet=True)  # fmt: skip
-    assert summary["done"] == 2 and summary["config"]["solver"]["num_steps"] == 3
+    assert summary["done"] == 2 and summary["config"]["settings"]["num_steps"] == 3

@@ -12,7 +12,7 @@ from PIL import Image
 
 from featscope import investigate, registry
 from featscope.backbones import FAMILIES
-from featscope.investigate.methods import default_mask
+from featscope.investigate.counterfactuals import default_mask
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS, NEURON_DEFAULTS
 from shared_inputs import save_world_image
@@ -23,9 +23,9 @@ TINY = {"num_steps": 2, "iterations": 1, "cutouts": 1, "device": "cpu", "quiet":
 
 
 def _solver(out: Path) -> dict:
-    """The solver settings that an item's config.yaml records (the run has one item)."""
+    """The settings (the method's and the solver's) that an item's config.yaml records (the run has one item)."""
     (config,) = out.glob("*/config.yaml")
-    return yaml.safe_load(config.read_text())["solver"]
+    return yaml.safe_load(config.read_text())["settings"]
 
 
 def test_world_backbones_get_calibrated_learning_rates_and_sd_keeps_the_published_settings():
@@ -98,6 +98,6 @@ def test_world_counterfactuals_default_to_the_cross_attention_mask_and_record_it
     investigate.counterfactual("world:shape-net@fc", [image], "circle", "square", out=out, num_steps=2,
                                iterations=1, cutouts=1, inner_steps=1, device="cpu", quiet=True)  # fmt: skip
     (item,) = out.glob("*/config.yaml")
-    assert yaml.safe_load(item.read_text())["mask"] == "cross-attention:otsu"
+    assert yaml.safe_load(item.read_text())["settings"]["mask"] == "cross-attention:otsu"
     mask = np.asarray(Image.open(item.parent / "mask.png").convert("L")) / 255
     assert 0 < mask.mean() < 1  # a foreground and a background, not the whole image either way

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from featscope.images import to_tensor
-from featscope.investigate.neuron_images import channel_activation, neuron_images_core
+from featscope.investigate.cores import channel_activation, neuron_images_core
 from featscope.solvers.configs import EndToEndConfig
 from shared_inputs import ITEM_LAYOUT, save_world_image
 

@@ -36,7 +36,7 @@ from featscope.bench.stats import format_proportion, proportion
 from featscope.extractors import load_extractor
 from featscope.images import save_image, to_tensor
 from featscope.investigate import cores
-from featscope.investigate.neuron_images import neuron_images_core
+from featscope.investigate.cores import neuron_images_core
 from featscope.investigate.wordswap import WordSwapConfig, word_swap_core
 from featscope.solvers.configs import EndToEndConfig
 from featscope.world.oracle import read_batch

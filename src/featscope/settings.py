@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from typing import Any, TypeVar
 
-from featscope.errors import FeatscopeError, suggest
+from featscope.errors import FeatscopeError, invalid_choice, suggest
 
 S = TypeVar("S", bound="Settings")
 
@@ -33,6 +34,9 @@ class Knob:
     metavar: str | None = None
     choices: tuple[Any, ...] | None = None
     cli: bool = True  # False: a Python/study-only setting, not a command-line option
+    # how the command line (and a study's text value) spells the value: text -> value, ValueError if it cannot be
+    # read (e.g. comma_separated(float): "25,250" -> (25.0, 250.0)); with choices, the text is one of them
+    parse: Callable[[str], Any] | None = None
 
 
 def knob(
@@ -45,9 +49,25 @@ def knob(
     metavar: str | None = None,
     choices: tuple[Any, ...] | None = None,
     cli: bool = True,
+    parse: Callable[[str], Any] | None = None,
 ) -> Any:
     """A dataclass field with its documentation (see :class:`Knob`)."""
-    return field(default=default, metadata={"knob": Knob(help, symbol, flag, aliases, metavar, choices, cli)})
+    return field(default=default, metadata={"knob": Knob(help, symbol, flag, aliases, metavar, choices, cli, parse)})
+
+
+def comma_separated(kind: type = str) -> Callable[[str], tuple]:
+    """The ``parse`` of a list knob: ``"a,b"`` -> ``("a", "b")``, ``"25,250"`` -> ``(25.0, 250.0)`` with
+    ``kind=float``; blank items are dropped (``""`` -> ``()``)."""
+    what = {str: "names", float: "numbers", int: "integers"}.get(kind, kind.__name__)
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item.strip()) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise ValueError(f"takes comma-separated {what}, not {text!r}") from None
+
+    parse.__name__ = f"comma-separated {what}"
+    return parse
 
 
 def knob_of(f: Field) -> Knob:
@@ -146,19 +166,101 @@ def add_options(
         kind, is_bool = _option_type(f.type)
         flag = k.flag or "--" + f.name.replace("_", "-")
         symbol = f"[{k.symbol}] " if k.symbol else ""
-        default = getattr(base, f.name)
+        default = spelled(k, getattr(base, f.name))
         shown = "" if default in (None, "") else f" (default: {default})"  # the help says what None or "" mean
         text = f"{symbol}{k.help}{shown}".replace("%", "%%")
         extra: dict[str, Any] = {"dest": f.name, "default": None, "help": text}
-        if is_bool:
+        metavar = k.metavar or (k.symbol or f.name).upper().replace(" ", "_")
+        if k.parse is not None:  # the knob reads its own text (and checks its choices there)
+            choices = "{" + ",".join(k.choices) + "}" if k.choices is not None else None
+            extra.update(type=_reader(k), metavar=k.metavar or choices or metavar)
+        elif is_bool:
             extra["action"] = argparse.BooleanOptionalAction
         else:
-            extra.update(type=kind, metavar=k.metavar or (k.symbol or f.name).upper().replace(" ", "_"))
+            extra.update(type=kind, metavar=metavar)
             if k.choices is not None:
                 extra.update(choices=k.choices, metavar=None)
         parser.add_argument(flag, *k.aliases, **extra)
         names.append(f.name)
     return names
+
+
+def spelled(k: Knob, value: Any) -> Any:
+    """A value as the command line spells it: a list comma-separated (``""`` when empty), the choice that a knob
+    with ``parse`` and ``choices`` reads as ``value``; anything else as it is."""
+    if k.parse is not None and k.choices is not None:
+        return next((c for c in k.choices if k.parse(c) == value), value)
+    if isinstance(value, (tuple, list)):
+        return ",".join(format(v, "g") if isinstance(v, float) else str(v) for v in value)
+    return value
+
+
+def _reader(k: Knob) -> Callable[[str], Any]:
+    """The argparse ``type`` of a knob with ``parse``: its choices checked on the text, its errors one line."""
+
+    def read(text: str) -> Any:
+        if k.choices is not None and text not in k.choices:
+            raise argparse.ArgumentTypeError(invalid_choice(text, k.choices))
+        try:
+            return k.parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return read
+
+
+def plain_value(f: Field, value: Any) -> Any:
+    """A settings field's value from a file (YAML or JSON: numbers, text, true/false, null, lists), checked
+    against the field's type and converted: text through the knob's ``parse`` (its command-line spelling, e.g.
+    ``"25,250"``), an integer for a float, a list (or one item) for a tuple. ValueError says what is wrong."""
+    k = knob_of(f)
+    kinds = [kind.strip() for kind in str(f.type).split("|")]
+    if value is None:
+        if "None" in kinds:
+            return None
+        raise ValueError(f"expected {_described(kinds)}, not null")
+    if k.choices is not None and (isinstance(value, str) or k.parse is None) and value not in k.choices:
+        raise ValueError(invalid_choice(value, k.choices))
+    if isinstance(value, str) and k.parse is not None:
+        value = k.parse(value)
+    for kind in (kind for kind in kinds if kind != "None"):
+        converted = _as_kind(kind, value)
+        if converted is not _MISMATCH:
+            return converted
+    raise ValueError(f"expected {_described(kinds)}, not {value!r}")
+
+
+_MISMATCH = object()
+_NAMES = {"int": "an integer", "float": "a number", "str": "text", "bool": "true or false"}
+
+
+def _as_kind(kind: str, value: Any) -> Any:
+    """``value`` as the annotation ``kind`` (``int``, ``float``, ``str``, ``bool``, ``tuple[X, ...]``), else
+    :data:`_MISMATCH`."""
+    if kind.startswith("tuple["):
+        item = kind[6:].split(",")[0].strip()
+        items = [_as_kind(item, v) for v in (value if isinstance(value, (list, tuple)) else [value])]
+        return _MISMATCH if _MISMATCH in items else tuple(items)
+    if isinstance(value, bool):
+        return value if kind == "bool" else _MISMATCH
+    if kind == "int":
+        return value if isinstance(value, int) else _MISMATCH
+    if kind == "float":
+        return float(value) if isinstance(value, (int, float)) else _MISMATCH
+    if kind == "str":
+        return os.fspath(value) if isinstance(value, (str, os.PathLike)) else _MISMATCH
+    return _MISMATCH
+
+
+def _described(kinds: list[str]) -> str:
+    names = []
+    for kind in kinds:
+        if kind.startswith("tuple["):
+            item = kind[6:].split(",")[0].strip()
+            names.append(f"a list of {_NAMES.get(item, item).removeprefix('a ').removeprefix('an ')}s")
+        else:
+            names.append("null" if kind == "None" else _NAMES.get(kind, kind))
+    return " or ".join(names)
 
 
 def given_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:

@@ -8,9 +8,9 @@ inverted image's caption (prompt-to-prompt).
 from __future__ import annotations
 
 import argparse
+from dataclasses import fields
 
 from featscope.cli.options import (
-    add_caption_model,
     add_images_options,
     add_investigate_common,
     add_knobs,
@@ -41,16 +41,11 @@ SOLVER_GROUP = (
     "end-to-end solver (defaults: DiG-IN's published settings; on world: backbones 10x its learning rates, and "
     "40 iterations for neurons; config.yaml records the values used)"
 )
-MASK_HELP = (
-    "foreground mask: a PNG (white = object, the image's size); cross-attention[:T|:otsu] (the start class word's "
-    "cross-attention scaled to [0, 1], cut at T, default 0.3); sam:DIR (a local SAM/SAM-HQ folder, prompted with "
-    "that map's box and peak); none (the whole image is background). Default: the backbone's (world: "
-    "cross-attention:otsu; others: none)"
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``investigate`` with its three kinds, each with one option per :class:`EndToEndConfig` knob."""
+    """Add ``investigate`` with its kinds, each with one option per knob of its settings dataclasses
+    (:mod:`featscope.investigate.settings`) and of its solver's."""
     isub = p.add_subparsers(dest="investigate_command", required=True, metavar="KIND")
     _add_difference(isub)
     _add_neuron(isub)
@@ -67,95 +62,49 @@ def _add_solver_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_difference(isub: argparse._SubParsersAction) -> None:
+    from featscope.investigate.settings import DifferenceSettings
+
     d = isub.add_parser("difference", help="images that net1 sees as a class and net2 does not")
     d.add_argument("--net1", required=True, metavar="SPEC", help="network that should recognise the class")
     d.add_argument("--net2", required=True, metavar="SPEC", help="network that should not")
     d.add_argument("--classes", metavar="A,B", help="class names or indices of net1 (default: all)")
-    d.add_argument("--samples-per-class", type=int, default=1, metavar="N", help="images per class (default: 1)")
-    d.add_argument("--prompt-template", metavar="TEXT", help="prompt with {label} (default: '{label}' for the "
-                   "world, 'a photograph of a {label}' else)")  # fmt: skip
-    d.add_argument(
-        "--loss",
-        default="conf",
-        choices=["conf", "log_conf", "logit_margin"],
-        help="score s of the class, raised for net1 and lowered for net2: probability, log-probability or logit "
-        "margin (default: conf)",
-    )
+    add_knobs(d, d, DifferenceSettings)
     add_investigate_common(d, out="runs/difference")
     _add_solver_options(d)
 
 
 def _add_neuron(isub: argparse._SubParsersAction) -> None:
+    from featscope.investigate.settings import NeuronImagesSettings, NeuronSettings
+
     n = isub.add_parser("neuron", help="images that raise one channel of a layer")
     n.add_argument("--net", required=True, metavar="SPEC", help="network whose neurons are visualised")
     n.add_argument("--layer", help="layer name (default: the input of the last linear layer)")
     n.add_argument("--channels", default="0", metavar="C,C", help="channels (neurons) to visualise (default: 0)")
-    n.add_argument("--direction", choices=["up", "down"], help="raise (up, the default) or lower the channel")
+    add_knobs(n, n, NeuronSettings)
     n.add_argument("--minimise", action="store_true", help="lower the channel instead of raising it (--direction down)")
-    n.add_argument("--prompt", help="prompt of the plain samples (default: empty); with --images, the caption of "
-                   "every image ({label} = class; default: IMAGE.txt or records.jsonl, --caption-model, "
-                   "template)")  # fmt: skip
-    n.add_argument("--samples", type=int, default=1, metavar="N", help="samples per channel")
-    n.add_argument("--images-folder", metavar="DIR", help="dataset folder: also save its top-k images per channel")
-    n.add_argument(
-        "--top-k", type=int, default=8, metavar="K", help="top images per channel from --images-folder (default: 8)"
-    )
-    n.add_argument("--namer", metavar="vlm:DIR", help="name each channel by the captions of its top-k images from "
-                   "a local image-to-text model (e.g. BLIP); default: their most frequent class")  # fmt: skip
     r = n.add_argument_group("neuron counterfactuals of real images (start from each image's inversion)")
     r.add_argument("--images", nargs="+", metavar="IMAGE_OR_DATASET", help="image files, or one dataset folder "
                    "ROOT/<class>/: change each image's channel, keeping its background")  # fmt: skip
-    r.add_argument("--prompt-template", metavar="TEXT", help="caption from a dataset's class name, with {label}")
-    add_caption_model(r)
-    _add_background_options(r, mask_help="foreground mask PNG (white = object, the image's size)")
+    add_knobs(n, r, NeuronImagesSettings, exclude=tuple(f.name for f in fields(NeuronSettings)))
     add_investigate_common(n, out="runs/neuron")
     _add_solver_options(n)
 
 
 def _add_counterfactual(isub: argparse._SubParsersAction) -> None:
+    from featscope.investigate.settings import CounterfactualSettings
+
     c = isub.add_parser("counterfactual", help="change real images toward a target class (null-text inversion first)")
     c.add_argument("--net", required=True, metavar="SPEC", help="classifier whose decision is changed")
     c.add_argument("--start", metavar="CLASS", help="class of the images (default: a dataset's folder class)")
     c.add_argument("--target", required=True, metavar="CLASS[,CLASS]", help="target class(es)")
-    c.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt or the "
-                   "records.jsonl beside it, --caption-model or template")  # fmt: skip
-    c.add_argument("--prompt-template", metavar="TEXT", help="caption from the start class, with {label}")
-    add_caption_model(c)
-    _add_background_options(c, mask_help=MASK_HELP)
-    c.add_argument(
-        "--loss",
-        default="ce",
-        choices=["ce", "conf", "log_conf"],
-        help="raise the target class: -log p (ce, log_conf: the same value) or -p (conf) (default: ce)",
-    )
+    add_knobs(c, c, CounterfactualSettings)
     add_images_options(c)
     add_investigate_common(c, out="runs/counterfactual")
     _add_solver_options(c)
 
 
-def _add_background_options(parser, *, mask_help: str) -> None:
-    """--regularizers, --regularizer-weights, --mask, --mask-postprocess and --inner-steps."""
-    parser.add_argument(
-        "--regularizers",
-        default="latent_background_l2,px_background_l2",
-        metavar="NAME,NAME",
-        help="keep the background: penalties outside the mask (default: %(default)s, as published)",
-    )
-    parser.add_argument(
-        "--regularizer-weights",
-        default="25,250",
-        metavar="W,W",
-        help="weight of each regularizer, in order (default: 25,250 as published)",
-    )
-    parser.add_argument("--mask", metavar="PNG|cross-attention|sam:DIR" if mask_help == MASK_HELP else "PNG",
-                        help=mask_help)  # fmt: skip
-    parser.add_argument("--mask-postprocess", default="", metavar="STEPS", help="e.g. erosion_3,dilation_20,blur_45_30")
-    parser.add_argument(
-        "--inner-steps", type=int, default=10, help="null-text inversion steps per DDIM step (default: %(default)s)"
-    )
-
-
 def _add_word_swap(isub: argparse._SubParsersAction) -> None:
+    from featscope.investigate.settings import WordSwapSettings
     from featscope.solvers.configs import WordSwapConfig
 
     w = isub.add_parser(
@@ -168,17 +117,8 @@ def _add_word_swap(isub: argparse._SubParsersAction) -> None:
     w.add_argument("--net", required=True, metavar="SPEC", help="classifier that scores the results")
     w.add_argument("--start", metavar="CLASS", help="class of the images (default: a dataset's folder class)")
     w.add_argument("--target", required=True, metavar="CLASS[,CLASS]", help="target class(es)")
-    w.add_argument("--word", help="the word to replace in the caption (default: the start class name)")
-    w.add_argument("--new-word", help="the word to put in its place (default: the target class name)")
-    w.add_argument("--prompt", help="caption of the images ({label} = start class); default: IMAGE.txt or the "
-                   "records.jsonl beside it, --caption-model or template")  # fmt: skip
-    w.add_argument("--prompt-template", metavar="TEXT", help="caption from the start class, with {label}")
-    add_caption_model(w)
-    s = w.add_argument_group("inversion, regeneration and the search over tau")
-    add_knobs(w, s, WordSwapConfig)
-    s.add_argument("--taus", dest="tau_grid", default="0,0.2,0.4,0.6,0.8,1", metavar="T,T",
-                   help="[tau] fractions of the steps with the caption's cross-attention re-injected, searched per "
-                   "image (default: %(default)s)")  # fmt: skip
+    add_knobs(w, w, WordSwapSettings)
+    add_knobs(w, w.add_argument_group("inversion, regeneration and the search over tau"), WordSwapConfig)
     add_images_options(w)
     add_investigate_common(w, out="runs/word-swap")
 
@@ -187,60 +127,32 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen investigation and print its summary."""
     from featscope import investigate
 
-    common = pick(args, "out", "backbone", "device", "quiet")
-    if args.investigate_command == "word-swap":
-        summary = _word_swap(args, investigate, {**common, **knobs(args)})
-    else:
-        kind = {"difference": _difference, "neuron": _neuron, "counterfactual": _counterfactual}
-        summary = kind[args.investigate_command](args, investigate, {**common, "seed": args.seed, **knobs(args)})
+    common = {**pick(args, "out", "backbone", "device", "quiet"), **knobs(args)}
+    kind = {"difference": _difference, "neuron": _neuron, "counterfactual": _counterfactual, "word-swap": _word_swap}
+    summary = kind[args.investigate_command](args, investigate, common)
     print_summary(summary, args.out)
     return 0
 
 
 def _difference(args: argparse.Namespace, investigate, common: dict) -> dict | None:
     classes = [investigate.parse_label(c) for c in names(args.classes)] if args.classes else None
-    return investigate.difference(
-        args.net1,
-        args.net2,
-        classes,
-        **pick(args, "prompt_template", "samples_per_class", "loss"),
-        **common,
-    )
+    return investigate.difference(args.net1, args.net2, classes, seed=args.seed, **common)
 
 
 def _neuron(args: argparse.Namespace, investigate, common: dict) -> dict | None:
+    from featscope.investigate.settings import NeuronImagesSettings, NeuronSettings
+
     channels = numbers(args.channels, int, "--channels", "comma-separated integers")
-    if args.minimise and args.direction == "up":
-        raise FeatscopeError("--minimise and --direction up contradict each other; give one")
-    maximise = not args.minimise and args.direction != "down"
+    if args.minimise:
+        if common.get("maximise") is True:
+            raise FeatscopeError("--minimise and --direction up contradict each other; give one")
+        common["maximise"] = False
+    mine, other = (NeuronImagesSettings, NeuronSettings) if args.images else (NeuronSettings, NeuronImagesSettings)
+    left_out = {f.name for f in fields(other)} - {f.name for f in fields(mine)}  # the other kind's options
+    kept = {k: v for k, v in common.items() if k not in left_out}
     if args.images:
-        return investigate.neuron_images(
-            args.net,
-            args.images,
-            args.layer,
-            channels,
-            **pick(args, "prompt", "prompt_template", "caption_model", "mask", "inner_steps"),
-            **_background(args),
-            maximise=maximise,
-            **common,
-        )
-    return investigate.neuron(
-        args.net,
-        args.layer,
-        channels,
-        **pick(args, "samples", "images_folder", "top_k", "namer"),
-        prompt=args.prompt or "",
-        maximise=maximise,
-        **common,
-    )
-
-
-def _background(args: argparse.Namespace) -> dict:
-    return {
-        "regularizers": names(args.regularizers),
-        "regularizer_weights": numbers(args.regularizer_weights, float, "--regularizer-weights", "numbers"),
-        "mask_postprocess": names(args.mask_postprocess),
-    }
+        return investigate.neuron_images(args.net, args.images, args.layer, channels, seed=args.seed, **kept)
+    return investigate.neuron(args.net, args.layer, channels, seed=args.seed, **kept)
 
 
 def _labels(args: argparse.Namespace, investigate) -> tuple:
@@ -250,24 +162,10 @@ def _labels(args: argparse.Namespace, investigate) -> tuple:
 
 
 def _counterfactual(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    return investigate.counterfactual(
-        args.net,
-        args.images,
-        *_labels(args, investigate),
-        **pick(args, "prompt", "prompt_template", "caption_model", "mask", "loss", "inner_steps"),
-        **_background(args),
-        **dataset_selection(args),
-        **common,
-    )
+    return investigate.counterfactual(args.net, args.images, *_labels(args, investigate), seed=args.seed,
+                                      **dataset_selection(args), **common)  # fmt: skip
 
 
 def _word_swap(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    return investigate.word_swap(
-        args.net,
-        args.images,
-        *_labels(args, investigate),
-        **pick(args, "prompt", "prompt_template", "caption_model", "word", "new_word"),
-        taus=tuple(numbers(args.tau_grid, float, "--taus")),
-        **dataset_selection(args),
-        **common,
-    )
+    return investigate.word_swap(args.net, args.images, *_labels(args, investigate), **dataset_selection(args),
+                                 **common)  # fmt: skip

@@ -73,8 +73,8 @@ def sub_command(
 
 def add_knobs(parser: argparse.ArgumentParser, group: Parser, cls: type[Settings], **kwargs: Any) -> None:
     """One option per knob of ``cls`` in ``group`` (see :func:`featscope.settings.add_options`); :func:`knobs`
-    reads back the ones the user set."""
-    parser.set_defaults(knobs=tuple(add_options(group, cls, **kwargs)))
+    reads back the ones the user set (of every class added to ``parser`` this way)."""
+    parser.set_defaults(knobs=(parser.get_default("knobs") or ()) + tuple(add_options(group, cls, **kwargs)))
 
 
 def knobs(args: argparse.Namespace) -> dict[str, Any]:
@@ -206,16 +206,6 @@ def add_images_options(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--class-names", metavar="FILE", help="class names: one per line (folder order) or dir<TAB>name")
     d.add_argument("--classes", metavar="A,B", help="only these classes of the dataset (names or folder names)")
     d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
-
-
-def add_caption_model(parser: Parser) -> None:
-    """--caption-model SPEC: captions of the images from an image-to-text model (after --prompt and IMAGE.txt)."""
-    parser.add_argument(
-        "--caption-model",
-        metavar="SPEC",
-        help="caption each image with this image-to-text model (e.g. BLIP): a folder saved with save_pretrained, "
-        "or a hub id from the local cache; used when there is no --prompt and no IMAGE.txt",
-    )
 
 
 def dataset_selection(args: argparse.Namespace) -> dict[str, Any]:

@@ -14,56 +14,47 @@ Each writes ``out/<item>/`` in the shared run-folder layout (config.yaml, metric
 best.png, sheet.png, target.png for a real image) plus initial.png (iteration 0), strip.png, loss.png, and for a masked
 counterfactual mask.png (attention.png when the mask is found automatically); an inversion writes target.png,
 reconstruction.png, x_T.pt, null_texts.pt and prompt.txt. ``out/summary.json`` + ``out/summary.md`` cover all
-items; items are shared among torchrun ranks and a re-run skips the items already done. ``config`` takes an
-:class:`~featscope.solvers.endtoend.EndToEndConfig`; keyword settings override its fields. The methods
-themselves, over loaded models and tensors and a whole batch at a time, are :mod:`featscope.investigate.cores`
-(``difference``, ``neuron``, ``counterfactual``, ``invert``, ``null_inversion``, returning ``DifferenceResult``,
-``NeuronResult``, ``CounterfactualResult``, ``InversionResult``); the orchestration is
-:mod:`featscope.orchestration`.
+items; items are shared among torchrun ranks and a re-run skips the items already done.
+
+A method's options are one settings dataclass (:mod:`featscope.investigate.settings`: ``DifferenceSettings``,
+``NeuronSettings``, ``NeuronImagesSettings``, ``CounterfactualSettings``, ``WordSwapSettings``,
+``InvertSettings``), given as ``settings=``; ``config`` takes the solver's
+(:class:`~featscope.solvers.configs.EndToEndConfig`, word swap's ``WordSwapConfig``); keyword arguments override
+the fields of either (``loss="log_conf"``, ``iterations=20``). ``config.yaml`` records both under ``settings``.
+
+The methods themselves, over loaded models and tensors and a whole batch at a time, are
+:mod:`featscope.investigate.cores` (``difference``, ``neuron``, ``counterfactual``, ``neuron_images_core``,
+``invert``, ``null_inversion``) and :mod:`featscope.investigate.wordswap` (``word_swap_core``); the orchestration
+is :mod:`featscope.orchestration`. Names are imported lazily: the settings need no torch.
 """
 
-from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, REGULARIZERS, confidences
-from featscope.investigate.methods import (
-    counterfactual,
-    counterfactual_row,
-    difference,
-    difference_row,
-    image_list,
-    invert,
-    invert_row,
-    load_mask,
-    neuron,
-    neuron_row,
-    parse_label,
-    postprocess_mask,
-)
-from featscope.investigate.neuron_images import neuron_images, neuron_images_row
-from featscope.investigate.wordswap import word_swap, word_swap_row
-from featscope.ranks import Ranks, join_ranks
-from featscope.solvers.configs import WordSwapConfig
+from featscope._lazy import exported_names, lazy_getattr
 
-__all__ = [
-    "PUBLISHED_REGULARIZERS",
-    "PUBLISHED_WEIGHTS",
-    "REGULARIZERS",
-    "Ranks",
-    "WordSwapConfig",
-    "confidences",
-    "counterfactual",
-    "counterfactual_row",
-    "difference",
-    "difference_row",
-    "image_list",
-    "invert",
-    "invert_row",
-    "join_ranks",
-    "load_mask",
-    "neuron",
-    "neuron_images",
-    "neuron_images_row",
-    "neuron_row",
-    "parse_label",
-    "postprocess_mask",
-    "word_swap",
-    "word_swap_row",
-]
+_EXPORTS = {  # module -> the names it exports, imported on first access
+    "featscope.investigate.settings": (
+        "PUBLISHED_REGULARIZERS",
+        "PUBLISHED_WEIGHTS",
+        "CounterfactualSettings",
+        "DifferenceSettings",
+        "InvertSettings",
+        "NeuronImagesSettings",
+        "NeuronSettings",
+        "WordSwapSettings",
+    ),
+    "featscope.investigate.cores": ("REGULARIZERS", "confidences"),
+    "featscope.investigate.inputs": ("image_list", "parse_label"),
+    "featscope.investigate.masks": ("load_mask", "postprocess_mask"),
+    "featscope.investigate.differences": ("difference", "difference_row"),
+    "featscope.investigate.neurons": ("neuron", "neuron_row"),
+    "featscope.investigate.neuron_counterfactuals": ("neuron_images", "neuron_images_row"),
+    "featscope.investigate.counterfactuals": ("counterfactual", "counterfactual_row"),
+    "featscope.investigate.word_swaps": ("word_swap", "word_swap_row"),
+    "featscope.investigate.inversions": ("invert", "invert_row"),
+    "featscope.ranks": ("Ranks", "join_ranks"),
+    "featscope.solvers.configs": ("WordSwapConfig",),
+}
+
+__all__ = exported_names(_EXPORTS)
+
+
+__getattr__ = lazy_getattr("featscope.investigate", _EXPORTS)

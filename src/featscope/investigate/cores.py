@@ -18,6 +18,7 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError, suggest
 from featscope.extractors.base import Extractor
 from featscope.investigate.common import distances, fit_image
+from featscope.investigate.settings import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS
 from featscope.objectives import (
     Objective,
     activation,
@@ -35,11 +36,14 @@ from featscope.objectives import (
     run_network,
 )
 from featscope.objectives import neuron as neuron_objective
+from featscope.solvers.configs import InnerSteps
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a core runs
     from featscope.backbones.base import Backbone
     from featscope.solvers.configs import EndToEndConfig
     from featscope.solvers.endtoend import EndToEndResult
+
+INNER_STEPS = InnerSteps.inner_steps  # the published inner loop of null-text inversion
 
 Label = int | str
 
@@ -51,8 +55,6 @@ REGULARIZERS = {
     "pixel_l1": pixel_l1,
     "pixel_l2": pixel_l2,
 }
-PUBLISHED_REGULARIZERS = ("latent_background_l2", "px_background_l2")
-PUBLISHED_WEIGHTS = (25.0, 250.0)  # DiG-IN's UVCE command line
 
 
 # -- results ---------------------------------------------------------------------------------------
@@ -120,6 +122,19 @@ class CounterfactualResult(Optimized):
     objective: str
     start_confidence: list[list[float]]
     target_confidence: list[list[float]]
+    distance: list[dict[str, list[float]]]
+
+
+@dataclass
+class NeuronImagesResult(Optimized):
+    """Per image b: the channel's activation on the image (``image_activation[b]``) and on every iterate
+    (``activation[b][i]``, iterate 0 = the inversion's regeneration), and the L1 / L2 pixel distance of every
+    iterate to the image (``distance[b]["l2"][i]``); ``layer`` is the resolved layer name."""
+
+    objective: str
+    layer: str
+    image_activation: list[float]
+    activation: list[list[float]]
     distance: list[dict[str, list[float]]]
 
 
@@ -247,7 +262,7 @@ def neuron(
 
 def null_inversion(
     backbone: Backbone, images: torch.Tensor, prompts: str | Sequence[str], *, num_steps: int,
-    guidance_scale: float, inner_steps: int = 10, quiet: bool = True,
+    guidance_scale: float, inner_steps: int = INNER_STEPS, quiet: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """Null-text inversion of each image (one at a time inside): x_T (B, C, h, w), null texts (S, B, L, D)."""
     from featscope.inversion import null_text_invert
@@ -270,7 +285,7 @@ def counterfactual(
     mask: torch.Tensor | None = None,
     loss: str = "ce",
     inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
-    inner_steps: int = 10,
+    inner_steps: int = INNER_STEPS,
     config: EndToEndConfig,
     quiet: bool = True,
 ) -> CounterfactualResult:
@@ -300,6 +315,56 @@ def counterfactual(
 
 
 @torch.no_grad()
+def channel_activation(net: Extractor, images: torch.Tensor, layer: str | None, channel: int) -> list[float]:
+    """The activation of ``channel`` of ``layer`` (None: the input of the last linear layer) per image."""
+    name = last_linear(net.network) if layer is None else layer
+    device = next(net.parameters()).device
+    fitted = fit_image(images, tuple(net.input_size or (224, 224))).to(device)
+    act = activation(net.network, net.preprocess(fitted), name, layer is None).float()
+    return pick_channel(act, channel).cpu().tolist()
+
+
+def neuron_images_core(
+    backbone: Backbone,
+    net: Extractor,
+    images: torch.Tensor,
+    channel: int,
+    *,
+    layer: str | None = None,
+    maximise: bool = True,
+    seeds: Sequence[int],
+    prompts: str | Sequence[str],
+    regularizers: Sequence[str] = PUBLISHED_REGULARIZERS,
+    regularizer_weights: Sequence[float] = PUBLISHED_WEIGHTS,
+    mask: torch.Tensor | None = None,
+    inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
+    inner_steps: int = INNER_STEPS,
+    config: EndToEndConfig,
+    quiet: bool = True,
+) -> NeuronImagesResult:
+    """Neuron counterfactuals of real images (B, 3, H, W) at the backbone's size: raise (``maximise``) or lower
+    ``channel`` of ``layer``, starting from their null-text inversion (``inverted`` = (x_T, null texts) when
+    already computed), with the regularisers outside ``mask`` (B or 1, 1, H, W; None: everything is background)."""
+    from featscope.solvers.endtoend import optimize
+
+    objective = regularized(neuron_objective(net, layer, channel, maximise), regularizers, regularizer_weights)
+    text = _prompts(prompts, len(images))
+    if inverted is None:
+        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
+                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
+                                  quiet=quiet)  # fmt: skip
+    x_t, null_texts = inverted
+    mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
+    result = optimize(backbone, objective, prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images,
+                      mask=mask, generators=_generators(backbone, seeds), config=config, quiet=quiet)  # fmt: skip
+    name = last_linear(net.network) if layer is None else layer
+    per_image = [channel_activation(net, result.images[:, b], layer, channel) for b in range(len(images))]
+    dist = [distances(result.images[:, b], images[b : b + 1]) for b in range(len(images))]
+    return NeuronImagesResult(result, objective.name, name, channel_activation(net, images, layer, channel),
+                              per_image, dist)  # fmt: skip
+
+
+@torch.no_grad()
 def _reconstruct(backbone: Backbone, x_t, prompts, null_texts, guidance_scale: float, num_steps: int):
     from featscope.inversion import regenerate
 
@@ -315,7 +380,7 @@ def invert(
     *,
     num_steps: int = 20,
     guidance_scale: float = 3.0,
-    inner_steps: int = 10,
+    inner_steps: int = INNER_STEPS,
     quiet: bool = True,
 ) -> InversionResult:
     """Null-text inversion (DiG-IN §4) of real images (B, 3, H, W) at the backbone's size, with the

@@ -1,4 +1,5 @@
-"""Foreground masks of real images: cross-attention maps of the class word (DiG-IN §6), optionally refined by SAM.
+"""Foreground masks of real images: cross-attention maps of the class word (DiG-IN §6), optionally refined by SAM;
+a user's mask file and DiG-IN's post-processing of a mask.
 
 The backbone's UNet runs the DDIM reconstruction of an inverted image with its caption; during the first
 part of sampling a custom attention processor on every cross-attention layer (``attn2``) computes the
@@ -12,7 +13,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,45 +21,19 @@ import torch.nn.functional as F
 
 from featscope.errors import FeatscopeError, InputFileError
 from featscope.investigate.attention import explicit_attention, on_cross_attention
+from featscope.investigate.common import fit_image
+from featscope.investigate.settings import (  # noqa: F401 (the mask knob's values, used from here too)
+    CROSS_ATTENTION,
+    DEFAULT_THRESHOLD,
+    MASK_KINDS,
+    NO_MASK,
+    MaskSpec,
+    parse_mask,
+    postprocess_step,
+)
 
 if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a mask is made
     from featscope.backbones.base import Backbone
-
-CROSS_ATTENTION = "cross-attention"
-DEFAULT_THRESHOLD = 0.3
-NO_MASK = "none"
-MASK_KINDS = "a PNG file, 'cross-attention[:THRESHOLD|:otsu]' or 'sam:FOLDER_OR_ID'"
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """A generated mask: ``kind`` 'cross-attention' or 'sam' (SAM model ``source``), thresholded at ``threshold``."""
-
-    kind: str
-    threshold: float | str = DEFAULT_THRESHOLD
-    source: str | None = None
-
-
-def parse_mask(text: str | Path | None) -> MaskSpec | None:
-    """``cross-attention``, ``cross-attention:0.4``, ``cross-attention:otsu`` or ``sam:PATH``; None for a PNG path."""
-    if text is None or isinstance(text, Path):
-        return None
-    if text.startswith("sam:"):
-        if not text[4:]:
-            raise FeatscopeError("--mask sam: needs a SAM model, e.g. sam:models/sam-vit-base (a local folder)")
-        return MaskSpec("sam", source=text[4:])
-    kind, _, option = text.partition(":")
-    if kind != CROSS_ATTENTION:
-        return None
-    if option in ("", "otsu"):
-        return MaskSpec(kind, option or DEFAULT_THRESHOLD)
-    try:
-        value = float(option)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1:
-        raise FeatscopeError(f"mask {text!r}: the threshold must be a number in (0, 1) or 'otsu'")
-    return MaskSpec(kind, value)
 
 
 # -- tokens of the class word ---------------------------------------------------------------------
@@ -71,11 +45,9 @@ def word_tokens(backbone: Backbone, prompt: str, label: str) -> list[int]:
     """Positions in the prompt embedding of the tokens of ``label``'s words (all occurrences in ``prompt``).
 
     CLIP tokenizers (Stable Diffusion; SDXL's first, whose positions its second shares): each word's BPE tokens
-    are looked up as a run in the tokenized prompt;
-    the world's word-level tokenizer: word k of the caption is token k + 1 (after ``<bos>``).
+    are looked up as a run in the tokenized prompt; a prompt encoder with a word-level tokenizer (the world's)
+    says where the words are itself (``word_positions(prompt, words)``).
     """
-    from featscope.world.text import WorldPromptEncoder
-
     if not backbone.has_cross_attention:
         raise FeatscopeError(
             f"cross-attention masks and word swaps read a UNet's cross-attention, and {backbone.spec} attends to "
@@ -97,9 +69,8 @@ def word_tokens(backbone: Backbone, prompt: str, label: str) -> list[int]:
             run = tokenizer(word, add_special_tokens=False).input_ids
             starts = [i for i in range(len(ids) - len(run) + 1) if ids[i : i + len(run)] == run]
             found += [i + k for i in starts for k in range(len(run))]
-    elif isinstance(encoder, WorldPromptEncoder):
-        caption = prompt.lower().replace(",", " ").split()
-        found = [k + 1 for k, w in enumerate(caption) if w in words]
+    elif callable(getattr(encoder, "word_positions", None)):  # a word-level tokenizer (the world's)
+        found = encoder.word_positions(prompt, words)
     else:
         raise FeatscopeError(f"{backbone.spec} has no tokenizer to find the class word in; use a PNG mask")
     if not found:
@@ -288,3 +259,66 @@ def foreground_mask(
         mask = sam_mask(sam, image, soft, spec.threshold)
         return soft, mask if mask.any() else threshold_mask(soft, spec.threshold)
     return soft, threshold_mask(soft, spec.threshold)
+
+
+# -- a user's mask file and post-processing -------------------------------------------------------
+def load_mask(path: str | Path, image_size: tuple[int, int] | None, size: tuple[int, int]) -> torch.Tensor:
+    """A user mask PNG (white = foreground) as (1, 1, *size) in [0, 1]; it must have the size of the image
+    (``image_size``, before fitting) or of the backbone (``size``)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"mask file {str(path)!r} does not exist; check the path")
+    try:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+    except (UnidentifiedImageError, OSError) as error:
+        raise InputFileError(f"cannot read mask {str(path)!r} ({error}); give a PNG") from None
+    h, w = gray.height, gray.width
+    allowed = {tuple(size)} | ({tuple(image_size)} if image_size is not None else set())
+    if (h, w) not in allowed:
+        sizes = " or ".join(f"{a}x{b}" for a, b in sorted(allowed))
+        raise InputFileError(f"mask {str(path)!r} is {h}x{w} pixels (HxW); it must be {sizes}, the image's size")
+    import numpy as np
+
+    mask = torch.from_numpy(np.asarray(gray, dtype=np.float32) / 255)[None, None]
+    return fit_image(mask, size, mode="area") if (h, w) != tuple(size) else mask
+
+
+def user_mask(path: str | Path, images: Sequence[Path], size: tuple[int, int], steps: Sequence[str]) -> torch.Tensor:
+    """The user's mask PNG for ``images`` at the backbone's ``size``, post-processed by ``steps`` (it may have the
+    images' size when they all share it)."""
+    from PIL import Image
+
+    shapes = set()
+    for image in images:
+        with Image.open(image) as im:
+            shapes.add((im.height, im.width))
+    image_size = shapes.pop() if len(shapes) == 1 else None
+    return postprocess_mask(load_mask(path, image_size, size), steps)
+
+
+def _gaussian(kernel: int, sigma: float) -> torch.Tensor:
+    x = torch.arange(kernel, dtype=torch.float32) - (kernel - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def postprocess_mask(mask: torch.Tensor, steps: Sequence[str]) -> torch.Tensor:
+    """DiG-IN's mask post-processing: ``erosion_K``, ``dilation_K`` (K x K square), ``blur_K_SIGMA`` (Gaussian)."""
+    m = mask.float()
+    for step in steps:
+        kind, numbers = postprocess_step(step)
+        if kind in ("erosion", "dilation"):
+            k = int(numbers[0])
+            padded = F.pad(m if kind == "dilation" else -m, ((k - 1) // 2, k // 2, (k - 1) // 2, k // 2), "replicate")
+            pooled = F.max_pool2d(padded, k, stride=1)
+            m = pooled if kind == "dilation" else -pooled
+        else:
+            k = int(numbers[0]) | 1
+            g = _gaussian(k, numbers[1])
+            pad = k // 2
+            m = F.conv2d(F.pad(m, (pad, pad, 0, 0), "replicate"), g.view(1, 1, 1, k))
+            m = F.conv2d(F.pad(m, (0, 0, pad, pad), "replicate"), g.view(1, 1, k, 1))
+    return m.clamp(0, 1)

@@ -9,7 +9,8 @@ in one batch) keeps, per image, among the results the classifier gives the targe
 ``flip``, the one nearest the image (L2 in pixels), else the one with the highest target probability.
 
 :func:`word_swap_core` is the core (loaded models and tensors in, :class:`WordSwapResult` out);
-:func:`word_swap` runs it over image files into one run folder per image and target class.
+:func:`featscope.investigate.word_swap` (:mod:`featscope.investigate.word_swaps`) runs it over image files into
+one run folder per image and target class.
 """
 
 from __future__ import annotations
@@ -17,28 +18,21 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
-from featscope.images import save_image
 from featscope.investigate import cores
 from featscope.investigate.attention import CrossAttentionReplace, on_cross_attention
-from featscope.investigate.common import DEFAULT_BACKBONE, distances, load_start_image
-from featscope.investigate.fidelity import checks, intended_attribute, summarise
+from featscope.investigate.common import distances
 from featscope.investigate.masks import word_tokens
-from featscope.investigate.methods import _backbone, _caption, _counterfactual_items, _network, _template, image_list
 from featscope.objectives import class_index
-from featscope.orchestration import Item, Plan, run_plan, summary_row
-from featscope.ranks import Ranks
 from featscope.solvers.configs import WordSwapConfig
 
-if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a run starts
+if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a core runs
     from featscope.backbones.base import Backbone
-    from featscope.runs import RunFolder
 
 
 @dataclass
@@ -210,126 +204,3 @@ def _choose(target_confidence: list[float], l2: list[float], flip: float) -> int
     if flipped:
         return min(flipped, key=lambda k: l2[k])
     return max(range(len(target_confidence)), key=lambda k: target_confidence[k])
-
-
-# -- orchestration ---------------------------------------------------------------------------------
-def word_swap(
-    net: str | Extractor,
-    images,
-    start_label: int | str | None = None,
-    target_label: int | str | Sequence[int | str] = (),
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    prompt: str | None = None,
-    prompt_template: str | None = None,
-    caption_model: str | None = None,
-    word: str | None = None,
-    new_word: str | None = None,
-    class_names: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    images_per_class: int | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-    config: WordSwapConfig | None = None,
-    ranks: Ranks | None = None,
-    **settings,
-) -> dict | None:
-    """Word-swap counterfactuals of real images, one item ``<image id>_to_<target>`` per image and target class.
-
-    ``images``, ``start_label`` and the caption (``prompt`` > ``IMAGE.txt`` > ``caption_model`` > template) as in
-    :func:`featscope.investigate.counterfactual`; ``word`` / ``new_word`` default to the start / target class
-    names. ``config`` (a :class:`WordSwapConfig`; ``settings`` override its fields, e.g. ``taus=(0, 0.5, 1)``).
-    An item folder: ``target.png``, ``initial.png`` (the caption's regeneration), ``best.png`` and ``final.png``
-    (the chosen result), ``sheet.png`` (every tau), ``config.yaml``, ``log.jsonl`` (one line per tau) and
-    ``metrics.json``."""
-    from featscope.settings import resolve
-
-    solver = resolve(WordSwapConfig, config, settings)
-    targets = [target_label] if isinstance(target_label, (int, str)) else list(target_label)
-    if not targets:
-        raise FeatscopeError("no target class given; name the class the image should become")
-    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
-
-    def build(torch_device: torch.device) -> Plan:
-        from featscope.captioning import load_captioner
-
-        network = _network(net, torch_device)
-        model = _backbone(backbone, torch_device)
-        if not model.has_prompts:
-            raise FeatscopeError(f"word swap needs a backbone with prompts; {model.spec} has none")
-        template = _template(prompt_template, model)
-        captioner = load_captioner(caption_model, torch_device) if caption_model is not None else None
-        items = _counterfactual_items(network, model, entries, start_label, targets, prompt, template, False)
-        for item in items:  # every caption and edit is checked before any work
-            p = item.payload
-            p["start_word"] = word or cores._label_name(network, p["start"])
-            p["new_word"] = new_word or cores._label_name(network, p["target"])
-            p["prompt"] = _caption(p["entry"], prompt, template, p["start_word"], captioner)
-            edited = swap_word(p["prompt"], p["start_word"], p["new_word"])
-            model.encode_prompt([edited])  # a word the backbone's text encoder does not know fails here
-            token_mapper(model, p["prompt"], edited, p["start_word"], p["new_word"])
-
-        def work(run: RunFolder, item: Item) -> dict:
-            p = item.payload
-            image = load_start_image(p["entry"].path, tuple(model.image_size))
-            save_image(image[0], run.file("target.png"))
-            result = word_swap_core(
-                model, network, image, p["start"], p["target"], prompts=p["prompt"], word=p["start_word"],
-                new_word=p["new_word"], config=solver, quiet=quiet,
-            )  # fmt: skip
-            metrics = _files(run, result, image, p, network)
-            return {**metrics, **checks(image, result.reconstruction, result.best, model.spec,
-                                        flipped=result.flipped[0], intended=intended_attribute(p["new_word"]),
-                                        target=p["new_word"], item_id=item.item_id, say=True)}  # fmt: skip
-
-        record = {"net": network.name, "start_label": start_label, "target_labels": targets, "prompt": prompt,
-                  "prompt_template": template, "caption_model": caption_model, "word": word, "new_word": new_word,
-                  "backbone": model.spec, "device": str(torch_device), "solver": solver.to_dict()}  # fmt: skip
-        return Plan("word-swap", items, work, record, word_swap_row, summarise)
-
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
-
-
-def _files(run: RunFolder, result: WordSwapResult, image: torch.Tensor, p: dict, network: Extractor) -> dict:
-    """initial.png, best.png, final.png, sheet.png and log.jsonl of one item; returns its metrics."""
-    from featscope.sheet import save_sheet
-
-    start_name, target_name = cores._label_name(network, p["start"]), cores._label_name(network, p["target"])
-    k, cs, ct, d = result.chosen[0], result.start_confidence[0], result.target_confidence[0], result.distance[0]
-    for i, tau in enumerate(result.taus):
-        run.log({"tau": tau, "start_confidence": cs[1 + i], "target_confidence": ct[1 + i], "l1": d["l1"][i],
-                 "l2": d["l2"][i]})  # fmt: skip
-    save_image(result.reconstruction[0], run.file("initial.png"))
-    save_image(result.best[0], run.file("best.png"))
-    save_image(result.best[0], run.file("final.png"))
-    columns = ["target", "reconstruction"] + [f"tau {tau:g}" + (" *" if i == k else "") for i, tau in
-                                              enumerate(result.taus)]  # fmt: skip
-    note = (f"'{result.edited_prompts[0]}', chosen tau {result.taus[k]:g}: {target_name} {ct[1 + k]:.3f} "
-            f"({'flipped' if result.flipped[0] else 'not flipped'}), L2 {d['l2'][k]:.4f}")  # fmt: skip
-    save_sheet(run.file("sheet.png"), columns, [[image[0], result.reconstruction[0], *result.images[:, 0]]],
-               notes=[note])  # fmt: skip
-    return {
-        "image": str(p["entry"].path),
-        "start_class": start_name,
-        "target_class": target_name,
-        "prompt": result.prompts[0],
-        "edited_prompt": result.edited_prompts[0],
-        "taus": result.taus,
-        "chosen_tau": result.taus[k],
-        "flipped": result.flipped[0],
-        "confidence": {
-            "start_class": {"image": cs[0], "after": cs[1 + k], "per_tau": cs[1:]},
-            "target_class": {"image": ct[0], "after": ct[1 + k], "per_tau": ct[1:]},
-        },
-        "distance_to_image": {"l1_after": d["l1"][k], "l2_after": d["l2"][k], "per_tau": d},
-    }
-
-
-word_swap_row = summary_row(
-    "target = target_class; chosen tau = chosen_tau; flipped = flipped; "
-    "start conf after = confidence.start_class.after; target conf after = confidence.target_class.after; "
-    "L2 after = distance_to_image.l2_after; reconstruction L2 = reconstruction.l2; verdict = verdict"
-)
-
-

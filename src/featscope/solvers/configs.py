@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from featscope.errors import FeatscopeError
-from featscope.settings import Settings, knob
+from featscope.settings import Settings, comma_separated, knob
 
 
 @dataclass(frozen=True)
@@ -341,31 +341,54 @@ def endtoend_defaults(backbone: str, method: str | None = None) -> EndToEndConfi
     return EndToEndConfig().with_overrides(**{**backbone_settings(backbone, "endtoend"), **method_settings})
 
 
+@dataclass(frozen=True)
+class InnerSteps(Settings):
+    """The inner loop of null-text inversion, a knob of every method that starts from a real image's inversion."""
+
+    inner_steps: int = knob(10, "null-text inversion: optimisation steps of the null text per DDIM step",
+                            metavar="N")  # fmt: skip
+
+    def validate(self) -> None:
+        super().validate()
+        if self.inner_steps < 0:
+            raise FeatscopeError("inner_steps must be at least 0")
+
+
+@dataclass(frozen=True)
+class NullTextConfig(InnerSteps):
+    """Settings of a null-text inversion (DiG-IN §4): its DDIM chain, its guidance and its inner loop."""
+
+    num_steps: int = knob(20, "DDIM steps of the inversion (and of the regeneration)", symbol="T", flag="--steps")
+    guidance_scale: float = knob(3.0, "classifier-free guidance of the inversion and the regeneration (> 1)",
+                                 symbol="cfg")  # fmt: skip
+
+    def validate(self) -> None:
+        super().validate()
+        if self.num_steps < 1:
+            raise FeatscopeError("num_steps must be at least 1")
+        if self.guidance_scale <= 1.0:
+            raise FeatscopeError(
+                "null-text inversion fits the unconditional embedding of classifier-free guidance: use "
+                "guidance_scale > 1"
+            )
+
+
 WORD_SWAP_TAUS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 
 
 @dataclass(frozen=True)
-class WordSwapConfig(Settings):
+class WordSwapConfig(NullTextConfig):
     """Settings of word-swap counterfactuals: the inversion, the regeneration and the search over tau."""
 
-    num_steps: int = knob(20, "DDIM steps of the inversion and of the regeneration", symbol="T", flag="--steps")
-    guidance_scale: float = knob(3.0, "classifier-free guidance of the inversion and the regeneration (> 1)",
-                                 symbol="cfg")  # fmt: skip
-    inner_steps: int = knob(10, "null-text inversion steps per DDIM step", metavar="N")
-    taus: tuple[float, ...] = knob(WORD_SWAP_TAUS, "fractions of the steps with the source's cross-attention "
-                                   "re-injected, searched per image (command line: --taus)", symbol="tau",
-                                   cli=False)  # fmt: skip
+    taus: tuple[float, ...] = knob(WORD_SWAP_TAUS, "fractions of the steps with the caption's cross-attention "
+                                   "re-injected, searched per image", symbol="tau", flag="--taus", metavar="T,T",
+                                   parse=comma_separated(float))  # fmt: skip
     flip: float = knob(0.5, "a result flips when the classifier's target-class probability is above this",
                        metavar="P")  # fmt: skip
 
     def validate(self) -> None:
-        checks = [
-            (self.num_steps >= 1, "num_steps must be at least 1"),
-            (self.guidance_scale > 1.0, "word swap regenerates a null-text inversion, which needs guidance_scale > 1"),
-            (self.inner_steps >= 0, "inner_steps must be at least 0"),
-            (len(self.taus) >= 1 and all(0 <= t <= 1 for t in self.taus), "taus must be fractions in [0, 1]"),
-            (0 < self.flip < 1, "flip must be a probability in (0, 1)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise FeatscopeError(message)
+        super().validate()
+        if not (len(self.taus) >= 1 and all(0 <= t <= 1 for t in self.taus)):
+            raise FeatscopeError("taus must be fractions in [0, 1]")
+        if not 0 < self.flip < 1:
+            raise FeatscopeError("flip must be a probability in (0, 1)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,12 +51,6 @@ def optional_text(value: Any, root: Path) -> str | None:
     return None if value is None else text(value, root)
 
 
-def flag(value: Any, root: Path) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, not {value!r}")
-    return value
-
-
 def choice(*names: str) -> Callable[[Any, Path], str]:
     def parse(value: Any, root: Path) -> str:
         if value not in names:
@@ -72,28 +67,12 @@ def label(value: Any, root: Path) -> int | str:
     return value
 
 
-def text_list(value: Any, root: Path) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [text(v, root) for v in items]
-
-
-def number_list(value: Any, root: Path) -> list[float]:
-    items = value if isinstance(value, list) else [value]
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
-        raise ValueError(f"expected numbers, not {value!r}")
-    return [float(v) for v in items]
-
-
 def existing_file(value: Any, root: Path) -> str:
     """A file path, relative to the study file's folder."""
     path = root / text(value, root)
     if not path.is_file():
         raise ValueError(f"file {value!r} does not exist (paths are relative to the study file's folder: {root})")
     return str(path)
-
-
-def optional_file(value: Any, root: Path) -> str | None:
-    return None if value is None else existing_file(value, root)
 
 
 def backbone_spec(value: Any, root: Path) -> str:
@@ -132,3 +111,62 @@ def file_stem(path: str) -> str:
 
 SEEDS = Field(integer(), "random seed(s); one job per seed", default=0, axis=True, prefix="seed")
 BACKBONE = Field(backbone_spec, "diffusion backbone spec(s)", default="world:ddpm", axis=True, short=spec_short)
+
+
+# -- the keys derived from a settings dataclass's knobs --------------------------------------------
+def knob_fields(cls: type, *, exclude: tuple[str, ...] = ()) -> dict[str, Field]:
+    """One job key per knob of the settings dataclass ``cls`` (not an axis; unset or null: the method's default):
+    a value as the command line spells it (``"25,250"``, ``down``) or as YAML (``[25, 250]``, ``false``); a file or
+    folder relative to the study file's folder."""
+    from featscope.settings import knob_of
+
+    return {
+        f.name: Field(_knob_parse(f), knob_of(f).help, None) for f in dataclasses.fields(cls) if f.name not in exclude
+    }
+
+
+def _knob_parse(f: dataclasses.Field) -> Callable[[Any, Path], Any]:
+    from featscope.settings import plain_value
+
+    place = PLACES.get(f.name)
+
+    def parse(value: Any, root: Path) -> Any:
+        try:
+            value = plain_value(f, value)
+            return place(value, root) if place is not None and value is not None else value
+        except FeatscopeError as error:
+            raise ValueError(str(error)) from None
+
+    return parse
+
+
+def _local(value: str, root: Path) -> str:
+    """A model given as a folder (relative to the study's folder when it is there) or a hub id (kept)."""
+    path = root / value
+    return str(path) if path.exists() else value
+
+
+def mask_value(value: str, root: Path) -> str:
+    """``none``, a generated mask (``cross-attention[:T|:otsu]``, ``sam:FOLDER``) or a PNG file."""
+    from featscope.investigate.settings import NO_MASK, parse_mask
+
+    spec = parse_mask(value)
+    if value == NO_MASK or (spec is not None and spec.kind != "sam"):
+        return value
+    return f"sam:{_local(spec.source, root)}" if spec is not None else existing_file(value, root)
+
+
+def existing_folder(value: Any, root: Path) -> str:
+    """A folder path, relative to the study file's folder."""
+    path = root / text(value, root)
+    if not path.is_dir():
+        raise ValueError(f"folder {value!r} does not exist (paths are relative to the study file's folder: {root})")
+    return str(path)
+
+
+PLACES: dict[str, Callable[[Any, Path], Any]] = {  # knobs that name files or folders
+    "mask": mask_value,
+    "images_folder": existing_folder,
+    "caption_model": _local,
+    "namer": lambda value, root: f"vlm:{_local(value[4:], root)}" if value.startswith("vlm:") else value,
+}

@@ -7,6 +7,7 @@ and the headline numbers of its ``metrics.json`` for the summary.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable
@@ -15,6 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from featscope.errors import FeatscopeError, suggest
+from featscope.investigate.settings import (
+    CounterfactualSettings,
+    DifferenceSettings,
+    NeuronImagesSettings,
+    NeuronSettings,
+    WordSwapSettings,
+)
 from featscope.orchestration import summary_row
 from featscope.ranks import Ranks
 from featscope.study.fields import (
@@ -24,16 +32,13 @@ from featscope.study.fields import (
     choice,
     existing_file,
     file_stem,
-    flag,
     integer,
+    knob_fields,
     label,
     network_spec,
-    number_list,
-    optional_file,
     optional_text,
     spec_short,
     text,
-    text_list,
 )
 
 Run = Callable[[dict, dict, Path, str, bool], None]  # (params, settings, job folder, device, quiet)
@@ -64,6 +69,9 @@ def check_settings(config: Any, settings: dict) -> None:
 
 def _fits(value: Any, annotation: str) -> bool:
     kinds = {k.strip() for k in annotation.split("|")}
+    lists = [k[6:].split(",")[0] for k in kinds if k.startswith("tuple[")]  # tuple[float, ...]: a list of floats
+    if lists and isinstance(value, (list, tuple)):
+        return all(_fits(v, lists[0]) for v in value)
     if value is None:
         return "None" in kinds
     if isinstance(value, bool):
@@ -154,11 +162,20 @@ DECODE = Method(
 )  # fmt: skip
 
 
-# -- investigations (end-to-end solver), one item per job -------------------------------------------
+# -- investigations, one item per job -------------------------------------------------------------
+ONE_ITEM = ("samples_per_class", "samples")  # a job is one item: more samples of a job entry are more seeds
+
+
 def _endtoend() -> type:
     from featscope.solvers.configs import EndToEndConfig
 
     return EndToEndConfig
+
+
+def _word_swap_config() -> type:
+    from featscope.solvers.configs import WordSwapConfig
+
+    return WordSwapConfig
 
 
 def _one_item(folder: Path, call: Callable[[Path, Ranks], dict | None]) -> None:
@@ -177,99 +194,108 @@ def _common(params: dict, device: str, quiet: bool) -> dict:
     return {"backbone": params["backbone"], "seed": params["seeds"], "device": device, "quiet": quiet}
 
 
+def _options(params: dict, cls: type) -> dict:
+    """The knobs of the settings dataclass ``cls`` that the job sets (the others keep the method's defaults)."""
+    return given(params, *(f.name for f in fields(cls) if f.name in params))
+
+
+def _check_options(params: dict, cls: type, settings: dict | None = None, what: str | None = None) -> None:
+    """The job's knobs of ``cls`` validated together; with ``what``, the solver ``settings`` start an inversion
+    (guidance_scale > 1) and the regularizers are known ones."""
+    options = cls().with_overrides(**_options(params, cls))
+    options.validate()
+    if what is None:
+        return
+    from featscope.investigate.cores import REGULARIZERS
+
+    if (settings or {}).get("guidance_scale", 3.0) <= 1.0:
+        raise FeatscopeError(f"{what} start from a null-text inversion, which needs guidance_scale > 1")
+    for name in options.regularizers:
+        if name not in REGULARIZERS:
+            known = ", ".join(REGULARIZERS)
+            raise FeatscopeError(f"unknown regularizer {name!r}{suggest(name, REGULARIZERS)}; known: {known}")
+
+
 def _difference_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
     from featscope import investigate
 
     classes = [investigate.parse_label(params["classes"])]
-    extra = given(params, "prompt_template", "loss")
+    options = _options(params, DifferenceSettings)
     _one_item(
         folder,
         lambda out, ranks: investigate.difference(
-            params["net1"],
-            params["net2"],
-            classes,
-            out=out,
-            ranks=ranks,
-            **_common(params, device, quiet),
-            **extra,
-            **settings,
+            params["net1"], params["net2"], classes, out=out, ranks=ranks, **_common(params, device, quiet),
+            **options, **settings,
         ),
-    )
+    )  # fmt: skip
+
+
+def _neuron_check(params: dict, settings: dict) -> None:
+    images = params["images"] is not None
+    mine, other = (NeuronImagesSettings, NeuronSettings) if images else (NeuronSettings, NeuronImagesSettings)
+    stray = sorted(set(_options(params, other)) - {f.name for f in fields(mine)})
+    if stray:
+        where = "without images" if images else "with images"
+        raise FeatscopeError(f"{stray[0]} applies to neuron jobs {where} only")
+    _check_options(params, mine, settings, "neuron counterfactuals" if images else None)
 
 
 def _neuron_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
     from featscope import investigate
 
-    extra = given(params, "layer", "prompt", "maximise")
-    _one_item(
-        folder,
-        lambda out, ranks: investigate.neuron(
-            params["net"],
-            channels=[params["channels"]],
-            out=out,
-            ranks=ranks,
-            **_common(params, device, quiet),
-            **extra,
-            **settings,
-        ),
-    )
-
-
-def _counterfactual_check(params: dict, settings: dict) -> None:
-    from featscope.investigate.cores import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS, REGULARIZERS
-
-    if settings.get("guidance_scale", 3.0) <= 1.0:
-        raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
-    regularizers = params["regularizers"] if params["regularizers"] is not None else PUBLISHED_REGULARIZERS
-    weights = params["regularizer_weights"] if params["regularizer_weights"] is not None else PUBLISHED_WEIGHTS
-    for name in regularizers:
-        if name not in REGULARIZERS:
-            known = ", ".join(REGULARIZERS)
-            raise FeatscopeError(f"unknown regularizer {name!r}{suggest(name, REGULARIZERS)}; known: {known}")
-    if len(regularizers) != len(weights):
-        raise FeatscopeError(f"{len(regularizers)} regularizers but {len(weights)} regularizer_weights; give one each")
+    common = {"layer": params["layer"], "channels": [params["channels"]], **_common(params, device, quiet)}
+    if params["images"] is not None:
+        options = _options(params, NeuronImagesSettings)
+        call = functools.partial(investigate.neuron_images, params["net"], [params["images"]])
+    else:
+        options = _options(params, NeuronSettings)
+        call = functools.partial(investigate.neuron, params["net"])
+    _one_item(folder, lambda out, ranks: call(out=out, ranks=ranks, **common, **options, **settings))
 
 
 def _counterfactual_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
     from featscope import investigate
 
-    keys = ("prompt", "prompt_template", "regularizers", "regularizer_weights", "mask", "mask_postprocess", "loss")
-    extra = given(params, *keys, "inner_steps")
+    options = _options(params, CounterfactualSettings)
     _one_item(
         folder,
         lambda out, ranks: investigate.counterfactual(
-            params["net"],
-            [params["images"]],
-            investigate.parse_label(params["start"]),
-            investigate.parse_label(params["target_classes"]),
-            out=out,
-            ranks=ranks,
-            **_common(params, device, quiet),
-            **extra,
-            **settings,
+            params["net"], [params["images"]], investigate.parse_label(params["start"]),
+            investigate.parse_label(params["target_classes"]), out=out, ranks=ranks,
+            **_common(params, device, quiet), **options, **settings,
         ),
-    )
+    )  # fmt: skip
 
 
-def _difference_headline(metrics: dict) -> dict:
-    from featscope.investigate import difference_row
+def _word_swap_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
+    from featscope import investigate
 
-    return difference_row(metrics)
+    options = _options(params, WordSwapSettings)
+    _one_item(
+        folder,
+        lambda out, ranks: investigate.word_swap(
+            params["net"], [params["images"]], investigate.parse_label(params["start"]),
+            investigate.parse_label(params["target_classes"]), out=out, ranks=ranks, backbone=params["backbone"],
+            device=device, quiet=quiet, **options, **settings,
+        ),
+    )  # fmt: skip
 
 
-def _neuron_headline(metrics: dict) -> dict:
-    from featscope.investigate import neuron_row
+def _headline(name: str) -> Callable[[dict], dict]:
+    """The headline of an investigation item: ``featscope.investigate``'s summary row ``name``."""
 
-    return neuron_row(metrics)
+    def headline(metrics: dict) -> dict:
+        from featscope import investigate
 
+        return getattr(investigate, name)(metrics)
 
-def _counterfactual_headline(metrics: dict) -> dict:
-    from featscope.investigate import counterfactual_row
-
-    return counterfactual_row(metrics)
+    return headline
 
 
 NET = Field(network_spec, "network(s) under study (a classifier)", axis=True, prefix="", short=spec_short)
+IMAGES = Field(existing_file, "real image file(s)", axis=True, prefix="image", short=file_stem)
+START = Field(label, "class of the images")
+TARGETS = Field(label, "class(es) the image should become", axis=True, prefix="to")
 
 # what the end-to-end methods (difference, neuron, counterfactual) share: their settings, one item per image
 END_TO_END = {"settings": _endtoend, "config": lambda params: _endtoend()(), "items": True}
@@ -283,52 +309,67 @@ DIFFERENCE = Method(
         "net2": Field(network_spec, "network(s) that should not", axis=True, prefix="vs", short=spec_short),
         "classes": Field(label, "class name(s) or index(es) of net1", axis=True, prefix="class"),
         "seeds": SEEDS,
-        "loss": Field(choice("conf", "log_conf", "logit_margin"), "conf (published), log_conf or logit_margin", None),
-        "prompt_template": Field(optional_text, "prompt with {label} (default: '{label}' on the world)", None),
+        **knob_fields(DifferenceSettings, exclude=ONE_ITEM),
     },
     **END_TO_END,
     run=_difference_run,
-    headline=_difference_headline,
+    headline=_headline("difference_row"),
+    check=lambda params, settings: _check_options(params, DifferenceSettings),
 )  # fmt: skip
 
 NEURON = Method(
-    doc="images that raise one channel of a layer (featscope.investigate.neuron): one channel per job",
+    doc="images that raise one channel of a layer (featscope.investigate.neuron; with images, "
+    "featscope.investigate.neuron_images): one channel (and image) per job",
     fields={
         "backbone": BACKBONE,
         "net": NET,
         "channels": Field(integer(0), "channel(s) to visualise", axis=True, prefix="ch"),
+        "images": Field(existing_file, "real image file(s) whose channel is changed (neuron counterfactuals)", None,
+                        axis=True, prefix="image", short=file_stem),
         "seeds": SEEDS,
         "layer": Field(optional_text, "layer name (default: the input of the last linear layer)", None),
-        "maximise": Field(flag, "raise the channel (false: lower it)", None),
-        "prompt": Field(optional_text, "prompt of the plain samples (default: empty)", None),
+        **knob_fields(NeuronSettings, exclude=ONE_ITEM),
+        **knob_fields(NeuronImagesSettings),
     },
     **END_TO_END,
     run=_neuron_run,
-    headline=_neuron_headline,
-)
+    headline=_headline("neuron_row"),
+    check=_neuron_check,
+)  # fmt: skip
 
 COUNTERFACTUAL = Method(
     doc="real images changed toward a class (featscope.investigate.counterfactual): one image and class per job",
     fields={
         "backbone": BACKBONE,
         "net": NET,
-        "images": Field(existing_file, "real image file(s)", axis=True, prefix="image", short=file_stem),
-        "start": Field(label, "class of the images"),
-        "target_classes": Field(label, "class(es) the image should become", axis=True, prefix="to"),
+        "images": IMAGES,
+        "start": START,
+        "target_classes": TARGETS,
         "seeds": SEEDS,
-        "prompt": Field(optional_text, "caption ({label} = start class; default: IMAGE.txt or template)", None),
-        "prompt_template": Field(optional_text, "caption from the start class, with {label}", None),
-        "regularizers": Field(text_list, "regularizer names (default: published)", None),
-        "regularizer_weights": Field(number_list, "one weight per regularizer (default: 25, 250)", None),
-        "mask": Field(optional_file, "foreground mask PNG (white = object)", None),
-        "mask_postprocess": Field(text_list, "e.g. [erosion_3, dilation_20, blur_45_30]", None),
-        "loss": Field(choice("ce", "conf", "log_conf"), "class loss (default: ce)", None),
-        "inner_steps": Field(integer(0), "null-text inversion steps per DDIM step (default: 10)", None),
+        **knob_fields(CounterfactualSettings),
     },
     **END_TO_END,
     run=_counterfactual_run,
-    headline=_counterfactual_headline,
-    check=_counterfactual_check,
+    headline=_headline("counterfactual_row"),
+    check=lambda params, settings: _check_options(params, CounterfactualSettings, settings, "counterfactuals"),
+)
+
+WORD_SWAP = Method(
+    doc="word-swap counterfactuals of real images (featscope.investigate.word_swap): one image and class per job",
+    fields={
+        "backbone": BACKBONE,
+        "net": NET,
+        "images": IMAGES,
+        "start": START,
+        "target_classes": TARGETS,
+        **knob_fields(WordSwapSettings),
+    },
+    settings=_word_swap_config,
+    config=lambda params: _word_swap_config()(),
+    run=_word_swap_run,
+    headline=_headline("word_swap_row"),
+    check=lambda params, settings: _check_options(params, WordSwapSettings),
+    items=True,
 )
 
 METHODS: dict[str, Method] = {
@@ -336,4 +377,5 @@ METHODS: dict[str, Method] = {
     "difference": DIFFERENCE,
     "neuron": NEURON,
     "counterfactual": COUNTERFACTUAL,
+    "word-swap": WORD_SWAP,
 }

@@ -10,6 +10,7 @@ from typing import Any
 from featscope.datasets import safe_id
 from featscope.errors import FeatscopeError, suggest
 from featscope.orchestration import unique_ids
+from featscope.settings import plain_value
 from featscope.study.fields import REQUIRED, Field, text
 from featscope.study.methods import METHODS, Method, check_settings
 from featscope.study.source import Problems, Source, read_source
@@ -209,7 +210,8 @@ def _settings(problems: Problems, where: tuple, raw: Any, method: Method, key: s
     if not isinstance(raw, dict):
         problems.add((*where, key), f"{key} must be a mapping of solver settings, not {raw!r}")
         return {}
-    names = [f.name for f in fields(method.settings())]
+    known = {f.name: f for f in fields(method.settings())}
+    names = list(known)
     result = {}
     for name, value in raw.items():
         if name not in names:
@@ -218,8 +220,19 @@ def _settings(problems: Problems, where: tuple, raw: Any, method: Method, key: s
         elif sweep and (not isinstance(value, list) or not value):
             problems.add((*where, key, name), f"a sweep takes a non-empty list of values, not {value!r}")
         else:
-            result[name] = value
+            result[name] = [_spelled(known[name], v) for v in value] if sweep else _spelled(known[name], value)
     return result
+
+
+def _spelled(f: Any, value: Any) -> Any:
+    """A list setting's value as its dataclass holds it: its command-line text read (``"0,0.5"``), a list kept as
+    a tuple; other values as they are (the settings check reports a wrong one)."""
+    if str(f.type).startswith("tuple[") and isinstance(value, (str, list)):
+        try:
+            return plain_value(f, value)
+        except ValueError:
+            return value
+    return value
 
 
 def _part(prefix: str, value: str) -> str:

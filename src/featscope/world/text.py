@@ -83,3 +83,9 @@ class WorldPromptEncoder(nn.Module):
 
     def forward(self, prompts: list[str]) -> torch.Tensor:
         return self.encoder.encode(list(prompts))
+
+    def word_positions(self, prompt: str, words: list[str]) -> list[int]:
+        """The token positions of ``words`` in ``prompt`` (word k of the caption is token k + 1, after ``<bos>``):
+        where cross-attention masks and word swaps find a class word."""
+        caption = prompt.lower().replace(",", " ").split()
+        return [k + 1 for k, w in enumerate(caption) if w in words]

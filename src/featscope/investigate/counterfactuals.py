@@ -1,0 +1,221 @@
+"""Visual counterfactuals of real images (DiG-IN §5), run: each image inverted with its caption, then optimised
+toward a target class while the background regularisers keep it outside its foreground mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from featscope.datasets import ImageItem
+from featscope.errors import FeatscopeError
+from featscope.extractors.base import Extractor
+from featscope.images import save_image
+from featscope.investigate import cores
+from featscope.investigate.captions import Captions
+from featscope.investigate.common import DEFAULT_BACKBONE, FLIP, load_start_image
+from featscope.investigate.cores import _label_name, regularized
+from featscope.investigate.fidelity import checks, intended_attribute, summarise
+from featscope.investigate.inputs import (
+    class_items,
+    endtoend_settings,
+    image_list,
+    load_backbone,
+    load_network,
+    target_list,
+)
+from featscope.investigate.masks import MaskSpec, foreground_mask, load_sam, postprocess_mask, user_mask, word_tokens
+from featscope.investigate.outputs import loss_record, run_record, save_iterates
+from featscope.investigate.settings import NO_MASK, CounterfactualSettings, parse_mask
+from featscope.objectives import class_loss
+from featscope.orchestration import Item, Plan, run_plan, summary_row
+from featscope.ranks import Ranks
+from featscope.runs import RunFolder
+
+if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
+    from featscope.backbones.base import Backbone
+    from featscope.solvers.configs import EndToEndConfig
+
+
+def counterfactual(
+    net: str | Extractor,
+    images,
+    start_label: int | str | None = None,
+    target_label: int | str | Sequence[int | str] = (),
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    settings: CounterfactualSettings | None = None,
+    class_names: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    images_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+    config: EndToEndConfig | None = None,
+    ranks: Ranks | None = None,
+    **overrides,
+) -> dict | None:
+    """Visual counterfactuals of real images (DiG-IN §5): null-text inversion of each image with its caption,
+    then end-to-end optimisation of ``class_loss(target) + sum(weight * regularizer)`` from the inverted x_T
+    and null texts. Item ``<image id>_to_<target>``, one per image and target class, seed ``seed + i``.
+
+    ``images``: image files, a dataset folder (``class_names``/``classes``/``images_per_class`` select from
+    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``settings`` (a
+    :class:`CounterfactualSettings`) and ``config`` (the :class:`EndToEndConfig`; None: the backbone's defaults),
+    each overridden by the keyword ``overrides`` of its fields. The caption is ``prompt``, else ``IMAGE.txt``,
+    else the ``caption_model``'s (:func:`featscope.captioning.load_captioner`), else ``prompt_template`` with the
+    start class. ``mask``, the foreground of the background regularisers: a PNG (white = foreground; the image's
+    or the backbone's size), or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's
+    cross-attention in the caption while the inverted image is regenerated) or ``"sam:FOLDER"`` (SAM / SAM-HQ
+    prompted from that map), see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess``
+    (``erosion_3``, ``dilation_20``, ``blur_45_30``). ``"none"``: the whole image counts as background. None: the
+    backbone family's default (:func:`default_mask`); config.yaml records the mask used.
+    """
+    options, solver = endtoend_settings(CounterfactualSettings, settings, overrides, method="counterfactual",
+                                        config=config, backbone=backbone)  # fmt: skip
+    mask = default_mask(options.mask, backbone)
+    options = replace(options, mask=str(mask) if mask is not None else None)
+    if solver.guidance_scale == 1.0:
+        raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
+    targets = target_list(target_label)
+    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+
+    def build(torch_device: torch.device) -> Plan:
+        network = load_network(net, torch_device)
+        model = load_backbone(backbone, torch_device)
+        run = _Counterfactual.load(model, network, options, solver, entries, torch_device, quiet)
+        items = run.items(entries, start_label, targets)
+        for target in targets:  # the loss and the regularizers, checked before any work
+            regularized(class_loss(network, target, options.loss), options.regularizers, options.regularizer_weights)
+        run.seeds = {item.item_id: seed + i for i, item in enumerate(items)}
+        used = replace(options, prompt_template=run.captions.template)
+        record = run_record(model, torch_device, used, solver, net=network.name, start_label=start_label,
+                            target_labels=targets, seed=seed)  # fmt: skip
+        return Plan("counterfactual", items, run.work, record, counterfactual_row, summarise)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+
+
+def default_mask(mask: str | Path | None, backbone: str | Backbone) -> str | Path | None:
+    """The counterfactual's foreground mask: ``mask``; ``"none"`` for no mask; None for the backbone family's
+    default (the world: ``cross-attention:otsu``, chosen on the tuning split; the built-in families: none)."""
+    from featscope.registry import backbone_settings
+
+    if mask is None:
+        mask = backbone_settings(backbone if isinstance(backbone, str) else backbone.spec, "counterfactual").get("mask")
+    return None if mask is None or str(mask) == NO_MASK else mask
+
+
+@dataclass
+class _Counterfactual:
+    """A counterfactual run's models, settings, captions and mask: its items and the work of one."""
+
+    model: Backbone
+    network: Extractor
+    options: CounterfactualSettings
+    solver: EndToEndConfig
+    captions: Captions
+    spec: MaskSpec | None  # a generated mask
+    sam: Any  # (model, processor) of a SAM mask
+    mask: torch.Tensor | None  # the user's mask, post-processed
+    quiet: bool
+    seeds: dict[str, int] | None = None
+
+    @classmethod
+    def load(cls, model: Backbone, network: Extractor, options: CounterfactualSettings, solver: EndToEndConfig,
+             entries: list[ImageItem], device: torch.device, quiet: bool) -> _Counterfactual:  # fmt: skip
+        """The run's SAM model, user mask and captioning model loaded (on ``device``)."""
+        spec, size = parse_mask(options.mask), tuple(model.image_size)
+        sam = load_sam(spec.source, device) if spec is not None and spec.kind == "sam" else None
+        png = options.mask is not None and spec is None
+        mask = user_mask(options.mask, [e.path for e in entries], size, options.mask_postprocess) if png else None
+        captions = Captions.load(options, model, device)
+        return cls(model, network, options, solver, captions, spec, sam, mask, quiet)
+
+    def items(self, entries: list[ImageItem], start_label, targets: list) -> list[Item]:
+        """One item per image and target class (:func:`class_items`); a generated mask needs the start class word
+        in each caption, checked first too."""
+        return class_items(self.network, entries, start_label, targets, self._word_check if self.spec else None)
+
+    def _word_check(self, entry: ImageItem, start) -> None:
+        start_name = _label_name(self.network, start)
+        word_tokens(self.model, self.captions.of(entry, start_name), start_name)
+
+    def work(self, run: RunFolder, item: Item) -> dict:
+        p, o, size = item.payload, self.options, tuple(self.model.image_size)
+        entry: ImageItem = p["entry"]
+        start_name, target_name = _label_name(self.network, p["start"]), _label_name(self.network, p["target"])
+        prompt = self.captions.of(entry, start_name)
+        image = load_start_image(entry.path, size)
+        save_image(image[0], run.file("target.png"))
+        inverted = cores.null_inversion(self.model, image, prompt, num_steps=self.solver.num_steps,
+                                        guidance_scale=self.solver.guidance_scale, inner_steps=o.inner_steps,
+                                        quiet=self.quiet)  # fmt: skip
+        mask = self._mask(run, image, inverted, prompt, start_name)
+        result = cores.counterfactual(
+            self.model, self.network, image, p["start"], p["target"], seeds=[self.seeds[item.item_id]],
+            prompts=prompt, regularizers=o.regularizers, regularizer_weights=o.regularizer_weights, mask=mask,
+            loss=o.loss, inverted=inverted, config=self.solver, quiet=self.quiet,
+        )  # fmt: skip
+        metrics = _metrics(run, result, entry, start_name, target_name, prompt, o.mask)
+        flipped = metrics["confidence"]["target_class"]["after"] > FLIP
+        return {**metrics, **checks(image, result.images[0], result.best, self.model.spec, flipped=flipped,
+                                    intended=intended_attribute(target_name), target=target_name,
+                                    item_id=item.item_id, say=True)}  # fmt: skip
+
+    def _mask(self, run: RunFolder, image, inverted, prompt: str, start_name: str) -> torch.Tensor | None:
+        """The item's foreground mask: the user's, or one found in the inverted image (attention.png); mask.png."""
+        mask = self.mask
+        if self.spec is not None:
+            soft, found = foreground_mask(
+                self.spec, self.model, image, inverted[0], prompt, start_name, null_texts=inverted[1],
+                guidance_scale=self.solver.guidance_scale, sam=self.sam,
+            )  # fmt: skip
+            save_image(soft[0].expand(3, -1, -1), run.file("attention.png"))
+            mask = postprocess_mask(found, self.options.mask_postprocess)
+        if self.options.mask is not None:
+            save_image(mask[0].expand(3, -1, -1), run.file("mask.png"))
+        return mask
+
+
+def _metrics(run: RunFolder, result: cores.CounterfactualResult, entry: ImageItem, start_name: str,
+             target_name: str, prompt: str, mask: str | None) -> dict:  # fmt: skip
+    """The iterates and figures of a counterfactual item; returns its metrics."""
+    cs, ct, d = result.start_confidence[0], result.target_confidence[0], result.distance[0]
+    captions = [
+        [f"{start_name}: {a:.3f}", f"{target_name}: {b:.3f}", f"loss {float(v):.4g}"]
+        for a, b, v in zip(cs[1:], ct[1:], result.solver.losses[:, 0], strict=True)
+    ]
+    best = save_iterates(run, result, captions, result.objective)
+    return {
+        "image": str(entry.path),
+        "start_class": start_name,
+        "target_class": target_name,
+        "prompt": prompt,
+        "mask": mask,
+        "best_iteration": best,
+        "confidence": {
+            "start_class": {"image": cs[0], "before": cs[1], "after": cs[1 + best], "per_iteration": cs[1:]},
+            "target_class": {"image": ct[0], "before": ct[1], "after": ct[1 + best], "per_iteration": ct[1:]},
+        },
+        "distance_to_image": {
+            "l1_before": d["l1"][0],
+            "l2_before": d["l2"][0],
+            "l1_after": d["l1"][best],
+            "l2_after": d["l2"][best],
+            "per_iteration": d,
+        },
+        **loss_record(result),
+    }
+
+
+counterfactual_row = summary_row(
+    "target = target_class; start conf before = confidence.start_class.before; "
+    "start conf after = confidence.start_class.after; target conf before = confidence.target_class.before; "
+    "target conf after = confidence.target_class.after; L2 after = distance_to_image.l2_after; "
+    "best iteration = best_iteration; reconstruction L2 = reconstruction.l2; verdict = verdict"
+)

@@ -1,0 +1,164 @@
+"""Neuron counterfactuals of real images (DiG-IN), run: raise or lower one channel starting from an image's inversion.
+
+Each image is null-text inverted with its caption; the end-to-end solver then optimises
+``-+activation(channel) + sum(weight * regularizer)`` from the inverted x_T and null texts, the background
+regularisers (DiG-IN's published ``latent_background_l2`` and ``px_background_l2``) keeping the image outside
+the mask (no mask: the whole image counts as background). The core is
+:func:`featscope.investigate.cores.neuron_images_core`; :func:`neuron_images` runs it over image files
+(``featscope investigate neuron --images ...``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from featscope.datasets import ImageItem, safe_id
+from featscope.errors import FeatscopeError
+from featscope.extractors.base import Extractor
+from featscope.images import save_image
+from featscope.investigate import cores
+from featscope.investigate.captions import Captions
+from featscope.investigate.common import DEFAULT_BACKBONE, load_start_image
+from featscope.investigate.cores import regularized
+from featscope.investigate.fidelity import checks, summarise
+from featscope.investigate.inputs import endtoend_settings, image_list, load_backbone, load_network, needs_prompts
+from featscope.investigate.masks import user_mask
+from featscope.investigate.neurons import check_channels
+from featscope.investigate.outputs import loss_record, run_record, save_iterates
+from featscope.investigate.settings import NO_MASK, NeuronImagesSettings
+from featscope.objectives import neuron as neuron_objective
+from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
+from featscope.ranks import Ranks
+from featscope.runs import RunFolder
+
+if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
+    from featscope.backbones.base import Backbone
+    from featscope.solvers.configs import EndToEndConfig
+
+
+def neuron_images(
+    net: str | Extractor,
+    images,
+    layer: str | None = None,
+    channels: Sequence[int] = (0,),
+    *,
+    out: str | Path,
+    backbone: str | Backbone = DEFAULT_BACKBONE,
+    settings: NeuronImagesSettings | None = None,
+    class_names: str | Path | None = None,
+    classes: Sequence[str] | None = None,
+    images_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    quiet: bool = False,
+    config: EndToEndConfig | None = None,
+    ranks: Ranks | None = None,
+    **overrides,
+) -> dict | None:
+    """Neuron counterfactuals of real images: item ``<image id>_neuron<c>`` per image and channel, seed ``seed + i``.
+
+    ``images`` as in :func:`featscope.investigate.counterfactual`; ``settings`` (a :class:`NeuronImagesSettings`)
+    and ``config`` (the :class:`EndToEndConfig`; None: the backbone's defaults), each overridden by the keyword
+    ``overrides`` of its fields. The caption is ``prompt`` > ``IMAGE.txt`` > ``caption_model`` >
+    ``prompt_template`` with a dataset's class name (loose files: the empty caption). ``mask``: a PNG of the
+    foreground (white), outside which the regularisers keep the image (None or ``"none"``: no mask). An item
+    folder has the investigation layout (target.png, initial.png = the inversion's regeneration, best.png,
+    final.png, strip.png, loss.png, sheet.png, metrics.json with the channel's activation on the image, before
+    and after).
+    """
+    options, solver = endtoend_settings(NeuronImagesSettings, settings, overrides, method="neuron_images",
+                                        config=config, backbone=backbone)  # fmt: skip
+    if solver.guidance_scale == 1.0:
+        raise FeatscopeError("neuron counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
+    options = replace(options, mask=None if options.mask == NO_MASK else options.mask)
+    channels = [int(c) for c in channels]
+    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+
+    def build(torch_device: torch.device) -> Plan:
+        network = load_network(net, torch_device)
+        name = check_channels(network, layer, channels, tuple(network.input_size or (224, 224)))
+        o = options
+        regularized(neuron_objective(network, layer, channels[0], o.maximise), o.regularizers, o.regularizer_weights)
+        model = load_backbone(backbone, torch_device)
+        needs_prompts(model, "neuron counterfactuals of images need")
+        captions = Captions.load(o, model, torch_device)
+        steps, size = o.mask_postprocess, tuple(model.image_size)
+        mask = user_mask(o.mask, [e.path for e in entries], size, steps) if o.mask is not None else None
+        ids = unique_ids([e.item_id for e in entries])
+        items = [Item(safe_id(f"{item_id}_neuron{c}"), {"entry": e, "channel": c}) for e, item_id in
+                 zip(entries, ids, strict=True) for c in channels]  # fmt: skip
+        seeds = {item.item_id: seed + i for i, item in enumerate(items)}
+        run = _NeuronImages(model, network, layer, name, o, solver, captions, mask, seeds, quiet)
+        used = replace(o, prompt_template=captions.template)
+        record = run_record(model, torch_device, used, solver, net=network.name, layer=name, channels=channels,
+                            seed=seed)  # fmt: skip
+        return Plan("neuron-images", items, run.work, record, neuron_images_row, summarise)
+
+    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+
+
+@dataclass
+class _NeuronImages:
+    """A neuron-images run's models, settings, captions and mask: the work of one item."""
+
+    model: Backbone
+    network: Extractor
+    layer: str | None
+    name: str
+    options: NeuronImagesSettings
+    solver: EndToEndConfig
+    captions: Captions
+    mask: torch.Tensor | None
+    seeds: dict[str, int]
+    quiet: bool
+
+    def work(self, run: RunFolder, item: Item) -> dict:
+        entry: ImageItem = item.payload["entry"]
+        c, o, seed = item.payload["channel"], self.options, self.seeds[item.item_id]
+        text = self.captions.of_entry(entry)
+        image = load_start_image(entry.path, tuple(self.model.image_size))
+        save_image(image[0], run.file("target.png"))
+        if self.mask is not None:
+            save_image(self.mask[0].expand(3, -1, -1), run.file("mask.png"))
+        result = cores.neuron_images_core(
+            self.model, self.network, image, c, layer=self.layer, maximise=o.maximise, seeds=[seed], prompts=text,
+            regularizers=o.regularizers, regularizer_weights=o.regularizer_weights, mask=self.mask,
+            inner_steps=o.inner_steps, config=self.solver, quiet=self.quiet,
+        )  # fmt: skip
+        captions = [[f"activation {a:.3g}", f"loss {float(v):.4g}"] for a, v in
+                    zip(result.activation[0], result.solver.losses[:, 0], strict=True)]  # fmt: skip
+        best = save_iterates(run, result, captions, result.objective)
+        record = {"image": str(entry.path), "prompt": text, "layer": self.name, "channel": c, "maximise": o.maximise,
+                  "seed": seed}  # fmt: skip
+        metrics = _item_metrics(result, best)
+        moved = metrics["activation"]["after"] - metrics["activation"]["image"]
+        rose = moved > 0 if o.maximise else moved < 0
+        return {**record, **metrics, **checks(image, result.images[0], result.best, self.model.spec, flipped=rose,
+                                              intended=None, target=None, item_id=item.item_id, say=True,
+                                              missed="activation did not move")}  # fmt: skip
+
+
+def _item_metrics(result: cores.NeuronImagesResult, best: int) -> dict:
+    """An item's numbers: its best iteration, the channel's activation (on the image, before, after) and the
+    distance to the image, with the loss record."""
+    acts, d = result.activation[0], result.distance[0]
+    return {
+        "best_iteration": best,
+        "activation": {"image": result.image_activation[0], "before": acts[0], "after": acts[best],
+                       "per_iteration": acts},
+        "distance_to_image": {"l1_before": d["l1"][0], "l2_before": d["l2"][0], "l1_after": d["l1"][best],
+                              "l2_after": d["l2"][best], "per_iteration": d},
+        **loss_record(result),
+    }  # fmt: skip
+
+
+neuron_images_row = summary_row(
+    "channel = channel; activation image = activation.image; activation before = activation.before; "
+    "activation after = activation.after; L2 after = distance_to_image.l2_after; best iteration = best_iteration; "
+    "reconstruction L2 = reconstruction.l2; verdict = verdict"
+)

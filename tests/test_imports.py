@@ -28,6 +28,9 @@ CORE = [
     "featscope.devices",
     "featscope.speed",
     "featscope.registry",
+    "featscope.decoding",
+    "featscope.investigate.cores",
+    "featscope.investigate.settings",
     # FeatInv's cores (reconstruct, steer, evaluate) and what they are made of; world specifics reach them through
     # the backbone (``Backbone.free_text_prompts``). Its orchestration (jobs, training, inputs, world, world_images)
     # may import the world.

@@ -271,6 +271,26 @@ def null_inversion(
                             guidance_scale=guidance_scale, inner_steps=inner_steps, quiet=quiet)  # fmt: skip
 
 
+def _from_inversion(
+    backbone: Backbone, objective: Objective, images: torch.Tensor, prompts: str | Sequence[str],
+    inverted: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor | None, seeds: Sequence[int],
+    inner_steps: int, config: EndToEndConfig, quiet: bool,
+):  # fmt: skip
+    """End-to-end optimisation of ``objective`` from the images' null-text inversion (computed unless
+    ``inverted``), with ``mask`` as the foreground (None: everything is background)."""
+    from featscope.solvers.endtoend import optimize
+
+    text = _prompts(prompts, len(images))
+    if inverted is None:
+        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
+                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
+                                  quiet=quiet)  # fmt: skip
+    x_t, null_texts = inverted
+    mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
+    return optimize(backbone, objective, prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images,
+                    mask=mask, generators=_generators(backbone, seeds), config=config, quiet=quiet)  # fmt: skip
+
+
 def counterfactual(
     backbone: Backbone,
     net: Extractor,
@@ -292,18 +312,8 @@ def counterfactual(
     """Visual counterfactuals (DiG-IN §5) of real images (B, 3, H, W) at the backbone's size: optimise
     ``class_loss(target) + sum(weight * regularizer)`` from their null-text inversion (``inverted`` = (x_T,
     null texts) when already computed), ``mask`` (B or 1, 1, H, W) being the foreground (None: all background)."""
-    from featscope.solvers.endtoend import optimize
-
     objective = regularized(class_loss(net, target, loss), regularizers, regularizer_weights)
-    text = _prompts(prompts, len(images))
-    if inverted is None:
-        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
-                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
-                                  quiet=quiet)  # fmt: skip
-    x_t, null_texts = inverted
-    mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
-    result = optimize(backbone, objective, prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images,
-                      mask=mask, generators=_generators(backbone, seeds), config=config, quiet=quiet)  # fmt: skip
+    result = _from_inversion(backbone, objective, images, prompts, inverted, mask, seeds, inner_steps, config, quiet)
     y_start, y_target = class_index(net, start), class_index(net, target)
     start_conf, target_conf, dist = [], [], []
     for b in range(len(images)):
@@ -345,18 +355,8 @@ def neuron_images_core(
     """Neuron counterfactuals of real images (B, 3, H, W) at the backbone's size: raise (``maximise``) or lower
     ``channel`` of ``layer``, starting from their null-text inversion (``inverted`` = (x_T, null texts) when
     already computed), with the regularisers outside ``mask`` (B or 1, 1, H, W; None: everything is background)."""
-    from featscope.solvers.endtoend import optimize
-
     objective = regularized(neuron_objective(net, layer, channel, maximise), regularizers, regularizer_weights)
-    text = _prompts(prompts, len(images))
-    if inverted is None:
-        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
-                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
-                                  quiet=quiet)  # fmt: skip
-    x_t, null_texts = inverted
-    mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
-    result = optimize(backbone, objective, prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images,
-                      mask=mask, generators=_generators(backbone, seeds), config=config, quiet=quiet)  # fmt: skip
+    result = _from_inversion(backbone, objective, images, prompts, inverted, mask, seeds, inner_steps, config, quiet)
     name = last_linear(net.network) if layer is None else layer
     per_image = [channel_activation(net, result.images[:, b], layer, channel) for b in range(len(images))]
     dist = [distances(result.images[:, b], images[b : b + 1]) for b in range(len(images))]

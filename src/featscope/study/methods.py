@@ -253,32 +253,21 @@ def _neuron_run(params: dict, settings: dict, folder: Path, device: str, quiet: 
     _one_item(folder, lambda out, ranks: call(out=out, ranks=ranks, **common, **options, **settings))
 
 
-def _counterfactual_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
-    from featscope import investigate
+def _image_change_run(method: str, options: type, seeded: bool) -> Callable[..., None]:
+    """The run of a job that changes one real image toward a class (``featscope.investigate``'s ``method``, its
+    knobs ``options``; ``seeded``: it takes the job's seed)."""
 
-    options = _options(params, CounterfactualSettings)
-    _one_item(
-        folder,
-        lambda out, ranks: investigate.counterfactual(
-            params["net"], [params["images"]], investigate.parse_label(params["start"]),
-            investigate.parse_label(params["target_classes"]), out=out, ranks=ranks,
-            **_common(params, device, quiet), **options, **settings,
-        ),
-    )  # fmt: skip
+    def run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
+        from featscope import investigate
 
+        common = _common(params, device, quiet) if seeded else {"backbone": params["backbone"], "device": device,
+                                                                 "quiet": quiet}  # fmt: skip
+        labels = investigate.parse_label(params["start"]), investigate.parse_label(params["target_classes"])
+        call = getattr(investigate, method)
+        _one_item(folder, lambda out, ranks: call(params["net"], [params["images"]], *labels, out=out, ranks=ranks,
+                                                  **common, **_options(params, options), **settings))  # fmt: skip
 
-def _word_swap_run(params: dict, settings: dict, folder: Path, device: str, quiet: bool) -> None:
-    from featscope import investigate
-
-    options = _options(params, WordSwapSettings)
-    _one_item(
-        folder,
-        lambda out, ranks: investigate.word_swap(
-            params["net"], [params["images"]], investigate.parse_label(params["start"]),
-            investigate.parse_label(params["target_classes"]), out=out, ranks=ranks, backbone=params["backbone"],
-            device=device, quiet=quiet, **options, **settings,
-        ),
-    )  # fmt: skip
+    return run
 
 
 def _headline(name: str) -> Callable[[dict], dict]:
@@ -337,36 +326,24 @@ NEURON = Method(
     check=_neuron_check,
 )  # fmt: skip
 
+# the jobs that change one real image toward a class: what they are given
+IMAGE_CHANGE = {"backbone": BACKBONE, "net": NET, "images": IMAGES, "start": START, "target_classes": TARGETS}
+
 COUNTERFACTUAL = Method(
     doc="real images changed toward a class (featscope.investigate.counterfactual): one image and class per job",
-    fields={
-        "backbone": BACKBONE,
-        "net": NET,
-        "images": IMAGES,
-        "start": START,
-        "target_classes": TARGETS,
-        "seeds": SEEDS,
-        **knob_fields(CounterfactualSettings),
-    },
+    fields={**IMAGE_CHANGE, "seeds": SEEDS, **knob_fields(CounterfactualSettings)},
     **END_TO_END,
-    run=_counterfactual_run,
+    run=_image_change_run("counterfactual", CounterfactualSettings, seeded=True),
     headline=_headline("counterfactual_row"),
     check=lambda params, settings: _check_options(params, CounterfactualSettings, settings, "counterfactuals"),
 )
 
 WORD_SWAP = Method(
     doc="word-swap counterfactuals of real images (featscope.investigate.word_swap): one image and class per job",
-    fields={
-        "backbone": BACKBONE,
-        "net": NET,
-        "images": IMAGES,
-        "start": START,
-        "target_classes": TARGETS,
-        **knob_fields(WordSwapSettings),
-    },
+    fields={**IMAGE_CHANGE, **knob_fields(WordSwapSettings)},
     settings=_word_swap_config,
     config=lambda params: _word_swap_config()(),
-    run=_word_swap_run,
+    run=_image_change_run("word_swap", WordSwapSettings, seeded=False),
     headline=_headline("word_swap_row"),
     check=lambda params, settings: _check_options(params, WordSwapSettings),
     items=True,

@@ -188,3 +188,21 @@ def grid_figure(targets: np.ndarray, decoded: dict[tuple[str, str], np.ndarray])
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
     figure.subplots_adjust(wspace=0.05, hspace=0.08)
     return _png(figure)
+
+
+def unit_grid_figure(columns: list[str], strips: list[tuple[str, list[np.ndarray]]]) -> bytes:
+    """``bench visualize``'s grid: one column per unit (class logit or neuron, titled ``columns``), one row per
+    method (``strips``: its label and one uint8 image (H, W, 3) per unit)."""
+    figure = Figure(figsize=(0.8 * len(columns) + 1.6, 0.85 * len(strips) + 0.3))
+    axes = figure.subplots(len(strips), len(columns), squeeze=False)
+    for r, (label, images) in enumerate(strips):
+        for c, image in enumerate(images):
+            ax = axes[r, c]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(columns[c].replace("neuron ", "n"), fontsize="small")
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize="small")
+    figure.subplots_adjust(wspace=0.05, hspace=0.08)
+    return _png(figure)

@@ -2,7 +2,7 @@
 
 Benchmarks on fresh world images, whose attributes the world's oracle reads back: `decode` (the universal decoder),
 `investigate` (counterfactuals, differences, neurons), `featinv` (the embedded FeatInv model next to the universal
-decoder).
+decoder), `visualize` (class logits and neurons, featscope beside lucent, MACO, Feature Accentuation, exemplars).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from pathlib import Path
 
 from featscope.cli.options import (
     add_backbone,
+    add_device,
     add_knobs,
     add_output,
     add_quiet,
@@ -24,7 +25,9 @@ from featscope.cli.options import (
 )
 from featscope.errors import FeatscopeError
 
-KINDS = ("decode", "investigate", "featinv")
+KINDS = ("decode", "investigate", "featinv", "visualize")
+# featscope.bench.visualization.ROWS, named here so that --help imports no model code
+VISUALIZE_ROWS = ("featscope", "lucent", "maco", "accentuation", "exemplars")
 TARGETS = ("n", "split", "seed")  # the options of _add_common that choose the targets
 EPILOG_DECODE = """\
 what the numbers mean (one table per extractor, one row per preset):
@@ -77,11 +80,44 @@ example:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Add ``bench`` with its ``decode``, ``investigate`` and ``featinv`` sub-commands."""
+    """Add ``bench`` with its ``decode``, ``investigate``, ``featinv`` and ``visualize`` sub-commands."""
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="KIND")
     _add_decode(bsub)
     _add_investigate(bsub)
     _add_featinv(bsub)
+    _add_visualize(bsub)
+
+
+EPILOG_VISUALIZE = """\
+units: a class logit is a channel of the output of the network's last linear layer, a neuron a channel of its
+input (the penultimate features). Each row makes --samples images per unit (sample k of unit t from seed
+--seed + t * samples + k; the classes come first):
+  featscope       the end-to-end neuron visualisation (featscope.investigate.cores.neuron, the core of
+                  featscope investigate neuron) with the backbone's neuron defaults (world:ddpm: 40
+                  iterations), its best iterate; a class logit is a neuron of the logits layer
+  unguided        featscope's plain sample, iteration 0 of the same run (comes with featscope)
+  lucent          lucent's render_vis with objectives.channel, Fourier image, decorrelated colours
+  maco            Horama's MACO, its magnitude spectrum the mean one of the tuning split
+  accentuation    Horama's Feature Accentuation, from featscope's plain sample of the same seed
+  exemplars       the --samples images of the tuning split with the highest value
+  The peers spend about featscope's network evaluations per image (lucent one per step, Horama one per crop)
+  and need the extra featscope[peers]; a row whose package is missing is skipped with a one-line note.
+what the numbers mean (one table for the class logits, one for the neurons; rates over images with their
+95% Wilson interval and counts):
+  reached         class: the network's probability of the class > 0.5; neuron: activation >= 3x the
+                  channel's mean over the test split's first 512 images
+  >= best exemplar  the logit or activation is at least the highest over the tuning split
+  valid           the world oracle finds one clear object (is it an image of the world at all)
+  shows class     the oracle reads the class from the image (world:shape-net: its shape)
+  evals/image     forward passes of the network per image (exemplars: the whole pool, once)
+  s/image         wall-clock seconds per image (exemplars: the pool's pass)
+writes into --out: results.json (every number, per image too), results.md (the tables), grid.png (one row
+per method, one column per class and neuron, the first sample) and images/ROW/UNIT_K.png.
+
+example:
+  featscope bench visualize --samples 2 --out runs/visualize
+  featscope bench visualize --classes star --channels none --compare featscope,exemplars --out runs/star
+"""
 
 
 def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
@@ -212,9 +248,50 @@ def _add_featinv(bsub: argparse._SubParsersAction) -> None:
     add_quiet(p)
 
 
+def _add_visualize(bsub: argparse._SubParsersAction) -> None:
+    """class logits and neurons: featscope's neuron visualisation beside lucent, MACO, Feature Accentuation, exemplars.
+
+    Visualise each class logit and each neuron of the penultimate layer of --net --samples times with every row of
+    --compare, and score every image the same way: the logit or activation reached, the oracle's validity and, for
+    a class, whether the oracle reads that class; with network evaluations and seconds per image.
+    """
+    from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
+
+    p = sub_command(bsub, _add_visualize, EPILOG_VISUALIZE)
+    u = p.add_argument_group("units")
+    u.add_argument("--net", default="world:shape-net@fc", metavar="SPEC",
+                   help="the network under study (default: %(default)s)")  # fmt: skip
+    u.add_argument("--classes", metavar="C,C",
+                   help="class logits to visualise, names or indices; none for no class "
+                        "(default: every class)")  # fmt: skip
+    u.add_argument("--channels", default="0,1,2,3", metavar="C,C",
+                   help="neurons: channels of the input of the last linear layer; none for no neuron "
+                        "(default: %(default)s)")  # fmt: skip
+    u.add_argument("--samples", type=int, default=2, metavar="N",
+                   help="images per class and per neuron, for every row (default: %(default)s)")  # fmt: skip
+    u.add_argument("--seed", type=int, default=0,
+                   help="first seed: sample k of unit t uses seed + t * samples + k "
+                        "(default: %(default)s)")  # fmt: skip
+    r = p.add_argument_group("rows")
+    r.add_argument("--compare", default=",".join(VISUALIZE_ROWS), metavar="ROW,ROW",
+                   help=f"any of {', '.join(VISUALIZE_ROWS)} (default: all)")  # fmt: skip
+    add_backbone(r)
+    o = p.add_argument_group("output")
+    add_output(o, "folder for results.json, results.md, grid.png and images/",
+               overwrite="replace the results already in --out")  # fmt: skip
+    solver = p.add_argument_group("featscope's end-to-end solver (defaults: the backbone's neuron defaults, as "
+                                  "featscope investigate neuron; world:ddpm's shown)")  # fmt: skip
+    add_knobs(p, solver, EndToEndConfig, defaults=endtoend_defaults("world:ddpm", "neuron"))
+    g = p.add_argument_group("runtime")
+    add_device(g)
+    add_quiet(g)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the bench sub-command and print its results.md."""
-    return {"decode": _run_decode, "investigate": _run_investigate, "featinv": _run_featinv}[args.bench_command](args)
+    handlers = {"decode": _run_decode, "investigate": _run_investigate, "featinv": _run_featinv,
+                "visualize": _run_visualize}  # fmt: skip
+    return handlers[args.bench_command](args)
 
 
 def _run_decode(args: argparse.Namespace) -> int:
@@ -262,6 +339,33 @@ def _run_investigate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print((Path(args.out) / "results.md").read_text())
     print(f"wrote {args.out}/ (results.json, results.md, image grids)")
+    return 0
+
+
+def _units(text: str | None) -> list[str] | None:
+    """The items of --classes or --channels: None for the default, [] for none."""
+    if text is None:
+        return None
+    items = names(text)
+    return [] if items == ["none"] else items
+
+
+def _run_visualize(args: argparse.Namespace) -> int:
+    from featscope.bench.visualization import run_visualization_bench
+
+    channels = _units(args.channels) or []
+    if not all(c.isdigit() for c in channels):
+        raise FeatscopeError(f"--channels takes channel numbers like 0,1,2,3 or none, not {args.channels!r}")
+    run_visualization_bench(
+        args.out,
+        **pick(args, "net", "samples", "seed", "backbone", "device", "quiet", "overwrite"),
+        classes=_units(args.classes),
+        channels=[int(c) for c in channels],
+        compare=names(args.compare),
+        **knobs(args),
+    )
+    print((Path(args.out) / "results.md").read_text())
+    print(f"wrote {args.out}/ (results.json, results.md, grid.png, images/)")
     return 0
 
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from featscope.datasets import ImageItem
-from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
 from featscope.investigate import cores
@@ -25,6 +24,7 @@ from featscope.investigate.inputs import (
     image_list,
     load_backbone,
     load_network,
+    needs_inversion_guidance,
     target_list,
 )
 from featscope.investigate.masks import MaskSpec, foreground_mask, load_sam, postprocess_mask, user_mask, word_tokens
@@ -79,8 +79,7 @@ def counterfactual(
                                         config=config, backbone=backbone)  # fmt: skip
     mask = default_mask(options.mask, backbone)
     options = replace(options, mask=str(mask) if mask is not None else None)
-    if solver.guidance_scale == 1.0:
-        raise FeatscopeError("counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
+    needs_inversion_guidance(solver.guidance_scale, "counterfactuals")
     targets = target_list(target_label)
     entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
 

@@ -85,6 +85,13 @@ def needs_prompts(model: Backbone, what: str) -> None:
         raise FeatscopeError(f"{what} a backbone with prompts; {model.spec} has none")
 
 
+def needs_inversion_guidance(guidance_scale: float, what: str) -> None:
+    """Fail unless ``guidance_scale`` > 1: ``what`` (e.g. ``counterfactuals``) start from a null-text inversion,
+    which fits the unconditional embedding of classifier-free guidance."""
+    if guidance_scale <= 1.0:
+        raise FeatscopeError(f"{what} start from a null-text inversion, which needs guidance_scale > 1")
+
+
 def template(prompt_template: str | None, backbone: Backbone) -> str:
     """``prompt_template``, else ``{label}`` for the world (its captions are attribute words) and DiG-IN's
     ``a photograph of a {label}`` for the others."""

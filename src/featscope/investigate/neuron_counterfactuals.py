@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from featscope.datasets import ImageItem, safe_id
-from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
 from featscope.investigate import cores
@@ -26,7 +25,14 @@ from featscope.investigate.captions import Captions
 from featscope.investigate.common import DEFAULT_BACKBONE, load_start_image
 from featscope.investigate.cores import regularized
 from featscope.investigate.fidelity import checks, summarise
-from featscope.investigate.inputs import endtoend_settings, image_list, load_backbone, load_network, needs_prompts
+from featscope.investigate.inputs import (
+    endtoend_settings,
+    image_list,
+    load_backbone,
+    load_network,
+    needs_inversion_guidance,
+    needs_prompts,
+)
 from featscope.investigate.masks import user_mask
 from featscope.investigate.neurons import check_channels
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
@@ -73,8 +79,7 @@ def neuron_images(
     """
     options, solver = endtoend_settings(NeuronImagesSettings, settings, overrides, method="neuron_images",
                                         config=config, backbone=backbone)  # fmt: skip
-    if solver.guidance_scale == 1.0:
-        raise FeatscopeError("neuron counterfactuals start from a null-text inversion, which needs guidance_scale > 1")
+    needs_inversion_guidance(solver.guidance_scale, "neuron counterfactuals")
     options = replace(options, mask=None if options.mask == NO_MASK else options.mask)
     channels = [int(c) for c in channels]
     entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)

@@ -207,9 +207,9 @@ def _check_options(params: dict, cls: type, settings: dict | None = None, what: 
     if what is None:
         return
     from featscope.investigate.cores import REGULARIZERS
+    from featscope.investigate.inputs import needs_inversion_guidance
 
-    if (settings or {}).get("guidance_scale", 3.0) <= 1.0:
-        raise FeatscopeError(f"{what} start from a null-text inversion, which needs guidance_scale > 1")
+    needs_inversion_guidance((settings or {}).get("guidance_scale", 3.0), what)
     for name in options.regularizers:
         if name not in REGULARIZERS:
             known = ", ".join(REGULARIZERS)

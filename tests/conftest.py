@@ -133,4 +133,3 @@ def world():
     from featscope.extractors import load_extractor
 
     return load_backbone("world:ddpm", device="cpu"), load_extractor("world:shape-net@fc", device="cpu")
-

@@ -46,8 +46,12 @@ def test_investigation_bench_writes_every_measurement(tmp_path, capsys):
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())["results"]
     counterfactual = results["counterfactual"]["rows"]
-    assert set(counterfactual) == {"no regulariser", "background regularisers", "background regularisers, no mask",
-                                   "background regularisers, cross-attention mask"}
+    assert set(counterfactual) == {
+        "no regulariser",
+        "background regularisers",
+        "background regularisers, no mask",
+        "background regularisers, cross-attention mask",
+    }
     assert all(row["target_confidence_above_0.5"]["total"] == 2 for row in counterfactual.values())
     difference = results["difference"]
     assert difference["disagreement"]["total"] == 5 and len(difference["per_class"]) == 5

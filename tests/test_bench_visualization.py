@@ -151,3 +151,15 @@ def test_the_command_line_names_the_rows_without_importing_the_bench():
     from featscope.cli.bench import VISUALIZE_ROWS
 
     assert VISUALIZE_ROWS == ROWS
+
+
+def test_the_chosen_prompt_row_starts_a_class_logit_from_its_class_word(tmp_path):
+    """--prompt chosen: featscope's row starts each unit from DiG-IN's prompt, as investigate neuron does; the star
+    logit's plain samples are raised most by the word 'star', and the choice is recorded per image."""
+    report = run_visualization_bench(tmp_path / "out", net=NET, classes=["star"], channels=[], samples=1,
+                                     compare=["featscope"], prompt="chosen", device="cpu", quiet=True,
+                                     **{**TINY, "num_steps": 8})  # fmt: skip
+    sample = rows_of(report)["featscope"]["samples"][0]
+    assert sample["prompt"] == "star" and sample["prompt_choice"]["word"] == "star"
+    means = sample["prompt_choice"]["mean_activation"]
+    assert max(means, key=means.get) == "star" and report["config"]["prompt"] == "chosen"

@@ -66,3 +66,24 @@ def test_a_caption_model_that_cannot_load_is_one_line_and_exit_2(featscope_main,
                             "--device", "cpu", "--quiet")  # fmt: skip
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_class_prompted_caption_continues_the_prefix_so_the_class_word_is_in_it(blip, picture):
+    """DiG-IN prompts its captioner with 'an image of a {class}': the caption continues it, so masks and word swaps
+    find the class word; a loose file (no class) and the prefix 'none' caption unprompted."""
+    from featscope.datasets import ImageItem
+    from featscope.errors import FeatscopeError
+    from featscope.investigate.captions import Captions
+    from featscope.investigate.settings import CounterfactualSettings
+
+    captioner = load_captioner(str(blip))
+    plain = captioner.caption([picture])[0]
+    prefixed = captioner.caption([picture], "a photo of a circle")[0]
+    assert prefixed.startswith("a photo of a circle") and prefixed != plain
+    captions = Captions(None, "{label}", captioner, "a photo of a {label}")
+    assert captions.of(ImageItem(picture, "circle", "circle", 0), "circle") == prefixed
+    assert captions.of_entry(ImageItem(picture, "", "", -1)) == plain
+    assert Captions(None, "{label}", captioner, None).of(ImageItem(picture, "circle", "circle", 0), "circle") == plain
+    assert CounterfactualSettings().caption_prefix == "an image of a {label}"
+    with pytest.raises(FeatscopeError, match="caption prefix 'a photo' has no"):
+        CounterfactualSettings(caption_prefix="a photo").validate()

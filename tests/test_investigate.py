@@ -145,8 +145,9 @@ def test_counterfactual_from_a_real_image_with_a_mask(world, tmp_path):
     # a dataset folder: the start class is the image's folder; the template makes the prompt
     out = tmp_path / "cf-dataset"
     investigate.counterfactual(
-        "world:shape-net@fc", world / "shapes", target_label="square", out=out, classes=["circle"], images_per_class=1,
-        regularizers=["pixel_l2"], regularizer_weights=[10.0], inner_steps=1, **TINY_API,
+        "world:shape-net@fc", ClassFolderDataset(world / "shapes", classes=["circle"], images_per_class=1),
+        target_label="square", out=out, regularizers=["pixel_l2"], regularizer_weights=[10.0], inner_steps=1,
+        **TINY_API,
     )  # fmt: skip
     files, metrics = _item(out, "circle_img0_to_square")
     assert metrics["start_class"] == "circle" and metrics["prompt"] == "circle"
@@ -174,8 +175,8 @@ def test_an_interrupted_item_leaves_nothing_that_looks_done(tmp_path):
 def test_invert_a_dataset_class_and_neuron_with_top_images(world, tmp_path):
     out = tmp_path / "inv"
     investigate.invert(
-        world / "shapes", out=out, classes=["square"], images_per_class=1, num_steps=3, inner_steps=2, device="cpu",
-        quiet=True,
+        ClassFolderDataset(world / "shapes", classes=["square"], images_per_class=1), out=out, num_steps=3,
+        inner_steps=2, device="cpu", quiet=True,
     )  # fmt: skip
     files, metrics = _item(out, "square_img0")
     inversion_files = {"x_T.pt", "null_texts.pt", "target.png", "reconstruction.png", "sheet.png", "prompt.txt"}

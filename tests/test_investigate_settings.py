@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 import featscope
 from featscope.errors import FeatscopeError
@@ -240,3 +241,39 @@ def test_the_cores_and_the_settings_import_neither_the_world_nor_torch_needlessl
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split("\n")[:2] == ["False", "[]"]
+
+
+def test_every_investigation_declares_the_common_keywords_once(tmp_path):
+    """The public functions share one declaration of out, backbone, settings, seed, device, quiet, config, ranks;
+    their signatures show them (help, IDEs), and a method without a seed or a solver refuses one."""
+    import inspect
+
+    from featscope import investigate
+
+    common = ["out", "backbone", "settings", "seed", "device", "quiet", "config", "ranks", "overrides"]
+    signature = inspect.signature(investigate.counterfactual)
+    assert list(signature.parameters) == ["net", "images", "start_label", "target_label", *common]
+    assert signature.parameters["seed"].default == 0 and "``ranks``" in investigate.counterfactual.__doc__
+    assert list(inspect.signature(investigate.invert).parameters) == ["images", *common[:3], *common[4:6], *common[7:]]
+    assert "seed" not in inspect.signature(investigate.word_swap).parameters
+    with pytest.raises(FeatscopeError, match="unknown setting 'seed' for invert"):
+        investigate.invert(["x.png"], out=tmp_path, seed=3)
+    with pytest.raises(FeatscopeError, match="invert takes no solver config"):
+        investigate.invert(["x.png"], out=tmp_path, config=EndToEndConfig())
+
+
+def test_the_command_line_selects_images_from_a_dataset_folder(tmp_path):
+    from featscope.cli.options import selected_images
+    from featscope.datasets import ClassFolderDataset
+
+    for shape in ("circle", "square"):
+        (tmp_path / shape).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 8)).save(tmp_path / shape / f"{i}.png")
+    plain = argparse.Namespace(images=["a.png", "b.png"], class_names=None, classes=None, images_per_class=None)
+    assert selected_images(plain) == ["a.png", "b.png"]
+    chosen = selected_images(argparse.Namespace(**{**vars(plain), "images": [str(tmp_path)], "classes": "square",
+                                                   "images_per_class": 1}))  # fmt: skip
+    assert isinstance(chosen, ClassFolderDataset) and [e.path.name for e in chosen] == ["0.png"]
+    with pytest.raises(FeatscopeError, match="select from one dataset folder"):
+        selected_images(argparse.Namespace(**{**vars(plain), "classes": "square"}))

@@ -53,8 +53,11 @@ def test_neuron_images_cli_writes_one_folder_per_image_and_channel(featscope_mai
         change = metrics["minimality"]  # a neuron has no intended attribute: minimal = at most one changed
         assert change["intended"] is None and change["minimal"] == (change["readable"] and len(change["changed"]) <= 1)
         assert metrics["reconstruction"]["l2"] == pytest.approx(metrics["distance_to_image"]["l2_before"], abs=1e-5)
-        assert (metrics["verdict"] == "clean") == (change["minimal"] and not metrics["reconstruction"]["poor"]
-                                                   and metrics["activation"]["after"] < metrics["activation"]["image"])
+        assert (metrics["verdict"] == "clean") == (
+            change["minimal"]
+            and not metrics["reconstruction"]["poor"]
+            and metrics["activation"]["after"] < metrics["activation"]["image"]
+        )
 
 
 @pytest.mark.parametrize(

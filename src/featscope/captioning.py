@@ -33,13 +33,21 @@ class Captioner:
     max_new_tokens: int = 20
 
     @torch.no_grad()
-    def caption(self, images: Sequence[str | Path | torch.Tensor]) -> list[str]:
-        """One caption per image: a file, or a (3, H, W) tensor in [0, 1]; greedy decoding, no text prompt."""
+    def caption(self, images: Sequence[str | Path | torch.Tensor], prefix: str | None = None) -> list[str]:
+        """One caption per image: a file, or a (3, H, W) tensor in [0, 1]; greedy decoding. ``prefix`` (e.g. DiG-IN's
+        ``an image of a cat``) is the text the caption continues, and every caption starts with it."""
         pictures = [_picture(image) for image in images]
         device = next(self.model.parameters()).device
-        inputs = self.processor(images=pictures, return_tensors="pt").to(device)
+        text = {} if prefix is None else {"text": [prefix] * len(pictures)}
+        inputs = self.processor(images=pictures, return_tensors="pt", **text).to(device)
         out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens, do_sample=False)
-        return [" ".join(text.split()) for text in self.processor.batch_decode(out, skip_special_tokens=True)]
+        captions = [" ".join(text.split()) for text in self.processor.batch_decode(out, skip_special_tokens=True)]
+        return [_prefixed(c, prefix) for c in captions] if prefix else captions
+
+
+def _prefixed(caption: str, prefix: str) -> str:
+    """``caption`` starting with ``prefix``: models that return only the continuation get the prefix put back."""
+    return caption if caption.lower().startswith(prefix.lower()) else f"{prefix} {caption}".strip()
 
 
 def _picture(image: str | Path | torch.Tensor):

@@ -64,7 +64,9 @@ ROWS = {
     "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, "object"),
     "background regularisers, no mask": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, None),
     "background regularisers, cross-attention mask": (
-        cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, "cross-attention:otsu"
+        cores.PUBLISHED_REGULARIZERS,
+        cores.PUBLISHED_WEIGHTS,
+        "cross-attention:otsu",
     ),
 }
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training

@@ -48,6 +48,8 @@ from featscope.extractors import load_extractor
 from featscope.extractors.base import Extractor
 from featscope.images import save_image, to_tensor, to_uint8
 from featscope.investigate import cores
+from featscope.investigate.inputs import template
+from featscope.investigate.neuron_prompts import candidate_words, choose_prompt
 from featscope.objectives import activation, class_index, last_linear, pick_channel, run_network
 from featscope.progress import tqdm
 from featscope.runs import atomic_write_bytes, atomic_write_json, atomic_write_text
@@ -56,6 +58,7 @@ from featscope.world.kinds import DEFAULT_KIND, kind_of_size, scene_kind
 from featscope.world.splits import EXCLUDED_BY_KIND, SPLIT_STREAM, split_images
 
 ROWS = ("featscope", "lucent", "maco", "accentuation", "exemplars")
+CHOSEN = "chosen"  # ``prompt=``: DiG-IN's prompt, chosen per unit
 UNGUIDED = "unguided"  # featscope's plain sample (iteration 0): a row of its own wherever featscope runs
 HELD_OUT_IMAGES = 512  # the test split's first images, over which a neuron's mean activation is taken
 NEURON_BAR = 3.0  # a neuron is reached at this multiple of its held-out mean activation
@@ -188,6 +191,7 @@ class Context:
     pool_seconds: float
     folder: Path
     plain: dict  # unit slug -> featscope's plain samples (tensor, samples x 3 x H x W), for Feature Accentuation
+    prompt: str  # featscope's prompt: "" (none) or CHOSEN (DiG-IN's choice per unit, as investigate neuron)
 
     @property
     def budget(self) -> int:
@@ -212,13 +216,22 @@ def run_featscope(ctx: Context, t: int, unit: Unit) -> tuple[Made, Made]:
     """featscope's best iterates and plain samples (iteration 0) for unit t, from ``cores.neuron``."""
     seeds = ctx.seeds(t)
     tic = time.perf_counter()
-    result = cores.neuron(ctx.backbone, ctx.net, unit.channel, layer=unit.core_layer, seeds=seeds, prompt="",
+    prompt, choice = ctx.prompt, None
+    if prompt == CHOSEN:
+        words = candidate_words(ctx.net, unit.core_layer, unit.channel)
+        choice = choose_prompt(ctx.backbone, ctx.net, unit.channel, words=words, template=template(None, ctx.backbone),
+                               layer=unit.core_layer, config=ctx.config)  # fmt: skip
+        prompt = choice.prompt
+    result = cores.neuron(ctx.backbone, ctx.net, unit.channel, layer=unit.core_layer, seeds=seeds, prompt=prompt,
                           config=ctx.config, quiet=True)  # fmt: skip
     seconds = (time.perf_counter() - tic) / len(seeds)
     ctx.plain[unit.slug] = result.images[0].detach().cpu()
     iterations = [result.best_iteration(b) for b in range(len(seeds))]
     before_after = [[acts[0], acts[i]] for acts, i in zip(result.activation, iterations, strict=True)]
-    extra = {"best_iteration": iterations, "core_activation_before_after": before_after}
+    extra = {"best_iteration": iterations, "core_activation_before_after": before_after,
+             "prompt": [prompt] * len(seeds)}  # fmt: skip
+    if choice is not None:
+        extra["prompt_choice"] = [choice.to_dict()] * len(seeds)
     best = Made(to_uint8(result.best), list(seeds), ctx.budget, seconds, extra)
     return best, Made(to_uint8(result.images[0]), list(seeds), 0, float("nan"))  # timed within featscope's run
 
@@ -318,7 +331,8 @@ def summarise(samples: list[dict], kind: str, evaluations: int, seconds: list[fl
 def row_settings(row: str, ctx: Context) -> dict:
     """What results.json records about how a row made its images."""
     if row == "featscope":
-        return {"core": "featscope.investigate.cores.neuron", "prompt": "", **asdict(ctx.config)}
+        prompt = "DiG-IN's choice per unit (investigate.neuron_prompts)" if ctx.prompt == CHOSEN else ctx.prompt
+        return {"core": "featscope.investigate.cores.neuron", "prompt": prompt, **asdict(ctx.config)}
     if row == UNGUIDED:
         return {"what": "featscope's plain sample: iteration 0 of the same run, before any optimisation"}
     if row == "exemplars":
@@ -345,6 +359,7 @@ def run_visualization_bench(
     compare: Sequence[str] = ROWS,
     seed: int = 0,
     backbone: str = "world:ddpm",
+    prompt: str = "",
     device: str = "auto",
     quiet: bool = False,
     overwrite: bool = False,
@@ -353,9 +368,10 @@ def run_visualization_bench(
     """Visualise each class logit (``classes``; None: all the network's) and each neuron (``channels`` of the
     input of the last linear layer) ``samples`` times with every row of ``compare`` (:data:`ROWS`), score every
     image the same way and write ``out/`` (results.json, results.md, grid.png, images/). Sample k of unit t (the
-    classes first, then the neurons) uses seed ``seed + t * samples + k``. ``settings`` override featscope's
-    end-to-end settings (the backbone's neuron defaults, what ``featscope investigate neuron`` runs); the peers
-    spend about featscope's network evaluations per image. Returns what results.json holds."""
+    classes first, then the neurons) uses seed ``seed + t * samples + k``. ``prompt``: featscope's prompt, ``""``
+    (none) or ``"chosen"`` (DiG-IN's word per unit, as ``investigate neuron`` chooses it). ``settings`` override
+    featscope's end-to-end settings (the backbone's neuron defaults, what ``featscope investigate neuron`` runs); the
+    peers spend about featscope's network evaluations per image. Returns what results.json holds."""
     out = Path(out)
     check_out(out, overwrite)
     if samples < 1:
@@ -381,7 +397,7 @@ def run_visualization_bench(
     held_out, _ = split_images(HELD_OUT_IMAGES, "test", kind=kind)
     held_means = measure(network, units, held_out)[0].mean(1)
     ctx = Context(network, units, samples, seed, config, model, size, pool, pool_values, pool_seconds,
-                  out / "maco", {})  # fmt: skip
+                  out / "maco", {}, prompt)  # fmt: skip
     labels = [u.name for u in units if u.kind == "class"]
     attribute = class_attribute(kind, labels)
     made: dict[str, list[Made]] = {}
@@ -407,6 +423,7 @@ def run_visualization_bench(
             "classes": labels,
             "channels": [u.channel for u in units if u.kind == "neuron"],
             "samples": samples,
+            "prompt": prompt,
             "compare": list(compare),
             "seeds": "seed + unit index * samples + sample",
             "seed": seed,

@@ -141,6 +141,13 @@ def _add_common(parser: argparse.ArgumentParser, what: str) -> None:
     add_output(o, "folder for results.json, results.md and the plots", overwrite="replace the results already in --out")
 
 
+def _add_extractor_weights(group: argparse._ArgumentGroup, which: str, example: str) -> None:
+    """--extractor-weights: local weights files for ``which`` networks (read by :func:`weights_files`)."""
+    group.add_argument("--extractor-weights", default="", metavar="SPEC=FILE,SPEC=FILE",
+                       help=f"local weights files for {which} instead of their published ones, e.g. {example} "
+                            "(default: none)")  # fmt: skip
+
+
 def _add_decode(bsub: argparse._SubParsersAction) -> None:
     """the universal decoder: feature distance and attributes read back by the oracle.
 
@@ -159,13 +166,7 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
         metavar="SPEC,SPEC",
         help="networks under study, comma-separated (default: %(default)s)",
     )
-    m.add_argument(
-        "--extractor-weights",
-        default="",
-        metavar="SPEC=FILE,SPEC=FILE",
-        help="local weights files for some of --extractors instead of their published ones, e.g. "
-        "world:shape-net-64=net.safetensors (default: none)",
-    )
+    _add_extractor_weights(m, "some of --extractors", "world:shape-net-64=net.safetensors")
     s = p.add_argument_group("solver (each preset, then any override, for every row; unguided rows: no guidance)")
     s.add_argument(
         "--presets",
@@ -211,9 +212,7 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     m.add_argument("--second", metavar="SPEC",
                    help="the difference's second network (default: world:spurious-net at 32 px, world:tag-net at "
                         "64 px); the shortcut read is the kind's: its colour, or the tag")  # fmt: skip
-    m.add_argument("--extractor-weights", default="", metavar="SPEC=FILE,SPEC=FILE",
-                   help="local weights files for --first or --second instead of their published ones, e.g. "
-                        "world:tag-net=net.safetensors (default: none)")  # fmt: skip
+    _add_extractor_weights(m, "--first or --second", "world:tag-net=net.safetensors")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     p.add_argument("--channels", default="0,1,2,3", metavar="C,C",
                    help="neurons: channels of the network's penultimate layer, 0-127 (default: 0,1,2,3)")  # fmt: skip
@@ -276,6 +275,9 @@ def _add_visualize(bsub: argparse._SubParsersAction) -> None:
     r.add_argument("--compare", default=",".join(VISUALIZE_ROWS), metavar="ROW,ROW",
                    help=f"any of {', '.join(VISUALIZE_ROWS)} (default: all)")  # fmt: skip
     add_backbone(r)
+    r.add_argument("--prompt", choices=("empty", "chosen"), default="empty",
+                   help="featscope's prompt: empty, or chosen per unit as investigate neuron does (the candidate "
+                        "word whose plain samples raise it most; default: %(default)s)")  # fmt: skip
     o = p.add_argument_group("output")
     add_output(o, "folder for results.json, results.md, grid.png and images/",
                overwrite="replace the results already in --out")  # fmt: skip
@@ -362,6 +364,7 @@ def _run_visualize(args: argparse.Namespace) -> int:
         classes=_units(args.classes),
         channels=[int(c) for c in channels],
         compare=names(args.compare),
+        prompt="" if args.prompt == "empty" else args.prompt,
         **knobs(args),
     )
     print((Path(args.out) / "results.md").read_text())

@@ -12,10 +12,10 @@ from featscope.cli.options import (
     add_images_options,
     add_investigate_common,
     add_knobs,
-    dataset_selection,
     knobs,
     pick,
     print_summary,
+    selected_images,
 )
 
 
@@ -34,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
     from featscope.investigate import invert
 
     common = pick(args, "out", "backbone", "device", "quiet")
-    summary = invert(args.images, **knobs(args), **dataset_selection(args), **common)
+    summary = invert(selected_images(args), **knobs(args), **common)
     print_summary(summary, args.out)
     return 0

@@ -14,12 +14,12 @@ from featscope.cli.options import (
     add_images_options,
     add_investigate_common,
     add_knobs,
-    dataset_selection,
     knobs,
     names,
     numbers,
     pick,
     print_summary,
+    selected_images,
 )
 from featscope.errors import FeatscopeError
 
@@ -162,10 +162,9 @@ def _labels(args: argparse.Namespace, investigate) -> tuple:
 
 
 def _counterfactual(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    return investigate.counterfactual(args.net, args.images, *_labels(args, investigate), seed=args.seed,
-                                      **dataset_selection(args), **common)  # fmt: skip
+    return investigate.counterfactual(args.net, selected_images(args), *_labels(args, investigate), seed=args.seed,
+                                      **common)  # fmt: skip
 
 
 def _word_swap(args: argparse.Namespace, investigate, common: dict) -> dict | None:
-    return investigate.word_swap(args.net, args.images, *_labels(args, investigate), **dataset_selection(args),
-                                 **common)  # fmt: skip
+    return investigate.word_swap(args.net, selected_images(args), *_labels(args, investigate), **common)

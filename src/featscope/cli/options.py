@@ -9,10 +9,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from featscope.errors import FeatscopeError, invalid_choice
 from featscope.settings import Settings, add_options, given_options
+
+if TYPE_CHECKING:
+    from featscope.datasets import ClassFolderDataset
 
 Parser = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -208,10 +211,19 @@ def add_images_options(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--images-per-class", type=int, metavar="N", help="the first N images of each class")
 
 
-def dataset_selection(args: argparse.Namespace) -> dict[str, Any]:
-    """--class-names, --classes (a list, or None) and --images-per-class of :func:`add_images_options`."""
-    classes = names(args.classes) if args.classes else None
-    return {"class_names": args.class_names, "classes": classes, "images_per_class": args.images_per_class}
+def selected_images(args: argparse.Namespace) -> list[str] | ClassFolderDataset:
+    """The images of :func:`add_images_options`: the files, or the dataset folder with --class-names, --classes and
+    --images-per-class; those options with image files are an error."""
+    from featscope.datasets import ClassFolderDataset
+
+    selection = {"class_names": args.class_names, "images_per_class": args.images_per_class,
+                 "classes": names(args.classes) if args.classes else []}  # fmt: skip
+    if not any(selection.values()):
+        return list(args.images)
+    if len(args.images) != 1 or not Path(args.images[0]).is_dir():
+        raise FeatscopeError("--class-names, --classes and --images-per-class select from one dataset folder; "
+                             "give the folder instead of image files")  # fmt: skip
+    return ClassFolderDataset(args.images[0], **selection)
 
 
 def add_investigate_common(parser: argparse.ArgumentParser, *, out: str) -> None:

@@ -14,25 +14,24 @@ from featscope.datasets import ImageItem
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
 from featscope.investigate import cores
-from featscope.investigate.captions import Captions
-from featscope.investigate.common import DEFAULT_BACKBONE, FLIP, load_start_image
+from featscope.investigate.captions import Captions, ImageRun
+from featscope.investigate.common import FLIP, load_start_image
 from featscope.investigate.cores import _label_name, regularized
 from featscope.investigate.fidelity import checks, intended_attribute, summarise
 from featscope.investigate.inputs import (
     class_items,
-    endtoend_settings,
     image_list,
     load_backbone,
     load_network,
     needs_inversion_guidance,
     target_list,
 )
+from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.masks import MaskSpec, foreground_mask, load_sam, postprocess_mask, user_mask, word_tokens
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
 from featscope.investigate.settings import NO_MASK, CounterfactualSettings, parse_mask
 from featscope.objectives import class_loss
-from featscope.orchestration import Item, Plan, run_plan, summary_row
-from featscope.ranks import Ranks
+from featscope.orchestration import Item, Plan, summary_row
 from featscope.runs import RunFolder
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
@@ -40,63 +39,44 @@ if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only w
     from featscope.solvers.configs import EndToEndConfig
 
 
+@investigation(CounterfactualSettings)
 def counterfactual(
-    net: str | Extractor,
-    images,
-    start_label: int | str | None = None,
+    call: Call, net: str | Extractor, images, start_label: int | str | None = None,
     target_label: int | str | Sequence[int | str] = (),
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    settings: CounterfactualSettings | None = None,
-    class_names: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    images_per_class: int | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    quiet: bool = False,
-    config: EndToEndConfig | None = None,
-    ranks: Ranks | None = None,
-    **overrides,
-) -> dict | None:
+) -> Build:  # fmt: skip
     """Visual counterfactuals of real images (DiG-IN §5): null-text inversion of each image with its caption,
     then end-to-end optimisation of ``class_loss(target) + sum(weight * regularizer)`` from the inverted x_T
     and null texts. Item ``<image id>_to_<target>``, one per image and target class, seed ``seed + i``.
 
-    ``images``: image files, a dataset folder (``class_names``/``classes``/``images_per_class`` select from
-    it; the start label defaults to the image's class name) or a :class:`ClassFolderDataset`. ``settings`` (a
-    :class:`CounterfactualSettings`) and ``config`` (the :class:`EndToEndConfig`; None: the backbone's defaults),
-    each overridden by the keyword ``overrides`` of its fields. The caption is ``prompt``, else ``IMAGE.txt``,
-    else the ``caption_model``'s (:func:`featscope.captioning.load_captioner`), else ``prompt_template`` with the
-    start class. ``mask``, the foreground of the background regularisers: a PNG (white = foreground; the image's
-    or the backbone's size), or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's
+    ``images``: image files, a dataset folder (the start label defaults to the image's class name) or a
+    :class:`~featscope.datasets.ClassFolderDataset` (which selects classes and images of a folder). ``settings``
+    is a :class:`CounterfactualSettings`. The caption is ``prompt``, else ``IMAGE.txt``, else the
+    ``caption_model``'s (:func:`featscope.captioning.load_captioner`), else ``prompt_template`` with the start
+    class. ``mask``, the foreground of the background regularisers: a PNG (white = foreground; the image's or the
+    backbone's size), or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's
     cross-attention in the caption while the inverted image is regenerated) or ``"sam:FOLDER"`` (SAM / SAM-HQ
     prompted from that map), see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess``
     (``erosion_3``, ``dilation_20``, ``blur_45_30``). ``"none"``: the whole image counts as background. None: the
-    backbone family's default (:func:`default_mask`); config.yaml records the mask used.
-    """
-    options, solver = endtoend_settings(CounterfactualSettings, settings, overrides, method="counterfactual",
-                                        config=config, backbone=backbone)  # fmt: skip
-    mask = default_mask(options.mask, backbone)
-    options = replace(options, mask=str(mask) if mask is not None else None)
-    needs_inversion_guidance(solver.guidance_scale, "counterfactuals")
+    backbone family's default (:func:`default_mask`); config.yaml records the mask used."""
+    mask = default_mask(call.options.mask, call.backbone)
+    options = replace(call.options, mask=str(mask) if mask is not None else None)
+    needs_inversion_guidance(call.solver.guidance_scale, "counterfactuals")
     targets = target_list(target_label)
-    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    entries = image_list(images)
 
     def build(torch_device: torch.device) -> Plan:
         network = load_network(net, torch_device)
-        model = load_backbone(backbone, torch_device)
-        run = _Counterfactual.load(model, network, options, solver, entries, torch_device, quiet)
+        model = load_backbone(call.backbone, torch_device)
+        run = _Counterfactual.load(model, network, options, call.solver, entries, torch_device, call.quiet)
         items = run.items(entries, start_label, targets)
         for target in targets:  # the loss and the regularizers, checked before any work
             regularized(class_loss(network, target, options.loss), options.regularizers, options.regularizer_weights)
-        run.seeds = {item.item_id: seed + i for i, item in enumerate(items)}
-        used = replace(options, prompt_template=run.captions.template)
-        record = run_record(model, torch_device, used, solver, net=network.name, start_label=start_label,
-                            target_labels=targets, seed=seed)  # fmt: skip
+        run.seeds = {item.item_id: call.seed + i for i, item in enumerate(items)}
+        record = run_record(model, torch_device, run.captions.used(options), call.solver, net=network.name,
+                            start_label=start_label, target_labels=targets, seed=call.seed)  # fmt: skip
         return Plan("counterfactual", items, run.work, record, counterfactual_row, summarise)
 
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+    return build
 
 
 def default_mask(mask: str | Path | None, backbone: str | Backbone) -> str | Path | None:
@@ -110,18 +90,12 @@ def default_mask(mask: str | Path | None, backbone: str | Backbone) -> str | Pat
 
 
 @dataclass
-class _Counterfactual:
-    """A counterfactual run's models, settings, captions and mask: its items and the work of one."""
+class _Counterfactual(ImageRun):
+    """A counterfactual run: its mask (generated or the user's) and seeds; its items and the work of one."""
 
-    model: Backbone
-    network: Extractor
-    options: CounterfactualSettings
-    solver: EndToEndConfig
-    captions: Captions
     spec: MaskSpec | None  # a generated mask
     sam: Any  # (model, processor) of a SAM mask
     mask: torch.Tensor | None  # the user's mask, post-processed
-    quiet: bool
     seeds: dict[str, int] | None = None
 
     @classmethod
@@ -133,7 +107,7 @@ class _Counterfactual:
         png = options.mask is not None and spec is None
         mask = user_mask(options.mask, [e.path for e in entries], size, options.mask_postprocess) if png else None
         captions = Captions.load(options, model, device)
-        return cls(model, network, options, solver, captions, spec, sam, mask, quiet)
+        return cls(model, network, options, solver, captions, quiet, spec, sam, mask)
 
     def items(self, entries: list[ImageItem], start_label, targets: list) -> list[Item]:
         """One item per image and target class (:func:`class_items`); a generated mask needs the start class word

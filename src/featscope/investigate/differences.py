@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -20,14 +19,13 @@ from featscope.datasets import safe_id
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.investigate import cores
-from featscope.investigate.common import DEFAULT_BACKBONE
 from featscope.investigate.cores import _label_name
-from featscope.investigate.inputs import endtoend_settings, load_backbone, load_network, template
+from featscope.investigate.inputs import load_backbone, load_network, template
+from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
 from featscope.investigate.settings import DifferenceSettings
 from featscope.objectives import class_index, classifier_difference
-from featscope.orchestration import Item, Plan, run_plan, summary_row
-from featscope.ranks import Ranks
+from featscope.orchestration import Item, Plan, summary_row
 from featscope.runs import RunFolder
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
@@ -35,41 +33,24 @@ if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only w
     from featscope.solvers.configs import EndToEndConfig
 
 
-def difference(
-    net1: str | Extractor,
-    net2: str | Extractor,
-    classes: Sequence[int | str] | None = None,
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    settings: DifferenceSettings | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    quiet: bool = False,
-    config: EndToEndConfig | None = None,
-    ranks: Ranks | None = None,
-    **overrides,
-) -> dict | None:
+@investigation(DifferenceSettings)
+def difference(call: Call, net1: str | Extractor, net2: str | Extractor,
+               classes: Sequence[int | str] | None = None) -> Build:  # fmt: skip
     """Images that ``net1`` recognises as each class and ``net2`` does not (DiG-IN §3, loss ``conf`` as published).
 
-    Item ``<index>_<class>_s<k>`` is sample k of a class: prompt ``prompt_template`` with the class name,
-    x_T from seed ``seed + 1000 * index + k``. ``settings`` (a :class:`DifferenceSettings`: ``prompt_template``,
-    ``samples_per_class``, ``loss``) and ``config`` (the :class:`EndToEndConfig`; None: the backbone's defaults),
-    each overridden by the keyword ``overrides`` of its fields; ``ranks`` None shares the items among torchrun's
-    ranks. Returns the summary (rank 0).
-    """
-    options, solver = endtoend_settings(DifferenceSettings, settings, overrides, method="difference", config=config,
-                                        backbone=backbone)  # fmt: skip
+    Item ``<index>_<class>_s<k>`` is sample k of a class (every class of net1 when ``classes`` is None): prompt
+    ``prompt_template`` with the class name, x_T from seed ``seed + 1000 * index + k``. ``settings`` is a
+    :class:`DifferenceSettings` (``prompt_template``, ``samples_per_class``, ``loss``)."""
 
     def build(torch_device: torch.device) -> Plan:
         first, second = load_network(net1, torch_device), load_network(net2, torch_device)
-        model = load_backbone(backbone, torch_device)
-        used = replace(options, prompt_template=template(options.prompt_template, model))
-        run = _Difference(model, first, second, used, solver, quiet)
-        record = run_record(model, torch_device, used, solver, net1=first.name, net2=second.name, seed=seed)
-        return Plan("difference", run.items(classes, seed), run.work, record, difference_row)
+        model = load_backbone(call.backbone, torch_device)
+        used = replace(call.options, prompt_template=template(call.options.prompt_template, model))
+        run = _Difference(model, first, second, used, call.solver, call.quiet)
+        record = run_record(model, torch_device, used, call.solver, net1=first.name, net2=second.name, seed=call.seed)
+        return Plan("difference", run.items(classes, call.seed), run.work, record, difference_row)
 
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+    return build
 
 
 @dataclass

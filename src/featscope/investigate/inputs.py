@@ -114,24 +114,15 @@ def target_list(target_label: int | str | Sequence[int | str]) -> list[int | str
     return targets
 
 
-def image_list(
-    images,
-    *,
-    class_names: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    images_per_class: int | None = None,
-) -> list[ImageItem]:
-    """Image files, or one dataset folder (class per sub-folder), or a :class:`ClassFolderDataset`, as items."""
+def image_list(images) -> list[ImageItem]:
+    """Image files, or one dataset folder (class per sub-folder, every image), or a :class:`ClassFolderDataset`
+    (which selects classes and images of a folder), as items."""
     if isinstance(images, ClassFolderDataset):
         return list(images)
     files = [images] if isinstance(images, (str, Path)) else list(images)
     single = Path(files[0]) if len(files) == 1 else None
     if single is not None and (single.is_dir() or not single.suffix):  # a folder (or a missing one)
-        return list(
-            ClassFolderDataset(
-                files[0], class_names=class_names, classes=list(classes or []), images_per_class=images_per_class
-            )
-        )
+        return list(ClassFolderDataset(files[0]))
     if not files:
         raise FeatscopeError("no images given; pass image files or a dataset folder")
     return image_items(files)

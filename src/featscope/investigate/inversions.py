@@ -3,9 +3,7 @@ reconstruction error, the starting point of every counterfactual."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -14,13 +12,13 @@ from featscope.datasets import ImageItem
 from featscope.images import save_image
 from featscope.investigate import cores
 from featscope.investigate.captions import Captions
-from featscope.investigate.common import DEFAULT_BACKBONE, load_start_image
+from featscope.investigate.common import load_start_image
 from featscope.investigate.fidelity import is_world, reconstruction, reconstruction_threshold, say_poor
-from featscope.investigate.inputs import image_list, load_backbone, method_settings, needs_prompts
+from featscope.investigate.inputs import image_list, load_backbone, needs_prompts
+from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.outputs import run_record
 from featscope.investigate.settings import InvertSettings
-from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
-from featscope.ranks import Ranks
+from featscope.orchestration import Item, Plan, summary_row, unique_ids
 from featscope.runs import RunFolder, atomic_torch_save
 from featscope.sheet import save_sheet
 
@@ -28,39 +26,26 @@ if TYPE_CHECKING:  # the backbones import diffusers (seconds): only when a run s
     from featscope.backbones.base import Backbone
 
 
-def invert(
-    images,
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    settings: InvertSettings | None = None,
-    class_names: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    images_per_class: int | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-    ranks: Ranks | None = None,
-    **overrides,
-) -> dict | None:
+@investigation(InvertSettings, solver=None, seeded=False)
+def invert(call: Call, images) -> Build:
     """Null-text inversion of real images (DiG-IN §4): per item ``x_T.pt``, ``null_texts.pt`` (num_steps, 1, L, D),
     ``target.png``, ``reconstruction.png``, ``prompt.txt`` and the reconstruction error (also of plain DDIM
-    inversion) in ``metrics.json``. ``settings`` (an :class:`InvertSettings`: the captions, ``num_steps``,
-    ``guidance_scale``, ``inner_steps``), overridden by the keyword ``overrides`` of its fields. The prompt is
+    inversion) in ``metrics.json``. ``images`` as in :func:`featscope.investigate.counterfactual`; ``settings`` is
+    an :class:`InvertSettings` (the captions, ``num_steps``, ``guidance_scale``, ``inner_steps``). The prompt is
     ``prompt``, else a ``<image>.txt`` caption, else the ``caption_model``'s caption, else the template with the
     class name (dataset folders; loose files without a prompt get the empty caption)."""
-    options, _ = method_settings(InvertSettings, settings, overrides, method="invert")
-    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    entries = image_list(images)
 
     def build(torch_device: torch.device) -> Plan:
-        model = load_backbone(backbone, torch_device)
+        model = load_backbone(call.backbone, torch_device)
         needs_prompts(model, "null-text inversion needs")
-        run = _Invert(model, options, Captions.load(options, model, torch_device), quiet)
+        run = _Invert(model, call.options, Captions.load(call.options, model, torch_device), call.quiet)
         ids = unique_ids([e.item_id for e in entries])
         items = [Item(i, e) for i, e in zip(ids, entries, strict=True)]
-        record = run_record(model, torch_device, replace(options, prompt_template=run.captions.template))
+        record = run_record(model, torch_device, run.captions.used(call.options))
         return Plan("invert", items, run.work, record, invert_row)
 
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+    return build
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,75 +20,52 @@ from featscope.datasets import ImageItem, safe_id
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
 from featscope.investigate import cores
-from featscope.investigate.captions import Captions
-from featscope.investigate.common import DEFAULT_BACKBONE, load_start_image
+from featscope.investigate.captions import Captions, ImageRun
+from featscope.investigate.common import load_start_image
 from featscope.investigate.cores import regularized
 from featscope.investigate.fidelity import checks, summarise
 from featscope.investigate.inputs import (
-    endtoend_settings,
     image_list,
     load_backbone,
     load_network,
     needs_inversion_guidance,
     needs_prompts,
 )
+from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.masks import user_mask
 from featscope.investigate.neurons import check_channels
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
 from featscope.investigate.settings import NO_MASK, NeuronImagesSettings
 from featscope.objectives import neuron as neuron_objective
-from featscope.orchestration import Item, Plan, run_plan, summary_row, unique_ids
-from featscope.ranks import Ranks
+from featscope.orchestration import Item, Plan, summary_row, unique_ids
 from featscope.runs import RunFolder
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
-    from featscope.backbones.base import Backbone
-    from featscope.solvers.configs import EndToEndConfig
+    pass
 
 
+@investigation(NeuronImagesSettings)
 def neuron_images(
-    net: str | Extractor,
-    images,
-    layer: str | None = None,
-    channels: Sequence[int] = (0,),
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    settings: NeuronImagesSettings | None = None,
-    class_names: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    images_per_class: int | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    quiet: bool = False,
-    config: EndToEndConfig | None = None,
-    ranks: Ranks | None = None,
-    **overrides,
-) -> dict | None:
+    call: Call, net: str | Extractor, images, layer: str | None = None, channels: Sequence[int] = (0,)
+) -> Build:
     """Neuron counterfactuals of real images: item ``<image id>_neuron<c>`` per image and channel, seed ``seed + i``.
 
-    ``images`` as in :func:`featscope.investigate.counterfactual`; ``settings`` (a :class:`NeuronImagesSettings`)
-    and ``config`` (the :class:`EndToEndConfig`; None: the backbone's defaults), each overridden by the keyword
-    ``overrides`` of its fields. The caption is ``prompt`` > ``IMAGE.txt`` > ``caption_model`` >
-    ``prompt_template`` with a dataset's class name (loose files: the empty caption). ``mask``: a PNG of the
-    foreground (white), outside which the regularisers keep the image (None or ``"none"``: no mask). An item
-    folder has the investigation layout (target.png, initial.png = the inversion's regeneration, best.png,
-    final.png, strip.png, loss.png, sheet.png, metrics.json with the channel's activation on the image, before
-    and after).
-    """
-    options, solver = endtoend_settings(NeuronImagesSettings, settings, overrides, method="neuron_images",
-                                        config=config, backbone=backbone)  # fmt: skip
-    needs_inversion_guidance(solver.guidance_scale, "neuron counterfactuals")
-    options = replace(options, mask=None if options.mask == NO_MASK else options.mask)
+    ``images`` as in :func:`featscope.investigate.counterfactual`; ``settings`` is a :class:`NeuronImagesSettings`.
+    The caption is ``prompt`` > ``IMAGE.txt`` > ``caption_model`` > ``prompt_template`` with a dataset's class
+    name (loose files: the empty caption). ``mask``: a PNG of the foreground (white), outside which the
+    regularisers keep the image (None or ``"none"``: no mask). An item folder has the investigation layout
+    (target.png, initial.png = the inversion's regeneration, best.png, final.png, strip.png, loss.png, sheet.png,
+    metrics.json with the channel's activation on the image, before and after)."""
+    needs_inversion_guidance(call.solver.guidance_scale, "neuron counterfactuals")
+    o = replace(call.options, mask=None if call.options.mask == NO_MASK else call.options.mask)
     channels = [int(c) for c in channels]
-    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    entries = image_list(images)
 
     def build(torch_device: torch.device) -> Plan:
         network = load_network(net, torch_device)
         name = check_channels(network, layer, channels, tuple(network.input_size or (224, 224)))
-        o = options
         regularized(neuron_objective(network, layer, channels[0], o.maximise), o.regularizers, o.regularizer_weights)
-        model = load_backbone(backbone, torch_device)
+        model = load_backbone(call.backbone, torch_device)
         needs_prompts(model, "neuron counterfactuals of images need")
         captions = Captions.load(o, model, torch_device)
         steps, size = o.mask_postprocess, tuple(model.image_size)
@@ -97,30 +73,23 @@ def neuron_images(
         ids = unique_ids([e.item_id for e in entries])
         items = [Item(safe_id(f"{item_id}_neuron{c}"), {"entry": e, "channel": c}) for e, item_id in
                  zip(entries, ids, strict=True) for c in channels]  # fmt: skip
-        seeds = {item.item_id: seed + i for i, item in enumerate(items)}
-        run = _NeuronImages(model, network, layer, name, o, solver, captions, mask, seeds, quiet)
-        used = replace(o, prompt_template=captions.template)
-        record = run_record(model, torch_device, used, solver, net=network.name, layer=name, channels=channels,
-                            seed=seed)  # fmt: skip
+        seeds = {item.item_id: call.seed + i for i, item in enumerate(items)}
+        run = _NeuronImages(model, network, o, call.solver, captions, call.quiet, layer, name, mask, seeds)
+        record = run_record(model, torch_device, captions.used(o), call.solver, net=network.name, layer=name,
+                            channels=channels, seed=call.seed)  # fmt: skip
         return Plan("neuron-images", items, run.work, record, neuron_images_row, summarise)
 
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+    return build
 
 
 @dataclass
-class _NeuronImages:
-    """A neuron-images run's models, settings, captions and mask: the work of one item."""
+class _NeuronImages(ImageRun):
+    """A neuron-images run: its layer (and resolved name), mask and seeds; the work of one item."""
 
-    model: Backbone
-    network: Extractor
     layer: str | None
     name: str
-    options: NeuronImagesSettings
-    solver: EndToEndConfig
-    captions: Captions
     mask: torch.Tensor | None
     seeds: dict[str, int]
-    quiet: bool
 
     def work(self, run: RunFolder, item: Item) -> dict:
         entry: ImageItem = item.payload["entry"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,14 +15,14 @@ from featscope.datasets import ClassFolderDataset, safe_id
 from featscope.errors import FeatscopeError, suggest
 from featscope.extractors.base import Extractor
 from featscope.investigate import cores
-from featscope.investigate.common import DEFAULT_BACKBONE
-from featscope.investigate.inputs import endtoend_settings, load_backbone, load_network
+from featscope.investigate.inputs import load_backbone, load_network, template
+from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.naming import dataset_activations, top_k
+from featscope.investigate.neuron_prompts import PromptChoice, candidate_words, choose_prompt
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
 from featscope.investigate.settings import NeuronSettings
 from featscope.objectives import activation, last_linear
-from featscope.orchestration import Item, Plan, run_plan, summary_row
-from featscope.ranks import Ranks
+from featscope.orchestration import Item, Plan, summary_row
 from featscope.runs import RunFolder
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
@@ -31,35 +30,20 @@ if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only w
     from featscope.solvers.configs import EndToEndConfig
 
 
-def neuron(
-    net: str | Extractor,
-    layer: str | None = None,
-    channels: Sequence[int] = (0,),
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    settings: NeuronSettings | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    quiet: bool = False,
-    config: EndToEndConfig | None = None,
-    ranks: Ranks | None = None,
-    **overrides,
-) -> dict | None:
+@investigation(NeuronSettings, defaults="neuron")
+def neuron(call: Call, net: str | Extractor, layer: str | None = None, channels: Sequence[int] = (0,)) -> Build:
     """Images that raise (or lower) one channel of ``layer`` (None = the input of the last linear layer,
-    DiG-IN's neurons), from plain samples of ``prompt``. Item ``neuron<c>_s<k>``, seed ``seed + k``.
+    DiG-IN's neurons), from plain samples of ``prompt`` (None: DiG-IN's, ``prompt_template`` with the candidate
+    word of ``prompt_words`` whose plain samples raise the channel most, :mod:`~featscope.investigate.neuron_prompts`;
+    ``""``: no prompt). Item ``neuron<c>_s<k>``, seed ``seed + k``.
 
-    ``settings`` (a :class:`NeuronSettings`: ``prompt``, ``maximise``, ``samples``, ``images_folder``, ``top_k``,
-    ``namer``) and ``config`` (the :class:`EndToEndConfig`; None: the backbone's defaults for neurons), each
-    overridden by the keyword ``overrides`` of its fields. With ``images_folder`` (a dataset folder), each item
-    folder also gets ``top_k.png`` / ``top_k.json``: the dataset images with the highest activations of that
-    channel, and ``metrics.json`` a ``name``: the most frequent class of those images, or with
+    ``settings`` is a :class:`NeuronSettings` (``prompt``, ``maximise``, ``samples``, ``images_folder``, ``top_k``,
+    ``namer``); ``config`` defaults to the backbone family's for neurons. With ``images_folder`` (a dataset
+    folder), each item folder also gets ``top_k.png`` / ``top_k.json``: the dataset images with the highest
+    activations of that channel, and ``metrics.json`` a ``name``: the most frequent class of those images, or with
     ``namer="vlm:FOLDER"`` (an image-to-text model such as BLIP, saved with ``save_pretrained``) the most frequent
-    content word of their captions (kept in ``top_k.json``).
-    """
-    options, solver = endtoend_settings(NeuronSettings, settings, overrides, method="neuron", config=config,
-                                        backbone=backbone, defaults="neuron")  # fmt: skip
-    options = replace(options, prompt=options.prompt or "")  # the plain samples' prompt: empty by default
+    content word of their captions (kept in ``top_k.json``)."""
+    options = call.options
     channels = [int(c) for c in channels]
     folder = options.images_folder
     dataset = ClassFolderDataset(folder) if folder is not None else None
@@ -68,19 +52,22 @@ def neuron(
         network = load_network(net, torch_device)
         size = tuple(network.input_size or (224, 224))
         name = check_channels(network, layer, channels, size)
-        model = load_backbone(backbone, torch_device)
+        model = load_backbone(call.backbone, torch_device)
+        if options.prompt is None and model.has_prompts and not options.prompt_words:  # checked before any work
+            candidate_words(network, layer, channels[0], maximise=options.maximise)
+        used = replace(options, prompt_template=template(options.prompt_template, model))
         captioner = load_captioner(options.namer[4:], torch_device) if options.namer is not None else None
-        run = _Neuron(model, network, layer, name, channels, size, options, solver, dataset, captioner, quiet)
+        run = _Neuron(model, network, layer, name, channels, size, used, call.solver, dataset, captioner, call.quiet)
         items = [
-            Item(safe_id(f"neuron{c}_s{k}"), {"channel": c, "sample": k, "seed": seed + k})
+            Item(safe_id(f"neuron{c}_s{k}"), {"channel": c, "sample": k, "seed": call.seed + k})
             for c in channels
             for k in range(options.samples)
         ]
-        record = run_record(model, torch_device, options, solver, net=network.name, layer=name, channels=channels,
-                            seed=seed)  # fmt: skip
+        record = run_record(model, torch_device, used, call.solver, net=network.name, layer=name,
+                            channels=channels, seed=call.seed)  # fmt: skip
         return Plan("neuron", items, run.work, record, neuron_row)
 
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+    return build
 
 
 def check_channels(net: Extractor, layer: str | None, channels: Sequence[int], size) -> str:
@@ -118,11 +105,13 @@ class _Neuron:
     captioner: Captioner | None
     quiet: bool
     activations: torch.Tensor | None = field(default=None, repr=False)
+    choices: dict[int, PromptChoice] = field(default_factory=dict, repr=False)
 
     def work(self, run: RunFolder, item: Item) -> dict:
         c, o = item.payload["channel"], self.options
+        prompt, choice = self.prompt(c)
         result = cores.neuron(self.model, self.network, c, layer=self.layer, maximise=o.maximise,
-                              seeds=[item.payload["seed"]], prompt=o.prompt, config=self.solver,
+                              seeds=[item.payload["seed"]], prompt=prompt, config=self.solver,
                               quiet=self.quiet)  # fmt: skip
         acts, tops = result.activation[0], result.top_class[0] if result.top_class else None
         captions = [
@@ -133,7 +122,8 @@ class _Neuron:
             "layer": self.name,
             "channel": c,
             "maximise": o.maximise,
-            "prompt": o.prompt,
+            "prompt": prompt,
+            **({"prompt_choice": choice.to_dict()} if choice is not None else {}),
             "seed": item.payload["seed"],
             "best_iteration": best,
             "activation": {"before": acts[0], "after": acts[best], "per_iteration": acts},
@@ -144,6 +134,19 @@ class _Neuron:
         if self.dataset is not None:
             metrics.update(self._top_k(run, c))
         return metrics
+
+    def prompt(self, channel: int) -> tuple[str, PromptChoice | None]:
+        """The channel's prompt: the one given (none without prompts), else DiG-IN's choice among the candidate
+        words (once a channel)."""
+        o = self.options
+        if o.prompt is not None or not self.model.has_prompts:
+            return o.prompt or "", None
+        if channel not in self.choices:
+            words = o.prompt_words or candidate_words(self.network, self.layer, channel, maximise=o.maximise)
+            self.choices[channel] = choose_prompt(self.model, self.network, channel, words=words,
+                                                  template=o.prompt_template, layer=self.layer, maximise=o.maximise,
+                                                  probes=o.prompt_probes, config=self.solver)  # fmt: skip
+        return self.choices[channel].prompt, self.choices[channel]
 
     def _top_k(self, run: RunFolder, channel: int) -> dict:
         if self.activations is None:

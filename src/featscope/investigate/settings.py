@@ -21,6 +21,8 @@ from featscope.solvers.configs import InnerSteps, NullTextConfig
 
 PUBLISHED_REGULARIZERS = ("latent_background_l2", "px_background_l2")
 PUBLISHED_WEIGHTS = (25.0, 250.0)  # DiG-IN's UVCE command line
+DIG_IN_CAPTION_PREFIX = "an image of a {label}"  # DiG-IN's prompt of its captioning model
+NO_PREFIX = "none"
 
 
 # -- the mask knob's values ------------------------------------------------------------------------
@@ -111,7 +113,8 @@ class MethodSettings(Settings):
 class PromptSettings(MethodSettings):
     prompt: str | None = knob(None, "caption of every real image ({label} = its class; default: IMAGE.txt or the "
                               "records.jsonl beside it, --caption-model, then the template); neuron without "
-                              "--images: the prompt of the plain samples (default: empty)", metavar="TEXT")  # fmt: skip
+                              "--images: the prompt of the plain samples (default: DiG-IN's, the template with the "
+                              "best of --prompt-words; '' for none)", metavar="TEXT")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -135,6 +138,15 @@ class CaptionSettings(TemplateSettings, PromptSettings):
     caption_model: str | None = knob(None, "caption each image with this image-to-text model (e.g. BLIP): a folder "
                                      "saved with save_pretrained, or a hub id from the local cache; used when there "
                                      "is no --prompt and no IMAGE.txt", metavar="SPEC")  # fmt: skip
+    caption_prefix: str = knob(DIG_IN_CAPTION_PREFIX, "the text the --caption-model's caption continues, with "
+                               "{label} (DiG-IN's, so that the class word is in the caption); none: no prompt",
+                               metavar="TEXT")  # fmt: skip
+
+    def validate(self) -> None:
+        super().validate()
+        if self.caption_prefix != NO_PREFIX and "{label}" not in self.caption_prefix:
+            raise FeatscopeError(f"caption prefix {self.caption_prefix!r} has no {{label}}; e.g. 'an image of a "
+                                 "{label}', or none")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -193,8 +205,15 @@ class DifferenceSettings(TemplateSettings):
 
 
 @dataclass(frozen=True)
-class NeuronSettings(DirectionSettings, PromptSettings):
+class NeuronSettings(DirectionSettings, TemplateSettings, PromptSettings):
     """Options of :func:`featscope.investigate.neuron` (``investigate neuron`` without ``--images``)."""
+
+    prompt_words: tuple[str, ...] = knob((), "candidate words of the neuron's prompt when no --prompt is given: "
+                                         "the word whose plain samples raise (lower) the channel most is put in "
+                                         "the template (default: the network's classes, at most 5: those its last "
+                                         "layer weights the channel most)", metavar="WORD,WORD",
+                                         parse=comma_separated(str))  # fmt: skip
+    prompt_probes: int = knob(4, "plain samples per candidate word when the prompt is chosen", metavar="N")
 
     samples: int = knob(1, "samples per channel", metavar="N")
     images_folder: str | None = knob(None, "dataset folder ROOT/<class>/: also save its top-k images per channel",
@@ -206,8 +225,8 @@ class NeuronSettings(DirectionSettings, PromptSettings):
 
     def validate(self) -> None:
         super().validate()
-        if self.samples < 1 or self.top_k < 1:
-            raise FeatscopeError("samples and top_k must be at least 1")
+        if self.samples < 1 or self.top_k < 1 or self.prompt_probes < 1:
+            raise FeatscopeError("samples, top_k and prompt_probes must be at least 1")
         if self.namer is not None and (not self.namer.startswith("vlm:") or self.images_folder is None):
             raise FeatscopeError(f"namer {self.namer!r}: use vlm:FOLDER (an image-to-text model) with an images folder")
 

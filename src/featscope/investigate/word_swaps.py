@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
-from featscope.investigate.captions import Captions
-from featscope.investigate.common import DEFAULT_BACKBONE, load_start_image
+from featscope.investigate.captions import Captions, ImageRun
+from featscope.investigate.common import load_start_image
 from featscope.investigate.cores import _label_name
 from featscope.investigate.fidelity import checks, intended_attribute, summarise
 from featscope.investigate.inputs import (
@@ -21,79 +20,55 @@ from featscope.investigate.inputs import (
     image_list,
     load_backbone,
     load_network,
-    method_settings,
     needs_prompts,
     target_list,
 )
+from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.outputs import run_record
 from featscope.investigate.settings import WordSwapSettings
 from featscope.investigate.wordswap import WordSwapResult, swap_word, token_mapper, word_swap_core
-from featscope.orchestration import Item, Plan, run_plan, summary_row
-from featscope.ranks import Ranks
+from featscope.orchestration import Item, Plan, summary_row
 from featscope.solvers.configs import WordSwapConfig
 
 if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a run starts
-    from featscope.backbones.base import Backbone
     from featscope.runs import RunFolder
 
 
+@investigation(WordSwapSettings, solver=WordSwapConfig, seeded=False)
 def word_swap(
-    net: str | Extractor,
-    images,
-    start_label: int | str | None = None,
+    call: Call, net: str | Extractor, images, start_label: int | str | None = None,
     target_label: int | str | Sequence[int | str] = (),
-    *,
-    out: str | Path,
-    backbone: str | Backbone = DEFAULT_BACKBONE,
-    settings: WordSwapSettings | None = None,
-    class_names: str | Path | None = None,
-    classes: Sequence[str] | None = None,
-    images_per_class: int | None = None,
-    device: str = "auto",
-    quiet: bool = False,
-    config: WordSwapConfig | None = None,
-    ranks: Ranks | None = None,
-    **overrides,
-) -> dict | None:
+) -> Build:  # fmt: skip
     """Word-swap counterfactuals of real images, one item ``<image id>_to_<target>`` per image and target class.
 
     ``images``, ``start_label`` and the caption (``prompt`` > ``IMAGE.txt`` > ``caption_model`` > template) as in
     :func:`featscope.investigate.counterfactual`; ``word`` / ``new_word`` default to the start / target class
-    names. ``settings`` (a :class:`WordSwapSettings`) and ``config`` (a :class:`WordSwapConfig`), each overridden
-    by the keyword ``overrides`` of its fields (e.g. ``taus=(0, 0.5, 1)``). An item folder: ``target.png``,
-    ``initial.png`` (the caption's regeneration), ``best.png`` and ``final.png`` (the chosen result),
-    ``sheet.png`` (every tau), ``config.yaml``, ``log.jsonl`` (one line per tau) and ``metrics.json``."""
-    options, solver = method_settings(WordSwapSettings, settings, overrides, method="word_swap",
-                                      solver=WordSwapConfig, config=config)  # fmt: skip
+    names. ``settings`` is a :class:`WordSwapSettings`, ``config`` a :class:`WordSwapConfig` (e.g. ``taus=(0, 0.5,
+    1)`` as a keyword). An item folder: ``target.png``, ``initial.png`` (the caption's regeneration),
+    ``best.png`` and ``final.png`` (the chosen result), ``sheet.png`` (every tau), ``config.yaml``,
+    ``log.jsonl`` (one line per tau) and ``metrics.json``."""
     targets = target_list(target_label)
-    entries = image_list(images, class_names=class_names, classes=classes, images_per_class=images_per_class)
+    entries = image_list(images)
 
     def build(torch_device: torch.device) -> Plan:
         network = load_network(net, torch_device)
-        model = load_backbone(backbone, torch_device)
+        model = load_backbone(call.backbone, torch_device)
         needs_prompts(model, "word swap needs")
-        run = _WordSwap(model, network, options, solver, Captions.load(options, model, torch_device), quiet)
+        captions = Captions.load(call.options, model, torch_device)
+        run = _WordSwap(model, network, call.options, call.solver, captions, call.quiet)
         items = class_items(network, entries, start_label, targets)
         for item in items:  # every caption and edit is checked before any work
             run.prepare(item.payload)
-        used = replace(options, prompt_template=run.captions.template)
-        record = run_record(model, torch_device, used, solver, net=network.name, start_label=start_label,
-                            target_labels=targets)  # fmt: skip
+        record = run_record(model, torch_device, captions.used(call.options), call.solver, net=network.name,
+                            start_label=start_label, target_labels=targets)  # fmt: skip
         return Plan("word-swap", items, run.work, record, word_swap_row, summarise)
 
-    return run_plan(build, out=out, device=device, quiet=quiet, ranks=ranks)
+    return build
 
 
 @dataclass
-class _WordSwap:
-    """A word-swap run's models, settings and captions: each item's words and caption, and the work of one."""
-
-    model: Backbone
-    network: Extractor
-    options: WordSwapSettings
-    solver: WordSwapConfig
-    captions: Captions
-    quiet: bool
+class _WordSwap(ImageRun):
+    """A word-swap run: each item's words and caption, and the work of one."""
 
     def prepare(self, p: dict) -> None:
         """The item's words and caption into its payload ``p``; a word missing from the caption or unknown to the

@@ -12,6 +12,7 @@ bottom-right cell only, are redrawn with new jitter and rotation, whether tagged
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from scipy import ndimage
@@ -33,22 +34,6 @@ INSET = 1  # the pattern stays this many pixels inside the fully covered pixels
 _CAPTION_ORDER = ("size", "color", "pattern", "shape", "position")
 
 
-@dataclass(frozen=True)
-class PatternRecord(WorldRecord):
-    """A patterned-world image: the shapes world's record (32 px units) with a pattern and a tag."""
-
-    pattern: str
-    tag: str
-
-    def attributes(self) -> dict[str, str]:
-        """The seven categorical attributes."""
-        return {name: getattr(self, name) for name in ATTRIBUTES}
-
-    def caption(self) -> str:
-        """Every attribute in words, e.g. ``small red striped star top-left on dark tagged``."""
-        return caption_of(self.attributes())
-
-
 def caption_of(attributes: dict[str, str]) -> str:
     """Caption for any subset of attributes, in a fixed word order (the tag, named either way, last)."""
     words = [attributes[k] for k in _CAPTION_ORDER if k in attributes]
@@ -57,6 +42,18 @@ def caption_of(attributes: dict[str, str]) -> str:
     if "tag" in attributes:
         words.append(attributes["tag"])
     return " ".join(words)
+
+
+@dataclass(frozen=True)
+class PatternRecord(WorldRecord):
+    """A patterned-world image: the shapes world's record (32 px units) with a pattern and a tag; its caption names
+    every attribute, e.g. ``small red striped star top-left on dark tagged``."""
+
+    pattern: str
+    tag: str
+
+    attribute_names: ClassVar[tuple[str, ...]] = tuple(ATTRIBUTES)
+    words = staticmethod(caption_of)
 
 
 def sample_pattern_record(rng: np.random.Generator, tag_rate: float = TAG_RATE, **fixed: str) -> PatternRecord:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -60,13 +61,20 @@ class WorldRecord:
     radius: float
     angle: float
 
+    attribute_names: ClassVar[tuple[str, ...]] = tuple(ATTRIBUTES)  # the categorical ones, in order
+
     def attributes(self) -> dict[str, str]:
-        """The five categorical attributes."""
-        return {name: getattr(self, name) for name in ATTRIBUTES}
+        """The categorical attributes (five; a patterned record's seven)."""
+        return {name: getattr(self, name) for name in self.attribute_names}
 
     def caption(self) -> str:
         """A caption of attribute words, e.g. ``small red star top-left on dark``."""
-        return caption_of(self.attributes())
+        return self.words(self.attributes())
+
+    @staticmethod
+    def words(attributes: dict[str, str]) -> str:
+        """The caption of any subset of the attributes (:func:`caption_of`)."""
+        return caption_of(attributes)
 
     def to_dict(self) -> dict:
         return asdict(self)

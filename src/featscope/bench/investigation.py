@@ -56,17 +56,20 @@ from featscope.world.render import COLORS, SHAPES, WorldRecord, object_mask
 METHODS = ("counterfactual", "word-swap", "difference", "neuron")
 RESULTS = "results.json"
 HELD_OUT_IMAGES = 512  # the split's images over which a neuron's mean activation is taken
-# counterfactual rows: (regularizers, weights, foreground mask): "object" is the renderer's true object mask,
-# a mask spec (``cross-attention:otsu``) is made from each image's inversion as `featscope investigate
-# counterfactual --mask SPEC` makes it, None counts the whole image as background
+# counterfactual rows: (regularizers, weights, foreground mask, start): "object" is the renderer's true object
+# mask, a mask spec (``cross-attention:otsu``) is made from each image's inversion as `featscope investigate
+# counterfactual --mask SPEC` makes it, None counts the whole image as background; the optimisation starts from
+# the reconstruction or from DiG-IN's best word swap (``--start-from word-swap``)
+BACKGROUND = (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS)
 ROWS = {
-    "no regulariser": ((), (), "object"),
-    "background regularisers": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, "object"),
-    "background regularisers, no mask": (cores.PUBLISHED_REGULARIZERS, cores.PUBLISHED_WEIGHTS, None),
-    "background regularisers, cross-attention mask": (
-        cores.PUBLISHED_REGULARIZERS,
-        cores.PUBLISHED_WEIGHTS,
+    "no regulariser": ((), (), "object", cores.RECONSTRUCTION),
+    "background regularisers": (*BACKGROUND, "object", cores.RECONSTRUCTION),
+    "background regularisers, no mask": (*BACKGROUND, None, cores.RECONSTRUCTION),
+    "background regularisers, cross-attention mask": (*BACKGROUND, "cross-attention:otsu", cores.RECONSTRUCTION),
+    "word-swap start, background regularisers, cross-attention mask": (
+        *BACKGROUND,
         "cross-attention:otsu",
+        cores.WORD_SWAP,
     ),
 }
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
@@ -238,14 +241,14 @@ def counterfactual_bench(
         idx = list(part)
         captions = [records[i].caption() for i in idx]
         inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
-        for name, (regularizers, weights, mask) in settings.items():
+        for name, (regularizers, weights, mask, start_from) in settings.items():
             result = cores.counterfactual(
                 backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
                 regularizers=regularizers, regularizer_weights=weights,
                 mask=_row_mask(mask, masks[idx], backbone, images[idx], inverted, captions, start, config),
-                inverted=inverted, config=config,
+                inverted=inverted, start_from=start_from, config=config,
             )  # fmt: skip
-            results[name].append((result.images[0], result.best))
+            results[name].append((result.reconstruction, result.best))
     rows = {}
     for name, parts in results.items():
         plain = torch.cat([p for p, _ in parts])

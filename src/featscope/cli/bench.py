@@ -203,7 +203,8 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
                         "(default: all four)")  # fmt: skip
     p.add_argument("--rows", metavar="ROW;ROW",
                    help="counterfactual rows, ';'-separated (default: all): no regulariser; background regularisers; "
-                        "background regularisers, no mask; background regularisers, cross-attention mask")  # fmt: skip
+                        "background regularisers, no mask; background regularisers, cross-attention mask; "
+                        "word-swap start, background regularisers, cross-attention mask")  # fmt: skip
     add_backbone(p)
     m = p.add_argument_group("networks (defaults: the scene kind's, from the backbone's image size)")
     m.add_argument("--first", metavar="SPEC",

@@ -18,7 +18,7 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError, suggest
 from featscope.extractors.base import Extractor
 from featscope.investigate.common import distances, fit_image
-from featscope.investigate.settings import PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS
+from featscope.investigate.settings import DIG_IN_BLENDS, DIG_IN_TAUS, PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS
 from featscope.objectives import (
     Objective,
     activation,
@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only w
     from featscope.solvers.endtoend import EndToEndResult
 
 INNER_STEPS = InnerSteps.inner_steps  # the published inner loop of null-text inversion
+RECONSTRUCTION, WORD_SWAP = "reconstruction", "word-swap"  # where a counterfactual's optimisation starts
 
 Label = int | str
 
@@ -117,12 +118,16 @@ class NeuronResult(Optimized):
 @dataclass
 class CounterfactualResult(Optimized):
     """Per sample b: confidences of the start and target class, ``[image, iterate 0, ..., iterate I]``, and
-    the L1 / L2 pixel distance of each iterate to the image (``distance[b]["l1"][i]``)."""
+    the L1 / L2 pixel distance of each iterate to the image (``distance[b]["l1"][i]``); the inversion's
+    reconstruction (B, 3, H, W), which is iterate 0 unless the run started from a word swap, and then each
+    sample's chosen ``(tau, blend)`` (``word_swap_start``)."""
 
     objective: str
     start_confidence: list[list[float]]
     target_confidence: list[list[float]]
     distance: list[dict[str, list[float]]]
+    reconstruction: torch.Tensor
+    word_swap_start: list[tuple[float, float]] | None = None
 
 
 @dataclass
@@ -306,14 +311,34 @@ def counterfactual(
     loss: str = "ce",
     inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
     inner_steps: int = INNER_STEPS,
+    start_from: str = RECONSTRUCTION,
+    start_taus: Sequence[float] = DIG_IN_TAUS,
+    start_blends: Sequence[float] = DIG_IN_BLENDS,
     config: EndToEndConfig,
     quiet: bool = True,
 ) -> CounterfactualResult:
     """Visual counterfactuals (DiG-IN §5) of real images (B, 3, H, W) at the backbone's size: optimise
     ``class_loss(target) + sum(weight * regularizer)`` from their null-text inversion (``inverted`` = (x_T,
-    null texts) when already computed), ``mask`` (B or 1, 1, H, W) being the foreground (None: all background)."""
+    null texts) when already computed), ``mask`` (B or 1, 1, H, W) being the foreground (None: all background).
+    ``start_from``: ``"reconstruction"`` (the inversion's regeneration) or ``"word-swap"`` (DiG-IN's: the best
+    word swap of the start class word for the target's over ``start_taus`` x ``start_blends``, see
+    :mod:`featscope.investigate.word_swap_start`)."""
     objective = regularized(class_loss(net, target, loss), regularizers, regularizer_weights)
-    result = _from_inversion(backbone, objective, images, prompts, inverted, mask, seeds, inner_steps, config, quiet)
+    text = _prompts(prompts, len(images))
+    if inverted is None:
+        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
+                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
+                                  quiet=quiet)  # fmt: skip
+    chosen = None
+    if start_from == WORD_SWAP:
+        words = (_label_name(net, start), _label_name(net, target))
+        result, chosen, reconstruction = _from_word_swap(backbone, objective, images, text, words, inverted, mask,
+                                                         seeds, (start_taus, start_blends), config, quiet)  # fmt: skip
+    elif start_from == RECONSTRUCTION:
+        result = _from_inversion(backbone, objective, images, text, inverted, mask, seeds, inner_steps, config, quiet)
+        reconstruction = result.images[0]
+    else:
+        raise FeatscopeError(f"start_from {start_from!r}: use {RECONSTRUCTION} or {WORD_SWAP}")
     y_start, y_target = class_index(net, start), class_index(net, target)
     start_conf, target_conf, dist = [], [], []
     for b in range(len(images)):
@@ -321,7 +346,36 @@ def counterfactual(
         start_conf.append(confidences(net, everything, y_start))
         target_conf.append(confidences(net, everything, y_target))
         dist.append(distances(result.images[:, b], images[b : b + 1]))
-    return CounterfactualResult(result, objective.name, start_conf, target_conf, dist)
+    return CounterfactualResult(result, objective.name, start_conf, target_conf, dist, reconstruction, chosen)
+
+
+def _from_word_swap(backbone: Backbone, objective: Objective, images: torch.Tensor, text: str | list[str],
+                    words: tuple[str, str], inverted: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                    seeds: Sequence[int], search: tuple[Sequence[float], Sequence[float]], config: EndToEndConfig,
+                    quiet: bool):  # fmt: skip
+    """The optimisation from each image's best word swap: (its result, the chosen (tau, blend) per image, the
+    source caption's regeneration)."""
+    from featscope.investigate.word_swap_start import WordSwapStart, best_word_swap, latent_background, record_source
+    from featscope.investigate.wordswap import swap_word, token_mapper
+    from featscope.solvers.endtoend import optimize
+
+    text = [text] * len(images) if isinstance(text, str) else text
+    edited = [swap_word(p, *words) for p in text]
+    x_t, null_texts = inverted
+    taus, blends = search
+    source = record_source(backbone, x_t, null_texts, text, guidance_scale=config.guidance_scale,
+                           steps=round(max(taus) * config.num_steps))  # fmt: skip
+    mappers = torch.stack([token_mapper(backbone, s, e, *words) for s, e in zip(text, edited, strict=True)])
+    batch = len(images)
+    edit = WordSwapStart(source, mappers, [0] * batch, [0] * batch, latent_background(backbone, mask, batch))
+    kwargs = dict(prompt=edited, start_latent=x_t, null_texts=null_texts, start_image=images,
+                  mask=mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:]),
+                  generators=_generators(backbone, seeds))  # fmt: skip
+    edit, chosen, _ = best_word_swap(backbone, objective, kwargs, edit, taus=taus, blends=blends, config=config)
+    result = optimize(backbone, objective, config=config, step_edit=edit, quiet=quiet, **kwargs)
+    with torch.no_grad():
+        reconstruction = backbone.decode(source.latents[-1]).float().clamp(0, 1).cpu()
+    return result, chosen, reconstruction
 
 
 @torch.no_grad()

@@ -132,11 +132,12 @@ class _Counterfactual(ImageRun):
         result = cores.counterfactual(
             self.model, self.network, image, p["start"], p["target"], seeds=[self.seeds[item.item_id]],
             prompts=prompt, regularizers=o.regularizers, regularizer_weights=o.regularizer_weights, mask=mask,
-            loss=o.loss, inverted=inverted, config=self.solver, quiet=self.quiet,
+            loss=o.loss, inverted=inverted, start_from=o.start_from, start_taus=o.start_taus,
+            start_blends=o.start_blends, config=self.solver, quiet=self.quiet,
         )  # fmt: skip
         metrics = _metrics(run, result, entry, start_name, target_name, prompt, o.mask)
         flipped = metrics["confidence"]["target_class"]["after"] > FLIP
-        return {**metrics, **checks(image, result.images[0], result.best, self.model.spec, flipped=flipped,
+        return {**metrics, **checks(image, result.reconstruction, result.best, self.model.spec, flipped=flipped,
                                     intended=intended_attribute(target_name), target=target_name,
                                     item_id=item.item_id, say=True)}  # fmt: skip
 
@@ -170,6 +171,11 @@ def _metrics(run: RunFolder, result: cores.CounterfactualResult, entry: ImageIte
         "target_class": target_name,
         "prompt": prompt,
         "mask": mask,
+        **(
+            {"word_swap_start": dict(zip(("tau", "blend"), result.word_swap_start[0], strict=True))}
+            if result.word_swap_start
+            else {}
+        ),  # fmt: skip
         "best_iteration": best,
         "confidence": {
             "start_class": {"image": cs[0], "before": cs[1], "after": cs[1 + best], "per_iteration": cs[1:]},

@@ -21,6 +21,8 @@ from featscope.solvers.configs import InnerSteps, NullTextConfig
 
 PUBLISHED_REGULARIZERS = ("latent_background_l2", "px_background_l2")
 PUBLISHED_WEIGHTS = (25.0, 250.0)  # DiG-IN's UVCE command line
+DIG_IN_TAUS = (0.3, 0.4, 0.5)  # a counterfactual's word-swap start: re-injection for 6, 8 or 10 of 20 steps
+DIG_IN_BLENDS = (0.0, 0.3)  # and the source's background latents blended in for the first 30% of the steps, or not
 DIG_IN_CAPTION_PREFIX = "an image of a {label}"  # DiG-IN's prompt of its captioning model
 NO_PREFIX = "none"
 
@@ -247,6 +249,22 @@ class CounterfactualSettings(BackgroundSettings, CaptionSettings):
 
     loss: str = knob("ce", "raise the target class: -log p (ce, log_conf: the same value) or -p (conf)",
                      choices=("ce", "conf", "log_conf"))  # fmt: skip
+    start_from: str = knob("reconstruction", "where the optimisation starts: the inversion's reconstruction, or "
+                           "DiG-IN's best word swap (the start class word replaced by the target's, cross-attention "
+                           "re-injected for --start-taus of the steps, the background blended for --start-blends; "
+                           "the pair with the lowest loss kept)", choices=("reconstruction", "word-swap"))  # fmt: skip
+    start_taus: tuple[float, ...] = knob(DIG_IN_TAUS, "word-swap start: shares of the steps with the source's "
+                                         "cross-attention re-injected", metavar="T,T",
+                                         parse=comma_separated(float))  # fmt: skip
+    start_blends: tuple[float, ...] = knob(DIG_IN_BLENDS, "word-swap start: shares of the steps with the source's "
+                                           "latents blended in outside the mask (0: none; needs a mask)",
+                                           metavar="B,B", parse=comma_separated(float))  # fmt: skip
+
+    def validate(self) -> None:
+        super().validate()
+        shares = (*self.start_taus, *self.start_blends)
+        if not self.start_taus or not self.start_blends or not all(0 <= x <= 1 for x in shares):
+            raise FeatscopeError("start_taus and start_blends take shares of the steps in [0, 1], at least one each")
 
 
 @dataclass(frozen=True)

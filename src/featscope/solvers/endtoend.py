@@ -16,7 +16,9 @@ and the best iterate (iteration 0 included) is kept. See docs/methods/endtoend.m
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -61,6 +63,19 @@ class EndToEndResult:
         return self.latents[-1]
 
 
+class StepEdit(Protocol):
+    """An edit of the chain at every step, e.g. prompt-to-prompt's re-injection of a source's cross-attention and
+    blending of its latents (:mod:`featscope.investigate.word_swap_start`): ``installed`` is held while the solver
+    runs, ``begin(i)`` comes before step i's UNet call and ``after(i, z)`` maps the state it made (differentiably).
+    Both run again when a checkpointed step is recomputed, so they must depend on ``i`` alone."""
+
+    def installed(self, backbone: Backbone) -> AbstractContextManager: ...
+
+    def begin(self, i: int) -> None: ...
+
+    def after(self, i: int, z: torch.Tensor) -> torch.Tensor: ...
+
+
 def best_iterates(losses: torch.Tensor) -> torch.Tensor:
     """Per sample, the first iteration with the lowest finite loss: (I + 1, B) -> (B,)."""
     return torch.where(torch.isfinite(losses), losses, torch.inf).argmin(0)
@@ -69,8 +84,9 @@ def best_iterates(losses: torch.Tensor) -> torch.Tensor:
 class _Chain:
     """The DDIM chain with its (optionally optimised) conditioning, differentiable end to end."""
 
-    def __init__(self, backbone: Backbone, config: EndToEndConfig, cond, uncond, inverted: bool = False) -> None:
-        self.backbone, self.config = backbone, config
+    def __init__(self, backbone: Backbone, config: EndToEndConfig, cond, uncond, inverted: bool = False,
+                 edit: StepEdit | None = None) -> None:  # fmt: skip
+        self.backbone, self.config, self.edit = backbone, config, edit
         self.schedule = ddim_schedule(backbone, config.num_steps, inverted=inverted)
         self.cond, self.uncond = cond, uncond  # (B, L, D) or None; (N, B, L, D) or None
         slots = config.num_steps if config.per_timestep_deltas else 1
@@ -78,8 +94,11 @@ class _Chain:
         self.uncond_delta = torch.zeros(slots, *cond.shape, device=cond.device) if uncond is not None else None
 
     def _step(self, z, cond_i, uncond_i, i: int):
+        if self.edit is not None:
+            self.edit.begin(i)
         eps = guided_eps(self.backbone, z, self.schedule.timesteps[i], cond_i, uncond_i, self.config.guidance_scale)
-        return ddim_move(z, eps, self.schedule.abar[i], self.schedule.abar_prev[i])
+        z, x0 = ddim_move(z, eps, self.schedule.abar[i], self.schedule.abar_prev[i])
+        return (self.edit.after(i, z), x0) if self.edit is not None else (z, x0)
 
     def run(self, z: torch.Tensor, keep_last: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """z_T -> (z_0, x0 predictions of the last ``keep_last`` steps)."""
@@ -174,6 +193,7 @@ def optimize(
     mask: torch.Tensor | None = None,
     config: EndToEndConfig | None = None,
     callback: Callable[[IterationInfo], None] | None = None,
+    step_edit: StepEdit | None = None,
     quiet: bool = False,
 ) -> EndToEndResult:
     """Minimise ``objective`` over generated images by optimising x_T and the embedding deltas.
@@ -183,7 +203,8 @@ def optimize(
     on the inversion's schedule, see :func:`~featscope.inversion.ddim_schedule`). ``generators`` also
     draw the augmentation (else seeds 0..B-1 do). ``start_image`` (B|1, 3, H, W) in [0, 1] and ``mask``
     (1 = foreground) feed the regularisers; without a start image the plain sample (iteration 0) is the
-    reference. Samples are independent: a sample's result does not depend on the batch it is in.
+    reference. ``step_edit`` edits every step of the chain (:class:`StepEdit`). Samples are independent: a
+    sample's result does not depend on the batch it is in.
     """
     config = config or EndToEndConfig()
     config.validate()
@@ -200,20 +221,28 @@ def optimize(
         uncond = null_embeddings(backbone, batch, config.num_steps, null_texts)
     elif null_texts is not None:
         raise FeatscopeError("null_texts replace the unconditional embedding of CFG: use guidance_scale > 1")
-    chain = _Chain(backbone, config, cond, uncond, inverted=start_latent is not None)
+    chain = _Chain(backbone, config, cond, uncond, inverted=start_latent is not None, edit=step_edit)
     variables = [(z_t, config.latent_lr), (chain.cond_delta, config.cond_lr), (chain.uncond_delta, config.uncond_lr)]
     groups = [{"params": [t.requires_grad_(True)], "lr": lr} for t, lr in variables if t is not None and lr > 0]
     if not groups and config.iterations > 0:
         raise FeatscopeError("nothing to optimise: every learning rate is 0 (or the backbone takes no prompts)")
     optimizer = torch.optim.Adam(groups) if groups else None
-    initial_norm = z_t.detach().flatten(1).norm(dim=1)
     reference = _start_image(backbone, start_image)
     with torch.no_grad():
         reference_latents = backbone.encode(reference).float() if reference is not None else None
     mask = mask.to(device, torch.float32) if mask is not None else None
+
+    with step_edit.installed(backbone) if step_edit is not None else nullcontext():
+        return _iterate(backbone, objective, chain, z_t, optimizer, reference, reference_latents, mask,
+                        aug_generators, config, callback, quiet)  # fmt: skip
+
+
+def _iterate(backbone, objective, chain, z_t, optimizer, reference, reference_latents, mask, aug_generators, config,
+             callback, quiet) -> EndToEndResult:  # fmt: skip
+    """The solver's iterations: run the chain, score the iterate, backpropagate the augmented loss, step."""
+    initial_norm = z_t.detach().flatten(1).norm(dim=1)
     augment = Cutouts(config.cutouts, config.cut_power, config.noise_sd) if config.cutouts > 0 else None
     weights = config.loss_weights()
-
     history, stopped = _History(), False
     bar = tqdm(total=config.iterations + 1, disable=quiet, desc="end-to-end", unit="it", dynamic_ncols=True)
     for it in range(config.iterations + 1):

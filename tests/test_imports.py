@@ -31,6 +31,8 @@ CORE = [
     "featscope.decoding",
     "featscope.investigate.cores",
     "featscope.investigate.settings",
+    "featscope.investigate.neuron_prompts",
+    "featscope.investigate.word_swap_start",
     # FeatInv's cores (reconstruct, steer, evaluate) and what they are made of; world specifics reach them through
     # the backbone (``Backbone.free_text_prompts``). Its orchestration (jobs, training, inputs, world, world_images)
     # may import the world.

@@ -192,17 +192,20 @@ def test_neuron_named_by_a_captioning_model(folder, tmp_path):
 
 # -- user mistakes: one line, exit 2 -------------------------------------------------------------
 @pytest.mark.parametrize(
-    "mask, prompt, message",
+    "mask, start, prompt, message",
     [
-        ("cross-attention", "red circle on dark", "the class word 'square' is not in the caption"),
-        ("sam:no_such_sam", None, "SAM model 'no_such_sam' is not a folder"),
+        ("cross-attention", "reconstruction", "red circle on dark", "the class word 'square' is not in the caption"),
+        ("none", "word-swap", "red circle on dark", "the start class word 'square' is not in the caption 'red circle "
+         "on dark', and the word-swap start replaces it; give --prompt with it, or --start-from reconstruction"),
+        ("sam:no_such_sam", "word-swap", None, "SAM model 'no_such_sam' is not a folder"),
     ],
-    ids=["word-not-in-caption", "missing-sam"],
-)
-def test_mask_mistakes_are_one_line_errors(folder, mask, prompt, message, capsys, monkeypatch):
+    ids=["word-not-in-caption", "word-swap-start-without-the-word", "missing-sam"],
+)  # fmt: skip
+def test_mask_mistakes_are_one_line_errors(folder, mask, start, prompt, message, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     args = ["investigate", "counterfactual", "--net", "world:shape-net@fc", str(folder / "square.png"), "--start",
-            "square", "--target", "circle", "--mask", mask, "--out", str(folder / "unused"), *TINY]  # fmt: skip
+            "square", "--target", "circle", "--mask", mask, "--start-from", start, "--out", str(folder / "unused"),
+            *TINY]  # fmt: skip
     args += ["--prompt", prompt] if prompt else []
     assert main(args) == 2
     lines = capsys.readouterr().err.strip().splitlines()

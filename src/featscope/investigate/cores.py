@@ -311,7 +311,7 @@ def counterfactual(
     loss: str = "ce",
     inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
     inner_steps: int = INNER_STEPS,
-    start_from: str = RECONSTRUCTION,
+    start_from: str = WORD_SWAP,
     start_taus: Sequence[float] = DIG_IN_TAUS,
     start_blends: Sequence[float] = DIG_IN_BLENDS,
     config: EndToEndConfig,
@@ -320,9 +320,9 @@ def counterfactual(
     """Visual counterfactuals (DiG-IN §5) of real images (B, 3, H, W) at the backbone's size: optimise
     ``class_loss(target) + sum(weight * regularizer)`` from their null-text inversion (``inverted`` = (x_T,
     null texts) when already computed), ``mask`` (B or 1, 1, H, W) being the foreground (None: all background).
-    ``start_from``: ``"reconstruction"`` (the inversion's regeneration) or ``"word-swap"`` (DiG-IN's: the best
-    word swap of the start class word for the target's over ``start_taus`` x ``start_blends``, see
-    :mod:`featscope.investigate.word_swap_start`)."""
+    ``start_from``: ``"word-swap"`` (DiG-IN's: the best word swap of the start class word for the target's over
+    ``start_taus`` x ``start_blends``, see :mod:`featscope.investigate.word_swap_start`; each caption must name the
+    start class) or ``"reconstruction"`` (the inversion's regeneration)."""
     objective = regularized(class_loss(net, target, loss), regularizers, regularizer_weights)
     text = _prompts(prompts, len(images))
     if inverted is None:
@@ -355,8 +355,8 @@ def _from_word_swap(backbone: Backbone, objective: Objective, images: torch.Tens
                     quiet: bool):  # fmt: skip
     """The optimisation from each image's best word swap: (its result, the chosen (tau, blend) per image, the
     source caption's regeneration)."""
+    from featscope.investigate.word_edits import swap_word, token_mapper
     from featscope.investigate.word_swap_start import WordSwapStart, best_word_swap, latent_background, record_source
-    from featscope.investigate.wordswap import swap_word, token_mapper
     from featscope.solvers.endtoend import optimize
 
     text = [text] * len(images) if isinstance(text, str) else text

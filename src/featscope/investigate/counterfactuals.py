@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from featscope.datasets import ImageItem
+from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
 from featscope.investigate import cores
@@ -30,6 +31,7 @@ from featscope.investigate.launch import Build, Call, investigation
 from featscope.investigate.masks import MaskSpec, foreground_mask, load_sam, postprocess_mask, user_mask, word_tokens
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
 from featscope.investigate.settings import NO_MASK, CounterfactualSettings, parse_mask
+from featscope.investigate.word_edits import has_word
 from featscope.objectives import class_loss
 from featscope.orchestration import Item, Plan, summary_row
 from featscope.runs import RunFolder
@@ -110,13 +112,21 @@ class _Counterfactual(ImageRun):
         return cls(model, network, options, solver, captions, quiet, spec, sam, mask)
 
     def items(self, entries: list[ImageItem], start_label, targets: list) -> list[Item]:
-        """One item per image and target class (:func:`class_items`); a generated mask needs the start class word
-        in each caption, checked first too."""
-        return class_items(self.network, entries, start_label, targets, self._word_check if self.spec else None)
+        """One item per image and target class (:func:`class_items`); a generated mask and the word-swap start
+        need the start class word in each caption, checked first too."""
+        needs_word = self.spec is not None or self.options.start_from == cores.WORD_SWAP
+        return class_items(self.network, entries, start_label, targets, self._word_check if needs_word else None)
 
     def _word_check(self, entry: ImageItem, start) -> None:
         start_name = _label_name(self.network, start)
-        word_tokens(self.model, self.captions.of(entry, start_name), start_name)
+        caption = self.captions.of(entry, start_name)
+        if self.options.start_from == cores.WORD_SWAP and not has_word(caption, start_name):
+            raise FeatscopeError(
+                f"the start class word {start_name!r} is not in the caption {caption!r}, and the word-swap start "
+                "replaces it; give --prompt with it, or --start-from reconstruction"
+            )
+        if self.spec is not None:
+            word_tokens(self.model, caption, start_name)
 
     def work(self, run: RunFolder, item: Item) -> dict:
         p, o, size = item.payload, self.options, tuple(self.model.image_size)

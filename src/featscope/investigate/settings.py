@@ -249,10 +249,11 @@ class CounterfactualSettings(BackgroundSettings, CaptionSettings):
 
     loss: str = knob("ce", "raise the target class: -log p (ce, log_conf: the same value) or -p (conf)",
                      choices=("ce", "conf", "log_conf"))  # fmt: skip
-    start_from: str = knob("reconstruction", "where the optimisation starts: the inversion's reconstruction, or "
-                           "DiG-IN's best word swap (the start class word replaced by the target's, cross-attention "
-                           "re-injected for --start-taus of the steps, the background blended for --start-blends; "
-                           "the pair with the lowest loss kept)", choices=("reconstruction", "word-swap"))  # fmt: skip
+    start_from: str = knob("word-swap", "where the optimisation starts: DiG-IN's best word swap (the start class "
+                           "word replaced by the target's, cross-attention re-injected for --start-taus of the steps, "
+                           "the background blended for --start-blends; the pair with the lowest loss kept; the caption "
+                           "must name the start class), or the inversion's reconstruction",
+                           choices=("word-swap", "reconstruction"))  # fmt: skip
     start_taus: tuple[float, ...] = knob(DIG_IN_TAUS, "word-swap start: shares of the steps with the source's "
                                          "cross-attention re-injected", metavar="T,T",
                                          parse=comma_separated(float))  # fmt: skip

@@ -1,13 +1,14 @@
 """DiG-IN's start of a counterfactual: the best word swap, which the optimisation then runs from.
 
-The class word of each caption is replaced by the target class word (:func:`~featscope.investigate.wordswap.swap_word`)
-and the inverted image is regenerated with the edited caption while, for the first ``round(tau * T)`` of the T
-steps, its cross-attention probabilities are the source caption's (recorded once from the source regeneration and
-mapped to the edited tokens, prompt-to-prompt's word swap), and for the first ``round(blend * T)`` steps the
-source's latents are blended in outside the foreground mask (``z = m z + (1 - m) z_source``). Of the combinations
-of ``taus`` (DiG-IN: 0.3, 0.4, 0.5 of 20 steps) and ``blends`` (none or 0.3), each image keeps the one whose image
-has the lowest non-augmented loss (the class loss plus the regularisers), and the end-to-end optimisation runs
-with that edit at every iteration, so its iteration 0 is that word swap.
+The class word of each caption is replaced by the target class word
+(:func:`~featscope.investigate.word_edits.swap_word`) and the inverted image is regenerated with the edited
+caption while, for the first ``round(tau * T)`` of the T steps, its cross-attention probabilities are the source
+caption's (recorded once from the source regeneration and mapped to the edited tokens, prompt-to-prompt's word
+swap), and for the first ``round(blend * T)`` steps the source's latents are blended in outside the foreground
+mask (``z = m z + (1 - m) z_source``). Of the combinations of ``taus`` (DiG-IN: 0.3, 0.4, 0.5 of 20 steps) and
+``blends`` (none or 0.3), each image keeps the one whose image has the lowest non-augmented loss (the class loss
+plus the regularisers), and the end-to-end optimisation runs with that edit at every iteration, so its
+iteration 0 is that word swap.
 
 :class:`WordSwapStart` is the edit (a :class:`~featscope.solvers.endtoend.StepEdit`); :func:`best_word_swap`
 searches it.

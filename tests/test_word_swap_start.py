@@ -102,8 +102,8 @@ def test_on_the_world_the_word_swap_start_already_flips_the_classifier_where_the
     config = EndToEndConfig(num_steps=10, guidance_scale=3.0, iterations=1, cutouts=1, loss_steps=1)
     inverted = cores.null_inversion(backbone, image, caption, num_steps=10, guidance_scale=3.0, inner_steps=2)
     common = dict(seeds=[0], prompts=caption, inverted=inverted, config=config)
-    swapped = cores.counterfactual(backbone, net, image, "circle", "square", start_from="word-swap", **common)
-    plain = cores.counterfactual(backbone, net, image, "circle", "square", **common)
+    swapped = cores.counterfactual(backbone, net, image, "circle", "square", **common)  # the default start
+    plain = cores.counterfactual(backbone, net, image, "circle", "square", start_from="reconstruction", **common)
     square = net.labels.index("square")
     assert swapped.target_confidence[0][1] > 0.5 > plain.target_confidence[0][1]  # [image, iterate 0, ...]
     assert swapped.word_swap_start[0] in [(t, blend) for t in (0.3, 0.4, 0.5) for blend in (0.0,)]

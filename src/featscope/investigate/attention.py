@@ -52,13 +52,15 @@ def explicit_attention(attn, hidden_states, encoder_hidden_states=None, attentio
 
 
 @contextmanager
-def on_cross_attention(unet: torch.nn.Module, processor) -> Iterator[None]:
-    """Use ``processor`` on every ``attn2`` (cross-attention) layer of ``unet``; restore the processors after."""
+def on_cross_attention(unet: torch.nn.Module, processor=None, *, by_layer: Callable | None = None) -> Iterator[None]:
+    """Use ``processor`` (or ``by_layer(name)``, one per layer) on every ``attn2`` (cross-attention) layer of
+    ``unet``; restore the processors after."""
     original = unet.attn_processors
     names = [n for n in original if n.endswith("attn2.processor")]
     if not names:
         raise FeatscopeError("the backbone's UNet has no cross-attention layers (it is not prompt-conditioned)")
-    unet.set_attn_processor({n: processor if n in names else p for n, p in original.items()})
+    chosen = {n: by_layer(n) if by_layer is not None else processor for n in names}
+    unet.set_attn_processor({n: chosen.get(n, p) for n, p in original.items()})
     try:
         yield
     finally:

@@ -16,8 +16,8 @@ searches it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from itertools import product
 from typing import TYPE_CHECKING
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from featscope.errors import FeatscopeError
-from featscope.investigate.attention import explicit_attention
+from featscope.investigate.attention import explicit_attention, on_cross_attention
 from featscope.investigate.settings import DIG_IN_BLENDS, DIG_IN_TAUS
 
 if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a core runs
@@ -48,25 +48,15 @@ class _LayerHook:
     """One cross-attention layer's processor: diffusers' attention with its probabilities passed to the owner."""
 
     def __init__(self, owner, name: str) -> None:
-        self.owner, self.name = owner, name
+        self.edit = functools.partial(owner.edit, name)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
-        edit = lambda probs, batch: self.owner.edit(self.name, probs, batch)  # noqa: E731
-        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, edit=edit)
+        return explicit_attention(attn, hidden_states, encoder_hidden_states, attention_mask, temb, edit=self.edit)
 
 
-@contextmanager
-def _hooked(unet: torch.nn.Module, owner) -> Iterator[None]:
+def _hooked(unet: torch.nn.Module, owner):
     """``owner.edit(layer, probs, batch)`` on every cross-attention layer of ``unet`` while held."""
-    original = unet.attn_processors
-    names = [n for n in original if n.endswith("attn2.processor")]
-    if not names:
-        raise FeatscopeError("the backbone's UNet has no cross-attention layers (it is not prompt-conditioned)")
-    unet.set_attn_processor({n: _LayerHook(owner, n) if n in names else p for n, p in original.items()})
-    try:
-        yield
-    finally:
-        unet.set_attn_processor(original)
+    return on_cross_attention(unet, by_layer=lambda name: _LayerHook(owner, name))
 
 
 class _Recorder:

@@ -70,7 +70,8 @@ def wordswap_item(backbone, net, image, record, config: EndToEndConfig, seed: in
     swap_s = time.time() - tic
     tic = time.time()
     optimised = cores.counterfactual(backbone, net, image, START, TARGET, seeds=[seed], prompts=caption,
-                                     mask=mask, inverted=inverted, config=config)  # fmt: skip
+                                     mask=mask, inverted=inverted, config=config,
+                                     start_from="reconstruction")  # fmt: skip (as its records were made)
     optimised_s = time.time() - tic
     results = {"word swap": swap.best, "optimised": optimised.best, "inversion": swap.reconstruction}
     row = {"caption": caption, "edited_caption": swap.edited_prompts[0], "chosen_tau": swap.chosen_tau[0],

@@ -276,6 +276,27 @@ def null_inversion(
                             guidance_scale=guidance_scale, inner_steps=inner_steps, quiet=quiet)  # fmt: skip
 
 
+def _inversion(backbone: Backbone, images: torch.Tensor, text: str | list[str],
+               inverted: tuple[torch.Tensor, torch.Tensor] | None, inner_steps: int, config: EndToEndConfig,
+               quiet: bool) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``inverted`` (x_T, null texts), else the images' null-text inversion on the solver's chain."""
+    if inverted is not None:
+        return inverted
+    return null_inversion(backbone, images, text, num_steps=config.num_steps, guidance_scale=config.guidance_scale,
+                          inner_steps=inner_steps, quiet=quiet)  # fmt: skip
+
+
+def _inversion_start(backbone: Backbone, images: torch.Tensor, text: str | list[str],
+                     inverted: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None,
+                     seeds: Sequence[int]) -> dict:  # fmt: skip
+    """The solver's arguments that start it from the images' inversion, with ``mask`` as the foreground (None:
+    everything is background)."""
+    x_t, null_texts = inverted
+    mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
+    return dict(prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images, mask=mask,
+                generators=_generators(backbone, seeds))  # fmt: skip
+
+
 def _from_inversion(
     backbone: Backbone, objective: Objective, images: torch.Tensor, prompts: str | Sequence[str],
     inverted: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor | None, seeds: Sequence[int],
@@ -286,14 +307,9 @@ def _from_inversion(
     from featscope.solvers.endtoend import optimize
 
     text = _prompts(prompts, len(images))
-    if inverted is None:
-        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
-                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
-                                  quiet=quiet)  # fmt: skip
-    x_t, null_texts = inverted
-    mask = mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:])
-    return optimize(backbone, objective, prompt=text, start_latent=x_t, null_texts=null_texts, start_image=images,
-                    mask=mask, generators=_generators(backbone, seeds), config=config, quiet=quiet)  # fmt: skip
+    inverted = _inversion(backbone, images, text, inverted, inner_steps, config, quiet)
+    return optimize(backbone, objective, config=config, quiet=quiet,
+                    **_inversion_start(backbone, images, text, inverted, mask, seeds))  # fmt: skip
 
 
 def counterfactual(
@@ -323,22 +339,19 @@ def counterfactual(
     ``start_from``: ``"word-swap"`` (DiG-IN's: the best word swap of the start class word for the target's over
     ``start_taus`` x ``start_blends``, see :mod:`featscope.investigate.word_swap_start`; each caption must name the
     start class) or ``"reconstruction"`` (the inversion's regeneration)."""
+    if start_from not in (WORD_SWAP, RECONSTRUCTION):  # before the inversion's work
+        raise FeatscopeError(f"start_from {start_from!r}: use {RECONSTRUCTION} or {WORD_SWAP}")
     objective = regularized(class_loss(net, target, loss), regularizers, regularizer_weights)
     text = _prompts(prompts, len(images))
-    if inverted is None:
-        inverted = null_inversion(backbone, images, text, num_steps=config.num_steps,
-                                  guidance_scale=config.guidance_scale, inner_steps=inner_steps,
-                                  quiet=quiet)  # fmt: skip
+    inverted = _inversion(backbone, images, text, inverted, inner_steps, config, quiet)
     chosen = None
     if start_from == WORD_SWAP:
         words = (_label_name(net, start), _label_name(net, target))
         result, chosen, reconstruction = _from_word_swap(backbone, objective, images, text, words, inverted, mask,
                                                          seeds, (start_taus, start_blends), config, quiet)  # fmt: skip
-    elif start_from == RECONSTRUCTION:
+    else:
         result = _from_inversion(backbone, objective, images, text, inverted, mask, seeds, inner_steps, config, quiet)
         reconstruction = result.images[0]
-    else:
-        raise FeatscopeError(f"start_from {start_from!r}: use {RECONSTRUCTION} or {WORD_SWAP}")
     y_start, y_target = class_index(net, start), class_index(net, target)
     start_conf, target_conf, dist = [], [], []
     for b in range(len(images)):
@@ -368,9 +381,7 @@ def _from_word_swap(backbone: Backbone, objective: Objective, images: torch.Tens
     mappers = torch.stack([token_mapper(backbone, s, e, *words) for s, e in zip(text, edited, strict=True)])
     batch = len(images)
     edit = WordSwapStart(source, mappers, [0] * batch, [0] * batch, latent_background(backbone, mask, batch))
-    kwargs = dict(prompt=edited, start_latent=x_t, null_texts=null_texts, start_image=images,
-                  mask=mask if mask is not None else torch.zeros(1, 1, *images.shape[-2:]),
-                  generators=_generators(backbone, seeds))  # fmt: skip
+    kwargs = _inversion_start(backbone, images, edited, inverted, mask, seeds)
     edit, chosen, _ = best_word_swap(backbone, objective, kwargs, edit, taus=taus, blends=blends, config=config)
     result = optimize(backbone, objective, config=config, step_edit=edit, quiet=quiet, **kwargs)
     with torch.no_grad():

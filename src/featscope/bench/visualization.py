@@ -377,8 +377,6 @@ def run_visualization_bench(
     if samples < 1:
         raise FeatscopeError(f"samples must be at least 1, not {samples}")
     rows, notes = check_rows(list(compare))
-    for note in notes:
-        print(note, file=sys.stderr)
     config = endtoend_defaults(backbone, "neuron").with_overrides(**settings)
     config.validate()
     torch_device = resolve_device(device)
@@ -386,6 +384,8 @@ def run_visualization_bench(
     units = units_of(network, classes, channels)
     if not units:
         raise FeatscopeError("no class and no neuron to visualise; give --classes or --channels")
+    for note in notes:  # after the user's mistakes, so that those stay one line
+        print(note, file=sys.stderr)
     size = int((network.input_size or (32, 32))[0])
     model = load_backbone(backbone, device=torch_device) if {"featscope", "accentuation"} & set(rows) else None
     kind = backbone_kind(model) if model is not None else getattr(kind_of_size(size, size), "name", DEFAULT_KIND)

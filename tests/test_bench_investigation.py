@@ -111,20 +111,29 @@ def test_difference_finds_the_colour_shortcut_of_the_spurious_network(tmp_path):
     assert sum(c["disagreeing_color_of_second_prediction"] for c in per_class) == follows["successes"]
 
 
-def test_the_bench_measures_minimality_and_reconstruction_of_both_counterfactuals(tmp_path):
-    """Counterfactual and word swap from the same inversions: each row has the shares of minimal, clean and poorly
-    reconstructed results over the n images, and the two reconstructions of an image are the same regeneration."""
-    report = run_investigation_bench(tmp_path / "both", ["counterfactual", "word-swap"], n=2, batch=2, device="cpu",
-                                     quiet=True, rows=["no regulariser"], iterations=1, num_steps=3,
-                                     cutouts=1)  # fmt: skip
+def test_the_bench_measures_minimality_and_reconstruction_of_every_counterfactual(tmp_path):
+    """Counterfactual, word swap and neuron counterfactual from the same inversions: each row has the shares of
+    minimal, clean and poorly reconstructed results over the n images, and the reconstructions of an image are the
+    same regeneration (the re-injection start's iteration 0 included)."""
+    reinjection = "re-injection start, cross-attention mask, no regularisers or cutouts"
+    report = run_investigation_bench(tmp_path / "both", ["counterfactual", "word-swap", "neuron-images"], n=2,
+                                     batch=2, device="cpu", quiet=True, rows=["no regulariser", reinjection],
+                                     iterations=1, num_steps=3, cutouts=1, channels=[3])  # fmt: skip
     optimised = report["results"]["counterfactual"]["rows"]["no regulariser"]
     swapped = report["results"]["word-swap"]["rows"]["word swap"]
-    for row in (optimised, swapped):
+    neuron = report["results"]["neuron-images"]["rows"][reinjection]
+    assert list(report["results"]["neuron-images"]["rows"]) == [reinjection] and neuron["solver_cutouts"] == 0
+    assert neuron["activation_rose"]["total"] == 2
+    for row in (optimised, swapped, neuron):
         assert row["minimal"]["total"] == row["clean"]["total"] == row["poor_reconstruction"]["total"] == 2
         assert set(row["changed"]) == {"shape", "color", "size", "position", "background"}
         assert row["clean"]["successes"] <= row["minimal"]["successes"]
         assert sum(item["verdict"] == "clean" for item in row["items"]) == row["clean"]["successes"]
-    for a, b in zip(optimised["items"], swapped["items"], strict=True):
+    for a, b, c in zip(optimised["items"], swapped["items"], neuron["items"], strict=True):
         assert a["reconstruction_l2"] == pytest.approx(b["reconstruction_l2"], abs=1e-3)
-    with pytest.raises(FeatscopeError, match="unknown counterfactual row"):
+        assert a["reconstruction_l2"] == pytest.approx(c["reconstruction_l2"], abs=1e-3)
+    assert "## Neuron counterfactuals of 2 circle images" in (tmp_path / "both" / "results.md").read_text()
+    with pytest.raises(FeatscopeError, match="unknown row"):
         run_investigation_bench(tmp_path / "bad", ["counterfactual"], n=1, rows=["no such row"], device="cpu")
+    with pytest.raises(FeatscopeError, match="no neuron-images row"):
+        run_investigation_bench(tmp_path / "bad", ["neuron-images"], n=1, rows=["no regulariser"], device="cpu")

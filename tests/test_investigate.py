@@ -17,6 +17,7 @@ from PIL import Image
 from featscope import investigate
 from featscope.datasets import ClassFolderDataset
 from featscope.errors import FeatscopeError
+from featscope.investigate.masks import scaled_steps
 from featscope.world.render import generate
 from shared_inputs import save_world_image
 
@@ -109,6 +110,18 @@ def test_mask_post_processing_and_size_check(world):
         investigate.load_mask(world / "bad_mask.png", (64, 64), (32, 32))
     with pytest.raises(FeatscopeError, match="unknown mask post-processing"):
         investigate.postprocess_mask(mask, ["open_3"])
+
+
+def test_the_published_post_processing_scales_with_the_image():
+    """DiG-IN's erosion 3, dilation 20, blur 45/30 are sizes on 512 px images: ``published`` scales them."""
+    assert scaled_steps(512) == ["erosion_3", "dilation_20", "blur_45_30"]
+    assert scaled_steps(32) == ["blur_3_1.875"]  # erosion and dilation round below 2 px: left out
+    assert scaled_steps(64) == ["dilation_2", "blur_7_3.75"]
+    square = torch.zeros(1, 1, 64, 64)
+    square[..., 16:48, 16:48] = 1
+    published = investigate.postprocess_mask(square, ["published"])
+    assert torch.equal(published, investigate.postprocess_mask(square, ["dilation_2", "blur_7_3.75"]))
+    assert published[0, 0, 15, 32] > 0.4 and published[0, 0, 32, 32] == 1  # grown by a pixel, then softened
 
 
 # -- the API on the embedded world ---------------------------------------------------------------

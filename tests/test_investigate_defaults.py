@@ -12,7 +12,7 @@ from PIL import Image
 
 from featscope import investigate, registry
 from featscope.backbones import FAMILIES
-from featscope.investigate.counterfactuals import default_mask
+from featscope.investigate.masks import default_masking
 from featscope.solvers.configs import EndToEndConfig, endtoend_defaults
 from featscope.world.plugin import COUNTERFACTUAL_DEFAULTS, ENDTOEND_DEFAULTS, NEURON_DEFAULTS
 from shared_inputs import save_world_image
@@ -86,12 +86,15 @@ def test_counterfactuals_at_the_world_defaults_flip_shape_net(tmp_path):
     assert {name: _solver(out)[name] for name in LEARNING_RATES} == ENDTOEND_DEFAULTS
 
 
-def test_world_counterfactuals_default_to_the_cross_attention_mask_and_record_it(tmp_path):
-    assert default_mask(None, "world:ddpm") == COUNTERFACTUAL_DEFAULTS["mask"] == "cross-attention:otsu"
-    assert default_mask("none", "world:ddpm") is None  # the user's way out: the whole image is background
-    assert default_mask("cross-attention:0.4", "world:ddpm") == "cross-attention:0.4"
-    for spec in ("sd:runwayml/stable-diffusion-v1-5", "sdxl:x", "pixel:/a/folder"):
-        assert default_mask(None, spec) is None  # the published runs give a mask or none
+def test_counterfactuals_default_to_a_cross_attention_mask_and_record_it(world, tiny_sd_backbone, tmp_path):
+    backbone, _ = world
+    world_default = (COUNTERFACTUAL_DEFAULTS["mask"], tuple(COUNTERFACTUAL_DEFAULTS["mask_postprocess"]))
+    assert default_masking(None, None, backbone) == world_default
+    assert world_default[0] == "cross-attention:otsu"
+    assert default_masking("none", None, backbone)[0] == "none"  # the user's way out: the whole image is background
+    assert default_masking("cross-attention:0.4", ("none",), backbone) == ("cross-attention:0.4", ())
+    # Stable Diffusion: DiG-IN's, a mask always, post-processed as published (sizes scaled to the image's side)
+    assert default_masking(None, None, tiny_sd_backbone) == ("cross-attention", ("published",))
     image = tmp_path / "circle.png"
     save_world_image(image, seed=5, shape="circle")
     out = tmp_path / "cf"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from featscope.images import to_tensor
 from featscope.investigate.cores import channel_activation, neuron_images_core
@@ -37,6 +38,24 @@ def test_a_channel_moves_the_chosen_way_from_the_inversion(world, star, maximise
     assert result.distance[0]["l2"][0] < 0.1  # iteration 0 is the inversion's regeneration of the image
 
 
+def test_the_reinjection_start_holds_the_object_and_its_iteration_0_is_the_reconstruction(world, star):
+    """DiG-IN's start of a neuron counterfactual: the caption's own cross-attention re-injected and the object
+    blended from the regeneration. Iteration 0 is the reconstruction; blending every step inside a mask that
+    covers the whole image holds every iterate to it, however the optimisation moves the chain."""
+    backbone, net = world
+    _, image, caption = star
+    common = dict(seeds=[0], prompts=caption, regularizers=(), regularizer_weights=(), inner_steps=1)
+    plain = neuron_images_core(backbone, net, image, 3, config=FAST, **common)
+    everything = torch.ones(1, 1, *image.shape[-2:])
+    partial = neuron_images_core(backbone, net, image, 3, reinject=True, mask=everything,
+                                 start_tau=0.5, start_blend=0.5, config=FAST, **common)  # fmt: skip
+    held = neuron_images_core(backbone, net, image, 3, reinject=True, mask=everything, start_tau=1.0,
+                              start_blend=1.0, config=FAST, **common)  # fmt: skip
+    assert torch.allclose(partial.images[0], plain.images[0], atol=1e-5)  # iteration 0: the reconstruction
+    assert (partial.images[-1] - plain.images[0]).abs().max() > 1e-3  # half the steps free: the image moves
+    assert (held.images - plain.images[0]).abs().max() < 1e-5  # every step held: nothing moves
+
+
 def test_neuron_images_cli_writes_one_folder_per_image_and_channel(featscope_main, star, tmp_path):
     root, _, caption = star
     out = tmp_path / "n"
@@ -64,7 +83,7 @@ def test_neuron_images_cli_writes_one_folder_per_image_and_channel(featscope_mai
     ("extra", "message"),
     [
         (["--minimise", "--direction", "up"], "--minimise and --direction up contradict each other"),
-        (["--mask", "cross-attention"], "neuron counterfactuals take a PNG mask"),
+        (["--mask", "cross-attention"], "bare.png has no class folder"),
         (["--channels", "999"], "channel 999 is out of range"),
         (["--caption-model", "no/such/captioner"], "captioning model 'no/such/captioner' is not a folder"),
     ],

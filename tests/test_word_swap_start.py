@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from featscope.investigate import cores
-from featscope.investigate.word_swap_start import WordSwapStart, best_word_swap, latent_background, record_source
+from featscope.investigate.word_swap_start import WordSwapStart, best_word_swap, latent_region, record_source
 from featscope.investigate.wordswap import prompt_to_prompt, token_mapper
 from featscope.objectives import pixel_l2
 from featscope.solvers.configs import EndToEndConfig
@@ -53,7 +53,7 @@ def test_the_replayed_source_attention_equals_prompt_to_prompts_live_reinjection
 def test_blending_every_step_with_no_foreground_keeps_the_source_regeneration(tiny_sd_backbone):
     backbone = tiny_sd_backbone
     images, prompts, x_t, null_texts = _inverted(backbone)
-    nothing = latent_background(backbone, torch.zeros(1, 1, 16, 16), 1)
+    nothing = latent_region(backbone, torch.zeros(1, 1, 16, 16), 1)
     assert nothing.shape == (1, 1, *backbone.latent_shape[-2:]) and bool((nothing == 1).all())
     edit, edited = _start(backbone, prompts, x_t, null_texts, [0], [STEPS], nothing)
     kwargs = dict(prompt=edited, start_latent=x_t, null_texts=null_texts, start_image=images)
@@ -69,7 +69,7 @@ def test_the_search_keeps_each_images_lowest_loss_pair_and_the_optimisation_star
     backbone = tiny_sd_backbone
     images, prompts, x_t, null_texts = _inverted(backbone, batch=2)
     edit, edited = _start(backbone, prompts, x_t, null_texts, [0, 0], [0, 0],
-                          latent_background(backbone, torch.zeros(1, 1, 16, 16), 2))  # fmt: skip
+                          latent_region(backbone, torch.zeros(1, 1, 16, 16), 2))  # fmt: skip
     kwargs = dict(prompt=edited, start_latent=x_t, null_texts=null_texts, start_image=images)
     chosen_edit, chosen, losses = best_word_swap(backbone, pixel_l2(), kwargs, edit, taus=(0.0, 0.5),
                                                  blends=(0.0, 1.0), config=CONFIG)  # fmt: skip

@@ -11,6 +11,9 @@ Three measurements, one per use case of the end-to-end solver (issue #5's accept
   shape, and on as many unguided samples as the guided method's network evaluations.
 - ``neuron``: images that raise a channel of the penultimate layer: the activation over the plain sample's
   and over the channel's mean on 512 held-out images.
+- ``neuron-images``: the counterfactual's world images with a channel of the penultimate layer raised from their
+  inversion, one row per setting of :data:`NEURON_IMAGE_ROWS`: how often the activation rose, by how much, and
+  which attributes the oracle reads changed.
 
 The scene kind follows the backbone's image size (:func:`~featscope.bench.run.backbone_kind`); on a 64 px
 backbone (``patterns64``) the networks are ``world:shape-net-64`` and ``world:tag-net``, whose planted shortcut
@@ -53,7 +56,7 @@ from featscope.world.oracle import OracleReading
 from featscope.world.patterns import TAG_BOX
 from featscope.world.render import COLORS, SHAPES, WorldRecord, object_mask
 
-METHODS = ("counterfactual", "word-swap", "difference", "neuron")
+METHODS = ("counterfactual", "word-swap", "difference", "neuron", "neuron-images")
 RESULTS = "results.json"
 HELD_OUT_IMAGES = 512  # the split's images over which a neuron's mean activation is taken
 # counterfactual rows: (regularizers, weights, foreground mask, start): "object" is the renderer's true object
@@ -71,6 +74,12 @@ ROWS = {
         "cross-attention:otsu",
         cores.WORD_SWAP,
     ),
+}
+# neuron counterfactuals of images: (regularizers, weights, foreground mask, DiG-IN's re-injection start, cutouts;
+# None: the solver's)
+NEURON_IMAGE_ROWS = {
+    "reconstruction start, background regularisers, no mask": (*BACKGROUND, None, False, None),
+    "re-injection start, cross-attention mask, no regularisers or cutouts": ((), (), "cross-attention:otsu", True, 0),
 }
 SHORTCUT_COLOR = {shape: color for shape, color in zip(SHAPES, COLORS, strict=False)}  # spurious-net's training
 UNGUIDED_BATCH = 64  # unguided baseline samples per call of the sampler
@@ -185,12 +194,14 @@ def _row_mask(mask: str | None, true_masks, backbone, images, inverted, captions
 
 
 def fidelity_row(backbone, images: torch.Tensor, regenerated: torch.Tensor, results: torch.Tensor,
-                 flipped: Sequence[bool], target: str) -> dict:  # fmt: skip
+                 flipped: Sequence[bool], target: str | None) -> dict:  # fmt: skip
     """Minimality and reconstruction fidelity of a row's results, as ``featscope investigate`` records them per item
-    (:func:`featscope.investigate.fidelity.checks`), in shares with 95% intervals; per image in ``items``."""
+    (:func:`featscope.investigate.fidelity.checks`), in shares with 95% intervals; per image in ``items``.
+    ``target``: the target class (None: a neuron's edit, minimal when at most one attribute changed)."""
+    intended = fidelity.intended_attribute(target) if target is not None else None
     items = {
         str(i): fidelity.checks(images[i : i + 1], regenerated[i : i + 1], results[i : i + 1], backbone.spec,
-                                intended=fidelity.intended_attribute(target), target=target, flipped=bool(flipped[i]))
+                                intended=intended, target=target, flipped=bool(flipped[i]))
         for i in range(len(images))
     }  # fmt: skip
     row = fidelity.aggregate(items)
@@ -305,6 +316,56 @@ def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, 
     }
     return {"network": net.name, "start": start, "target": target, "n": n, "solver": swap_config.to_dict(),
             "rows": {"word swap": row}}  # fmt: skip
+
+
+def neuron_images_bench(backbone, net, *, n: int, source: TargetSource, start: str, channel: int,
+                        config: EndToEndConfig, batch: int, out: Path, quiet: bool,
+                        rows: Sequence[str] = tuple(NEURON_IMAGE_ROWS),
+                        inversions: dict | None = None) -> dict:  # fmt: skip
+    """Neuron counterfactuals of the counterfactual's ``n`` world images of shape ``start`` (the same inversions):
+    ``channel`` of the penultimate layer raised, one optimisation per row of :data:`NEURON_IMAGE_ROWS`; how often
+    the activation rose over the image's, the median ratio, the background change and minimality (at most one
+    attribute changed)."""
+    arrays, records = source.images(n, shape=start)
+    seed, scene = source.noise_seed, scene_kind(source.kind)
+    images = to_tensor(arrays)
+    masks = object_masks(records, scene.image_size)
+    background = background_masks(masks, records)
+    results = {name: [] for name in rows}
+    cache = {} if inversions is None else inversions
+    for part in tqdm(_batches(n, batch), desc="neuron images", disable=quiet):
+        idx = list(part)
+        captions = [records[i].caption() for i in idx]
+        inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
+        for name in rows:
+            regularizers, weights, mask, reinject, cutouts = NEURON_IMAGE_ROWS[name]
+            row_config = config if cutouts is None else config.with_overrides(cutouts=cutouts)
+            result = cores.neuron_images_core(
+                backbone, net, images[idx], channel, seeds=[seed + i for i in idx], prompts=captions,
+                regularizers=regularizers, regularizer_weights=weights,
+                mask=_row_mask(mask, masks[idx], backbone, images[idx], inverted, captions, start, config),
+                inverted=inverted, reinject=reinject, config=row_config,
+            )  # fmt: skip
+            after = [result.activation[b][result.best_iteration(b)] for b in range(len(idx))]
+            results[name].append((result.images[0], result.best, result.image_activation, after))
+    rows = {}
+    for name, parts in results.items():
+        regenerated, best = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        image_act = torch.tensor([a for p in parts for a in p[2]])
+        after = torch.tensor([a for p in parts for a in p[3]])
+        change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+        rose = (after > image_act).tolist()
+        rows[name] = {
+            "activation_rose": proportion(sum(rose), n),
+            "ratio_after_over_image_median": float((after / image_act.clamp(min=1e-6)).median()),
+            "activation_image_mean": float(image_act.mean()),
+            "activation_after_mean": float(after.mean()),
+            "background_change_mean_abs": float(change.mean()),
+            "solver_cutouts": config.cutouts if NEURON_IMAGE_ROWS[name][4] is None else NEURON_IMAGE_ROWS[name][4],
+            **fidelity_row(backbone, images, regenerated, best, rose, None),
+        }
+        save_grid(best, out / f"neuron-images-{name.replace(',', '').replace(' ', '-')}.png")
+    return {"network": net.name, "start": start, "channel": channel, "n": n, "rows": rows}
 
 
 class Selection(NamedTuple):
@@ -560,7 +621,7 @@ def run_investigation_bench(
     extractor_weights: Mapping[str, str | Path] | None = None,
     batch: int = 8,
     channels: Sequence[int] = (0, 1, 2, 3),
-    rows: Sequence[str] = tuple(ROWS),
+    rows: Sequence[str] | None = None,
     device: str = "auto",
     quiet: bool = False,
     overwrite: bool = False,
@@ -574,15 +635,20 @@ def run_investigation_bench(
     ``n`` is the number of counterfactual images (from the evaluation ``split``, or ``seed``'s stream; see
     :class:`~featscope.bench.targets.TargetSource`), and the number of difference samples per shape and neuron
     samples per neuron (each of ``channels``) is ``max(1, n // 8)``; ``rows``: the counterfactual rows of
-    :data:`ROWS` (word swap starts from the same inversions). ``settings`` override the backbone's end-to-end
-    defaults (:func:`~featscope.solvers.configs.endtoend_defaults`).
+    :data:`ROWS` and the neuron-images rows of :data:`NEURON_IMAGE_ROWS` to run (None: all; word swap and
+    neuron-images, on the first of ``channels``, start from the counterfactual's inversions). ``settings``
+    override the backbone's end-to-end defaults (:func:`~featscope.solvers.configs.endtoend_defaults`).
     """
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise FeatscopeError(f"unknown investigation method(s) {unknown}; choose from {', '.join(METHODS)}")
-    bad_rows = [r for r in rows if r not in ROWS]
+    rows = [*ROWS, *NEURON_IMAGE_ROWS] if rows is None else list(rows)
+    bad_rows = [r for r in rows if r not in ROWS and r not in NEURON_IMAGE_ROWS]
     if bad_rows or not rows:
-        raise FeatscopeError(f"unknown counterfactual row(s) {bad_rows}; choose from: {'; '.join(ROWS)}")
+        raise FeatscopeError(f"unknown row(s) {bad_rows}; choose from: {'; '.join([*ROWS, *NEURON_IMAGE_ROWS])}")
+    for method, known in (("counterfactual", ROWS), ("neuron-images", NEURON_IMAGE_ROWS)):
+        if method in methods and not any(r in known for r in rows):
+            raise FeatscopeError(f"no {method} row among the rows given; add one of: {'; '.join(known)}")
     config = _config(settings, backbone)
     out, weights = Path(out), dict(extractor_weights or {})
     check_out(out, overwrite)
@@ -603,8 +669,8 @@ def run_investigation_bench(
         tic = time.time()
         if method == "counterfactual":
             entry = counterfactual_bench(model, net, n=n, source=source, start="circle", target="square",
-                                         config=config, batch=batch, out=out, quiet=quiet, rows=rows,
-                                         inversions=inversions)  # fmt: skip
+                                         config=config, batch=batch, out=out, quiet=quiet,
+                                         rows=[r for r in rows if r in ROWS], inversions=inversions)  # fmt: skip
         elif method == "word-swap":
             entry = word_swap_bench(model, net, n=n, source=source, start="circle", target="square",
                                     config=config, batch=batch, out=out, quiet=quiet,
@@ -613,6 +679,11 @@ def run_investigation_bench(
             other = load_extractor(second, weights=weights.get(second), device=torch_device)
             entry = difference_bench(model, net, other, samples=small, seed=seed, config=config, out=out,
                                      quiet=quiet, baseline_samples=n, equal_evaluations=True, kind=kind)  # fmt: skip
+        elif method == "neuron-images":
+            entry = neuron_images_bench(model, net, n=n, source=source, start="circle", channel=channels[0],
+                                        config=config, batch=batch, out=out, quiet=quiet,
+                                        rows=[r for r in rows if r in NEURON_IMAGE_ROWS],
+                                        inversions=inversions)  # fmt: skip
         else:
             held_out = to_tensor(source.images(HELD_OUT_IMAGES)[0])
             neuron_config = _config(settings, backbone, "neuron")
@@ -640,11 +711,13 @@ def _cost(entry: dict, images: int) -> str:
     )
 
 
-def _fidelity_table(rows: dict) -> list[str]:
+def _fidelity_table(rows: dict, *, minimal: str = "only shape changed", moved: str = "flipped",
+                    attributes: Sequence[str] = ("color", "size", "position", "background")) -> list[str]:  # fmt: skip
     """Minimality and reconstruction per row: shares with 95% intervals (:func:`fidelity_row`); "not checked" where
-    the backbone is not a ``world:`` one (the oracle then reads no minimality) or has no reconstruction threshold."""
-    lines = ["| setting | minimal (only shape changed) | clean (flipped, minimal, reconstruction held) | "
-             "poor reconstruction | unreadable | changed (of the readable): color / size / position / background |",
+    the backbone is not a ``world:`` one (the oracle then reads no minimality) or has no reconstruction threshold.
+    ``minimal`` and ``moved`` say what minimal and a success mean; ``attributes``: the changes shown."""
+    lines = [f"| setting | minimal ({minimal}) | clean ({moved}, minimal, reconstruction held) | "
+             f"poor reconstruction | unreadable | changed (of the readable): {' / '.join(attributes)} |",
              "|---|---|---|---|---|---|"]  # fmt: skip
 
     def rate(entry: dict | None) -> str:
@@ -652,11 +725,25 @@ def _fidelity_table(rows: dict) -> list[str]:
 
     for name, row in rows.items():
         changes = row.get("changed", {})
-        changed = " / ".join(rate(changes.get(a)) for a in ("color", "size", "position", "background"))
+        changed = " / ".join(rate(changes.get(a)) for a in attributes)
         poor, unreadable = rate(row.get("poor_reconstruction")), rate(row.get("unreadable"))
         lines.append(f"| {name} | {rate(row.get('minimal'))} | {rate(row['clean'])} | {poor} | {unreadable} | "
                      f"{changed} |")  # fmt: skip
     return lines
+
+
+def _neuron_images_lines(r: dict) -> list[str]:
+    """Neuron counterfactuals of images: the activation, the background and minimality per row."""
+    lines = [f"## Neuron counterfactuals of {r['n']} {r['start']} images ({r['network']}, channel {r['channel']} "
+             "raised)", "",
+             "| setting | activation rose | median after / image | background change |",
+             "|---|---|---|---|"]  # fmt: skip
+    for name, row in r["rows"].items():
+        lines.append(f"| {name} | {_rate(row['activation_rose'])} | {row['ratio_after_over_image_median']:.2f} | "
+                     f"{row['background_change_mean_abs']:.4f} |")  # fmt: skip
+    table = _fidelity_table(r["rows"], minimal="at most one attribute changed", moved="rose",
+                            attributes=("shape", "color", "size", "position", "background"))  # fmt: skip
+    return [*lines, "", *table, _cost(r, len(r["rows"]) * r["n"]), ""]
 
 
 def _equal_evaluation_lines(r: dict) -> list[str]:
@@ -732,6 +819,8 @@ def investigation_markdown(report: dict) -> str:
         ]  # fmt: skip
     if "difference" in results:
         lines += _difference_lines(results["difference"], INVESTIGATION_KINDS[config["kind"]])
+    if "neuron-images" in results:
+        lines += _neuron_images_lines(results["neuron-images"])
     if "neuron" in results:
         r = results["neuron"]
         lines += [

@@ -191,20 +191,24 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     The investigation measurements: counterfactuals circle -> square of -n images, with and without background
     regularisers, and word swaps from the same inversions (each with minimality and the inversion's
     reconstruction error); shape-net vs spurious-net differences, n/8 per shape, with unguided baselines (n per
-    shape, and as many as the guided network evaluations); neurons (--channels, default 0-3), n/8 each. On a
-    64 px backbone the scenes are patterns64 and the networks shape-net-64 and tag-net (its shortcut: the tag).
+    shape, and as many as the guided network evaluations); neurons (--channels, default 0-3), n/8 each; neuron
+    counterfactuals of the counterfactual's images (the first of --channels raised), from the reconstruction with
+    background regularisers and from DiG-IN's re-injection start (with minimality). On a 64 px backbone the
+    scenes are patterns64 and the networks shape-net-64 and tag-net (its shortcut: the tag).
     """
     from featscope.solvers.configs import EndToEndConfig
 
     p = sub_command(bsub, _add_investigate)
     _add_common(p, "counterfactual images; n/8 difference and neuron samples")
     p.add_argument("--methods", metavar="NAME,NAME",
-                   help="any of counterfactual, word-swap, difference, neuron, comma-separated "
-                        "(default: all four)")  # fmt: skip
+                   help="any of counterfactual, word-swap, difference, neuron, neuron-images, comma-separated "
+                        "(default: all five)")  # fmt: skip
     p.add_argument("--rows", metavar="ROW;ROW",
-                   help="counterfactual rows, ';'-separated (default: all): no regulariser; background regularisers; "
-                        "background regularisers, no mask; background regularisers, cross-attention mask; "
-                        "word-swap start, background regularisers, cross-attention mask")  # fmt: skip
+                   help="counterfactual and neuron-images rows, ';'-separated (default: all): no regulariser; "
+                        "background regularisers; background regularisers, no mask; background regularisers, "
+                        "cross-attention mask; word-swap start, background regularisers, cross-attention mask; "
+                        "reconstruction start, background regularisers, no mask; re-injection start, "
+                        "cross-attention mask, no regularisers or cutouts")  # fmt: skip
     add_backbone(p)
     m = p.add_argument_group("networks (defaults: the scene kind's, from the backbone's image size)")
     m.add_argument("--first", metavar="SPEC",
@@ -216,7 +220,8 @@ def _add_investigate(bsub: argparse._SubParsersAction) -> None:
     _add_extractor_weights(m, "--first or --second", "world:tag-net=net.safetensors")
     p.add_argument("--batch", type=int, default=8, metavar="B", help="counterfactual images per batch (default: 8)")
     p.add_argument("--channels", default="0,1,2,3", metavar="C,C",
-                   help="neurons: channels of the network's penultimate layer, 0-127 (default: 0,1,2,3)")  # fmt: skip
+                   help="neurons: channels of the network's penultimate layer, 0-127; neuron-images: the first "
+                        "(default: 0,1,2,3)")  # fmt: skip
     add_knobs(p, p.add_argument_group("end-to-end solver (defaults: the backbone's, as investigate)"), EndToEndConfig)
     add_runtime_options(p)
 

@@ -18,7 +18,14 @@ from featscope.devices import generators_for
 from featscope.errors import FeatscopeError, suggest
 from featscope.extractors.base import Extractor
 from featscope.investigate.common import distances, fit_image
-from featscope.investigate.settings import DIG_IN_BLENDS, DIG_IN_TAUS, PUBLISHED_REGULARIZERS, PUBLISHED_WEIGHTS
+from featscope.investigate.settings import (
+    DIG_IN_BLENDS,
+    DIG_IN_NEURON_BLEND,
+    DIG_IN_NEURON_TAU,
+    DIG_IN_TAUS,
+    PUBLISHED_REGULARIZERS,
+    PUBLISHED_WEIGHTS,
+)
 from featscope.objectives import (
     Objective,
     activation,
@@ -369,7 +376,7 @@ def _from_word_swap(backbone: Backbone, objective: Objective, images: torch.Tens
     """The optimisation from each image's best word swap: (its result, the chosen (tau, blend) per image, the
     source caption's regeneration)."""
     from featscope.investigate.word_edits import swap_word, token_mapper
-    from featscope.investigate.word_swap_start import WordSwapStart, best_word_swap, latent_background, record_source
+    from featscope.investigate.word_swap_start import WordSwapStart, best_word_swap, latent_region, record_source
     from featscope.solvers.endtoend import optimize
 
     text = [text] * len(images) if isinstance(text, str) else text
@@ -380,7 +387,7 @@ def _from_word_swap(backbone: Backbone, objective: Objective, images: torch.Tens
                            steps=round(max(taus) * config.num_steps))  # fmt: skip
     mappers = torch.stack([token_mapper(backbone, s, e, *words) for s, e in zip(text, edited, strict=True)])
     batch = len(images)
-    edit = WordSwapStart(source, mappers, [0] * batch, [0] * batch, latent_background(backbone, mask, batch))
+    edit = WordSwapStart(source, mappers, [0] * batch, [0] * batch, latent_region(backbone, mask, batch))
     kwargs = _inversion_start(backbone, images, edited, inverted, mask, seeds)
     edit, chosen, _ = best_word_swap(backbone, objective, kwargs, edit, taus=taus, blends=blends, config=config)
     result = optimize(backbone, objective, config=config, step_edit=edit, quiet=quiet, **kwargs)
@@ -414,19 +421,54 @@ def neuron_images_core(
     mask: torch.Tensor | None = None,
     inverted: tuple[torch.Tensor, torch.Tensor] | None = None,
     inner_steps: int = INNER_STEPS,
+    reinject: bool = False,
+    start_tau: float = DIG_IN_NEURON_TAU,
+    start_blend: float = DIG_IN_NEURON_BLEND,
     config: EndToEndConfig,
     quiet: bool = True,
 ) -> NeuronImagesResult:
     """Neuron counterfactuals of real images (B, 3, H, W) at the backbone's size: raise (``maximise``) or lower
     ``channel`` of ``layer``, starting from their null-text inversion (``inverted`` = (x_T, null texts) when
-    already computed), with the regularisers outside ``mask`` (B or 1, 1, H, W; None: everything is background)."""
+    already computed), with the regularisers outside ``mask`` (B or 1, 1, H, W; None: everything is background).
+    ``reinject`` (DiG-IN's start): every iteration re-injects the caption's own cross-attention of the inversion's
+    regeneration for the first ``start_tau`` of the steps and blends that regeneration's states into the
+    foreground ``mask`` for the first ``start_blend``, so the object keeps its layout while the channel changes it
+    (no blending without a mask); else every iteration runs the plain chain."""
     objective = regularized(neuron_objective(net, layer, channel, maximise), regularizers, regularizer_weights)
-    result = _from_inversion(backbone, objective, images, prompts, inverted, mask, seeds, inner_steps, config, quiet)
+    if reinject:
+        text = _prompts(prompts, len(images))
+        inverted = _inversion(backbone, images, text, inverted, inner_steps, config, quiet)
+        result = _reinjected(backbone, objective, images, text, inverted, mask, seeds, (start_tau, start_blend),
+                             config, quiet)  # fmt: skip
+    else:
+        result = _from_inversion(backbone, objective, images, prompts, inverted, mask, seeds, inner_steps, config,
+                                 quiet)  # fmt: skip
     name = last_linear(net.network) if layer is None else layer
     per_image = [channel_activation(net, result.images[:, b], layer, channel) for b in range(len(images))]
     dist = [distances(result.images[:, b], images[b : b + 1]) for b in range(len(images))]
     return NeuronImagesResult(result, objective.name, name, channel_activation(net, images, layer, channel),
                               per_image, dist)  # fmt: skip
+
+
+def _reinjected(backbone: Backbone, objective: Objective, images: torch.Tensor, text: str | list[str],
+                inverted: tuple[torch.Tensor, torch.Tensor], mask: torch.Tensor | None, seeds: Sequence[int],
+                shares: tuple[float, float], config: EndToEndConfig, quiet: bool):  # fmt: skip
+    """The optimisation with the caption's own cross-attention re-injected and the foreground blended for the
+    first ``shares`` = (tau, blend) of the steps (DiG-IN's neuron counterfactuals of images)."""
+    from featscope.investigate.word_edits import identity_mapper
+    from featscope.investigate.word_swap_start import WordSwapStart, latent_region, record_source
+    from featscope.solvers.endtoend import optimize
+
+    text = [text] * len(images) if isinstance(text, str) else text
+    x_t, null_texts = inverted
+    until, blend_until = (round(share * config.num_steps) for share in shares)
+    source = record_source(backbone, x_t, null_texts, text, guidance_scale=config.guidance_scale, steps=until)
+    mappers = torch.stack([identity_mapper(backbone, caption) for caption in text])
+    batch = len(images)
+    edit = WordSwapStart(source, mappers, [until] * batch, [blend_until] * batch,
+                         latent_region(backbone, mask, batch, foreground=True))  # fmt: skip
+    return optimize(backbone, objective, config=config, step_edit=edit, quiet=quiet,
+                    **_inversion_start(backbone, images, text, inverted, mask, seeds))  # fmt: skip
 
 
 @torch.no_grad()

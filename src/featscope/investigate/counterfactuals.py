@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -28,9 +27,9 @@ from featscope.investigate.inputs import (
     target_list,
 )
 from featscope.investigate.launch import Build, Call, investigation
-from featscope.investigate.masks import MaskSpec, foreground_mask, load_sam, postprocess_mask, user_mask, word_tokens
+from featscope.investigate.masks import ItemMasks, default_masking, word_tokens
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
-from featscope.investigate.settings import NO_MASK, CounterfactualSettings, parse_mask
+from featscope.investigate.settings import CounterfactualSettings
 from featscope.investigate.word_edits import has_word
 from featscope.objectives import class_loss
 from featscope.orchestration import Item, Plan, summary_row
@@ -58,10 +57,10 @@ def counterfactual(
     backbone's size), or ``"cross-attention"`` (``:THRESHOLD`` / ``:otsu``; the start class word's
     cross-attention in the caption while the inverted image is regenerated) or ``"sam:FOLDER"`` (SAM / SAM-HQ
     prompted from that map), see :mod:`featscope.investigate.masks`; post-processed by ``mask_postprocess``
-    (``erosion_3``, ``dilation_20``, ``blur_45_30``). ``"none"``: the whole image counts as background. None: the
-    backbone family's default (:func:`default_mask`); config.yaml records the mask used."""
-    mask = default_mask(call.options.mask, call.backbone)
-    options = replace(call.options, mask=str(mask) if mask is not None else None)
+    (``erosion_3``, ``dilation_20``, ``blur_45_30``, or ``published``: those scaled to the image). ``"none"``: the
+    whole image counts as background. None: the backbone family's default mask and post-processing
+    (:func:`~featscope.investigate.masks.default_masking`: DiG-IN's cross-attention mask, on the world Otsu's
+    threshold); config.yaml records the mask used."""
     needs_inversion_guidance(call.solver.guidance_scale, "counterfactuals")
     targets = target_list(target_label)
     entries = image_list(images)
@@ -69,6 +68,8 @@ def counterfactual(
     def build(torch_device: torch.device) -> Plan:
         network = load_network(net, torch_device)
         model = load_backbone(call.backbone, torch_device)
+        mask, steps = default_masking(call.options.mask, call.options.mask_postprocess, model)
+        options = replace(call.options, mask=mask, mask_postprocess=steps)
         run = _Counterfactual.load(model, network, options, call.solver, entries, torch_device, call.quiet)
         items = run.items(entries, start_label, targets)
         for target in targets:  # the loss and the regularizers, checked before any work
@@ -81,40 +82,25 @@ def counterfactual(
     return build
 
 
-def default_mask(mask: str | Path | None, backbone: str | Backbone) -> str | Path | None:
-    """The counterfactual's foreground mask: ``mask``; ``"none"`` for no mask; None for the backbone family's
-    default (the world: ``cross-attention:otsu``, chosen on the tuning split; the built-in families: none)."""
-    from featscope.registry import backbone_settings
-
-    if mask is None:
-        mask = backbone_settings(backbone if isinstance(backbone, str) else backbone.spec, "counterfactual").get("mask")
-    return None if mask is None or str(mask) == NO_MASK else mask
-
-
 @dataclass
 class _Counterfactual(ImageRun):
     """A counterfactual run: its mask (generated or the user's) and seeds; its items and the work of one."""
 
-    spec: MaskSpec | None  # a generated mask
-    sam: Any  # (model, processor) of a SAM mask
-    mask: torch.Tensor | None  # the user's mask, post-processed
+    masks: ItemMasks
     seeds: dict[str, int] | None = None
 
     @classmethod
     def load(cls, model: Backbone, network: Extractor, options: CounterfactualSettings, solver: EndToEndConfig,
              entries: list[ImageItem], device: torch.device, quiet: bool) -> _Counterfactual:  # fmt: skip
         """The run's SAM model, user mask and captioning model loaded (on ``device``)."""
-        spec, size = parse_mask(options.mask), tuple(model.image_size)
-        sam = load_sam(spec.source, device) if spec is not None and spec.kind == "sam" else None
-        png = options.mask is not None and spec is None
-        mask = user_mask(options.mask, [e.path for e in entries], size, options.mask_postprocess) if png else None
-        captions = Captions.load(options, model, device)
-        return cls(model, network, options, solver, captions, quiet, spec, sam, mask)
+        masks = ItemMasks.load(options.mask, [e.path for e in entries], tuple(model.image_size),
+                               options.mask_postprocess, device)  # fmt: skip
+        return cls(model, network, options, solver, Captions.load(options, model, device), quiet, masks)
 
     def items(self, entries: list[ImageItem], start_label, targets: list) -> list[Item]:
         """One item per image and target class (:func:`class_items`); a generated mask and the word-swap start
         need the start class word in each caption, checked first too."""
-        needs_word = self.spec is not None or self.options.start_from == cores.WORD_SWAP
+        needs_word = self.masks.spec is not None or self.options.start_from == cores.WORD_SWAP
         return class_items(self.network, entries, start_label, targets, self._word_check if needs_word else None)
 
     def _word_check(self, entry: ImageItem, start) -> None:
@@ -125,7 +111,7 @@ class _Counterfactual(ImageRun):
                 f"the start class word {start_name!r} is not in the caption {caption!r}, and the word-swap start "
                 "replaces it; give --prompt with it, or --start-from reconstruction"
             )
-        if self.spec is not None:
+        if self.masks.spec is not None:
             word_tokens(self.model, caption, start_name)
 
     def work(self, run: RunFolder, item: Item) -> dict:
@@ -138,7 +124,7 @@ class _Counterfactual(ImageRun):
         inverted = cores.null_inversion(self.model, image, prompt, num_steps=self.solver.num_steps,
                                         guidance_scale=self.solver.guidance_scale, inner_steps=o.inner_steps,
                                         quiet=self.quiet)  # fmt: skip
-        mask = self._mask(run, image, inverted, prompt, start_name)
+        mask = self.masks.of(run, self.model, image, inverted, prompt, start_name, self.solver.guidance_scale)
         result = cores.counterfactual(
             self.model, self.network, image, p["start"], p["target"], seeds=[self.seeds[item.item_id]],
             prompts=prompt, regularizers=o.regularizers, regularizer_weights=o.regularizer_weights, mask=mask,
@@ -150,20 +136,6 @@ class _Counterfactual(ImageRun):
         return {**metrics, **checks(image, result.reconstruction, result.best, self.model.spec, flipped=flipped,
                                     intended=intended_attribute(target_name), target=target_name,
                                     item_id=item.item_id, say=True)}  # fmt: skip
-
-    def _mask(self, run: RunFolder, image, inverted, prompt: str, start_name: str) -> torch.Tensor | None:
-        """The item's foreground mask: the user's, or one found in the inverted image (attention.png); mask.png."""
-        mask = self.mask
-        if self.spec is not None:
-            soft, found = foreground_mask(
-                self.spec, self.model, image, inverted[0], prompt, start_name, null_texts=inverted[1],
-                guidance_scale=self.solver.guidance_scale, sam=self.sam,
-            )  # fmt: skip
-            save_image(soft[0].expand(3, -1, -1), run.file("attention.png"))
-            mask = postprocess_mask(found, self.options.mask_postprocess)
-        if self.options.mask is not None:
-            save_image(mask[0].expand(3, -1, -1), run.file("mask.png"))
-        return mask
 
 
 def _metrics(run: RunFolder, result: cores.CounterfactualResult, entry: ImageItem, start_name: str,

@@ -13,13 +13,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from featscope.errors import FeatscopeError, InputFileError
+from featscope.images import save_image
 from featscope.investigate.attention import explicit_attention, on_cross_attention
 from featscope.investigate.common import fit_image
 from featscope.investigate.settings import (  # noqa: F401 (the mask knob's values, used from here too)
@@ -27,6 +29,10 @@ from featscope.investigate.settings import (  # noqa: F401 (the mask knob's valu
     DEFAULT_THRESHOLD,
     MASK_KINDS,
     NO_MASK,
+    PUBLISHED_MASK,
+    PUBLISHED_POSTPROCESS,
+    PUBLISHED_SIDE,
+    SCALED,
     MaskSpec,
     parse_mask,
     postprocess_step,
@@ -34,6 +40,7 @@ from featscope.investigate.settings import (  # noqa: F401 (the mask knob's valu
 
 if TYPE_CHECKING:  # backbones import diffusers (seconds): only when a mask is made
     from featscope.backbones.base import Backbone
+    from featscope.runs import RunFolder
 
 
 # -- tokens of the class word ---------------------------------------------------------------------
@@ -261,6 +268,61 @@ def foreground_mask(
     return soft, threshold_mask(soft, spec.threshold)
 
 
+# -- a run's masks ----------------------------------------------------------------------------------
+def default_masking(mask: str | Path | None, steps: Sequence[str] | None, backbone: Backbone,
+                    method: str = "counterfactual") -> tuple[str, tuple[str, ...]]:  # fmt: skip
+    """The foreground mask and post-processing a run of ``method`` uses on ``backbone``: those given, else the
+    backbone family's (``featscope.world.plugin``), else DiG-IN's (a cross-attention mask, ``published``
+    post-processing). A generated default mask becomes ``"none"`` on a backbone without cross-attention (SD3, Flux)."""
+    from featscope.registry import backbone_settings
+
+    defaults = backbone_settings(backbone.spec, method)
+    if mask is None:
+        mask = defaults.get("mask", PUBLISHED_MASK)
+        if parse_mask(mask) is not None and not backbone.has_cross_attention:
+            mask = NO_MASK
+    if steps is None:
+        steps = defaults.get("mask_postprocess", (SCALED,))
+    return str(mask), tuple(step for step in steps if step != NO_MASK)
+
+
+
+@dataclass
+class ItemMasks:
+    """How a run over real images gets each item's foreground mask: none, the user's PNG (``fixed``), or one made
+    from each inverted image (``spec``: cross-attention or SAM, with the ``sam`` model); post-processed by ``steps``."""
+
+    spec: MaskSpec | None
+    sam: Any
+    fixed: torch.Tensor | None
+    steps: Sequence[str]
+    given: bool  # a mask was asked for (mask.png is saved)
+
+    @classmethod
+    def load(cls, mask: str | None, images: Sequence[Path], size: tuple[int, int], steps: Sequence[str],
+             device: torch.device | str) -> ItemMasks:  # fmt: skip
+        """The masks of the knob value ``mask`` (None or ``"none"``: no mask), with a SAM model loaded on ``device``."""
+        mask = None if mask == NO_MASK else mask
+        spec = parse_mask(mask)
+        sam = load_sam(spec.source, device) if spec is not None and spec.kind == "sam" else None
+        fixed = user_mask(mask, images, size, steps) if mask is not None and spec is None else None
+        return cls(spec, sam, fixed, tuple(steps), mask is not None)
+
+    def of(self, run: RunFolder, backbone: Backbone, image: torch.Tensor, inverted: tuple[torch.Tensor, torch.Tensor],
+           prompt: str, word: str, guidance_scale: float) -> torch.Tensor | None:  # fmt: skip
+        """An item's mask: the user's, or one found from ``word`` in the inverted image (saved as attention.png);
+        saved as mask.png."""
+        mask = self.fixed
+        if self.spec is not None:
+            soft, found = foreground_mask(self.spec, backbone, image, inverted[0], prompt, word, null_texts=inverted[1],
+                                          guidance_scale=guidance_scale, sam=self.sam)  # fmt: skip
+            save_image(soft[0].expand(3, -1, -1), run.file("attention.png"))
+            mask = postprocess_mask(found, self.steps)
+        if self.given:
+            save_image(mask[0].expand(3, -1, -1), run.file("mask.png"))
+        return mask
+
+
 # -- a user's mask file and post-processing -------------------------------------------------------
 def load_mask(path: str | Path, image_size: tuple[int, int] | None, size: tuple[int, int]) -> torch.Tensor:
     """A user mask PNG (white = foreground) as (1, 1, *size) in [0, 1]; it must have the size of the image
@@ -305,9 +367,26 @@ def _gaussian(kernel: int, sigma: float) -> torch.Tensor:
     return g / g.sum()
 
 
+def scaled_steps(side: int) -> list[str]:
+    """DiG-IN's post-processing (erosion 3, dilation 20, blur 45 / 30 on 512 px) scaled to images of ``side`` px:
+    each size times side / 512, rounded (a blur's kernel to an odd size); an erosion or dilation that rounds
+    below 2 px does nothing and is left out. 32 px: ``blur_3_1.875``."""
+    scale = side / PUBLISHED_SIDE
+    steps = []
+    for step in PUBLISHED_POSTPROCESS:
+        kind, numbers = postprocess_step(step)
+        if kind == "blur":
+            steps.append(f"blur_{max(1, round(numbers[0] * scale)) | 1}_{numbers[1] * scale:g}")
+        elif round(numbers[0] * scale) >= 2:
+            steps.append(f"{kind}_{round(numbers[0] * scale)}")
+    return steps
+
+
 def postprocess_mask(mask: torch.Tensor, steps: Sequence[str]) -> torch.Tensor:
-    """DiG-IN's mask post-processing: ``erosion_K``, ``dilation_K`` (K x K square), ``blur_K_SIGMA`` (Gaussian)."""
+    """DiG-IN's mask post-processing: ``erosion_K``, ``dilation_K`` (K x K square), ``blur_K_SIGMA`` (Gaussian);
+    ``published``: those of :func:`scaled_steps` for the mask's side."""
     m = mask.float()
+    steps = [s for step in steps for s in (scaled_steps(mask.shape[-1]) if step == SCALED else [step])]
     for step in steps:
         kind, numbers = postprocess_step(step)
         if kind in ("erosion", "dilation"):

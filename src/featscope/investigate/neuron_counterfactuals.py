@@ -11,12 +11,12 @@ the mask (no mask: the whole image counts as background). The core is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import torch
 
 from featscope.datasets import ImageItem, safe_id
+from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
 from featscope.images import save_image
 from featscope.investigate import cores
@@ -32,16 +32,13 @@ from featscope.investigate.inputs import (
     needs_prompts,
 )
 from featscope.investigate.launch import Build, Call, investigation
-from featscope.investigate.masks import user_mask
+from featscope.investigate.masks import ItemMasks, word_tokens
 from featscope.investigate.neurons import check_channels
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
-from featscope.investigate.settings import NO_MASK, NeuronImagesSettings
+from featscope.investigate.settings import NeuronImagesSettings
 from featscope.objectives import neuron as neuron_objective
 from featscope.orchestration import Item, Plan, summary_row, unique_ids
 from featscope.runs import RunFolder
-
-if TYPE_CHECKING:  # the solver and backbones import diffusers (seconds): only when a run starts
-    pass
 
 
 @investigation(NeuronImagesSettings)
@@ -57,7 +54,7 @@ def neuron_images(
     (target.png, initial.png = the inversion's regeneration, best.png, final.png, strip.png, loss.png, sheet.png,
     metrics.json with the channel's activation on the image, before and after)."""
     needs_inversion_guidance(call.solver.guidance_scale, "neuron counterfactuals")
-    o = replace(call.options, mask=None if call.options.mask == NO_MASK else call.options.mask)
+    o = call.options
     channels = [int(c) for c in channels]
     entries = image_list(images)
 
@@ -68,13 +65,16 @@ def neuron_images(
         model = load_backbone(call.backbone, torch_device)
         needs_prompts(model, "neuron counterfactuals of images need")
         captions = Captions.load(o, model, torch_device)
-        steps, size = o.mask_postprocess, tuple(model.image_size)
-        mask = user_mask(o.mask, [e.path for e in entries], size, steps) if o.mask is not None else None
+        masks = ItemMasks.load(o.mask, [e.path for e in entries], tuple(model.image_size), o.mask_postprocess,
+                               torch_device)  # fmt: skip
+        if masks.spec is not None:  # a generated mask needs the object's word in every caption, checked first
+            for entry in entries:
+                word_tokens(model, captions.of_entry(entry), _object_word(o, entry))
         ids = unique_ids([e.item_id for e in entries])
         items = [Item(safe_id(f"{item_id}_neuron{c}"), {"entry": e, "channel": c}) for e, item_id in
                  zip(entries, ids, strict=True) for c in channels]  # fmt: skip
         seeds = {item.item_id: call.seed + i for i, item in enumerate(items)}
-        run = _NeuronImages(model, network, o, call.solver, captions, call.quiet, layer, name, mask, seeds)
+        run = _NeuronImages(model, network, o, call.solver, captions, call.quiet, layer, name, masks, seeds)
         record = run_record(model, torch_device, captions.used(o), call.solver, net=network.name, layer=name,
                             channels=channels, seed=call.seed)  # fmt: skip
         return Plan("neuron-images", items, run.work, record, neuron_images_row, summarise)
@@ -82,13 +82,24 @@ def neuron_images(
     return build
 
 
+def _object_word(options: NeuronImagesSettings, entry: ImageItem) -> str:
+    """The caption's word for the image's object: ``object_word``, else the image's class name."""
+    word = options.object_word or entry.class_name
+    if not word:
+        raise FeatscopeError(
+            f"{entry.path.name} has no class folder, and a generated mask needs the caption's word for its object; "
+            "give --object-word WORD (e.g. circle), or a PNG mask"
+        )
+    return word
+
+
 @dataclass
 class _NeuronImages(ImageRun):
-    """A neuron-images run: its layer (and resolved name), mask and seeds; the work of one item."""
+    """A neuron-images run: its layer (and resolved name), masks and seeds; the work of one item."""
 
     layer: str | None
     name: str
-    mask: torch.Tensor | None
+    masks: ItemMasks
     seeds: dict[str, int]
 
     def work(self, run: RunFolder, item: Item) -> dict:
@@ -97,18 +108,22 @@ class _NeuronImages(ImageRun):
         text = self.captions.of_entry(entry)
         image = load_start_image(entry.path, tuple(self.model.image_size))
         save_image(image[0], run.file("target.png"))
-        if self.mask is not None:
-            save_image(self.mask[0].expand(3, -1, -1), run.file("mask.png"))
+        inverted = cores.null_inversion(self.model, image, text, num_steps=self.solver.num_steps,
+                                        guidance_scale=self.solver.guidance_scale, inner_steps=o.inner_steps,
+                                        quiet=self.quiet)  # fmt: skip
+        word = _object_word(o, entry) if self.masks.spec is not None else None
+        mask = self.masks.of(run, self.model, image, inverted, text, word, self.solver.guidance_scale)
         result = cores.neuron_images_core(
             self.model, self.network, image, c, layer=self.layer, maximise=o.maximise, seeds=[seed], prompts=text,
-            regularizers=o.regularizers, regularizer_weights=o.regularizer_weights, mask=self.mask,
-            inner_steps=o.inner_steps, config=self.solver, quiet=self.quiet,
+            regularizers=o.regularizers, regularizer_weights=o.regularizer_weights, mask=mask, inverted=inverted,
+            reinject=o.reinject, start_tau=o.start_tau, start_blend=o.start_blend, config=self.solver,
+            quiet=self.quiet,
         )  # fmt: skip
         captions = [[f"activation {a:.3g}", f"loss {float(v):.4g}"] for a, v in
                     zip(result.activation[0], result.solver.losses[:, 0], strict=True)]  # fmt: skip
         best = save_iterates(run, result, captions, result.objective)
         record = {"image": str(entry.path), "prompt": text, "layer": self.name, "channel": c, "maximise": o.maximise,
-                  "seed": seed}  # fmt: skip
+                  "seed": seed, "mask": o.mask, "reinject": o.reinject}  # fmt: skip
         metrics = _item_metrics(result, best)
         moved = metrics["activation"]["after"] - metrics["activation"]["image"]
         rose = moved > 0 if o.maximise else moved < 0

@@ -23,6 +23,8 @@ PUBLISHED_REGULARIZERS = ("latent_background_l2", "px_background_l2")
 PUBLISHED_WEIGHTS = (25.0, 250.0)  # DiG-IN's UVCE command line
 DIG_IN_TAUS = (0.3, 0.4, 0.5)  # a counterfactual's word-swap start: re-injection for 6, 8 or 10 of 20 steps
 DIG_IN_BLENDS = (0.0, 0.3)  # and the source's background latents blended in for the first 30% of the steps, or not
+DIG_IN_NEURON_TAU = 0.3  # a neuron counterfactual's start: its caption's own cross-attention re-injected for 30%
+DIG_IN_NEURON_BLEND = 0.3  # and the source's foreground latents blended in for the first 30% of the steps
 DIG_IN_CAPTION_PREFIX = "an image of a {label}"  # DiG-IN's prompt of its captioning model
 NO_PREFIX = "none"
 
@@ -31,6 +33,7 @@ NO_PREFIX = "none"
 CROSS_ATTENTION = "cross-attention"
 DEFAULT_THRESHOLD = 0.3
 NO_MASK = "none"
+PUBLISHED_MASK = CROSS_ATTENTION  # a foreground mask by default, as DiG-IN always masks
 MASK_KINDS = "a PNG file, 'cross-attention[:THRESHOLD|:otsu]' or 'sam:FOLDER_OR_ID'"
 
 
@@ -65,9 +68,17 @@ def parse_mask(text: str | Path | None) -> MaskSpec | None:
     return MaskSpec(kind, value)
 
 
+PUBLISHED_POSTPROCESS = ("erosion_3", "dilation_20", "blur_45_30")  # DiG-IN's, on 512 px Stable Diffusion images
+PUBLISHED_SIDE = 512
+SCALED = "published"  # the published steps scaled to the image's side
+
+
 def postprocess_step(step: str) -> tuple[str, list[float]]:
     """One step of DiG-IN's mask post-processing, ``erosion_K``, ``dilation_K`` (K >= 1) or ``blur_K_SIGMA``
-    (K >= 1, SIGMA > 0), as (kind, numbers)."""
+    (K >= 1, SIGMA > 0), as (kind, numbers); ``published`` (the published steps scaled to the image) is
+    ``("published", [])``."""
+    if step == SCALED:
+        return SCALED, []
     kind, *args = step.split("_")
     try:
         numbers = [float(a) for a in args]
@@ -77,7 +88,8 @@ def postprocess_step(step: str) -> tuple[str, list[float]]:
     blur = kind == "blur" and len(numbers) == 2 and numbers[0] >= 1 and numbers[1] > 0
     if not (square or blur):
         raise FeatscopeError(
-            f"unknown mask post-processing step {step!r}; use erosion_K, dilation_K or blur_K_SIGMA (blur_45_30)"
+            f"unknown mask post-processing step {step!r}; use erosion_K, dilation_K, blur_K_SIGMA (blur_45_30) or "
+            "published"
         )
     return kind, numbers
 
@@ -158,10 +170,10 @@ class DirectionSettings(MethodSettings):
 
 
 MASK_HELP = (
-    "foreground mask: a PNG (white = object, the image's size); counterfactual also cross-attention[:T|:otsu] (the "
-    "start class word's cross-attention scaled to [0, 1], cut at T, default 0.3) or sam:DIR (a local SAM/SAM-HQ "
-    "folder, prompted with that map's box and peak); none: the whole image is background. Default: counterfactual "
-    "the backbone's (world:ddpm cross-attention:otsu; others none), neuron --images none"
+    "foreground mask: a PNG (white = object, the image's size), cross-attention[:T|:otsu] (the "
+    "start class word's (neuron: --object-word's) cross-attention scaled to [0, 1], cut at T, default 0.3) or sam:DIR "
+    "(a local SAM/SAM-HQ folder, prompted with that map's box and peak); none: the whole image is background. "
+    "Default: counterfactual the backbone's (world:ddpm cross-attention:otsu; others none), neuron --images none"
 )
 
 
@@ -177,8 +189,12 @@ class BackgroundSettings(InnerSteps, MethodSettings):
                                                   metavar="W,W",
                                                   parse=comma_separated(float))  # fmt: skip
     mask: str | None = knob(None, MASK_HELP, metavar="PNG|cross-attention[:T|:otsu]|sam:DIR|none")
-    mask_postprocess: tuple[str, ...] = knob((), "post-processing of the mask, in order: erosion_K, dilation_K, "
-                                             "blur_K_SIGMA, e.g. erosion_3,dilation_20,blur_45_30", metavar="STEPS",
+    mask_postprocess: tuple[str, ...] | None = knob(None, "post-processing of the mask, in order: erosion_K, "
+                                                    "dilation_K, blur_K_SIGMA, e.g. erosion_3,dilation_20,blur_45_30 "
+                                                    "(DiG-IN's on 512 px images), or published: those scaled to the "
+                                                    "image's side; none: no post-processing (default: the backbone "
+                                                    "family's: world:ddpm none, others published)",
+                                                    metavar="STEPS",
                                              parse=comma_separated(str))  # fmt: skip
 
     def validate(self) -> None:
@@ -187,8 +203,9 @@ class BackgroundSettings(InnerSteps, MethodSettings):
         if regularizers != weights:
             raise FeatscopeError(f"{regularizers} regularizers but {weights} weights; give one weight each")
         parse_mask(self.mask)  # a bad threshold or an empty sam: fails here
-        for step in self.mask_postprocess:
-            postprocess_step(step)
+        for step in self.mask_postprocess or ():
+            if step != NO_MASK:
+                postprocess_step(step)
 
 
 # -- one per method ------------------------------------------------------------------------------
@@ -237,10 +254,22 @@ class NeuronSettings(DirectionSettings, TemplateSettings, PromptSettings):
 class NeuronImagesSettings(BackgroundSettings, DirectionSettings, CaptionSettings):
     """Options of :func:`featscope.investigate.neuron_images` (``investigate neuron --images``)."""
 
+    reinject: bool = knob(False, "DiG-IN's start: every iteration re-injects the caption's own cross-attention of "
+                          "the image's regeneration for --start-tau of the steps and holds the object (inside the "
+                          "--mask) to that regeneration for --start-blend; else only the regularisers hold the "
+                          "image")  # fmt: skip
+    start_tau: float = knob(DIG_IN_NEURON_TAU, "--reinject: share of the steps with the caption's cross-attention "
+                            "re-injected", metavar="T")  # fmt: skip
+    start_blend: float = knob(DIG_IN_NEURON_BLEND, "--reinject: share of the steps with the object (inside the "
+                              "mask) blended from the image's regeneration (0: none; needs a mask)",
+                              metavar="B")  # fmt: skip
+    object_word: str | None = knob(None, "the caption's word for the image's object, whose cross-attention makes a "
+                                   "generated --mask (default: the image's class name)", metavar="WORD")  # fmt: skip
+
     def validate(self) -> None:
         super().validate()
-        if self.mask is not None and self.mask != NO_MASK and parse_mask(self.mask) is not None:
-            raise FeatscopeError(f"mask {self.mask!r}: neuron counterfactuals take a PNG mask (white = foreground)")
+        if not (0 <= self.start_tau <= 1 and 0 <= self.start_blend <= 1):
+            raise FeatscopeError("start_tau and start_blend are shares of the steps, in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ def _runs(positions: Sequence[int]) -> list[list[int]]:
     return runs
 
 
+def identity_mapper(backbone: Backbone, caption: str) -> torch.Tensor:
+    """(L, L) identity: a caption's own token positions, for re-injecting its attention into itself."""
+    return torch.eye(backbone.encode_prompt([caption]).shape[1] - backbone.extra_condition_rows)
+
+
 def token_mapper(backbone: Backbone, source: str, edited: str, word: str, new: str) -> torch.Tensor:
     """(L, L) map of the source caption's token positions to the edited caption's, prompt-to-prompt's word-swap
     mapper: tokens outside the swapped word map one to one in order; where the old and new word have as many

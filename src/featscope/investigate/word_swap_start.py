@@ -98,14 +98,16 @@ def record_source(backbone: Backbone, x_t: torch.Tensor, null_texts: torch.Tenso
 @dataclass
 class WordSwapStart:
     """The word-swap edit of a batch of B chains: sample b re-injects the source's cross-attention (mapped by
-    ``mappers[b]`` (L, L)) while the step is below ``until[b]`` and blends the source's state outside
-    ``background[b]`` (1 = keep the source; at the latent's size) after each step below ``blend_until[b]``."""
+    ``mappers[b]`` (L, L); the identity for a neuron counterfactual, which keeps its caption) while the step is
+    below ``until[b]`` and blends the source's state into ``held[b]`` (1 = keep the source; at the latent's size:
+    the background for a class counterfactual, the foreground for a neuron's) after each step below
+    ``blend_until[b]``."""
 
     source: SourceRun
     mappers: torch.Tensor  # (B, L, L)
     until: list[int]
     blend_until: list[int]
-    background: torch.Tensor | None  # (B, 1, h, w)
+    held: torch.Tensor | None  # (B, 1, h, w)
     step: int = 0
 
     def installed(self, backbone: Backbone):
@@ -130,12 +132,12 @@ class WordSwapStart:
         return torch.where(keep, padded, p).view_as(probs)
 
     def after(self, i: int, z: torch.Tensor) -> torch.Tensor:
-        if self.background is None:
+        if self.held is None:
             return z
         blend = torch.tensor([i < until for until in self.blend_until], device=z.device).view(-1, 1, 1, 1)
         if not bool(blend.any()):
             return z
-        m = self.background.to(z) * blend
+        m = self.held.to(z) * blend
         return (1 - m) * z + m * self.source.latents[i].to(z)
 
     def choose(self, combos: Sequence[tuple[int, int]], picks: Sequence[int]) -> WordSwapStart:
@@ -143,12 +145,15 @@ class WordSwapStart:
         return replace(self, until=[combos[k][0] for k in picks], blend_until=[combos[k][1] for k in picks])
 
 
-def latent_background(backbone: Backbone, mask: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-    """1 - the foreground ``mask`` (B or 1, 1, H, W) at the size of the backbone's latent, or None without one."""
+def latent_region(backbone: Backbone, mask: torch.Tensor | None, batch: int, *, foreground: bool = False
+                  ) -> torch.Tensor | None:  # fmt: skip
+    """The region a start holds to the source, at the size of the backbone's latent: 1 - the foreground ``mask``
+    (B or 1, 1, H, W), or the mask itself (``foreground``); None without a mask."""
     if mask is None:
         return None
     size = tuple(backbone.latent_shape[-2:])
-    return (1 - F.interpolate(mask.float(), size=size, mode="area")).expand(batch, -1, -1, -1).clamp(0, 1)
+    region = F.interpolate(mask.float(), size=size, mode="area")
+    return (region if foreground else 1 - region).expand(batch, -1, -1, -1).clamp(0, 1)
 
 
 def best_word_swap(
@@ -167,7 +172,7 @@ def best_word_swap(
     from featscope.solvers.endtoend import optimize
 
     steps = config.num_steps
-    blends = blends if edit.background is not None else [0.0]
+    blends = blends if edit.held is not None else [0.0]
     pairs = list(product(taus, blends))
     combos = [(round(tau * steps), round(blend * steps)) for tau, blend in pairs]
     plain = config.with_overrides(iterations=0)

@@ -21,7 +21,7 @@ from featscope.world import BACKBONES, CLASSIFIER_TASKS
 
 ENDTOEND_DEFAULTS = {"latent_lr": 1e-2, "cond_lr": 1e-1, "uncond_lr": 1e-1}
 NEURON_DEFAULTS = {"iterations": 40}
-COUNTERFACTUAL_DEFAULTS = {"mask": "cross-attention:otsu"}
+COUNTERFACTUAL_DEFAULTS = {"mask": "cross-attention:otsu", "mask_postprocess": ()}
 INVERSION_DEFAULTS = {"max_reconstruction_l2": 0.087}
 
 register_backbone(

@@ -26,7 +26,8 @@ from featscope.world.splits import split_images
 
 N, EXTRACTOR = 2, "world:shape-net"
 TINY = {"num_steps": 2, "recurrence": 1, "backward_steps": 0}  # fast's chain, 2 steps: 3 network evaluations
-PEERS = [name for name, module in (("lucent", "lucent"), ("maco", "horama")) if importlib.util.find_spec(module)]
+PEERS = [name for name, module in (("lucent", "lucent"), ("maco", "horama"), ("accentuation", "horama"))
+         if importlib.util.find_spec(module)]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,24 @@ def test_peer_rows_spend_about_fasts_evaluations_and_match_the_feature(bench):
     for name in PEERS:
         assert 250 <= rows[name]["network_evaluations_per_image"] <= 270, name
         assert rows[name]["relative_distance"]["median"] < 1, name  # nearer the target than a random world image
+
+
+@pytest.mark.skipif("accentuation" not in PEERS, reason="Horama is not installed (the extra featscope[peers])")
+def test_feature_accentuation_starts_from_each_targets_plain_sample_and_moves_it_toward_the_feature(bench):
+    out, report = bench
+    row = rows_of(report)["accentuation"]
+    backbone, extractor = load_backbone("world:ddpm", device="cpu"), load_extractor(EXTRACTOR)
+    starts = to_tensor(to_uint8(sample(backbone, generators_for(range(N), torch.device("cpu")), num_steps=2,
+                                       sampler="ddim")))  # fmt: skip
+    targets = extractor.target_features(to_tensor(split_images(N, "tuning")[0]))
+    results = to_tensor(saved(out, row["images"]))
+    start_distance = feature_loss(extractor.target_features(starts), targets)
+    result_distance = feature_loss(extractor.target_features(results), targets)
+    assert (result_distance < 0.75 * start_distance).all()  # accentuated toward the target's feature
+    to_own = (results - starts).pow(2).mean((1, 2, 3))
+    to_other = (results - starts.flip(0)).pow(2).mean((1, 2, 3))
+    assert (to_own < to_other).all()  # and still its own seed image, not the other's
+    assert row["unet_equivalents_per_image"] == 2 and "decode seed" in row["settings"]["seed_image"]
 
 
 def test_a_missing_peer_package_skips_its_row_with_a_one_line_note(tmp_path, capsys, monkeypatch):

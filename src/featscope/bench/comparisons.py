@@ -1,5 +1,6 @@
-"""Rows that are not featscope's solver: best-of-N, dataset exemplars and the peers (lucent, Horama's MACO and
-Fourier), each producing one image per target for the bench to score like every other row."""
+"""Rows that are not featscope's solver: best-of-N, dataset exemplars and the peers (lucent, Horama's MACO,
+Fourier and Feature Accentuation), each producing one image per target for the bench to score like every other
+row."""
 
 from __future__ import annotations
 
@@ -24,9 +25,10 @@ from featscope.bench.baselines import (
 from featscope.bench.targets import TargetSource
 from featscope.errors import FeatscopeError
 from featscope.extractors.base import Extractor
+from featscope.images import to_tensor
 from featscope.solvers.configs import UniversalConfig
 
-COMPARISONS = ("best-of-n", "exemplars", "lucent", "maco", "fourier")
+COMPARISONS = ("best-of-n", "exemplars", "lucent", "maco", "fourier", "accentuation")
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,16 @@ class Shared:
             self.cache["samples"] = images, time.perf_counter() - tic
         return self.cache["samples"]
 
+    def starts(self, n: int) -> tuple[torch.Tensor, float]:
+        """Feature Accentuation's seed images: the plain sample (the first row's sampler and steps, no guidance) of
+        each target's decode seed, (n, 3, H, W) in [0, 1], and the seconds per image they took."""
+        if "starts" not in self.cache:
+            tic, config = time.perf_counter(), self.config
+            images = unguided_samples(self.backbone, n, self.source.noise_seed, sampler=config.sampler,
+                                      num_steps=config.num_steps)  # fmt: skip
+            self.cache["starts"] = to_tensor(images), (time.perf_counter() - tic) / n
+        return self.cache["starts"]
+
     def pool(self) -> tuple[np.ndarray, str]:
         """The exemplar pool (held-out world images, no target) and its description."""
         if "pool" not in self.cache:
@@ -100,6 +112,9 @@ def comparison_settings(name: str, shared: Shared) -> dict:
     settings = peers.settings_of(name)
     if name == "maco":
         settings["spectrum"] = f"mean decorrelated magnitude spectrum of the exemplar pool, {shared.pool()[1]}"
+    if name == "accentuation":
+        settings["seed_image"] = (f"the plain {shared.config.sampler}-{shared.config.num_steps} sample of the "
+                                  "target's decode seed")  # fmt: skip
     return settings
 
 
@@ -122,14 +137,19 @@ def run_comparison(
         tic = time.perf_counter()
         images = keep_nearest(pool, extractor, target_features)
         return images, cost(len(pool), 0), time.perf_counter() - tic
-    seed = shared.source.noise_seed
+    seed, unet, start_seconds = shared.source.noise_seed, 0, 0.0
+    starts = None
+    if name == "accentuation":
+        starts, start_seconds = shared.starts(n)
+        unet, tic = shared.config.num_steps, time.perf_counter()  # the seed images' seconds are counted once
     with contextlib.redirect_stderr(io.StringIO()):  # Horama's progress bars
         if name == "lucent":
             images, evaluations = peers.lucent_invert(extractor, target_features, seed)
         else:
             spectrum = peers.maco_spectrum(shared.pool()[0])
-            images, evaluations = peers.horama_invert(name, extractor, target_features, seed, spectrum, folder)
-    return images, cost(evaluations, 0), (time.perf_counter() - tic) / n
+            images, evaluations = peers.horama_invert(name, extractor, target_features, seed, spectrum, folder,
+                                                      starts=starts)  # fmt: skip
+    return images, cost(evaluations, unet), start_seconds + (time.perf_counter() - tic) / n
 
 
 def cost(evaluations: int, unet: int) -> dict:

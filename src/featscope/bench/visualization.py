@@ -208,7 +208,7 @@ def peer_settings(row: str, budget: int) -> dict:
     network evaluations per image: lucent one per step, Horama one per crop."""
     if row == "lucent":
         return {**peers.LUCENT, "steps": budget}
-    s = peers.settings_of(row)
+    s = peers.settings_of(row, peers.ACCENTUATION_VISUALIZE if row == "accentuation" else None)
     return {**s, "steps": max(1, budget // s["crops"])}
 
 

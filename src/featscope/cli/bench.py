@@ -65,6 +65,8 @@ x0 steps), the baseline. --compare adds rows that are not featscope's solver, sc
                   distance in about 259 network passes; MACO's magnitude spectrum is the mean one of the
                   exemplar pool. They need the extra featscope[peers]; a row whose package is missing is
                   skipped with a one-line note
+  accentuation    Horama's Feature Accentuation (Fourier's settings, its L2 penalty to the seed image), from
+                  the plain sample of the target's decode seed (the first preset's sampler and steps)
   evals/image and s/image of best-of-n and exemplars are those of one target on its own (all N samples,
   the whole pool's features); the bench makes them once and shares them across targets.
 Target i is the world image i of --seed, decoded from seed --seed + i. The targets are world scenes of the
@@ -179,7 +181,8 @@ def _add_decode(bsub: argparse._SubParsersAction) -> None:
         "--compare",
         default="",
         metavar="ROW,ROW",
-        help="rows beside featscope's: any of best-of-n, exemplars, lucent, maco, fourier (default: none)",
+        help="rows beside featscope's: any of best-of-n, exemplars, lucent, maco, fourier, accentuation "
+        "(default: none)",
     )
     add_knobs(p, s, UniversalConfig, exclude=("prompt", "guidance_scale", "stop_distance"), defaults=PRESETS["fast"])
     add_runtime_options(p)

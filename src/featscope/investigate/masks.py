@@ -286,7 +286,6 @@ def default_masking(mask: str | Path | None, steps: Sequence[str] | None, backbo
     return str(mask), tuple(step for step in steps if step != NO_MASK)
 
 
-
 @dataclass
 class ItemMasks:
     """How a run over real images gets each item's foreground mask: none, the user's PNG (``fixed``), or one made

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from featscope import investigate
@@ -139,17 +140,21 @@ def test_tiny_sd_tokens_and_map(tiny_sd_backbone):
     assert soft.min() >= 0 and soft.max() == 1 and torch.isfinite(soft).all()
 
 
-def test_cli_counterfactual_with_a_cross_attention_mask(tiny_sd_folder, folder, tmp_path, capsys):
+def test_cli_counterfactual_on_stable_diffusion_masks_by_default(tiny_sd_folder, folder, tmp_path, capsys):
+    """DiG-IN always masks: without --mask a Stable Diffusion counterfactual makes the start class word's
+    cross-attention mask, post-processed as published (scaled to the image), and config.yaml says so."""
     out = tmp_path / "cf"
     args = ["investigate", "counterfactual", "--net", "world:shape-net@fc", str(folder / "square.png"), "--start",
             "square", "--target", "circle", "--prompt", "a square", "--backbone", f"sd:{tiny_sd_folder}",
-            "--mask", "cross-attention", "--mask-postprocess", "dilation_3", "--out", str(out), *TINY]  # fmt: skip
+            "--out", str(out), *TINY]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err[-2000:]
     item = out / "square_to_circle"
+    settings = yaml.safe_load((item / "config.yaml").read_text())["settings"]
+    assert settings["mask"] == "cross-attention" and list(settings["mask_postprocess"]) == ["published"]
     mask = np.asarray(Image.open(item / "mask.png").convert("L"))
     attention = np.asarray(Image.open(item / "attention.png").convert("L"))
     assert mask.shape == attention.shape == (16, 16)
-    assert set(np.unique(mask)) <= {0, 255} and 0 < (mask == 255).sum()  # binary, dilated: not empty
+    assert 0 < (mask > 127).sum() < mask.size  # a foreground and a background
     assert (item / "metrics.json").is_file()
 
 

@@ -3,7 +3,7 @@
 Each image is null-text inverted with its caption; the end-to-end solver then optimises
 ``-+activation(channel) + sum(weight * regularizer)`` from the inverted x_T and null texts, the background
 regularisers (DiG-IN's published ``latent_background_l2`` and ``px_background_l2``) keeping the image outside
-the mask (no mask: the whole image counts as background). The core is
+the mask (no mask: the whole image counts as background), optionally with DiG-IN's re-injection start. The core is
 :func:`featscope.investigate.cores.neuron_images_core`; :func:`neuron_images` runs it over image files
 (``featscope investigate neuron --images ...``).
 """
@@ -49,8 +49,12 @@ def neuron_images(
 
     ``images`` as in :func:`featscope.investigate.counterfactual`; ``settings`` is a :class:`NeuronImagesSettings`.
     The caption is ``prompt`` > ``IMAGE.txt`` > ``caption_model`` > ``prompt_template`` with a dataset's class
-    name (loose files: the empty caption). ``mask``: a PNG of the foreground (white), outside which the
-    regularisers keep the image (None or ``"none"``: no mask). An item folder has the investigation layout
+    name (loose files: the empty caption). ``mask``: a PNG of the foreground (white), or one made from each
+    inverted image (``"cross-attention[:T|:otsu]"``, ``"sam:FOLDER"``, from the cross-attention of ``object_word``,
+    by default the image's class name), outside which the regularisers keep the image (None or ``"none"``: no
+    mask). ``reinject``: DiG-IN's start (the caption's own cross-attention re-injected for ``start_tau`` of the
+    steps, the object held inside the mask for ``start_blend``; see
+    :func:`~featscope.investigate.cores.neuron_images_core`). An item folder has the investigation layout
     (target.png, initial.png = the inversion's regeneration, best.png, final.png, strip.png, loss.png, sheet.png,
     metrics.json with the channel's activation on the image, before and after)."""
     needs_inversion_guidance(call.solver.guidance_scale, "neuron counterfactuals")

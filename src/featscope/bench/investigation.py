@@ -211,6 +211,35 @@ def fidelity_row(backbone, images: torch.Tensor, regenerated: torch.Tensor, resu
     return row
 
 
+@dataclass
+class _Scenes:
+    """A bench's world images of one shape: the images (B, 3, H, W), their records, the renderer's object masks,
+    the background pixels (neither object nor tag) and the noise seed of the first."""
+
+    images: torch.Tensor
+    records: list[WorldRecord]
+    masks: torch.Tensor
+    background: torch.Tensor
+    seed: int
+
+
+def _scenes(source: TargetSource, n: int, shape: str) -> _Scenes:
+    """The first ``n`` images of ``shape`` from ``source``, with their masks."""
+    arrays, records = source.images(n, shape=shape)
+    masks = object_masks(records, scene_kind(source.kind).image_size)
+    return _Scenes(to_tensor(arrays), records, masks, background_masks(masks, records), source.noise_seed)
+
+
+def _inverted_batches(backbone, scenes: _Scenes, start: str, config, batch: int, cache: dict | None, desc: str,
+                      quiet: bool):  # fmt: skip
+    """(indices, captions, null-text inversion) per batch of ``scenes``, each inversion made once per ``cache``."""
+    cache = {} if cache is None else cache
+    for part in tqdm(_batches(len(scenes.images), batch), desc=desc, disable=quiet):
+        idx = list(part)
+        captions = [scenes.records[i].caption() for i in idx]
+        yield idx, captions, _inversion(backbone, scenes.images[idx], captions, config, cache, (start, tuple(idx)))
+
+
 def _inversion(backbone, images: torch.Tensor, captions: list[str], config, cache: dict, key) -> tuple:
     """The null-text inversion of a batch (as investigate makes it), once per ``key`` in ``cache``."""
     if key not in cache:
@@ -238,20 +267,14 @@ def counterfactual_bench(
     (without regularisers; with the background regularisers outside the true object; with them and no mask).
     ``inversions`` caches the null-text inversions (shared with :func:`word_swap_bench`). The images are scenes of
     ``source``'s kind, read by its oracle; their background is every pixel neither object nor tag."""
-    arrays, records = source.images(n, shape=start)
-    seed = source.noise_seed
+    scenes = _scenes(source, n, start)
+    images, masks, background, seed = scenes.images, scenes.masks, scenes.background, scenes.seed
     scene = scene_kind(source.kind)
-    images = to_tensor(arrays)
-    masks = object_masks(records, scene.image_size)
-    background = background_masks(masks, records)
     y = net.labels.index(target)
     settings = {name: ROWS[name] for name in rows}
     results = {name: [] for name in settings}
-    cache = {} if inversions is None else inversions
-    for part in tqdm(_batches(n, batch), desc="counterfactual", disable=quiet):
-        idx = list(part)
-        captions = [records[i].caption() for i in idx]
-        inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
+    for idx, captions, inverted in _inverted_batches(backbone, scenes, start, config, batch, inversions,
+                                                     "counterfactual", quiet):  # fmt: skip
         for name, (regularizers, weights, mask, start_from) in settings.items():
             result = cores.counterfactual(
                 backbone, net, images[idx], start, target, seeds=[seed + i for i in idx], prompts=captions,
@@ -286,17 +309,12 @@ def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, 
                     out: Path, quiet: bool, batch: int = 8, inversions: dict | None = None) -> dict:  # fmt: skip
     """Word-swap counterfactuals ``start`` -> ``target`` of the same ``n`` world images as
     :func:`counterfactual_bench` (their captions, the same inversions), at :class:`WordSwapConfig`'s defaults."""
-    arrays, records = source.images(n, shape=start)
-    scene = scene_kind(source.kind)
-    images = to_tensor(arrays)
-    background = background_masks(object_masks(records, scene.image_size), records)
+    scenes = _scenes(source, n, start)
+    images, background, scene = scenes.images, scenes.background, scene_kind(source.kind)
     swap_config = WordSwapConfig(num_steps=config.num_steps, guidance_scale=config.guidance_scale)
-    cache = {} if inversions is None else inversions
     best, regenerated, flipped, taus = [], [], [], []
-    for part in tqdm(_batches(n, batch), desc="word swap", disable=quiet):
-        idx = list(part)
-        captions = [records[i].caption() for i in idx]
-        inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
+    for idx, captions, inverted in _inverted_batches(backbone, scenes, start, config, batch, inversions, "word swap",
+                                                     quiet):  # fmt: skip
         result = word_swap_core(backbone, net, images[idx], start, target, prompts=captions, inverted=inverted,
                                 config=swap_config)  # fmt: skip
         best.append(result.best)
@@ -326,17 +344,11 @@ def neuron_images_bench(backbone, net, *, n: int, source: TargetSource, start: s
     ``channel`` of the penultimate layer raised, one optimisation per row of :data:`NEURON_IMAGE_ROWS`; how often
     the activation rose over the image's, the median ratio, the background change and minimality (at most one
     attribute changed)."""
-    arrays, records = source.images(n, shape=start)
-    seed, scene = source.noise_seed, scene_kind(source.kind)
-    images = to_tensor(arrays)
-    masks = object_masks(records, scene.image_size)
-    background = background_masks(masks, records)
+    scenes = _scenes(source, n, start)
+    images, masks, background, seed = scenes.images, scenes.masks, scenes.background, scenes.seed
     results = {name: [] for name in rows}
-    cache = {} if inversions is None else inversions
-    for part in tqdm(_batches(n, batch), desc="neuron images", disable=quiet):
-        idx = list(part)
-        captions = [records[i].caption() for i in idx]
-        inverted = _inversion(backbone, images[idx], captions, config, cache, (start, tuple(idx)))
+    for idx, captions, inverted in _inverted_batches(backbone, scenes, start, config, batch, inversions,
+                                                     "neuron images", quiet):  # fmt: skip
         for name in rows:
             regularizers, weights, mask, reinject, cutouts = NEURON_IMAGE_ROWS[name]
             row_config = config if cutouts is None else config.with_overrides(cutouts=cutouts)

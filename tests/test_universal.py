@@ -164,8 +164,10 @@ def test_refine_preset_stays_within_a_tenth_of_reference_evaluations():
     assert 10 * refine.network_evaluations() <= reference.network_evaluations()
 
 
-def test_candidates_are_counted_and_the_nearest_is_kept():
-    config = UniversalConfig(num_steps=4, recurrence=1, guidance_weight=0.5, candidates=3, select_after=2)
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])  # DPM-Solver++(2M) carries each row's last x0 across steps
+def test_candidates_are_counted_and_the_nearest_is_kept(sampler):
+    config = UniversalConfig(num_steps=4, recurrence=1, guidance_weight=0.5, candidates=3, select_after=2,
+                             sampler=sampler)  # fmt: skip
     assert [config.rows_at(i) for i in range(4)] == [3, 3, 1, 1]
     records = []
     backbone, extractor = tiny_pixel_backbone(), tiny_extractor()

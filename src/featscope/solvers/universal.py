@@ -449,6 +449,12 @@ class _Stepper:
             self.history = (x0_all, abar_t)
         return z_s
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows of the multistep history (the selected candidates), in this order."""
+        if self.history is not None:
+            x0_all, abar_before = self.history
+            self.history = (x0_all[rows.to(x0_all.device)], abar_before)
+
 
 def solve_universal(
     backbone: Backbone,
@@ -508,7 +514,9 @@ def solve_universal(
             z = z.clone()
             z[rows.to(device)] = z_rows
         if run.rows > 1 and i == config.select_after - 1:
+            kept = run.shown(last)
             z = run.select(i, z, last, log)
+            stepper.keep(kept)
         if rows is None:
             run.report(i, t, last, tic, log, callback)
         patience.update(run.best.distance)

@@ -21,6 +21,7 @@ from featscope.solvers.universal import (
     clamp_by_std,
     gaussian_blur,
     renoise,
+    resampled_rows,
     rescale_to,
     solve_universal,
 )
@@ -189,6 +190,40 @@ def test_candidates_are_counted_and_the_nearest_is_kept(sampler):
         backbone, feature_match(extractor, target[1:]), config, generators=generators_for([1], CPU), quiet=True
     )
     torch.testing.assert_close(alone.final[0], out.final[1], atol=1e-4, rtol=1e-4)
+
+
+def test_systematic_resampling_matches_a_hand_computation():
+    # two images of two particles, temperature 1: image 0 weights exp(-1/2), exp(-3/2) -> 0.731, 0.269, so the
+    # positions 1/4 and 3/4 pick particles 0 and 1; equal distances keep every particle
+    assert resampled_rows(torch.tensor([1.0, 3.0, 2.0, 2.0]), 2, 1.0).tolist() == [0, 1, 2, 3]
+    assert resampled_rows(torch.tensor([1.0, 3.0, 2.0, 2.0]), 2, 0.1).tolist() == [0, 0, 2, 3]  # greedy: w0 ~ 1
+    # four particles d = 1, 1, 1, 10 (mean 3.25): weights 0.327, 0.327, 0.327, 0.020, cumulative 0.327, 0.653,
+    # 0.980, 1; positions 1/8, 3/8, 5/8, 7/8 -> 0, 1, 1, 2
+    assert resampled_rows(torch.tensor([1.0, 1.0, 1.0, 10.0]), 4, 1.0).tolist() == [0, 1, 1, 2]
+    assert resampled_rows(torch.tensor([math.inf, 1.0]), 2, 1.0).tolist() == [1, 1]  # a lost particle is dropped
+
+
+def test_particles_are_resampled_toward_the_nearest_and_cost_no_extra_evaluation():
+    config = UniversalConfig(num_steps=4, recurrence=1, guidance_weight=0.5, candidates=4, select_after=3,
+                             resample_every=1, resample_temperature=1e-3, sampler="ddpm")  # fmt: skip
+    backbone, extractor = tiny_pixel_backbone(), tiny_extractor()
+    target = extractor(torch.rand(2, 3, 8, 8))
+    records = []
+    out = solve_universal(backbone, feature_match(extractor, target), config, generators=generators_for([0, 1], CPU),
+                          log=records.append, quiet=True)  # fmt: skip
+    resampled = [r for r in records if r.get("event") == "particles_resampled"]
+    assert [r["step"] for r in resampled] == [0, 1]  # at steps 0 and 1, before their transitions; 2 selects
+    for r in resampled:  # near-zero temperature: every particle continues the image's nearest one
+        for parents, row in zip(r["parents"], r["distances"], strict=True):
+            assert all(row[p] == min(row) for p in parents)
+    assert len(set(resampled[0]["distances"][0])) == 4  # four trajectories before the first resampling
+    assert len(set(resampled[1]["distances"][0])) == 4  # copies of one parent part ways (DDPM's noise)
+    assert out.evaluations == 2 * (4 * 3 + 1) == config.network_evaluations()  # tracked: 2 per iteration
+    independent = solve_universal(backbone, feature_match(extractor, target), config.with_overrides(resample_every=0),
+                                  generators=generators_for([0, 1], CPU), quiet=True)  # fmt: skip
+    assert independent.evaluations == out.evaluations
+    with pytest.raises(FeatscopeError, match="resamples candidates"):
+        UniversalConfig(resample_every=2).validate()
 
 
 def test_the_first_candidate_is_the_single_run_and_selection_never_does_worse():

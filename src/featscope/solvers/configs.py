@@ -77,6 +77,17 @@ class UniversalConfig(Settings):
         metavar="N",
     )
     select_after: int = knob(0, "steps all candidates run before the nearest is kept", metavar="STEPS")
+    resample_every: int = knob(
+        0,
+        "particles: every N steps before the selection, resample each image's candidates by the objective on "
+        "their x0 estimates (weights exp(-d / (T mean d)), systematic resampling), so that compute goes to the "
+        "promising ones (Feynman-Kac steering); copies part ways through the sampler's noise (ddpm) or "
+        "recurrence (K > 1): with ddim or dpmpp and K = 1 they stay copies; 0 = the candidates run independently",
+        metavar="N",
+    )
+    resample_temperature: float = knob(
+        0.1, "particles: T, relative to each image's mean distance (smaller: greedier)", metavar="T"
+    )
     backward_steps: int = knob(
         0,
         "backward guidance: Adam steps on each x0 estimate toward the target, one network evaluation each "
@@ -138,6 +149,12 @@ class UniversalConfig(Settings):
             (self.loss in ("l2", "cosine"), f"loss must be l2 or cosine, not {self.loss!r}"),
             (self.guidance_scale >= 1.0, "guidance_scale must be >= 1 (1 disables classifier-free guidance)"),
             (self.candidates >= 1, "candidates must be at least 1"),
+            (self.resample_every >= 0, "resample_every (--resample-every) must be >= 0 (0 = off)"),
+            (self.resample_temperature > 0, "resample_temperature (--resample-temperature) must be > 0"),
+            (
+                self.resample_every == 0 or self.candidates > 1,
+                "resample_every (--resample-every) resamples candidates: pass --candidates 2 or more",
+            ),
             (self.backward_steps >= 0, "backward_steps (--backward-steps, m) must be >= 0"),
             (self.backward_lr > 0, "backward_lr (--backward-lr) must be > 0"),
             (self.backward_blur >= 0, "backward_blur (--backward-blur) must be >= 0 (0 = no blur)"),
@@ -172,6 +189,12 @@ class UniversalConfig(Settings):
     def rows_at(self, step: int) -> int:
         """Trajectories per image at sampling step ``step``: all candidates until the selection."""
         return self.candidates if step < self.select_after else 1
+
+    def resamples_at(self, step: int) -> bool:
+        """Whether the particles are resampled at sampling step ``step``, before its transition (every
+        ``resample_every`` steps, before the selection's step)."""
+        every = self.resample_every
+        return every > 0 and self.candidates > 1 and (step + 1) % every == 0 and step + 1 < self.select_after
 
     def unguided(self) -> UniversalConfig:
         """The same sampler with every kind of guidance off (w_g 0, no backward or x0 steps): the baseline."""

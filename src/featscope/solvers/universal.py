@@ -177,6 +177,21 @@ def leading_rows(distance: torch.Tensor, rows_per_image: int) -> torch.Tensor:
     return distance.argmin(1) + torch.arange(distance.shape[0]) * rows_per_image
 
 
+def resampled_rows(distance: torch.Tensor, rows_per_image: int, temperature: float) -> torch.Tensor:
+    """Systematic resampling of each image's consecutive candidates: weights proportional to
+    exp(-d / (temperature * mean d)) over the image's candidates, positions (j + 1/2) / rows; the rows kept, in
+    order (a row may repeat). Deterministic, so that a sample's result does not depend on a random draw."""
+    d = distance.detach().float().cpu().nan_to_num(nan=math.inf).view(-1, rows_per_image)
+    finite = torch.isfinite(d)
+    scale = torch.where(finite, d, torch.zeros_like(d)).sum(1, keepdim=True) / finite.sum(1, keepdim=True).clamp(min=1)
+    logits = torch.where(finite, -d / (temperature * scale.clamp(min=1e-12)), torch.full_like(d, -math.inf))
+    logits = torch.where(finite.any(1, keepdim=True), logits, torch.zeros_like(logits))  # all lost: keep all
+    cumulative = logits.softmax(1).cumsum(1)
+    positions = (torch.arange(rows_per_image, dtype=torch.float32) + 0.5) / rows_per_image
+    picks = torch.searchsorted(cumulative, positions.expand_as(cumulative).contiguous()).clamp(max=rows_per_image - 1)
+    return (picks + torch.arange(d.shape[0]).view(-1, 1) * rows_per_image).flatten()
+
+
 def _autocast(device: torch.device, dtype: torch.dtype):
     if dtype == torch.float32:
         return nullcontext()
@@ -331,14 +346,31 @@ class _GuidedSampling:
             candidate_distances = last.loss.detach().float().cpu().view(self.batch, self.rows).tolist()
             log({"event": "candidates_selected", "step": i, "kept": (shown % self.rows).tolist(),
                  "distances": candidate_distances})  # fmt: skip
-        keep = shown.to(self.device)
-        z, self.index, last.x0, last.loss = z[keep], self.index[keep], last.x0[keep], last.loss[keep]
-        self.cond = self.cond[keep] if self.cond is not None else None
-        self.uncond = self.uncond[keep] if self.uncond is not None else None
-        last.grad_norm = last.grad_norm[shown.to(last.grad_norm.device)]
-        self.best.keep(shown)
+        self._reorder(shown, last)
         self.row_generators, self.rows = list(self.generators), 1
-        return z
+        return z[shown.to(self.device)]
+
+    def resample(
+        self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Resample each sample's particles at step i, before its transition (:func:`resampled_rows`): the new z
+        and the rows kept."""
+        keep = resampled_rows(last.loss, self.rows, self.config.resample_temperature)
+        if log is not None:
+            log({"event": "particles_resampled", "step": i,
+                 "parents": (keep % self.rows).view(self.batch, self.rows).tolist(),
+                 "distances": last.loss.detach().float().cpu().view(self.batch, self.rows).tolist()})  # fmt: skip
+        self._reorder(keep, last)
+        return z[keep.to(self.device)], keep
+
+    def _reorder(self, keep: torch.Tensor, last: _Iteration) -> None:
+        """Rows ``keep`` (each image's own) of everything a row carries: conditioning, last iteration, best image."""
+        rows = keep.to(self.device)
+        self.index, last.x0, last.eps, last.loss = self.index[rows], last.x0[rows], last.eps[rows], last.loss[rows]
+        self.cond = self.cond[rows] if self.cond is not None else None
+        self.uncond = self.uncond[rows] if self.uncond is not None else None
+        last.grad_norm = last.grad_norm[keep.to(last.grad_norm.device)]
+        self.best.keep(keep)
 
     def shown(self, last: _Iteration) -> torch.Tensor:
         """The row shown for each sample: its leading candidate until the selection."""
@@ -498,6 +530,9 @@ def solve_universal(
         for k in range(k_steps):
             last = run.iterate(z_rows, i, t, k, abar_t)
             z_rows = z_rows.detach()
+            if k == k_steps - 1 and rows is None and config.resamples_at(i):
+                z_rows, kept = run.resample(i, z_rows, last, log)
+                stepper.keep(kept)
             z_prev = stepper.step(last, t, z_rows, abar_t, abar_prev, gens, rows, k == k_steps - 1)
             if k < k_steps - 1:
                 noise = randn_tensor(z_rows.shape, generator=gens, device=device, dtype=z_rows.dtype)

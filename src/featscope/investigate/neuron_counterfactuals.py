@@ -11,7 +11,7 @@ the mask (no mask: the whole image counts as background), optionally with DiG-IN
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,10 +32,10 @@ from featscope.investigate.inputs import (
     needs_prompts,
 )
 from featscope.investigate.launch import Build, Call, investigation
-from featscope.investigate.masks import ItemMasks, word_tokens
+from featscope.investigate.masks import ItemMasks, default_masking, word_tokens
 from featscope.investigate.neurons import check_channels
 from featscope.investigate.outputs import loss_record, run_record, save_iterates
-from featscope.investigate.settings import NeuronImagesSettings
+from featscope.investigate.settings import NO_MASK, NeuronImagesSettings
 from featscope.objectives import neuron as neuron_objective
 from featscope.orchestration import Item, Plan, summary_row, unique_ids
 from featscope.runs import RunFolder
@@ -69,8 +69,8 @@ def neuron_images(
         model = load_backbone(call.backbone, torch_device)
         needs_prompts(model, "neuron counterfactuals of images need")
         captions = Captions.load(o, model, torch_device)
-        masks = ItemMasks.load(o.mask, [e.path for e in entries], tuple(model.image_size), o.mask_postprocess,
-                               torch_device)  # fmt: skip
+        mask, steps = default_masking(o.mask or NO_MASK, o.mask_postprocess, model)  # no mask unless one is given
+        masks = ItemMasks.load(mask, [e.path for e in entries], tuple(model.image_size), steps, torch_device)
         if masks.spec is not None:  # a generated mask needs the object's word in every caption, checked first
             for entry in entries:
                 word_tokens(model, captions.of_entry(entry), _object_word(o, entry))
@@ -78,8 +78,9 @@ def neuron_images(
         items = [Item(safe_id(f"{item_id}_neuron{c}"), {"entry": e, "channel": c}) for e, item_id in
                  zip(entries, ids, strict=True) for c in channels]  # fmt: skip
         seeds = {item.item_id: call.seed + i for i, item in enumerate(items)}
-        run = _NeuronImages(model, network, o, call.solver, captions, call.quiet, layer, name, masks, seeds)
-        record = run_record(model, torch_device, captions.used(o), call.solver, net=network.name, layer=name,
+        resolved = replace(o, mask=mask, mask_postprocess=steps)
+        run = _NeuronImages(model, network, resolved, call.solver, captions, call.quiet, layer, name, masks, seeds)
+        record = run_record(model, torch_device, captions.used(resolved), call.solver, net=network.name, layer=name,
                             channels=channels, seed=call.seed)  # fmt: skip
         return Plan("neuron-images", items, run.work, record, neuron_images_row, summarise)
 

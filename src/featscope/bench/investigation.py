@@ -153,6 +153,12 @@ def background_masks(masks: torch.Tensor, records: Sequence[WorldRecord]) -> tor
     return background
 
 
+def background_change(results: torch.Tensor, images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Per image, the mean absolute change of the ``background`` pixels (B, 1, H, W) from ``images`` to
+    ``results`` (B, 3, H, W)."""
+    return ((results - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+
+
 def _config(settings: dict, backbone: str, method: str | None = None) -> EndToEndConfig:
     """The backbone's defaults for ``method`` (what ``featscope investigate`` runs with) with ``settings`` on top."""
     config = endtoend_defaults(backbone, method).with_overrides(**settings)
@@ -288,8 +294,8 @@ def counterfactual_bench(
         plain = torch.cat([p for p, _ in parts])
         best = torch.cat([b for _, b in parts])
         conf = _probs(net, best)[:, y]
-        change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
-        plain_change = ((plain - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+        change = background_change(best, images, background)
+        plain_change = background_change(plain, images, background)
         readings = scene.read_batch(best)
         rows[name] = {
             "target_confidence_above_0.5": proportion(int((conf > 0.5).sum()), n),
@@ -322,7 +328,7 @@ def word_swap_bench(backbone, net, *, n: int, source: TargetSource, start: str, 
         flipped += result.flipped
         taus += result.chosen_tau
     best, regenerated = torch.cat(best), torch.cat(regenerated)
-    change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+    change = background_change(best, images, background)
     readings = scene.read_batch(best)
     save_grid(best, out / "word-swap.png")
     row = {
@@ -347,16 +353,17 @@ def neuron_images_bench(backbone, net, *, n: int, source: TargetSource, start: s
     scenes = _scenes(source, n, start)
     images, masks, background, seed = scenes.images, scenes.masks, scenes.background, scenes.seed
     results = {name: [] for name in rows}
+    configs = {name: config if NEURON_IMAGE_ROWS[name][4] is None else
+               config.with_overrides(cutouts=NEURON_IMAGE_ROWS[name][4]) for name in rows}  # fmt: skip
     for idx, captions, inverted in _inverted_batches(backbone, scenes, start, config, batch, inversions,
                                                      "neuron images", quiet):  # fmt: skip
         for name in rows:
-            regularizers, weights, mask, reinject, cutouts = NEURON_IMAGE_ROWS[name]
-            row_config = config if cutouts is None else config.with_overrides(cutouts=cutouts)
+            regularizers, weights, mask, reinject, _ = NEURON_IMAGE_ROWS[name]
             result = cores.neuron_images_core(
                 backbone, net, images[idx], channel, seeds=[seed + i for i in idx], prompts=captions,
                 regularizers=regularizers, regularizer_weights=weights,
                 mask=_row_mask(mask, masks[idx], backbone, images[idx], inverted, captions, start, config),
-                inverted=inverted, reinject=reinject, config=row_config,
+                inverted=inverted, reinject=reinject, config=configs[name],
             )  # fmt: skip
             after = [result.activation[b][result.best_iteration(b)] for b in range(len(idx))]
             results[name].append((result.images[0], result.best, result.image_activation, after))
@@ -365,7 +372,7 @@ def neuron_images_bench(backbone, net, *, n: int, source: TargetSource, start: s
         regenerated, best = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
         image_act = torch.tensor([a for p in parts for a in p[2]])
         after = torch.tensor([a for p in parts for a in p[3]])
-        change = ((best - images).abs() * background).sum((1, 2, 3)) / (3 * background.sum((1, 2, 3)))
+        change = background_change(best, images, background)
         rose = (after > image_act).tolist()
         rows[name] = {
             "activation_rose": proportion(sum(rose), n),
@@ -373,7 +380,7 @@ def neuron_images_bench(backbone, net, *, n: int, source: TargetSource, start: s
             "activation_image_mean": float(image_act.mean()),
             "activation_after_mean": float(after.mean()),
             "background_change_mean_abs": float(change.mean()),
-            "solver_cutouts": config.cutouts if NEURON_IMAGE_ROWS[name][4] is None else NEURON_IMAGE_ROWS[name][4],
+            "solver_cutouts": configs[name].cutouts,
             **fidelity_row(backbone, images, regenerated, best, rose, None),
         }
         save_grid(best, out / f"neuron-images-{name.replace(',', '').replace(' ', '-')}.png")

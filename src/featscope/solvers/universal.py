@@ -339,8 +339,10 @@ class _GuidedSampling:
 
         return x0_guidance(x0, distance, steps, self.config.x0_weight, on_evaluation=track)
 
-    def select(self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None) -> torch.Tensor:
-        """Keep each sample's candidate nearest the objective after step i; returns the kept rows of z."""
+    def select(
+        self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keep each sample's candidate nearest the objective after step i: the kept rows of z, and which they are."""
         shown = leading_rows(last.loss, self.rows)
         if log is not None:
             candidate_distances = last.loss.detach().float().cpu().view(self.batch, self.rows).tolist()
@@ -348,7 +350,7 @@ class _GuidedSampling:
                  "distances": candidate_distances})  # fmt: skip
         self._reorder(shown, last)
         self.row_generators, self.rows = list(self.generators), 1
-        return z[shown.to(self.device)]
+        return z[shown.to(self.device)], shown
 
     def resample(
         self, i: int, z: torch.Tensor, last: _Iteration, log: Logger | None
@@ -549,8 +551,7 @@ def solve_universal(
             z = z.clone()
             z[rows.to(device)] = z_rows
         if run.rows > 1 and i == config.select_after - 1:
-            kept = run.shown(last)
-            z = run.select(i, z, last, log)
+            z, kept = run.select(i, z, last, log)
             stepper.keep(kept)
         if rows is None:
             run.report(i, t, last, tic, log, callback)
